@@ -1,0 +1,52 @@
+# dsr-agent build and test entry points. Area-specific targets live in mk/*.mk
+# (lab/demo, packaging, boot test) and add themselves to TEST_TARGETS.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.0-dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+STATICCHECK_VERSION := v0.7.0
+GOBIN_DIR := $(CURDIR)/$(BIN)/tools
+
+# Each mk/*.mk appends the test targets it owns.
+TEST_TARGETS := test-unit test-root
+
+.PHONY: all build test test-unit test-root lint bench demo clean
+all: build
+
+build: $(BIN)/dsr-agent
+
+$(BIN)/dsr-agent: FORCE
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/dsr-agent
+FORCE:
+
+-include mk/*.mk
+
+## test: everything CI runs (unit, real-kernel, end-to-end, packaging).
+test: lint $(TEST_TARGETS)
+
+## test-unit: fast tests of pure logic, no root needed.
+test-unit:
+	$(GO) test -count=1 -short ./...
+
+## test-root: real-kernel tests, each in its own network namespace (root).
+test-root:
+	$(GO) test -count=1 -p 1 -timeout 20m ./...
+
+## lint: gofmt, go vet, staticcheck.
+lint: $(GOBIN_DIR)/staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GOBIN_DIR)/staticcheck ./...
+
+$(GOBIN_DIR)/staticcheck:
+	GOBIN=$(GOBIN_DIR) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+## bench: Go benchmarks (root: they use network namespaces).
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 5x -count 5 -timeout 60m ./agent/ | tee bench/last-run.txt
+
+clean:
+	rm -rf $(BIN)

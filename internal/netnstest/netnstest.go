@@ -1,0 +1,208 @@
+// Package netnstest gives each kernel-touching test its own throwaway network
+// namespace, so tests exercise the real kernel without touching the host.
+package netnstest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// RequireRootEnv, when set to 1 (CI does), turns a skipped root-only test into
+// a failure: a green run must mean the kernel tests actually ran.
+const RequireRootEnv = "DSR_AGENT_REQUIRE_ROOT"
+
+// RequireRoot skips the test when not root, or fails it when RequireRootEnv=1.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv(RequireRootEnv) == "1" {
+		t.Fatalf("test needs root (network namespaces) and %s=1 forbids skipping", RequireRootEnv)
+	}
+	t.Skip("needs root to create network namespaces")
+}
+
+// NS is a named network namespace that lives for one test.
+type NS struct {
+	Name   string
+	Handle netns.NsHandle
+	// Netlink is a handle bound to the namespace.
+	Netlink *netlink.Handle
+}
+
+// UniqueName returns prefix plus random hex, short enough for netns and
+// interface names (IFNAMSIZ is 16).
+func UniqueName(prefix string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// New creates a fresh named namespace with lo up and registers its deletion.
+func New(t testing.TB) *NS {
+	t.Helper()
+	RequireRoot(t)
+	name := UniqueName("dsrt-")
+	h, err := newNamed(name)
+	if err != nil {
+		t.Fatalf("create netns %s: %v", name, err)
+	}
+	ns := &NS{Name: name, Handle: h}
+	t.Cleanup(func() {
+		if ns.Netlink != nil {
+			ns.Netlink.Close()
+		}
+		_ = h.Close()
+		if err := netns.DeleteNamed(name); err != nil {
+			t.Errorf("delete netns %s: %v", name, err)
+		}
+	})
+	nl, err := netlink.NewHandleAt(h)
+	if err != nil {
+		t.Fatalf("netlink handle in %s: %v", name, err)
+	}
+	ns.Netlink = nl
+	lo, err := nl.LinkByName("lo")
+	if err != nil {
+		t.Fatalf("lo in %s: %v", name, err)
+	}
+	// A fresh namespace has lo down; addresses on it would not be local.
+	if err := nl.LinkSetUp(lo); err != nil {
+		t.Fatalf("set lo up in %s: %v", name, err)
+	}
+	return ns
+}
+
+// newNamed creates the namespace without leaving the calling goroutine's
+// thread inside it (netns.NewNamed switches the current thread).
+func newNamed(name string) (netns.NsHandle, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return 0, err
+	}
+	defer orig.Close()
+	h, err := netns.NewNamed(name)
+	if err != nil {
+		return 0, err
+	}
+	if err := netns.Set(orig); err != nil {
+		// The thread is stuck in the new namespace; never reuse it.
+		h.Close()
+		return 0, fmt.Errorf("return to original netns: %w", err)
+	}
+	return h, nil
+}
+
+// NFT returns an nftables connection bound to the namespace.
+func (ns *NS) NFT(t testing.TB) *nftables.Conn {
+	t.Helper()
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns.Handle)))
+	if err != nil {
+		t.Fatalf("nftables conn in %s: %v", ns.Name, err)
+	}
+	return c
+}
+
+// Do runs fn on an OS thread switched into the namespace, for APIs that follow
+// the calling thread's namespace (/proc/sys/net, sockets).
+func (ns *NS) Do(t testing.TB, fn func()) {
+	t.Helper()
+	if err := Within(ns.Handle, func() error { fn(); return nil }); err != nil {
+		t.Fatalf("in netns %s: %v", ns.Name, err)
+	}
+}
+
+// Within runs fn with the current OS thread in the namespace h. If the thread
+// cannot be returned to its original namespace it is left locked, so the Go
+// runtime discards it instead of reusing a thread in the wrong namespace.
+func Within(h netns.NsHandle, fn func() error) error {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("get current netns: %w", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(h); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter netns: %w", err)
+	}
+	ferr := fn()
+	if err := netns.Set(orig); err != nil {
+		return fmt.Errorf("return to original netns: %w", err)
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
+
+// Exec runs a command inside the namespace (ip netns exec) and returns its
+// combined output; it fails the test on a non-zero exit.
+func (ns *NS) Exec(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := ns.ExecErr(name, args...)
+	if err != nil {
+		t.Fatalf("%s %s in %s: %v\n%s", name, strings.Join(args, " "), ns.Name, err, out)
+	}
+	return out
+}
+
+// ExecErr is Exec returning the error instead of failing the test.
+func (ns *NS) ExecErr(name string, args ...string) (string, error) {
+	full := append([]string{"netns", "exec", ns.Name, name}, args...)
+	out, err := exec.Command("ip", full...).CombinedOutput()
+	return string(out), err
+}
+
+// Sysctl reads /proc/sys/<path> inside the namespace, path given by components.
+func (ns *NS) Sysctl(t testing.TB, components ...string) string {
+	t.Helper()
+	var val string
+	ns.Do(t, func() {
+		b, err := os.ReadFile("/proc/sys/" + strings.Join(components, "/"))
+		if err != nil {
+			t.Fatalf("read sysctl %v: %v", components, err)
+		}
+		val = strings.TrimSpace(string(b))
+	})
+	return val
+}
+
+// AddDummy creates an up dummy interface (a stand-in NIC) with the given
+// addresses (CIDR strings) and returns it.
+func (ns *NS) AddDummy(t testing.TB, name string, cidrs ...string) netlink.Link {
+	t.Helper()
+	d := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: name}}
+	if err := ns.Netlink.LinkAdd(d); err != nil {
+		t.Fatalf("add dummy %s: %v", name, err)
+	}
+	link, err := ns.Netlink.LinkByName(name)
+	if err != nil {
+		t.Fatalf("dummy %s: %v", name, err)
+	}
+	for _, c := range cidrs {
+		a, err := netlink.ParseAddr(c)
+		if err != nil {
+			t.Fatalf("parse %s: %v", c, err)
+		}
+		if err := ns.Netlink.AddrAdd(link, a); err != nil {
+			t.Fatalf("add %s to %s: %v", c, name, err)
+		}
+	}
+	if err := ns.Netlink.LinkSetUp(link); err != nil {
+		t.Fatalf("set %s up: %v", name, err)
+	}
+	return link
+}
