@@ -15,6 +15,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/dsr-agent/dsr-agent/internal/netnsutil"
 )
 
 // RequireRootEnv, when set to 1 (CI does), turns a skipped root-only test into
@@ -125,28 +127,8 @@ func (ns *NS) Do(t testing.TB, fn func()) {
 	}
 }
 
-// Within runs fn with the current OS thread in the namespace h. If the thread
-// cannot be returned to its original namespace it is left locked, so the Go
-// runtime discards it instead of reusing a thread in the wrong namespace.
-func Within(h netns.NsHandle, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("get current netns: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(h); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter netns: %w", err)
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		return fmt.Errorf("return to original netns: %w", err)
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
+// Within runs fn on an OS thread inside the namespace h.
+func Within(h netns.NsHandle, fn func() error) error { return netnsutil.Within(h, fn) }
 
 // Exec runs a command inside the namespace (ip netns exec) and returns its
 // combined output; it fails the test on a non-zero exit.
