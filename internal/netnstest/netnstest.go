@@ -162,17 +162,19 @@ func (ns *NS) Sysctl(t testing.TB, components ...string) string {
 	return val
 }
 
-// AddDummy creates an up dummy interface (a stand-in NIC) with the given
-// addresses (CIDR strings) and returns it.
+// AddDummy creates an up stand-in NIC with the given addresses (CIDR
+// strings) and returns it. This kernel has no dummy or vlan drivers, so it is
+// one end of a veth pair whose peer (random name) stays in the namespace, up.
 func (ns *NS) AddDummy(t testing.TB, name string, cidrs ...string) netlink.Link {
 	t.Helper()
-	d := &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: name}}
-	if err := ns.Netlink.LinkAdd(d); err != nil {
-		t.Fatalf("add dummy %s: %v", name, err)
+	peer := UniqueName("p")
+	v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: peer}
+	if err := ns.Netlink.LinkAdd(v); err != nil {
+		t.Fatalf("add veth %s/%s: %v", name, peer, err)
 	}
 	link, err := ns.Netlink.LinkByName(name)
 	if err != nil {
-		t.Fatalf("dummy %s: %v", name, err)
+		t.Fatalf("link %s: %v", name, err)
 	}
 	for _, c := range cidrs {
 		a, err := netlink.ParseAddr(c)
@@ -183,8 +185,14 @@ func (ns *NS) AddDummy(t testing.TB, name string, cidrs ...string) netlink.Link 
 			t.Fatalf("add %s to %s: %v", c, name, err)
 		}
 	}
-	if err := ns.Netlink.LinkSetUp(link); err != nil {
-		t.Fatalf("set %s up: %v", name, err)
+	for _, n := range []string{name, peer} {
+		l, err := ns.Netlink.LinkByName(n)
+		if err != nil {
+			t.Fatalf("link %s: %v", n, err)
+		}
+		if err := ns.Netlink.LinkSetUp(l); err != nil {
+			t.Fatalf("set %s up: %v", n, err)
+		}
 	}
 	return link
 }
