@@ -1,0 +1,213 @@
+// Package loopback owns the VIP addresses dsr-agent puts on interfaces: on lo
+// in loopback mode, on the LB-facing NIC in arptables mode. It reads the
+// kernel's addresses in one dump and adds or deletes single host prefixes.
+package loopback
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Addr is one address on one interface.
+type Addr struct {
+	Link   string
+	Prefix netip.Prefix
+	// Label is the IPv4 alias label (e.g. "lo:dsr0"); IPv6 has none.
+	Label string
+	// Secondary is set by List for addresses the kernel marks secondary
+	// (not the interface's primary address in their subnet).
+	Secondary bool
+}
+
+func (a Addr) String() string { return a.Prefix.String() + " dev " + a.Link }
+
+// Command renders the equivalent ip(8) command.
+func (a Addr) Command(verb string) string {
+	s := fmt.Sprintf("ip addr %s %s dev %s", verb, a.Prefix, a.Link)
+	if verb == "add" && a.Label != "" {
+		s += " label " + a.Label
+	}
+	return s
+}
+
+// HostPrefix is the /32 or /128 of a VIP.
+func HostPrefix(ip netip.Addr) netip.Prefix {
+	return netip.PrefixFrom(ip, ip.BitLen())
+}
+
+// labelTag marks dsr-agent's aliases: "<dev>:dsr<N>". It is a courtesy for
+// ip/ifconfig readers; ownership is recorded in the state dir.
+const labelTag = ":dsr"
+
+// maxLabel is IFNAMSIZ-1, the kernel's limit for address labels.
+const maxLabel = 15
+
+// Labeler hands out the lowest free "<dev>:dsr<N>" label per interface, so
+// each IPv4 alias shows up in ifconfig as its own lo:dsrN like the RHEL
+// guide's lo:0.
+type Labeler struct {
+	used map[string]map[int]bool
+}
+
+// NewLabeler seeds the used labels from the observed addresses.
+func NewLabeler(observed []Addr) *Labeler {
+	l := &Labeler{used: map[string]map[int]bool{}}
+	for _, a := range observed {
+		if n, ok := labelIndex(a.Link, a.Label); ok {
+			l.mark(a.Link, n)
+		}
+	}
+	return l
+}
+
+func labelIndex(link, label string) (int, bool) {
+	rest, ok := strings.CutPrefix(label, link+labelTag)
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(rest)
+	return n, err == nil && n >= 0
+}
+
+func (l *Labeler) mark(link string, n int) {
+	if l.used[link] == nil {
+		l.used[link] = map[int]bool{}
+	}
+	l.used[link][n] = true
+}
+
+// Next returns a free label for an IPv4 address on link, or "" when the
+// interface name leaves no room for one (the kernel then shows the bare name).
+func (l *Labeler) Next(link string) string {
+	for n := 0; ; n++ {
+		if l.used[link][n] {
+			continue
+		}
+		label := link + labelTag + strconv.Itoa(n)
+		if len(label) > maxLabel {
+			return ""
+		}
+		l.mark(link, n)
+		return label
+	}
+}
+
+// Manager reads and changes addresses through a netlink handle (bound to the
+// network namespace under test, or the host's).
+type Manager struct {
+	NL *netlink.Handle
+}
+
+// List dumps all addresses once and returns those on the named links.
+// Links that do not exist are skipped: a missing NIC is a validation matter.
+func (m *Manager) List(links []string) ([]Addr, error) {
+	byIndex := map[int]string{}
+	for _, name := range links {
+		l, err := m.NL.LinkByName(name)
+		if err != nil {
+			var nf netlink.LinkNotFoundError
+			if errors.As(err, &nf) {
+				continue
+			}
+			return nil, fmt.Errorf("look up link %s: %w", name, err)
+		}
+		byIndex[l.Attrs().Index] = name
+	}
+	var addrs []netlink.Addr
+	var err error
+	// A dump racing with address changes is reported as interrupted; the
+	// result is then incomplete, so dump again.
+	for range 5 {
+		addrs, err = m.NL.AddrList(nil, netlink.FAMILY_ALL)
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dump addresses: %w", err)
+	}
+	var out []Addr
+	for _, a := range addrs {
+		name, ok := byIndex[a.LinkIndex]
+		if !ok || a.IPNet == nil {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		ip = ip.Unmap()
+		ones, _ := a.Mask.Size()
+		label := ""
+		if ip.Is4() && a.Label != name {
+			label = a.Label
+		}
+		out = append(out, Addr{Link: name, Prefix: netip.PrefixFrom(ip, ones), Label: label,
+			Secondary: a.Flags&unix.IFA_F_SECONDARY != 0})
+	}
+	return out, nil
+}
+
+// Add puts the address on its link. AddrReplace is used because AddrAdd
+// fails with EEXIST when the address is already there (a racing repair or
+// another tool), and that is success here.
+func (m *Manager) Add(a Addr) error {
+	link, err := m.NL.LinkByName(a.Link)
+	if err != nil {
+		return fmt.Errorf("ip addr add %s: look up link: %w", a, err)
+	}
+	nla := &netlink.Addr{IPNet: prefixNet(a.Prefix), Label: a.Label}
+	if a.Prefix.Addr().Is6() {
+		// No duplicate address detection: the VIP is deliberately shared with
+		// the director and the other real servers.
+		nla.Flags = unix.IFA_F_NODAD
+	}
+	if err := m.NL.AddrReplace(link, nla); err != nil {
+		return fmt.Errorf("ip addr add %s: %w", a, err)
+	}
+	return nil
+}
+
+// Del removes the address; one already gone is not an error.
+func (m *Manager) Del(a Addr) error {
+	link, err := m.NL.LinkByName(a.Link)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil // the interface went and took the address with it
+		}
+		return fmt.Errorf("ip addr del %s: look up link: %w", a, err)
+	}
+	if err := m.NL.AddrDel(link, &netlink.Addr{IPNet: prefixNet(a.Prefix)}); err != nil {
+		if errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return fmt.Errorf("ip addr del %s: %w", a, err)
+	}
+	return nil
+}
+
+func prefixNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// Key identifies an address independent of its label.
+func Key(link string, p netip.Prefix) string { return link + " " + p.String() }
+
+// SortAddrs orders addresses by link then address, for stable plans.
+func SortAddrs(as []Addr) {
+	slices.SortFunc(as, func(a, b Addr) int {
+		if c := strings.Compare(a.Link, b.Link); c != 0 {
+			return c
+		}
+		return a.Prefix.Addr().Compare(b.Prefix.Addr())
+	})
+}

@@ -1,0 +1,95 @@
+package loopback
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/dsr-agent/dsr-agent/internal/netnstest"
+)
+
+func TestLabelerLowestFree(t *testing.T) {
+	l := NewLabeler([]Addr{
+		{Link: "lo", Label: "lo:dsr0"},
+		{Link: "lo", Label: "lo:dsr2"},
+		{Link: "lo", Label: "lo:web"}, // someone else's alias: not ours, not counted
+	})
+	for _, want := range []string{"lo:dsr1", "lo:dsr3", "lo:dsr4"} {
+		if got := l.Next("lo"); got != want {
+			t.Fatalf("Next = %q, want %q", got, want)
+		}
+	}
+	if got := l.Next("enp0s31f6.1000"); got != "" {
+		t.Fatalf("Next on long name = %q, want no label (over IFNAMSIZ)", got)
+	}
+	if got := l.Next("eth0"); got != "eth0:dsr0" {
+		t.Fatalf("Next(eth0) = %q", got)
+	}
+}
+
+func TestAddrCommand(t *testing.T) {
+	a := Addr{Link: "lo", Prefix: netip.MustParsePrefix("192.0.2.10/32"), Label: "lo:dsr0"}
+	if got, want := a.Command("add"), "ip addr add 192.0.2.10/32 dev lo label lo:dsr0"; got != want {
+		t.Fatalf("got %q want %q", got, want)
+	}
+	if got, want := a.Command("del"), "ip addr del 192.0.2.10/32 dev lo"; got != want {
+		t.Fatalf("got %q want %q", got, want)
+	}
+}
+
+func TestAddListDelInNamespace(t *testing.T) {
+	ns := netnstest.New(t)
+	ns.AddDummy(t, "nic0", "198.51.100.21/24")
+	m := &Manager{NL: ns.Netlink}
+	v4 := Addr{Link: "lo", Prefix: netip.MustParsePrefix("192.0.2.10/32"), Label: "lo:dsr0"}
+	v6 := Addr{Link: "lo", Prefix: netip.MustParsePrefix("2001:db8::10/128")}
+	nic := Addr{Link: "nic0", Prefix: netip.MustParsePrefix("192.0.2.11/32"), Label: "nic0:dsr0"}
+	for _, a := range []Addr{v4, v6, nic, v4} { // v4 twice: adding again is not an error
+		if err := m.Add(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := m.List([]string{"lo", "nic0", "missing0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]Addr{}
+	for _, a := range got {
+		have[Key(a.Link, a.Prefix)] = a
+	}
+	for _, want := range []Addr{v4, v6, nic} {
+		a, ok := have[Key(want.Link, want.Prefix)]
+		if !ok {
+			t.Fatalf("List missing %s; got %v", want, got)
+		}
+		if a.Label != want.Label {
+			t.Errorf("%s label = %q, want %q", want, a.Label, want.Label)
+		}
+	}
+	if a := have[Key("nic0", netip.MustParsePrefix("198.51.100.21/24"))]; a.Secondary || a.Link == "" {
+		t.Errorf("nic0 primary address not listed as primary: %+v", a)
+	}
+	// The kernel's own view, as an admin would read it.
+	out := ns.Exec(t, "ip", "-4", "addr", "show", "dev", "lo")
+	if !strings.Contains(out, "192.0.2.10/32 scope global lo:dsr0") {
+		t.Fatalf("ip addr show lo lacks the labelled alias:\n%s", out)
+	}
+	out6 := ns.Exec(t, "ip", "-6", "addr", "show", "dev", "lo")
+	if !strings.Contains(out6, "2001:db8::10/128") {
+		t.Fatalf("ip -6 addr show lo lacks the VIP:\n%s", out6)
+	}
+	for _, a := range []Addr{v4, v6, nic, v4} { // deleting twice is not an error
+		if err := m.Del(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out = ns.Exec(t, "ip", "addr", "show")
+	for _, s := range []string{"192.0.2.10", "2001:db8::10", "192.0.2.11"} {
+		if strings.Contains(out, s) {
+			t.Fatalf("%s still present after Del:\n%s", s, out)
+		}
+	}
+	if !strings.Contains(out, "198.51.100.21/24") {
+		t.Fatalf("foreign address on nic0 lost:\n%s", out)
+	}
+}
