@@ -38,7 +38,7 @@ func commands() []*cli.Command {
 			Action: removeCmd,
 		},
 	}
-	return append(cmds, daemonCommands()...)
+	return append(append(cmds, daemonCommands()...), docCommands()...)
 }
 
 // loadAndValidate parses the config and checks it against the host, before
