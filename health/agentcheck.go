@@ -1,0 +1,78 @@
+package health
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+)
+
+// AgentServer answers HAProxy's agent-check: on every connection it writes
+// one line ("up ready", "up drain", "down ready", "maint", ...) and closes, as
+// the agent protocol expects. The line was computed before the connection
+// arrived.
+type AgentServer struct {
+	state   *State
+	allowed atomic.Pointer[[]netip.Prefix]
+	log     *slog.Logger
+}
+
+// NewAgentServer returns an agent-check server for state.
+func NewAgentServer(state *State, allowed []netip.Prefix, log *slog.Logger) *AgentServer {
+	a := &AgentServer{state: state, log: log}
+	a.SetAllowed(allowed)
+	return a
+}
+
+// SetAllowed replaces allowed_sources.
+func (a *AgentServer) SetAllowed(p []netip.Prefix) {
+	cp := append([]netip.Prefix(nil), p...)
+	a.allowed.Store(&cp)
+}
+
+// Run listens on addr (retrying) and answers until ctx is done.
+func (a *AgentServer) Run(ctx context.Context, addr string) error {
+	var ln net.Listener
+	for {
+		var err error
+		ln, err = listenFreebind(ctx, addr)
+		if err == nil {
+			break
+		}
+		a.log.Warn("agent-check: cannot listen yet, retrying", "listen", addr, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(retryListen):
+		}
+	}
+	a.log.Info("agent-check: serving", "listen", ln.Addr().String())
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			// Transient (EMFILE and the like): back off instead of spinning.
+			a.log.Warn("agent-check: accept", "err", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		go a.answer(conn)
+	}
+}
+
+func (a *AgentServer) answer(conn net.Conn) {
+	defer conn.Close()
+	if !sourceAllowed(*a.allowed.Load(), conn.RemoteAddr().String()) {
+		return
+	}
+	_ = conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	_, _ = conn.Write(a.state.Verdict().Agent)
+}

@@ -1,0 +1,141 @@
+package health
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are dsr-agent's Prometheus metrics. Values are set when state
+// changes, so a scrape reads memory only.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	healthy      prometheus.Gauge
+	inSync       prometheus.Gauge
+	suppression  prometheus.Gauge
+	vipPresent   *prometheus.GaugeVec
+	checkUp      *prometheus.GaugeVec
+	checkLatency *prometheus.GaugeVec
+	checkProbes  *prometheus.CounterVec
+	repairs      *prometheus.CounterVec
+	reconciles   *prometheus.CounterVec
+	reconcileDur prometheus.Histogram
+	drained      *prometheus.GaugeVec
+	lastSnapshot prometheus.Gauge
+
+	mu      sync.Mutex
+	vipSeen map[string]bool
+}
+
+// NewMetrics builds a private registry (not the global default, so tests and
+// several daemons in one process do not collide).
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		healthy: prometheus.NewGauge(prometheus.GaugeOpts{Name: "dsr_agent_healthy",
+			Help: "1 when /healthz answers 200 (setup in place, checks up, not drained)."}),
+		inSync: prometheus.NewGauge(prometheus.GaugeOpts{Name: "dsr_agent_in_sync",
+			Help: "1 when the last observation found the host matching the config."}),
+		suppression: prometheus.NewGauge(prometheus.GaugeOpts{Name: "dsr_agent_arp_suppression",
+			Help: "1 when ARP suppression for the VIPs is in force."}),
+		vipPresent: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dsr_agent_vip_present",
+			Help: "1 when the VIP is configured as the mode requires."}, []string{"vip"}),
+		checkUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dsr_agent_check_up",
+			Help: "Debounced state of a service check: 1 up, 0 down or pending."}, []string{"check"}),
+		checkLatency: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dsr_agent_check_latency_seconds",
+			Help: "Duration of the last probe of a service check."}, []string{"check"}),
+		checkProbes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dsr_agent_check_probes_total",
+			Help: "Probes run per check and result."}, []string{"check", "result"}),
+		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dsr_agent_repairs_total",
+			Help: "Changes the daemon made to the host after its first apply, by kind (drift repaired)."}, []string{"kind"}),
+		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dsr_agent_reconciles_total",
+			Help: "Reconcile passes by trigger and result."}, []string{"trigger", "result"}),
+		reconcileDur: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dsr_agent_reconcile_duration_seconds",
+			Help: "Duration of a reconcile pass (observe, diff, apply, report).", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}),
+		drained: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dsr_agent_drain",
+			Help: "1 for the current rotation state (in-rotation, drain, maint)."}, []string{"state"}),
+		lastSnapshot: prometheus.NewGauge(prometheus.GaugeOpts{Name: "dsr_agent_last_observation_timestamp_seconds",
+			Help: "Unix time of the last observation of the host."}),
+		vipSeen: map[string]bool{},
+	}
+	m.Registry.MustRegister(m.healthy, m.inSync, m.suppression, m.vipPresent, m.checkUp, m.checkLatency,
+		m.checkProbes, m.repairs, m.reconciles, m.reconcileDur, m.drained, m.lastSnapshot,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.setDrain(InRotation)
+	return m
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (m *Metrics) setHealthy(h bool) { m.healthy.Set(b2f(h)) }
+
+func (m *Metrics) setSnapshot(s *Snapshot) {
+	m.inSync.Set(b2f(s.InSync))
+	m.suppression.Set(b2f(s.Suppression))
+	m.lastSnapshot.Set(float64(s.Time.UnixNano()) / 1e9)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := make(map[string]bool, len(s.VIPs))
+	for _, v := range s.VIPs {
+		now[v.Address] = true
+		m.vipPresent.WithLabelValues(v.Address).Set(b2f(v.Present))
+	}
+	// A VIP dropped from the config by a reload stops being reported.
+	for a := range m.vipSeen {
+		if !now[a] {
+			m.vipPresent.DeleteLabelValues(a)
+		}
+	}
+	m.vipSeen = now
+}
+
+func (m *Metrics) setDrain(d DrainMode) {
+	for _, st := range []DrainMode{InRotation, Drained, Maintenance} {
+		name := string(st)
+		if name == "" {
+			name = "in-rotation"
+		}
+		m.drained.WithLabelValues(name).Set(b2f(st == d))
+	}
+}
+
+func (m *Metrics) resetChecks(list []CheckStatus) {
+	m.checkUp.Reset()
+	m.checkLatency.Reset()
+	for _, c := range list {
+		m.checkUp.WithLabelValues(c.Name).Set(0)
+	}
+}
+
+func (m *Metrics) setCheck(c *CheckStatus) {
+	m.checkUp.WithLabelValues(c.Name).Set(b2f(c.Up && !c.Pending))
+	m.checkLatency.WithLabelValues(c.Name).Set(c.LastLatency.Seconds())
+}
+
+func (m *Metrics) probe(name string, ok bool) {
+	r := "success"
+	if !ok {
+		r = "failure"
+	}
+	m.checkProbes.WithLabelValues(name, r).Inc()
+}
+
+// Repair counts one change made to repair drift.
+func (m *Metrics) Repair(kind string) { m.repairs.WithLabelValues(kind).Inc() }
+
+// Reconcile records one reconcile pass.
+func (m *Metrics) Reconcile(trigger string, ok bool, seconds float64) {
+	r := "ok"
+	if !ok {
+		r = "error"
+	}
+	m.reconciles.WithLabelValues(trigger, r).Inc()
+	m.reconcileDur.Observe(seconds)
+}

@@ -1,0 +1,150 @@
+package health
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Limits that keep slow or oversized clients from pinning the server. A
+// health request is one short line plus a few headers.
+const (
+	readHeaderTimeout = 2 * time.Second
+	readTimeout       = 5 * time.Second
+	writeTimeout      = 10 * time.Second
+	idleTimeout       = 30 * time.Second
+	maxHeaderBytes    = 8 << 10
+	// retryListen is how long to wait before retrying a failed listen (the
+	// port may still be held by a previous instance during a restart).
+	retryListen = time.Second
+)
+
+// Server serves /healthz, /status and /metrics from State.
+type Server struct {
+	state   *State
+	allowed atomic.Pointer[[]netip.Prefix]
+	handler http.Handler
+	log     *slog.Logger
+}
+
+// NewServer returns a server for state; call Run to serve.
+func NewServer(state *State, allowed []netip.Prefix, log *slog.Logger) *Server {
+	s := &Server{state: state, log: log}
+	s.SetAllowed(allowed)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", s.healthz)
+	mux.HandleFunc("/status", s.status)
+	mux.Handle("/metrics", promhttp.HandlerFor(state.Metrics().Registry, promhttp.HandlerOpts{
+		ErrorHandling: promhttp.ContinueOnError, MaxRequestsInFlight: 8,
+	}))
+	s.handler = s.guard(mux)
+	return s
+}
+
+// Handler returns the HTTP handler (for tests and benchmarks).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// SetAllowed replaces allowed_sources (reload without rebinding).
+func (s *Server) SetAllowed(p []netip.Prefix) {
+	cp := append([]netip.Prefix(nil), p...)
+	s.allowed.Store(&cp)
+}
+
+// guard enforces allowed_sources and the read-only method set before any
+// handler runs: nothing on HTTP changes state.
+func (s *Server) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !sourceAllowed(*s.allowed.Load(), r.RemoteAddr) {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	v := s.state.Verdict()
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	code := http.StatusOK
+	if !v.Healthy {
+		code = http.StatusServiceUnavailable
+	}
+	w.WriteHeader(code)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(v.Body)
+	}
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	b, err := s.state.StatusJSON()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(b)
+	}
+}
+
+// Run listens on addr (retrying until it can, e.g. while a previous instance
+// still holds the port) and serves until ctx is done.
+func (s *Server) Run(ctx context.Context, addr string) error {
+	for {
+		ln, err := listenFreebind(ctx, addr)
+		if err == nil {
+			return s.serve(ctx, ln)
+		}
+		s.log.Warn("health: cannot listen yet, retrying", "listen", addr, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(retryListen):
+		}
+	}
+}
+
+func (s *Server) serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.log.Info("health: serving", "listen", ln.Addr().String())
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		case <-done:
+		}
+	}()
+	err := srv.Serve(ln)
+	close(done)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("health server: %w", err)
+}

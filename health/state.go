@@ -1,0 +1,302 @@
+// Package health is dsr-agent's view of whether this real server should get
+// traffic: the cached result of the last reconcile (VIPs, ARP suppression),
+// background service checks and the operator's drain, served over HTTP
+// (/healthz, /status, /metrics) and HAProxy's agent-check protocol.
+//
+// Everything a request sees was computed before the request arrived: the
+// servers never dump kernel state or probe a service on behalf of a client,
+// so a flood of health requests cannot load the host or the service.
+package health
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Snapshot is the daemon's last observation of the host's DSR setup.
+type Snapshot struct {
+	Time        time.Time    `json:"time"`
+	Mode        string       `json:"mode"`
+	InSync      bool         `json:"in_sync"`
+	Suppression bool         `json:"arp_suppression"`
+	VIPs        []VIPStatus  `json:"vips"`
+	Differences []Difference `json:"differences,omitempty"`
+	// Error is the last reconcile failure, empty when the last one worked.
+	Error string `json:"error,omitempty"`
+}
+
+// VIPStatus says whether one VIP is in place.
+type VIPStatus struct {
+	Address string `json:"address"`
+	Present bool   `json:"present"`
+	Link    string `json:"link,omitempty"`
+}
+
+// Difference is one way the host differs from the config.
+type Difference struct {
+	Kind    string `json:"kind"`
+	Subject string `json:"subject"`
+	Detail  string `json:"detail,omitempty"`
+}
+
+// DrainMode is the operator's choice of rotation state.
+type DrainMode string
+
+const (
+	InRotation  DrainMode = ""
+	Drained     DrainMode = "drain"
+	Maintenance DrainMode = "maint"
+)
+
+// Verdict is the precomputed answer every endpoint serves.
+type Verdict struct {
+	Healthy bool
+	// Reasons lists why the host is unhealthy, most important first.
+	Reasons []string
+	// Body is the /healthz body: "up" or the reasons joined by "; ".
+	Body []byte
+	// Agent is the HAProxy agent-check reply line, newline included.
+	Agent []byte
+}
+
+// CheckStatus is the state of one background service check.
+type CheckStatus struct {
+	Name string `json:"name"`
+	Kind string `json:"kind"` // tcp or http
+	// Target is the address or URL probed.
+	Target string `json:"target"`
+	// Up is the debounced state (rise/fall applied); Pending until the first probe.
+	Up      bool `json:"up"`
+	Pending bool `json:"pending"`
+	// LastError is the last probe's failure, empty when it succeeded.
+	LastError   string        `json:"last_error,omitempty"`
+	LastLatency time.Duration `json:"last_latency_ns"`
+	LastProbe   time.Time     `json:"last_probe"`
+	// Successes and Failures count consecutive probe results.
+	Successes int `json:"consecutive_successes"`
+	Failures  int `json:"consecutive_failures"`
+}
+
+// State aggregates everything health depends on. It is safe for concurrent
+// use; writers recompute the Verdict so readers only load a pointer.
+type State struct {
+	mu         sync.RWMutex
+	snap       *Snapshot
+	checks     map[string]*CheckStatus
+	checkOrder []string
+	drain      DrainMode
+	started    time.Time
+	stopping   bool
+
+	verdict atomic.Pointer[Verdict]
+	metrics *Metrics
+}
+
+// NewState returns a State that reports "starting" until the first snapshot.
+func NewState() *State {
+	s := &State{checks: map[string]*CheckStatus{}, started: time.Now(), metrics: NewMetrics()}
+	s.recompute()
+	return s
+}
+
+// Metrics returns the Prometheus metrics fed by this state.
+func (s *State) Metrics() *Metrics { return s.metrics }
+
+// Verdict returns the current answer; it never blocks on writers.
+func (s *State) Verdict() *Verdict { return s.verdict.Load() }
+
+// SetSnapshot publishes a new observation of the host.
+func (s *State) SetSnapshot(snap Snapshot) {
+	s.mu.Lock()
+	s.snap = &snap
+	s.recomputeLocked()
+	s.mu.Unlock()
+	s.metrics.setSnapshot(&snap)
+}
+
+// SetDrain records the operator's rotation choice.
+func (s *State) SetDrain(m DrainMode) {
+	s.mu.Lock()
+	s.drain = m
+	s.recomputeLocked()
+	s.mu.Unlock()
+	s.metrics.setDrain(m)
+}
+
+// Drain returns the current rotation choice.
+func (s *State) Drain() DrainMode {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.drain
+}
+
+// resetChecks replaces the set of checks (config load or reload); all start
+// pending.
+func (s *State) resetChecks(list []CheckStatus) {
+	s.mu.Lock()
+	s.checks = make(map[string]*CheckStatus, len(list))
+	s.checkOrder = s.checkOrder[:0]
+	for i := range list {
+		c := list[i]
+		c.Pending = true
+		s.checks[c.Name] = &c
+		s.checkOrder = append(s.checkOrder, c.Name)
+	}
+	s.recomputeLocked()
+	s.mu.Unlock()
+	s.metrics.resetChecks(list)
+}
+
+// updateCheck applies fn to the named check's status and recomputes the
+// verdict when the debounced state changed.
+func (s *State) updateCheck(name string, fn func(*CheckStatus)) {
+	s.mu.Lock()
+	c, ok := s.checks[name]
+	if !ok { // removed by a reload while the probe ran
+		s.mu.Unlock()
+		return
+	}
+	before := *c
+	fn(c)
+	after := *c
+	if before.Up != after.Up || before.Pending != after.Pending || before.LastError != after.LastError {
+		s.recomputeLocked()
+	}
+	s.mu.Unlock()
+	s.metrics.setCheck(&after)
+}
+
+func (s *State) recompute() {
+	s.mu.Lock()
+	s.recomputeLocked()
+	s.mu.Unlock()
+}
+
+// recomputeLocked derives the verdict. Order of reasons: operator intent
+// first, then the host's own setup, then services, so the first reason is the
+// one to act on.
+func (s *State) recomputeLocked() {
+	var reasons []string
+	switch s.drain {
+	case Drained:
+		reasons = append(reasons, "draining")
+	case Maintenance:
+		reasons = append(reasons, "maintenance")
+	}
+	setupBroken := false
+	switch {
+	case s.snap == nil:
+		reasons = append(reasons, "starting: first apply not done")
+		setupBroken = true
+	default:
+		if !s.snap.Suppression {
+			reasons = append(reasons, "arp suppression missing")
+			setupBroken = true
+		}
+		for _, v := range s.snap.VIPs {
+			if v.Present {
+				continue
+			}
+			setupBroken = true
+			if v.Link != "" {
+				reasons = append(reasons, fmt.Sprintf("vip %s missing from %s", v.Address, v.Link))
+			} else {
+				reasons = append(reasons, fmt.Sprintf("vip %s missing", v.Address))
+			}
+		}
+	}
+	checkDown := false
+	for _, name := range s.checkOrder {
+		c := s.checks[name]
+		switch {
+		case c.Pending:
+			reasons = append(reasons, fmt.Sprintf("check %s: pending", name))
+			checkDown = true
+		case !c.Up:
+			msg := c.LastError
+			if msg == "" {
+				msg = "down"
+			}
+			reasons = append(reasons, fmt.Sprintf("check %s: %s", name, msg))
+			checkDown = true
+		}
+	}
+	v := &Verdict{Healthy: len(reasons) == 0, Reasons: reasons}
+	if v.Healthy {
+		v.Body = []byte("up\n")
+	} else {
+		v.Body = []byte(strings.Join(reasons, "; ") + "\n")
+	}
+	v.Agent = []byte(agentReply(s.drain, setupBroken || checkDown) + "\n")
+	s.verdict.Store(v)
+	s.metrics.setHealthy(v.Healthy)
+}
+
+// agentReply follows HAProxy's agent-check protocol: one operational word
+// (up/down) and one administrative word (ready/drain/maint). "ready" is sent
+// whenever the operator has not drained, so a DRAIN or MAINT set earlier by
+// this agent is lifted when the operator undrains.
+func agentReply(d DrainMode, down bool) string {
+	op := "up"
+	if down {
+		op = "down"
+	}
+	switch d {
+	case Drained:
+		return op + " drain"
+	case Maintenance:
+		return "maint"
+	default:
+		return op + " ready"
+	}
+}
+
+// StatusDoc is the /status JSON document.
+type StatusDoc struct {
+	Healthy  bool          `json:"healthy"`
+	Reasons  []string      `json:"reasons"`
+	Drain    string        `json:"drain"`
+	Started  time.Time     `json:"started"`
+	Host     *Snapshot     `json:"host"`
+	Checks   []CheckStatus `json:"checks"`
+	Stopping bool          `json:"stopping,omitempty"`
+}
+
+// StatusJSON renders /status from cached state.
+func (s *State) StatusJSON() ([]byte, error) {
+	v := s.Verdict()
+	s.mu.RLock()
+	doc := StatusDoc{
+		Healthy: v.Healthy, Reasons: v.Reasons, Drain: string(s.drain), Started: s.started,
+		Host: s.snap, Checks: make([]CheckStatus, 0, len(s.checkOrder)), Stopping: s.stopping,
+	}
+	if doc.Drain == "" {
+		doc.Drain = "in-rotation"
+	}
+	for _, n := range s.checkOrder {
+		doc.Checks = append(doc.Checks, *s.checks[n])
+	}
+	s.mu.RUnlock()
+	if doc.Reasons == nil {
+		doc.Reasons = []string{}
+	}
+	sort.SliceStable(doc.Checks, func(i, j int) bool { return doc.Checks[i].Name < doc.Checks[j].Name })
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode status: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+// SetStopping marks the daemon as shutting down (shown in /status only: the
+// kernel state stays in place, so traffic is still served correctly).
+func (s *State) SetStopping() {
+	s.mu.Lock()
+	s.stopping = true
+	s.mu.Unlock()
+}
