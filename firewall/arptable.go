@@ -1,0 +1,175 @@
+package firewall
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+)
+
+// ARP hook numbers. google/nftables' ChainHook constants are the inet
+// family's; in an arp table input is NF_ARP_IN (0) and output NF_ARP_OUT (1).
+// ChainHookInput (1) here would silently make an output chain.
+const (
+	arpHookIn  nftables.ChainHook = 0
+	arpHookOut nftables.ChainHook = 1
+)
+
+// ARP header offsets from the network header (Ethernet/IPv4 ARP).
+const (
+	arpOffHType    = 0
+	arpOffPType    = 2
+	arpOffHLen     = 4
+	arpOffPLen     = 5
+	arpOffSenderIP = 14
+	arpOffTargetIP = 24
+)
+
+// ARPEntry is one VIP and the real IP that replaces it as ARP sender.
+type ARPEntry struct {
+	VIP  netip.Addr
+	Real netip.Addr
+}
+
+// ARPTable is the arptables-mode table: ARP for a VIP is dropped on input,
+// and ARP leaving with a VIP as sender is rewritten to the real IP. Two rules
+// whatever the number of VIPs: the VIPs live in a set and a map.
+type ARPTable struct {
+	Entries []ARPEntry
+}
+
+// Family implements Spec.
+func (*ARPTable) Family() Family { return nftables.TableFamilyARP }
+
+func (a *ARPTable) entries() []ARPEntry {
+	return sortedCopy(a.Entries, func(x, y ARPEntry) int { return x.VIP.Compare(y.VIP) })
+}
+
+func (a *ARPTable) sets(t *nftables.Table) (vips, vip2real *nftables.Set, vipElems, mapElems []nftables.SetElement) {
+	vips = &nftables.Set{Table: t, Name: "vips", KeyType: nftables.TypeIPAddr, KeyByteOrder: binaryutil.BigEndian}
+	vip2real = &nftables.Set{Table: t, Name: "vip2real", IsMap: true, KeyType: nftables.TypeIPAddr,
+		DataType: nftables.TypeIPAddr, KeyByteOrder: binaryutil.BigEndian}
+	for _, e := range a.entries() {
+		vipElems = append(vipElems, nftables.SetElement{Key: e.VIP.AsSlice()})
+		mapElems = append(mapElems, nftables.SetElement{Key: e.VIP.AsSlice(), Val: e.Real.AsSlice()})
+	}
+	return vips, vip2real, vipElems, mapElems
+}
+
+// arpGuard matches Ethernet/IPv4 ARP only, so the fixed offsets below hold.
+func arpGuard() []expr.Any {
+	load := func(off, n uint32, want ...byte) []expr.Any {
+		return []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: want},
+		}
+	}
+	var out []expr.Any
+	out = append(out, load(arpOffHType, 2, 0x00, 0x01)...)
+	out = append(out, load(arpOffPType, 2, 0x08, 0x00)...)
+	out = append(out, load(arpOffHLen, 1, 6)...)
+	out = append(out, load(arpOffPLen, 1, 4)...)
+	return out
+}
+
+func lookup(reg uint32, s *nftables.Set) *expr.Lookup {
+	return &expr.Lookup{SourceRegister: reg, SetName: s.Name, SetID: s.ID}
+}
+
+// rules returns input's and output's rule.
+func (a *ARPTable) rules(vips, vip2real *nftables.Set) (in, out []expr.Any) {
+	// arp daddr ip @vips counter drop
+	in = append(arpGuard(),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: arpOffTargetIP, Len: 4},
+		lookup(1, vips),
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	)
+	// arp saddr ip @vips counter arp saddr ip set arp saddr ip map @vip2real
+	mapLookup := lookup(1, vip2real)
+	mapLookup.DestRegister, mapLookup.IsDestRegSet = 1, true
+	out = append(arpGuard(),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: arpOffSenderIP, Len: 4},
+		lookup(1, vips),
+		&expr.Counter{},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: arpOffSenderIP, Len: 4},
+		mapLookup,
+		// ARP has no checksum to fix up.
+		&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: arpOffSenderIP, Len: 4},
+	)
+	return in, out
+}
+
+func arpChain(t *nftables.Table, name string, hook nftables.ChainHook) *nftables.Chain {
+	return &nftables.Chain{Table: t, Name: name, Type: nftables.ChainTypeFilter, Hooknum: ptr(hook),
+		Priority: nftables.ChainPriorityFilter, Policy: ptr(nftables.ChainPolicyAccept)}
+}
+
+func (a *ARPTable) build(c *nftables.Conn, t *nftables.Table) error {
+	vips, vip2real, vipElems, mapElems := a.sets(t)
+	if err := c.AddSet(vips, vipElems); err != nil {
+		return fmt.Errorf("set vips: %w", err)
+	}
+	if err := c.AddSet(vip2real, mapElems); err != nil {
+		return fmt.Errorf("map vip2real: %w", err)
+	}
+	inRule, outRule := a.rules(vips, vip2real)
+	in := c.AddChain(arpChain(t, "input", arpHookIn))
+	out := c.AddChain(arpChain(t, "output", arpHookOut))
+	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: inRule})
+	c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: outRule})
+	return nil
+}
+
+func (a *ARPTable) expected() tableContent {
+	vips, vip2real, vipElems, mapElems := a.sets(nil)
+	in, out := a.rules(vips, vip2real)
+	return tableContent{
+		chains: []chainContent{
+			{name: "input", typ: nftables.ChainTypeFilter, hook: arpHookIn, priority: int32(*nftables.ChainPriorityFilter), policy: nftables.ChainPolicyAccept, rules: [][]expr.Any{in}},
+			{name: "output", typ: nftables.ChainTypeFilter, hook: arpHookOut, priority: int32(*nftables.ChainPriorityFilter), policy: nftables.ChainPolicyAccept, rules: [][]expr.Any{out}},
+		},
+		sets: []setContent{
+			{name: "vips", keyType: vips.KeyType.Name, elements: elementsOf(vipElems)},
+			{name: "vip2real", isMap: true, keyType: vip2real.KeyType.Name, dataType: vip2real.DataType.Name, elements: elementsOf(mapElems)},
+		},
+	}
+}
+
+// Render implements Spec.
+func (a *ARPTable) Render() string {
+	var vips, pairs []string
+	for _, e := range a.entries() {
+		vips = append(vips, e.VIP.String())
+		pairs = append(pairs, e.VIP.String()+" : "+e.Real.String())
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "table arp %s {\n", TableName)
+	b.WriteString("\t# VIPs this host serves but must never claim in ARP\n")
+	b.WriteString("\tset vips {\n\t\ttype ipv4_addr\n")
+	writeElements(&b, vips)
+	b.WriteString("\t}\n\n")
+	b.WriteString("\t# ARP this host sends with a VIP as sender goes out with the real IP instead\n")
+	b.WriteString("\tmap vip2real {\n\t\ttype ipv4_addr : ipv4_addr\n")
+	writeElements(&b, pairs)
+	b.WriteString("\t}\n\n")
+	guard := "arp htype 1 arp ptype ip arp hlen 6 arp plen 4"
+	b.WriteString("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n")
+	fmt.Fprintf(&b, "\t\t%s arp daddr ip @vips counter drop\n\t}\n\n", guard)
+	b.WriteString("\tchain output {\n\t\ttype filter hook output priority filter; policy accept;\n")
+	fmt.Fprintf(&b, "\t\t%s arp saddr ip @vips counter arp saddr ip set arp saddr ip map @vip2real\n\t}\n", guard)
+	b.WriteString("}\n")
+	return b.String()
+}
+
+func writeElements(b *strings.Builder, elems []string) {
+	if len(elems) == 0 {
+		return
+	}
+	b.WriteString("\t\telements = { ")
+	b.WriteString(strings.Join(elems, ",\n\t\t\t     "))
+	b.WriteString(" }\n")
+}

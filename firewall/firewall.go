@@ -1,0 +1,123 @@
+// Package firewall owns dsr-agent's nftables tables: an arp filter table for
+// the arptables mode and ip/ip6 nat tables for the firewalld mode. Each table
+// is replaced atomically in one batch and compared with the kernel's copy to
+// find hand edits. Nothing outside tables named TableName is ever touched.
+package firewall
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/google/nftables"
+)
+
+// TableName is the name of every table dsr-agent owns (one per family).
+const TableName = "dsr-agent"
+
+// Family is one of the nftables families dsr-agent uses.
+type Family = nftables.TableFamily
+
+// The families, in the order plans list them.
+var Families = []Family{nftables.TableFamilyARP, nftables.TableFamilyIPv4, nftables.TableFamilyIPv6}
+
+// FamilyName is nft's spelling of the family.
+func FamilyName(f Family) string {
+	switch f {
+	case nftables.TableFamilyARP:
+		return "arp"
+	case nftables.TableFamilyIPv4:
+		return "ip"
+	case nftables.TableFamilyIPv6:
+		return "ip6"
+	}
+	return fmt.Sprintf("family(%d)", f)
+}
+
+// TableRef is "arp dsr-agent" and the like, as nft names a table.
+func TableRef(f Family) string { return FamilyName(f) + " " + TableName }
+
+// Spec is a desired table: what to build, how to render it, how to compare.
+type Spec interface {
+	Family() Family
+	// Render returns the table in nft syntax (`nft -f` input).
+	Render() string
+	// build adds the table's chains, sets and rules to the pending batch.
+	build(c *nftables.Conn, t *nftables.Table) error
+	// expected returns the chains, sets and rules as the kernel reports them.
+	expected() tableContent
+}
+
+// Manager changes and reads tables through one nftables connection (bound to
+// a network namespace in tests).
+type Manager struct {
+	Conn *nftables.Conn
+}
+
+// Present lists which families have a dsr-agent table, in one dump.
+func (m *Manager) Present() (map[Family]bool, error) {
+	tables, err := m.Conn.ListTables()
+	if err != nil {
+		return nil, fmt.Errorf("list nftables tables: %w", err)
+	}
+	out := map[Family]bool{}
+	for _, t := range tables {
+		if t.Name == TableName {
+			out[t.Family] = true
+		}
+	}
+	return out, nil
+}
+
+// Replace swaps in the desired table in one transaction: add (so the delete
+// cannot fail on a missing table), delete, then add with its full contents.
+// Readers see the old table or the new one, never a half-built one.
+func (m *Manager) Replace(s Spec) error {
+	ref := TableRef(s.Family())
+	t := &nftables.Table{Name: TableName, Family: s.Family()}
+	m.Conn.AddTable(t)
+	m.Conn.DelTable(t)
+	t = m.Conn.AddTable(&nftables.Table{Name: TableName, Family: s.Family()})
+	if err := s.build(m.Conn, t); err != nil {
+		return fmt.Errorf("build table %s: %w", ref, err)
+	}
+	if err := m.Conn.Flush(); err != nil {
+		return fmt.Errorf("replace table %s: %w", ref, err)
+	}
+	return nil
+}
+
+// Delete removes dsr-agent's table of the family; a missing one is fine.
+func (m *Manager) Delete(f Family) error {
+	t := &nftables.Table{Name: TableName, Family: f}
+	m.Conn.AddTable(t)
+	m.Conn.DelTable(t)
+	if err := m.Conn.Flush(); err != nil {
+		return fmt.Errorf("delete table %s: %w", TableRef(f), err)
+	}
+	return nil
+}
+
+// Diff compares the kernel's table with the spec. It returns "" when they
+// match, otherwise what differs, phrased for an operator.
+func (m *Manager) Diff(s Spec) (string, error) {
+	got, err := m.read(s.Family())
+	if err != nil {
+		return "", err
+	}
+	return got.diff(s.expected()), nil
+}
+
+// RenderReplace is the nft script equivalent to Replace: one `nft -f`
+// transaction, so it is atomic when run by hand too.
+func RenderReplace(s Spec) string {
+	ref := TableRef(s.Family())
+	var b strings.Builder
+	b.WriteString("nft -f - <<'EOF'\n")
+	fmt.Fprintf(&b, "add table %s\ndelete table %s\n", ref, ref)
+	b.WriteString(s.Render())
+	b.WriteString("EOF\n")
+	return b.String()
+}
+
+// RenderDelete is the nft command equivalent to Delete.
+func RenderDelete(f Family) string { return "nft delete table " + TableRef(f) }

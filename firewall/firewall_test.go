@@ -1,0 +1,181 @@
+package firewall
+
+import (
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/dsr-agent/dsr-agent/internal/netnstest"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func arpSpec() *ARPTable {
+	return &ARPTable{Entries: []ARPEntry{
+		{VIP: netip.MustParseAddr("192.0.2.11"), Real: netip.MustParseAddr("198.51.100.21")},
+		{VIP: netip.MustParseAddr("192.0.2.10"), Real: netip.MustParseAddr("198.51.100.21")},
+	}}
+}
+
+func nat4Spec() *NATTable {
+	return &NATTable{Redirects: []Redirect{
+		{VIP: netip.MustParseAddr("192.0.2.10"), Proto: unix.IPPROTO_TCP, Port: 80, ToPort: 8080},
+		{VIP: netip.MustParseAddr("192.0.2.10"), Proto: unix.IPPROTO_UDP, Port: 53, ToPort: 5353},
+	}}
+}
+
+func nat6Spec() *NATTable {
+	return &NATTable{IPv6: true, Redirects: []Redirect{
+		{VIP: netip.MustParseAddr("2001:db8::10"), Proto: unix.IPPROTO_TCP, Port: 443, ToPort: 8443},
+	}}
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read golden %s (run with -update to create): %v", path, err)
+	}
+	if got != string(want) {
+		t.Errorf("%s mismatch\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+func TestRenderGolden(t *testing.T) {
+	golden(t, "arp.render.nft", RenderReplace(arpSpec()))
+	golden(t, "nat4.render.nft", RenderReplace(nat4Spec()))
+	golden(t, "nat6.render.nft", RenderReplace(nat6Spec()))
+}
+
+var counterRE = regexp.MustCompile(`counter packets \d+ bytes \d+`)
+
+// listTable is the kernel's own rendering, counters zeroed.
+func listTable(t *testing.T, ns *netnstest.NS, f Family) string {
+	out := ns.Exec(t, "nft", "list", "table", FamilyName(f), TableName)
+	return counterRE.ReplaceAllString(out, "counter packets 0 bytes 0")
+}
+
+// TestReplaceMatchesKernel builds each table in a fresh namespace and checks
+// the kernel's view (nft list) against testdata, that the rendered script is
+// accepted by nft itself, and that the table compares equal to its spec.
+func TestReplaceMatchesKernel(t *testing.T) {
+	for name, spec := range map[string]Spec{"arp": arpSpec(), "nat4": nat4Spec(), "nat6": nat6Spec()} {
+		t.Run(name, func(t *testing.T) {
+			ns := netnstest.New(t)
+			m := &Manager{Conn: ns.NFT(t)}
+			if d, err := m.Diff(spec); err != nil || d != "table missing" {
+				t.Fatalf("Diff before Replace = %q, %v; want table missing", d, err)
+			}
+			if err := m.Replace(spec); err != nil {
+				t.Fatal(err)
+			}
+			golden(t, name+".kernel.nft", listTable(t, ns, spec.Family()))
+			if d, err := m.Diff(spec); err != nil || d != "" {
+				t.Fatalf("Diff after Replace = %q, %v; want in sync", d, err)
+			}
+			// Replace again: still exactly one table, same content.
+			if err := m.Replace(spec); err != nil {
+				t.Fatal(err)
+			}
+			golden(t, name+".kernel.nft", listTable(t, ns, spec.Family()))
+			// The rendered plan is valid nft input.
+			script := RenderReplace(spec)
+			body := strings.TrimSuffix(strings.TrimPrefix(script, "nft -f - <<'EOF'\n"), "EOF\n")
+			f := filepath.Join(t.TempDir(), "plan.nft")
+			if err := os.WriteFile(f, []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			ns.Exec(t, "nft", "-f", f)
+			golden(t, name+".kernel.nft", listTable(t, ns, spec.Family()))
+			// What nft built from the rendered script is what Replace builds.
+			if d, err := m.Diff(spec); err != nil || d != "" {
+				t.Fatalf("Diff after nft -f of the rendered plan = %q, %v", d, err)
+			}
+		})
+	}
+}
+
+func TestDiffDetectsHandEdits(t *testing.T) {
+	edits := map[string][]string{
+		"element added":   {"add", "element", "arp", TableName, "vips", "{ 192.0.2.99 }"},
+		"element deleted": {"delete", "element", "arp", TableName, "vips", "{ 192.0.2.10 }"},
+		"map value":       {"add", "element", "arp", TableName, "vip2real", "{ 192.0.2.99 : 198.51.100.1 }"},
+		"chain flushed":   {"flush", "chain", "arp", TableName, "input"},
+		"rule added":      {"add", "rule", "arp", TableName, "input", "counter", "accept"},
+		"chain added":     {"add", "chain", "arp", TableName, "extra"},
+		"table flushed":   {"flush", "table", "arp", TableName},
+		"table deleted":   {"delete", "table", "arp", TableName},
+	}
+	for name, edit := range edits {
+		t.Run(name, func(t *testing.T) {
+			ns := netnstest.New(t)
+			m := &Manager{Conn: ns.NFT(t)}
+			spec := arpSpec()
+			if err := m.Replace(spec); err != nil {
+				t.Fatal(err)
+			}
+			ns.Exec(t, "nft", edit...)
+			d, err := m.Diff(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d == "" {
+				t.Fatalf("hand edit %v not detected", edit)
+			}
+			t.Logf("%s: %s", name, d)
+			if err := m.Replace(spec); err != nil {
+				t.Fatal(err)
+			}
+			if d, _ := m.Diff(spec); d != "" {
+				t.Fatalf("after repair Diff = %q", d)
+			}
+		})
+	}
+}
+
+// TestForeignTablesUntouched: other tables, including one in the same family
+// and a firewalld-like inet table, survive Replace and Delete unchanged.
+func TestForeignTablesUntouched(t *testing.T) {
+	ns := netnstest.New(t)
+	ns.Exec(t, "nft", "add table inet firewalld; add chain inet firewalld filter_INPUT { type filter hook input priority filter + 10; policy accept; }; add rule inet firewalld filter_INPUT tcp dport 22 accept")
+	ns.Exec(t, "nft", "add table ip filter; add chain ip filter input { type filter hook input priority 0; }; add rule ip filter input ip saddr 203.0.113.0/24 drop")
+	ns.Exec(t, "nft", "add table arp other; add chain arp other input { type filter hook input priority 0; }")
+	before := ns.Exec(t, "nft", "list", "ruleset")
+	m := &Manager{Conn: ns.NFT(t)}
+	for _, s := range []Spec{arpSpec(), nat4Spec(), nat6Spec()} {
+		if err := m.Replace(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	present, err := m.Present()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(present) != 3 {
+		t.Fatalf("Present = %v, want arp, ip, ip6", present)
+	}
+	for _, f := range Families {
+		if err := m.Delete(f); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Delete(f); err != nil { // idempotent
+			t.Fatal(err)
+		}
+	}
+	after := ns.Exec(t, "nft", "list", "ruleset")
+	if before != after {
+		t.Fatalf("foreign tables changed\n--- before\n%s\n--- after\n%s", before, after)
+	}
+}

@@ -1,0 +1,202 @@
+package firewall
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// Redirect sends VIP:Port/Proto to the local ToPort.
+type Redirect struct {
+	VIP    netip.Addr
+	Proto  uint8 // unix.IPPROTO_TCP or unix.IPPROTO_UDP
+	Port   uint16
+	ToPort uint16
+}
+
+// ProtoName is nft's name for the protocol.
+func ProtoName(p uint8) string {
+	switch p {
+	case unix.IPPROTO_TCP:
+		return "tcp"
+	case unix.IPPROTO_UDP:
+		return "udp"
+	}
+	return fmt.Sprint(p)
+}
+
+// NATTable is the firewalld-mode table of one family: packets to a VIP's
+// port are redirected to a local port through one concatenated map, so the
+// VIP never has to be configured on the host. One rule whatever the size.
+type NATTable struct {
+	IPv6      bool
+	Redirects []Redirect
+}
+
+// Family implements Spec.
+func (n *NATTable) Family() Family {
+	if n.IPv6 {
+		return nftables.TableFamilyIPv6
+	}
+	return nftables.TableFamilyIPv4
+}
+
+// NAT priority dstnat (-100): before the routing decision, so the redirected
+// packet is delivered locally.
+var natPriority = nftables.ChainPriorityNATDest
+
+// nftables registers: concatenation components go into consecutive 32-bit
+// registers starting at NFT_REG32_00 (8); the map result into NFT_REG_1.
+const (
+	reg32First = 8
+	regResult  = 1
+	// NF_NAT_RANGE_PROTO_SPECIFIED: the redirect carries a port.
+	natRangeProtoSpecified = 0x2
+)
+
+func (n *NATTable) redirects() []Redirect {
+	return sortedCopy(n.Redirects, func(a, b Redirect) int {
+		if c := a.VIP.Compare(b.VIP); c != 0 {
+			return c
+		}
+		if a.Proto != b.Proto {
+			return int(a.Proto) - int(b.Proto)
+		}
+		return int(a.Port) - int(b.Port)
+	})
+}
+
+func (n *NATTable) addrType() nftables.SetDatatype {
+	if n.IPv6 {
+		return nftables.TypeIP6Addr
+	}
+	return nftables.TypeIPAddr
+}
+
+func (n *NATTable) set(t *nftables.Table) (*nftables.Set, []nftables.SetElement) {
+	s := &nftables.Set{Table: t, Name: "vip_ports", IsMap: true, Concatenation: true,
+		KeyType:      nftables.MustConcatSetType(n.addrType(), nftables.TypeInetProto, nftables.TypeInetService),
+		DataType:     nftables.TypeInetService,
+		KeyByteOrder: binaryutil.BigEndian}
+	var elems []nftables.SetElement
+	for _, r := range n.redirects() {
+		// Each concatenated component is padded to a 4-byte register.
+		key := append([]byte{}, r.VIP.AsSlice()...)
+		key = append(key, r.Proto, 0, 0, 0)
+		key = append(key, byte(r.Port>>8), byte(r.Port), 0, 0)
+		elems = append(elems, nftables.SetElement{Key: key, Val: []byte{byte(r.ToPort >> 8), byte(r.ToPort)}})
+	}
+	return s, elems
+}
+
+// canonReg is how the kernel reports a 32-bit register in dumps: one that
+// starts a 16-byte register is named by the 16-byte one (NFT_REG32_00 is
+// NFT_REG_1). Building rules with the same names lets a dump compare equal.
+func canonReg(reg32 uint32) uint32 {
+	if (reg32-reg32First)%4 == 0 {
+		return (reg32-reg32First)/4 + 1
+	}
+	return reg32
+}
+
+// protos lists the transport protocols in use, in a stable order.
+func (n *NATTable) protos() []uint8 {
+	var out []uint8
+	for _, p := range []uint8{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+		for _, r := range n.Redirects {
+			if r.Proto == p {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// rules returns one rule per protocol in use: nft requires a transport
+// protocol match before a redirect that sets a port.
+func (n *NATTable) rules(s *nftables.Set) [][]expr.Any {
+	var out [][]expr.Any
+	for _, p := range n.protos() {
+		r := []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p}},
+		}
+		out = append(out, append(r, n.redirectExprs(s)...))
+	}
+	return out
+}
+
+func (n *NATTable) redirectExprs(s *nftables.Set) []expr.Any {
+	daddrOff, daddrLen, regs := uint32(16), uint32(4), uint32(1)
+	if n.IPv6 {
+		daddrOff, daddrLen, regs = 24, 16, 4
+	}
+	m := lookup(canonReg(reg32First), s)
+	m.DestRegister, m.IsDestRegSet = regResult, true
+	// counter redirect to :ip daddr . meta l4proto . th dport map @vip_ports
+	return []expr.Any{
+		&expr.Counter{},
+		&expr.Payload{DestRegister: canonReg(reg32First), Base: expr.PayloadBaseNetworkHeader, Offset: daddrOff, Len: daddrLen},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: canonReg(reg32First + regs)},
+		&expr.Payload{DestRegister: canonReg(reg32First + regs + 1), Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		m,
+		// Min and max are the same port, as nft itself builds it.
+		&expr.Redir{RegisterProtoMin: regResult, RegisterProtoMax: regResult, Flags: natRangeProtoSpecified},
+	}
+}
+
+func natChain(t *nftables.Table) *nftables.Chain {
+	return &nftables.Chain{Table: t, Name: "prerouting", Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPrerouting,
+		Priority: natPriority, Policy: ptr(nftables.ChainPolicyAccept)}
+}
+
+func (n *NATTable) build(c *nftables.Conn, t *nftables.Table) error {
+	s, elems := n.set(t)
+	if err := c.AddSet(s, elems); err != nil {
+		return fmt.Errorf("map vip_ports: %w", err)
+	}
+	ch := c.AddChain(natChain(t))
+	for _, r := range n.rules(s) {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r})
+	}
+	return nil
+}
+
+func (n *NATTable) expected() tableContent {
+	s, elems := n.set(nil)
+	return tableContent{
+		chains: []chainContent{{name: "prerouting", typ: nftables.ChainTypeNAT, hook: *nftables.ChainHookPrerouting,
+			priority: int32(*natPriority), policy: nftables.ChainPolicyAccept, rules: n.rules(s)}},
+		sets: []setContent{{name: "vip_ports", isMap: true, keyType: s.KeyType.Name, dataType: s.DataType.Name, elements: elementsOf(elems)}},
+	}
+}
+
+// Render implements Spec.
+func (n *NATTable) Render() string {
+	fam, addrType, daddr := "ip", "ipv4_addr", "ip daddr"
+	if n.IPv6 {
+		fam, addrType, daddr = "ip6", "ipv6_addr", "ip6 daddr"
+	}
+	var elems []string
+	for _, r := range n.redirects() {
+		elems = append(elems, fmt.Sprintf("%s . %s . %d : %d", r.VIP, ProtoName(r.Proto), r.Port, r.ToPort))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "table %s %s {\n", fam, TableName)
+	b.WriteString("\t# VIP . protocol . port : local port; the VIP itself is never on this host\n")
+	fmt.Fprintf(&b, "\tmap vip_ports {\n\t\ttype %s . inet_proto . inet_service : inet_service\n", addrType)
+	writeElements(&b, elems)
+	b.WriteString("\t}\n\n")
+	b.WriteString("\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n")
+	for _, p := range n.protos() {
+		fmt.Fprintf(&b, "\t\tmeta l4proto %s counter redirect to :%s . meta l4proto . th dport map @vip_ports\n", ProtoName(p), daddr)
+	}
+	b.WriteString("\t}\n}\n")
+	return b.String()
+}
