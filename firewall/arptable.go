@@ -21,9 +21,7 @@ const (
 // ARP header offsets from the network header (Ethernet/IPv4 ARP).
 const (
 	arpOffHType    = 0
-	arpOffPType    = 2
 	arpOffHLen     = 4
-	arpOffPLen     = 5
 	arpOffSenderIP = 14
 	arpOffTargetIP = 24
 )
@@ -59,20 +57,18 @@ func (a *ARPTable) sets(t *nftables.Table) (vips, vip2real *nftables.Set, vipEle
 	return vips, vip2real, vipElems, mapElems
 }
 
-// arpGuard matches Ethernet/IPv4 ARP only, so the fixed offsets below hold.
+// arpGuard matches Ethernet/IPv4 ARP only (htype 1, ptype 0x0800, hlen 6,
+// plen 4), so the fixed offsets below hold. Adjacent fields are compared in
+// two loads, exactly as nft builds "arp htype 1 arp ptype ip arp hlen 6
+// arp plen 4", so a table written by hand from the rendered plan compares
+// equal to ours.
 func arpGuard() []expr.Any {
-	load := func(off, n uint32, want ...byte) []expr.Any {
-		return []expr.Any{
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: want},
-		}
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: arpOffHType, Len: 4},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x00, 0x01, 0x08, 0x00}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: arpOffHLen, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{6, 4}},
 	}
-	var out []expr.Any
-	out = append(out, load(arpOffHType, 2, 0x00, 0x01)...)
-	out = append(out, load(arpOffPType, 2, 0x08, 0x00)...)
-	out = append(out, load(arpOffHLen, 1, 6)...)
-	out = append(out, load(arpOffPLen, 1, 4)...)
-	return out
 }
 
 func lookup(reg uint32, s *nftables.Set) *expr.Lookup {
