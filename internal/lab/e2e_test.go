@@ -1,0 +1,248 @@
+//go:build e2e
+
+// End-to-end tests: real packets through a namespace lab. Built only with the
+// e2e tag (make test-e2e), so the plain `go test ./...` runs of test-unit and
+// test-root neither run them twice nor skip them silently.
+package lab_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dsr-agent/dsr-agent/internal/lab"
+	"github.com/dsr-agent/dsr-agent/internal/netnstest"
+)
+
+// AgentBinEnv names a prebuilt dsr-agent (make test-e2e sets it); without it
+// the tests build one into a temporary directory.
+const AgentBinEnv = "DSR_AGENT_BIN"
+
+var (
+	agentOnce sync.Once
+	agentBin  string
+	agentErr  error
+	buildDir  string
+)
+
+func TestMain(m *testing.M) {
+	// An interrupted run (Ctrl-C, CI cancel) must not leave namespaces
+	// behind; t.Cleanup does not run when the process is killed by a signal.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sig
+		fmt.Fprintf(os.Stderr, "e2e: %v: tearing down labs\n", s)
+		lab.CloseAll()
+		os.Exit(1)
+	}()
+	code := m.Run()
+	lab.CloseAll()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+func agent(t *testing.T) *lab.Agent {
+	t.Helper()
+	agentOnce.Do(func() {
+		if p := os.Getenv(AgentBinEnv); p != "" {
+			agentBin, agentErr = filepath.Abs(p)
+			return
+		}
+		buildDir, agentErr = os.MkdirTemp("", "dsr-e2e-bin-")
+		if agentErr != nil {
+			return
+		}
+		agentBin = filepath.Join(buildDir, "dsr-agent")
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		cmd := exec.Command("go", "build", "-o", agentBin, "./cmd/dsr-agent")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			agentErr = fmt.Errorf("go build ./cmd/dsr-agent: %w\n%s", err, out)
+		}
+	})
+	if agentErr != nil {
+		t.Fatalf("dsr-agent binary: %v", agentErr)
+	}
+	return &lab.Agent{Bin: agentBin, Dir: t.TempDir()}
+}
+
+type testLogWriter struct{ t *testing.T }
+
+func (w testLogWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+// newLab builds a lab with HTTP servers running; it is torn down when the
+// test ends, pass or fail.
+func newLab(t *testing.T, servers int) (*lab.Lab, context.Context) {
+	t.Helper()
+	netnstest.RequireRoot(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	log := slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	l, err := lab.New(ctx, lab.Options{Servers: servers, Log: log})
+	if err != nil {
+		t.Fatalf("lab: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Errorf("lab teardown: %v", err)
+		}
+		for _, n := range append(l.Nodes(), l.Hub) {
+			if _, err := os.Stat(filepath.Join("/run/netns", n.NS)); err == nil {
+				t.Errorf("netns %s still exists after teardown", n.NS)
+			}
+		}
+	})
+	if err := l.Serve(ctx); err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	return l, ctx
+}
+
+func family(v netip.Addr) string {
+	if v.Is6() {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+// checkDSR is the core assertion: through the VIP, every real server answers;
+// the director carries every client packet to the VIP and none of the
+// replies; the VIP's ARP/NDP is answered by the director alone and the
+// client's neighbour entry ends up on the director's MAC.
+func checkDSR(t *testing.T, ctx context.Context, l *lab.Lab, vip netip.Addr, requests int) {
+	t.Helper()
+	if err := l.FlushClientNeighbor(vip); err != nil {
+		t.Fatal(err)
+	}
+	p, err := l.NewProber()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	// Explicit probes in addition to the client kernel's own resolution.
+	for range 20 {
+		if vip.Is6() {
+			err = p.SendNS()
+		} else {
+			err = p.SendARP()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	reqBefore, err := l.DirectorCounter(lab.CounterRequests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repBefore, err := l.DirectorCounter(lab.CounterReplies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sentBefore, err := l.ClientCounter(lab.CounterSent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recvBefore, err := l.ClientCounter(lab.CounterRecvd)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	hc := l.HTTPClient(5 * time.Second)
+	perServer := map[string]int{}
+	for i := range requests {
+		name, _, err := l.Fetch(ctx, hc, vip)
+		if err != nil {
+			t.Fatalf("request %d of %d through VIP %s: %v", i+1, requests, vip, err)
+		}
+		perServer[name]++
+	}
+	t.Logf("%d requests to %s answered by %v", requests, vip, perServer)
+	for _, rs := range l.Servers {
+		if perServer[rs.Name] == 0 {
+			t.Errorf("real server %s answered none of %d requests (per-flow hash should spread them): %v", rs.Name, requests, perServer)
+		}
+	}
+
+	req, _ := l.DirectorCounter(lab.CounterRequests)
+	rep, _ := l.DirectorCounter(lab.CounterReplies)
+	sent, _ := l.ClientCounter(lab.CounterSent)
+	recv, _ := l.ClientCounter(lab.CounterRecvd)
+	req, rep, sent, recv = req.Sub(reqBefore), rep.Sub(repBefore), sent.Sub(sentBefore), recv.Sub(recvBefore)
+	t.Logf("client sent %v, director forwarded %v, client received %v, director saw replies %v", sent, req, recv, rep)
+	if req.Packets != sent.Packets {
+		t.Errorf("director forwarded %d packets to real servers, client sent %d to the VIP: want equal", req.Packets, sent.Packets)
+	}
+	if rep.Packets != 0 {
+		t.Errorf("director saw %d reply packets from the VIP: replies must bypass it", rep.Packets)
+	}
+	if recv.Packets == 0 || recv.Bytes < uint64(requests*lab.ReplyPadding) {
+		t.Errorf("client received %v from the VIP, want at least %d bytes", recv, requests*lab.ReplyPadding)
+	}
+
+	time.Sleep(50 * time.Millisecond) // in-flight answers
+	ans, err := p.Answers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := ans.ARP
+	if vip.Is6() {
+		got = ans.NA
+	}
+	if ans.Drops != 0 {
+		t.Errorf("packet socket dropped %d frames: answers may be missing", ans.Drops)
+	}
+	if got[l.Director.MAC.String()] == 0 {
+		t.Errorf("director never answered ARP/NDP for %s: %v", vip, got)
+	}
+	for m, n := range got {
+		if m != l.Director.MAC.String() {
+			t.Errorf("%s (%s) answered ARP/NDP for %s %d times: only the director may", l.NameOf(mustMAC(m)), m, vip, n)
+		}
+	}
+	nmac, state, err := l.ClientNeighbor(vip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nmac.String() != l.Director.MAC.String() {
+		t.Errorf("client neighbour entry for %s: %s (%s, %s), want the director's %s", vip, nmac, l.NameOf(nmac), state, l.Director.MAC)
+	}
+}
+
+func mustMAC(s string) net.HardwareAddr {
+	m, _ := net.ParseMAC(s)
+	return m
+}
+
+// TestByHand checks the lab itself with real servers set up the textbook way
+// (sysctls + VIP on lo), independent of dsr-agent.
+func TestByHand(t *testing.T) {
+	l, ctx := newLab(t, 2)
+	for _, rs := range l.Servers {
+		if err := l.ConfigureByHand(rs, true, lab.VIP4, lab.VIP6); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, vip := range []netip.Addr{lab.VIP4, lab.VIP6} {
+		t.Run(family(vip), func(t *testing.T) { checkDSR(t, ctx, l, vip, 30) })
+	}
+}
