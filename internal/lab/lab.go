@@ -1,11 +1,11 @@
 // Package lab builds a throwaway LVS-DR (direct server return) topology out of
 // network namespaces, so dsr-agent can be proven with real packets:
 //
-//	                 hub netns: bridge br0 (multicast snooping off)
-//	        ┌──────────────┬───────────────┬───────────────┐
-//	     client         director          rs1 ... rsN
-//	   10.77.0.10      10.77.0.2         10.77.0.21 ...
-//	                  + VIP 10.77.0.100   (VIP per dsr-agent mode)
+//	              hub netns: bridge br0 (multicast snooping off)
+//	     ┌──────────────┬───────────────┬───────────────┐
+//	  client         director          rs1 ... rsN
+//	10.77.0.10      10.77.0.2         10.77.0.21 ...
+//	               + VIP 10.77.0.100   (VIP per dsr-agent mode)
 //
 // The director owns the VIP (so it answers ARP/NDP for it) and runs a netdev
 // ingress chain that rewrites the destination MAC of every TCP packet to the
