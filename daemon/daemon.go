@@ -1,0 +1,323 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"reflect"
+	"strings"
+	"syscall"
+	"time"
+
+	sd "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/dsr-agent/dsr-agent/health"
+)
+
+// Options configure Run.
+type Options struct {
+	ConfigPath string
+	StateDir   string
+	Engine     Engine
+	Log        *slog.Logger
+	// Resync is the period of the full resync that catches what no
+	// notification reports (a sysctl reset by hand or by sysctl --system).
+	Resync time.Duration
+	// Debounce is how long to let a burst of events (ip addr flush) settle
+	// before a pass; the pass repairs all of them at once.
+	Debounce time.Duration
+	// Notify sends a systemd notification; default sd_notify(3) via NOTIFY_SOCKET.
+	Notify func(state string)
+	// Signals overrides the OS signals (tests); nil means SIGHUP/SIGTERM/SIGINT.
+	Signals <-chan os.Signal
+}
+
+const (
+	DefaultResync   = 30 * time.Second
+	DefaultDebounce = time.Millisecond
+	// maxRetry caps the backoff between failed applies.
+	maxRetry = 30 * time.Second
+)
+
+type daemon struct {
+	o       Options
+	log     *slog.Logger
+	state   *health.State
+	checker *health.Checker
+	w       *waker
+	desired *Desired
+	applied bool // first apply done (READY sent)
+
+	httpSrv     *health.Server
+	agentSrv    *health.AgentServer
+	httpCancel  context.CancelFunc
+	agentCancel context.CancelFunc
+	httpAddr    string
+	agentAddr   string
+
+	retryDelay time.Duration
+	retryTimer *time.Timer
+	// lastInSync lets a pass that changed nothing skip the second observation.
+	lastInSync bool
+}
+
+// Run is `dsr-agent run`. It returns nil after SIGTERM/SIGINT or ctx
+// cancellation, leaving the host configured. A config that does not load at
+// start is returned as is (it wraps agent.ErrInvalidConfig: exit 2).
+func Run(ctx context.Context, o Options) error {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Resync <= 0 {
+		o.Resync = DefaultResync
+	}
+	if o.Debounce < 0 {
+		o.Debounce = 0
+	}
+	if o.Notify == nil {
+		o.Notify = func(state string) {
+			if _, err := sd.SdNotify(false, state); err != nil {
+				o.Log.Warn("systemd notify failed", "state", state, "err", err)
+			}
+		}
+	}
+	desired, err := o.Engine.Load(o.ConfigPath)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	d := &daemon{o: o, log: o.Log, state: health.NewState(), w: newWaker(), desired: desired, retryDelay: time.Second}
+	d.checker = health.NewChecker(d.state)
+	defer d.checker.Stop()
+
+	mode, err := health.LoadDrain(o.StateDir)
+	if err != nil {
+		// A corrupt drain file must not keep the host out of service silently
+		// nor crash the daemon: log it loudly and treat as in rotation.
+		d.log.Error("cannot read drain state; assuming in rotation", "err", err)
+	}
+	d.state.SetDrain(mode)
+	if mode != health.InRotation {
+		d.log.Warn("host is drained (persisted); run `dsr-agent undrain` to put it back", "drain", mode)
+	}
+
+	ctl, err := listenControl(o.StateDir, d.state, d.log)
+	if err != nil {
+		return err
+	}
+	defer ctl.Close()
+	go ctl.serve(ctx)
+
+	d.configureHealth(ctx, nil)
+	defer d.stopHealth()
+
+	// Subscribe before the first apply so nothing changed between the apply
+	// and the subscription goes unnoticed.
+	go watchAddrs(ctx, d.w, d.log)
+	go watchLinks(ctx, d.w, d.log)
+	go watchNFT(ctx, d.w, d.log)
+
+	sigs := o.Signals
+	if sigs == nil {
+		ch := make(chan os.Signal, 4)
+		signal.Notify(ch, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+		defer signal.Stop(ch)
+		sigs = ch
+	}
+
+	var watchdog <-chan time.Time
+	if wd, err := sd.SdWatchdogEnabled(false); err == nil && wd > 0 {
+		t := time.NewTicker(wd / 3)
+		defer t.Stop()
+		watchdog = t.C
+		d.log.Info("systemd watchdog enabled", "interval", wd)
+	}
+	resync := time.NewTicker(o.Resync)
+	defer resync.Stop()
+
+	d.log.Info("dsr-agent daemon starting", "config", o.ConfigPath, "mode", desired.Mode, "vips", desired.VIPs, "resync", o.Resync)
+	d.reconcile([]string{"start"})
+
+	for {
+		var retry <-chan time.Time
+		if d.retryTimer != nil {
+			retry = d.retryTimer.C
+		}
+		select {
+		case <-ctx.Done():
+			d.stop("context cancelled")
+			return nil
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGHUP:
+				d.reload(ctx)
+			default:
+				d.stop(sig.String())
+				return nil
+			}
+		case <-d.w.ch:
+			if o.Debounce > 0 {
+				time.Sleep(o.Debounce)
+			}
+			d.reconcile(d.w.take())
+		case <-resync.C:
+			d.reconcile([]string{"resync"})
+		case <-retry:
+			d.retryTimer = nil
+			d.reconcile([]string{"retry"})
+		case <-watchdog:
+			// Sent from the reconcile loop itself: if a pass hangs, the
+			// pings stop and systemd restarts the daemon.
+			o.Notify("WATCHDOG=1")
+		}
+	}
+}
+
+func (d *daemon) stop(why string) {
+	d.o.Notify("STOPPING=1")
+	d.state.SetStopping()
+	d.log.Info("dsr-agent daemon stopping; host configuration left in place", "reason", why)
+}
+
+// reconcile is one pass: apply (observe, diff, change what differs), then
+// publish what the host looks like.
+func (d *daemon) reconcile(triggers []string) {
+	start := time.Now()
+	trigger := strings.Join(triggers, ",")
+	changes, aerr := d.o.Engine.Apply(d.desired)
+	for _, c := range changes {
+		if d.applied {
+			d.state.Metrics().Repair(c.Kind)
+			d.log.Warn("drift repaired", "kind", c.Kind, "subject", c.Subject, "command", c.Command, "trigger", trigger)
+		} else {
+			d.log.Info("applied", "kind", c.Kind, "subject", c.Subject, "command", c.Command)
+		}
+	}
+	if aerr == nil && len(changes) == 0 && d.lastInSync {
+		// Nothing changed and the host was in sync: the published snapshot
+		// still holds; skip the second kernel dump.
+		d.state.Metrics().Reconcile(trigger, true, time.Since(start).Seconds())
+		d.afterSuccess()
+		return
+	}
+	snap, oerr := d.o.Engine.Observe(d.desired)
+	if oerr != nil {
+		d.log.Error("observe host failed", "err", oerr)
+		snap = health.Snapshot{Time: time.Now(), Mode: d.desired.Mode, Error: oerr.Error()}
+	}
+	if aerr != nil {
+		snap.Error = aerr.Error()
+	}
+	d.lastInSync = aerr == nil && oerr == nil && snap.InSync
+	d.state.SetSnapshot(snap)
+	d.state.Metrics().Reconcile(trigger, aerr == nil && oerr == nil, time.Since(start).Seconds())
+	if aerr != nil || oerr != nil {
+		err := errors.Join(aerr, oerr)
+		d.log.Error("reconcile failed; will retry", "err", err, "trigger", trigger, "retry_in", d.retryDelay)
+		d.retryTimer = time.NewTimer(d.retryDelay)
+		d.retryDelay = min(d.retryDelay*2, maxRetry)
+		return
+	}
+	d.afterSuccess()
+	d.log.Debug("reconciled", "trigger", trigger, "changes", len(changes), "took", time.Since(start))
+}
+
+func (d *daemon) afterSuccess() {
+	d.retryDelay = time.Second
+	if d.retryTimer != nil {
+		d.retryTimer.Stop()
+		d.retryTimer = nil
+	}
+	if !d.applied {
+		d.applied = true
+		d.o.Notify(fmt.Sprintf("READY=1\nSTATUS=converged: mode %s, %d VIP(s)", d.desired.Mode, d.desired.VIPs))
+		d.log.Info("host converged; ready", "mode", d.desired.Mode, "vips", d.desired.VIPs)
+	}
+}
+
+// reload re-reads the config. An invalid config is refused and the running
+// one kept: a typo pushed by configuration management must not take the VIPs
+// down.
+func (d *daemon) reload(ctx context.Context) {
+	d.o.Notify("RELOADING=1\nMONOTONIC_USEC=" + sd.SdNotifyMonotonicUsec())
+	next, err := d.o.Engine.Load(d.o.ConfigPath)
+	if err != nil {
+		d.log.Error("reload refused: new config is invalid; keeping the running config", "config", d.o.ConfigPath, "err", err)
+		d.o.Notify("READY=1\nSTATUS=reload refused (invalid config); running the previous config")
+		return
+	}
+	prev := d.desired
+	d.desired = next
+	d.lastInSync = false
+	d.log.Info("reloading config", "config", d.o.ConfigPath, "mode", next.Mode, "vips", next.VIPs)
+	d.configureHealth(ctx, prev.Health)
+	d.reconcile([]string{"reload"})
+	d.o.Notify(fmt.Sprintf("READY=1\nSTATUS=reloaded: mode %s, %d VIP(s)", next.Mode, next.VIPs))
+}
+
+// configureHealth starts, stops or reconfigures the health endpoints and the
+// checks to match d.desired; prev is the previous health section (nil at start).
+func (d *daemon) configureHealth(ctx context.Context, prev *HealthSettings) {
+	h := d.desired.Health
+	if h == nil {
+		d.stopHealth()
+		d.checker.Set(ctx, nil)
+		return
+	}
+	// Restarting unchanged checks would make them pending and flap /healthz.
+	if prev == nil || !reflect.DeepEqual(prev.Checks, h.Checks) {
+		d.checker.Set(ctx, h.Checks)
+	}
+	if d.httpSrv == nil {
+		d.httpSrv = health.NewServer(d.state, h.Allowed, d.log)
+	}
+	d.httpSrv.SetAllowed(h.Allowed)
+	if d.httpAddr != h.Listen {
+		if d.httpCancel != nil {
+			d.httpCancel()
+		}
+		hctx, cancel := context.WithCancel(ctx)
+		d.httpCancel, d.httpAddr = cancel, h.Listen
+		srv := d.httpSrv
+		go func() {
+			if err := srv.Run(hctx, h.Listen); err != nil {
+				d.log.Error("health server stopped", "err", err)
+			}
+		}()
+	}
+	if d.agentAddr != h.AgentListen {
+		if d.agentCancel != nil {
+			d.agentCancel()
+			d.agentCancel = nil
+		}
+		d.agentAddr = h.AgentListen
+		if h.AgentListen != "" {
+			if d.agentSrv == nil {
+				d.agentSrv = health.NewAgentServer(d.state, h.Allowed, d.log)
+			}
+			actx, cancel := context.WithCancel(ctx)
+			d.agentCancel = cancel
+			srv := d.agentSrv
+			go func() { _ = srv.Run(actx, h.AgentListen) }()
+		}
+	}
+	if d.agentSrv != nil {
+		d.agentSrv.SetAllowed(h.Allowed)
+	}
+}
+
+func (d *daemon) stopHealth() {
+	if d.httpCancel != nil {
+		d.httpCancel()
+		d.httpCancel, d.httpAddr = nil, ""
+	}
+	if d.agentCancel != nil {
+		d.agentCancel()
+		d.agentCancel, d.agentAddr = nil, ""
+	}
+}

@@ -1,0 +1,199 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dsr-agent/dsr-agent/health"
+)
+
+// fakeEngine stands in for the core so the loop's contract (READY only after
+// a successful apply, reload refused on a bad config, drain over the control
+// socket) is tested without a kernel; the real-kernel tests are in
+// run_test.go.
+type fakeEngine struct {
+	mu        sync.Mutex
+	listen    string
+	failFirst int
+	applies   int
+	present   bool
+}
+
+var errBadConfig = errors.New("invalid config: bad")
+
+func (f *fakeEngine) Load(path string) (*Desired, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if strings.TrimSpace(string(b)) == "bad" {
+		return nil, errBadConfig
+	}
+	return &Desired{Mode: "loopback", VIPs: 1, Config: string(b), Health: &HealthSettings{Listen: f.listen}}, nil
+}
+
+func (f *fakeEngine) Apply(*Desired) ([]Change, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.applies++
+	if f.applies <= f.failFirst {
+		return nil, errors.New("simulated apply failure")
+	}
+	if !f.present {
+		f.present = true
+		return []Change{{Kind: "addr-add", Subject: "192.0.2.10/32 dev lo", Command: "ip addr add 192.0.2.10/32 dev lo"}}, nil
+	}
+	return nil, nil
+}
+
+func (f *fakeEngine) Observe(d *Desired) (health.Snapshot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return health.Snapshot{Time: time.Now(), Mode: d.Mode, InSync: f.present, Suppression: true,
+		VIPs: []health.VIPStatus{{Address: "192.0.2.10", Present: f.present, Link: "lo"}}}, nil
+}
+
+func (f *fakeEngine) Close() {}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitNotify(t *testing.T, ch <-chan string, prefix string) string {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case s := <-ch:
+			if strings.HasPrefix(s, prefix) {
+				return s
+			}
+		case <-timeout:
+			t.Fatalf("no %q notification", prefix)
+		}
+	}
+}
+
+func healthz(t *testing.T, addr string) (int, string) {
+	t.Helper()
+	var lastErr error
+	for range 100 {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			lastErr = err
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	t.Fatalf("healthz: %v", lastErr)
+	return 0, ""
+}
+
+func TestLoopContract(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts servers")
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config")
+	if err := os.WriteFile(cfg, []byte("ok"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	eng := &fakeEngine{listen: freePort(t), failFirst: 1}
+	notes := make(chan string, 64)
+	sigs := make(chan os.Signal, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(context.Background(), Options{
+			ConfigPath: cfg, StateDir: filepath.Join(dir, "state"), Engine: eng,
+			Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Notify: func(s string) { notes <- s }, Signals: sigs, Resync: time.Hour,
+		})
+	}()
+
+	waitNotify(t, notes, "READY=1")
+	eng.mu.Lock()
+	applies := eng.applies
+	eng.mu.Unlock()
+	if applies < 2 {
+		t.Fatalf("READY=1 after %d apply attempts; the first one failed, so READY must follow a retry", applies)
+	}
+	if code, body := healthz(t, eng.listen); code != 200 {
+		t.Fatalf("after ready: %d %q", code, body)
+	}
+
+	// A bad config is refused; the daemon keeps serving the running one.
+	if err := os.WriteFile(cfg, []byte("bad"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sigs <- syscall.SIGHUP
+	waitNotify(t, notes, "RELOADING=1")
+	if s := waitNotify(t, notes, "READY=1"); !strings.Contains(s, "refused") {
+		t.Fatalf("bad reload answered %q", s)
+	}
+	if code, _ := healthz(t, eng.listen); code != 200 {
+		t.Fatalf("bad reload changed health: %d", code)
+	}
+	if err := os.WriteFile(cfg, []byte("ok again"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sigs <- syscall.SIGHUP
+	if s := waitNotify(t, notes, "READY=1"); !strings.Contains(s, "reloaded") {
+		t.Fatalf("good reload answered %q", s)
+	}
+
+	// drain over the control socket, persisted.
+	r, err := Request(filepath.Join(dir, "state"), "drain")
+	if err != nil || r.Drain != "drain" || r.Healthy {
+		t.Fatalf("drain: %+v %v", r, err)
+	}
+	if code, body := healthz(t, eng.listen); code != 503 || body != "draining\n" {
+		t.Fatalf("drained: %d %q", code, body)
+	}
+	if m, _ := health.LoadDrain(filepath.Join(dir, "state")); m != health.Drained {
+		t.Fatalf("drain not persisted: %q", m)
+	}
+
+	sigs <- syscall.SIGTERM
+	waitNotify(t, notes, "STOPPING=1")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after SIGTERM: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after SIGTERM")
+	}
+	if _, err := Request(filepath.Join(dir, "state"), "status"); !errors.Is(err, ErrNotRunning) {
+		t.Fatalf("after stop, control request: %v, want ErrNotRunning", err)
+	}
+}
+
+func TestInvalidConfigAtStart(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config")
+	_ = os.WriteFile(cfg, []byte("bad"), 0o600)
+	err := Run(context.Background(), Options{ConfigPath: cfg, StateDir: dir, Engine: &fakeEngine{}, Notify: func(string) {}})
+	if !errors.Is(err, errBadConfig) {
+		t.Fatalf("Run with a bad config: %v", err)
+	}
+}
