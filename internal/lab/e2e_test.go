@@ -246,3 +246,162 @@ func TestByHand(t *testing.T) {
 		t.Run(family(vip), func(t *testing.T) { checkDSR(t, ctx, l, vip, 30) })
 	}
 }
+
+// TestModes: each dsr-agent mode, IPv4 and IPv6, real servers configured only
+// by `dsr-agent apply` run inside their namespaces.
+func TestModes(t *testing.T) {
+	for _, mode := range lab.Modes {
+		t.Run(string(mode), func(t *testing.T) {
+			a := agent(t)
+			l, ctx := newLab(t, 2)
+			for _, rs := range l.Servers {
+				r, err := a.Apply(ctx, rs, mode, lab.VIP4, lab.VIP6)
+				if err != nil {
+					t.Fatalf("apply: %v", err)
+				}
+				t.Logf("%s: dsr-agent apply (%v):\n%s", rs.Name, r.Took.Round(time.Millisecond), r.Output)
+				if r, err := a.Run(ctx, rs, "status"); err != nil {
+					t.Errorf("status right after apply: %v\n%s", err, r.Output)
+				}
+			}
+			for _, vip := range []netip.Addr{lab.VIP4, lab.VIP6} {
+				t.Run(family(vip), func(t *testing.T) { checkDSR(t, ctx, l, vip, 30) })
+			}
+			for _, rs := range l.Servers {
+				if _, err := a.Remove(ctx, rs); err != nil {
+					t.Errorf("remove: %v", err)
+				}
+				for _, vip := range []netip.Addr{lab.VIP4, lab.VIP6} {
+					if dev, ok, err := lab.HasAddr(rs, vip); err != nil || ok {
+						t.Errorf("%s: VIP %s still on %s after remove (err %v)", rs.Name, vip, dev, err)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestNegativeControl proves the checks above can fail: a real server with
+// the VIP on lo but no ARP suppression answers ARP for the VIP (ARP flux),
+// and one with the IPv6 VIP on its NIC answers Neighbour Solicitations.
+func TestNegativeControl(t *testing.T) {
+	l, _ := newLab(t, 2)
+	bad, good := l.Servers[0], l.Servers[1]
+	if err := l.ConfigureByHand(bad, false, lab.VIP4); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.AddVIPToNIC(bad, lab.VIP6); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.ConfigureByHand(good, true, lab.VIP4, lab.VIP6); err != nil {
+		t.Fatal(err)
+	}
+	for _, vip := range []netip.Addr{lab.VIP4, lab.VIP6} {
+		t.Run(family(vip), func(t *testing.T) {
+			if err := l.FlushClientNeighbor(vip); err != nil {
+				t.Fatal(err)
+			}
+			p, err := l.NewProber()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			for range 20 {
+				if vip.Is6() {
+					err = p.SendNS()
+				} else {
+					err = p.SendARP()
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(100 * time.Millisecond)
+			ans, err := p.Answers()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := ans.ARP
+			if vip.Is6() {
+				got = ans.NA
+			}
+			t.Logf("answers for %s by source MAC: %v (director %s, %s %s)", vip, got, l.Director.MAC, bad.Name, bad.MAC)
+			if got[bad.MAC.String()] == 0 || len(got) < 2 {
+				t.Errorf("negative control did not show ARP flux: want answers from the director and from %s, got %v", bad.Name, got)
+			}
+			if got[good.MAC.String()] != 0 {
+				t.Errorf("%s (with ARP suppression) answered: %v", good.Name, got)
+			}
+		})
+	}
+}
+
+// TestNoARPWindow: while apply, a mode switch (both directions) and remove
+// run over and over on a real server, the client solicits the VIPs without
+// pause; that server must never answer, not once.
+func TestNoARPWindow(t *testing.T) {
+	const cycles = 50
+	a := agent(t)
+	l, ctx := newLab(t, 2)
+	rs := l.Servers[0]
+	p, err := l.NewProber()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	bctx, stop := context.WithCancel(ctx)
+	blastErr := make(chan error, 1)
+	go func() { blastErr <- p.Blast(bctx, 200*time.Microsecond, true, true) }()
+
+	start := time.Now()
+	var ops int
+	for i := range cycles {
+		first, second := lab.ModeLoopback, lab.ModeARPTables
+		if i%2 == 1 {
+			first, second = second, first
+		}
+		for _, m := range []lab.Mode{first, second} {
+			if _, err := a.Apply(ctx, rs, m, lab.VIP4, lab.VIP6); err != nil {
+				stop()
+				t.Fatalf("cycle %d: apply %s: %v", i, m, err)
+			}
+			ops++
+			if _, ok, err := lab.HasAddr(rs, lab.VIP4); err != nil || !ok {
+				stop()
+				t.Fatalf("cycle %d: after apply %s the VIP is not on %s (err %v): the window test would be empty", i, m, rs.Name, err)
+			}
+		}
+		if _, err := a.Remove(ctx, rs); err != nil {
+			stop()
+			t.Fatalf("cycle %d: remove: %v", i, err)
+		}
+		ops++
+	}
+	took := time.Since(start)
+	time.Sleep(50 * time.Millisecond)
+	stop()
+	if err := <-blastErr; err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	ans, err := p.Answers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d cycles, %d dsr-agent runs in %v; sent %d ARP requests and %d NS; ARP answers %v, NA answers %v, drops %d",
+		cycles, ops, took.Round(time.Millisecond), ans.SentARP, ans.SentNS, ans.ARP, ans.NA, ans.Drops)
+	if n := ans.ARP[rs.MAC.String()]; n != 0 {
+		t.Errorf("%s answered ARP for the VIP %d times during apply/switch/remove", rs.Name, n)
+	}
+	if n := ans.NA[rs.MAC.String()]; n != 0 {
+		t.Errorf("%s answered NDP for the VIP %d times during apply/switch/remove", rs.Name, n)
+	}
+	// The probe must have been live the whole time, or "no answer" means nothing.
+	d := l.Director.MAC.String()
+	if ans.ARP[d] < ans.SentARP*9/10 || ans.NA[d] < ans.SentNS*9/10 {
+		t.Errorf("director answered only %d of %d ARP and %d of %d NS: the probe was not live", ans.ARP[d], ans.SentARP, ans.NA[d], ans.SentNS)
+	}
+	if ans.Drops != 0 {
+		t.Errorf("packet socket dropped %d frames: an answer may have been missed", ans.Drops)
+	}
+}

@@ -134,12 +134,18 @@ func CloseAll() {
 	}
 }
 
-// mac returns a locally administered MAC whose last byte matches the node's
-// IPv4 host part, so a MAC in a capture is easy to map to a node by eye.
-func mac(host byte) net.HardwareAddr { return net.HardwareAddr{0x02, 0xd5, 0, 0, 0, host} }
+// mac returns a locally administered MAC whose last byte spells the node's
+// IPv4 host part in decimal digits (host 21 → :21), so a MAC in a capture is
+// easy to map to a node by eye.
+func mac(host byte) net.HardwareAddr {
+	return net.HardwareAddr{0x02, 0xd5, 0, 0, 0, host/10<<4 | host%10}
+}
 
 func hostAddr(p netip.Prefix, host byte) netip.Addr {
 	b := p.Addr().AsSlice()
+	if p.Addr().Is6() {
+		host = host/10<<4 | host%10 // fd00:77::21 for host 21, like the MAC
+	}
 	b[len(b)-1] = host
 	a, _ := netip.AddrFromSlice(b)
 	return a
