@@ -336,6 +336,53 @@ func TestNegativeControl(t *testing.T) {
 	}
 }
 
+// blastInterval paces the ARP/NS probes of the window tests: one ARP request
+// and one NS every 50µs.
+const blastInterval = 50 * time.Microsecond
+
+// probeDuring runs cycles of fn on a real server while the client solicits
+// the VIPs without pause, and returns what answered.
+func probeDuring(t *testing.T, ctx context.Context, l *lab.Lab, cycles int, fn func(i int) error) lab.Answers {
+	t.Helper()
+	p, err := l.NewProber()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	bctx, stop := context.WithCancel(ctx)
+	defer stop()
+	blastErr := make(chan error, 1)
+	go func() { blastErr <- p.Blast(bctx, blastInterval, true, true) }()
+	start := time.Now()
+	for i := range cycles {
+		if err := fn(i); err != nil {
+			t.Fatalf("cycle %d: %v", i, err)
+		}
+	}
+	took := time.Since(start)
+	time.Sleep(20 * time.Millisecond)
+	stop()
+	if err := <-blastErr; err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // answers in flight
+	ans, err := p.Answers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d cycles in %v; sent %d ARP requests and %d NS (%.0f/s each); ARP answers %v, NA answers %v, drops %d",
+		cycles, took.Round(time.Millisecond), ans.SentARP, ans.SentNS, float64(ans.SentARP)/took.Seconds(), ans.ARP, ans.NA, ans.Drops)
+	// The probe must have been live the whole time, or "no answer" means nothing.
+	d := l.Director.MAC.String()
+	if ans.ARP[d] < ans.SentARP*9/10 || ans.NA[d] < ans.SentNS*9/10 {
+		t.Errorf("director answered only %d of %d ARP and %d of %d NS: the probe was not live", ans.ARP[d], ans.SentARP, ans.NA[d], ans.SentNS)
+	}
+	if ans.Drops != 0 {
+		t.Errorf("packet socket dropped %d frames: an answer may have been missed", ans.Drops)
+	}
+	return ans
+}
+
 // TestNoARPWindow: while apply, a mode switch (both directions) and remove
 // run over and over on a real server, the client solicits the VIPs without
 // pause; that server must never answer, not once.
@@ -344,64 +391,59 @@ func TestNoARPWindow(t *testing.T) {
 	a := agent(t)
 	l, ctx := newLab(t, 2)
 	rs := l.Servers[0]
-	p, err := l.NewProber()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	bctx, stop := context.WithCancel(ctx)
-	blastErr := make(chan error, 1)
-	go func() { blastErr <- p.Blast(bctx, 200*time.Microsecond, true, true) }()
-
-	start := time.Now()
-	var ops int
-	for i := range cycles {
+	runs := 0
+	ans := probeDuring(t, ctx, l, cycles, func(i int) error {
 		first, second := lab.ModeLoopback, lab.ModeARPTables
 		if i%2 == 1 {
 			first, second = second, first
 		}
 		for _, m := range []lab.Mode{first, second} {
 			if _, err := a.Apply(ctx, rs, m, lab.VIP4, lab.VIP6); err != nil {
-				stop()
-				t.Fatalf("cycle %d: apply %s: %v", i, m, err)
+				return fmt.Errorf("apply %s: %w", m, err)
 			}
-			ops++
+			runs++
+			// Otherwise the test could pass because nothing was ever configured.
 			if _, ok, err := lab.HasAddr(rs, lab.VIP4); err != nil || !ok {
-				stop()
-				t.Fatalf("cycle %d: after apply %s the VIP is not on %s (err %v): the window test would be empty", i, m, rs.Name, err)
+				return fmt.Errorf("after apply %s the VIP is not on %s (err %v)", m, rs.Name, err)
 			}
 		}
 		if _, err := a.Remove(ctx, rs); err != nil {
-			stop()
-			t.Fatalf("cycle %d: remove: %v", i, err)
+			return fmt.Errorf("remove: %w", err)
 		}
-		ops++
-	}
-	took := time.Since(start)
-	time.Sleep(50 * time.Millisecond)
-	stop()
-	if err := <-blastErr; err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(50 * time.Millisecond)
-	ans, err := p.Answers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("%d cycles, %d dsr-agent runs in %v; sent %d ARP requests and %d NS; ARP answers %v, NA answers %v, drops %d",
-		cycles, ops, took.Round(time.Millisecond), ans.SentARP, ans.SentNS, ans.ARP, ans.NA, ans.Drops)
+		runs++
+		if _, ok, err := lab.HasAddr(rs, lab.VIP4); err != nil || ok {
+			return fmt.Errorf("after remove the VIP is still on %s (err %v)", rs.Name, err)
+		}
+		return nil
+	})
+	t.Logf("%d dsr-agent runs (apply, switch, remove) on %s", runs, rs.Name)
 	if n := ans.ARP[rs.MAC.String()]; n != 0 {
 		t.Errorf("%s answered ARP for the VIP %d times during apply/switch/remove", rs.Name, n)
 	}
 	if n := ans.NA[rs.MAC.String()]; n != 0 {
 		t.Errorf("%s answered NDP for the VIP %d times during apply/switch/remove", rs.Name, n)
 	}
-	// The probe must have been live the whole time, or "no answer" means nothing.
-	d := l.Director.MAC.String()
-	if ans.ARP[d] < ans.SentARP*9/10 || ans.NA[d] < ans.SentNS*9/10 {
-		t.Errorf("director answered only %d of %d ARP and %d of %d NS: the probe was not live", ans.ARP[d], ans.SentARP, ans.NA[d], ans.SentNS)
-	}
-	if ans.Drops != 0 {
-		t.Errorf("packet socket dropped %d frames: an answer may have been missed", ans.Drops)
+}
+
+// TestNoARPWindowDetectsBadOrder is the window test's own negative control:
+// a configurator that adds the VIP 1ms before turning on ARP suppression (the
+// wrong order) must be caught. It shows the probe's time resolution is good
+// enough to see a window of that size.
+func TestNoARPWindowDetectsBadOrder(t *testing.T) {
+	l, ctx := newLab(t, 2)
+	rs := l.Servers[0]
+	ans := probeDuring(t, ctx, l, 10, func(int) error {
+		if err := l.ConfigureByHand(rs, false, lab.VIP4); err != nil {
+			return err
+		}
+		time.Sleep(time.Millisecond)
+		if err := l.ConfigureByHand(rs, true); err != nil {
+			return err
+		}
+		time.Sleep(2 * time.Millisecond)
+		return l.UnconfigureByHand(rs, lab.VIP4)
+	})
+	if ans.ARP[rs.MAC.String()] == 0 {
+		t.Errorf("a 1ms window with the VIP on lo and no ARP suppression went unnoticed: the window test is blind")
 	}
 }

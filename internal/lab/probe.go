@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -223,9 +224,11 @@ func (p *Prober) send(frame []byte) error {
 }
 
 // Blast sends an ARP request and/or an NS every interval until ctx ends.
+// Timers cannot wake a goroutine much more often than every ~100µs, so short
+// intervals are paced by checking the clock between sends instead: a window
+// in which a real server answers is caught if it lasts about one interval.
 func (p *Prober) Blast(ctx context.Context, interval time.Duration, arp, ns bool) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
+	next := time.Now()
 	for {
 		if arp {
 			if err := p.SendARP(); err != nil {
@@ -237,10 +240,20 @@ func (p *Prober) Blast(ctx context.Context, interval time.Duration, arp, ns bool
 				return err
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
+		next = next.Add(interval)
+		for {
+			if ctx.Err() != nil {
+				return nil
+			}
+			d := time.Until(next)
+			if d <= 0 {
+				break
+			}
+			if d > time.Millisecond {
+				time.Sleep(d)
+			} else {
+				runtime.Gosched()
+			}
 		}
 	}
 }

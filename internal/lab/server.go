@@ -228,3 +228,28 @@ func (n *Node) Sysctl(components ...string) (string, error) {
 	})
 	return v, err
 }
+
+// UnconfigureByHand undoes ConfigureByHand: VIPs off lo first (so there is no
+// instant with the VIP and without suppression), then the sysctls back to 0.
+func (l *Lab) UnconfigureByHand(rs *Node, vips ...netip.Addr) error {
+	lo, err := rs.NL.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("%s: lo: %w", rs.Name, err)
+	}
+	for _, v := range vips {
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: v.AsSlice(), Mask: net.CIDRMask(v.BitLen(), v.BitLen())}}
+		if err := rs.NL.AddrDel(lo, a); err != nil {
+			return fmt.Errorf("%s: ip addr del %s dev lo: %w", rs.Name, v, err)
+		}
+	}
+	return rs.Do(func() error {
+		for _, iface := range []string{"all", NIC} {
+			for _, k := range []string{"arp_ignore", "arp_announce"} {
+				if err := writeSysctl([]string{"net", "ipv4", "conf", iface, k}, "0"); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
