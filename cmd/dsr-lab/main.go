@@ -470,4 +470,3 @@ func (h *hostState) diff(o *hostState) string {
 	}
 	return b.String()
 }
-
