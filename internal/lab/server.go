@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -123,6 +124,10 @@ func (a *Agent) Run(ctx context.Context, rs *Node, args ...string) (Result, erro
 	full := append([]string{"netns", "exec", rs.NS, a.Bin, "--config", a.ConfigPath(rs), "--state-dir", a.StateDir(rs)}, args...)
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, "ip", full...)
+	// On cancellation (Ctrl-C) ask the agent to stop instead of killing it
+	// in the middle of a change; kill only if it does not exit in time.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
 	out, err := cmd.CombinedOutput()
 	r := Result{Args: append([]string{"ip"}, full...), Output: string(out), Took: time.Since(start)}
 	if err != nil {
