@@ -106,35 +106,23 @@ type Manager struct {
 	NL *netlink.Handle
 }
 
-// List dumps all addresses once and returns those on the named links.
-// Links that do not exist are skipped: a missing NIC is a validation matter.
-func (m *Manager) List(links []string) ([]Addr, error) {
-	byIndex := map[int]string{}
-	for _, name := range links {
-		l, err := m.NL.LinkByName(name)
-		if err != nil {
-			var nf netlink.LinkNotFoundError
-			if errors.As(err, &nf) {
-				continue
-			}
-			return nil, fmt.Errorf("look up link %s: %w", name, err)
-		}
-		byIndex[l.Attrs().Index] = name
+// List dumps all links and all addresses once (the address dump is the
+// cost that grows with the number of VIPs) and returns every address with
+// its interface name.
+func (m *Manager) List() ([]Addr, error) {
+	links, err := retryDump(m.NL.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("dump links: %w", err)
 	}
-	var addrs []netlink.Addr
-	var err error
-	// A dump racing with address changes is reported as interrupted; the
-	// result is then incomplete, so dump again.
-	for range 5 {
-		addrs, err = m.NL.AddrList(nil, netlink.FAMILY_ALL)
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
+	byIndex := make(map[int]string, len(links))
+	for _, l := range links {
+		byIndex[l.Attrs().Index] = l.Attrs().Name
 	}
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return m.NL.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return nil, fmt.Errorf("dump addresses: %w", err)
 	}
-	var out []Addr
+	out := make([]Addr, 0, len(addrs))
 	for _, a := range addrs {
 		name, ok := byIndex[a.LinkIndex]
 		if !ok || a.IPNet == nil {
@@ -154,6 +142,20 @@ func (m *Manager) List(links []string) ([]Addr, error) {
 			Secondary: a.Flags&unix.IFA_F_SECONDARY != 0})
 	}
 	return out, nil
+}
+
+// retryDump repeats a dump the kernel reports as interrupted (it raced with
+// a change and may be incomplete).
+func retryDump[T any](dump func() ([]T, error)) ([]T, error) {
+	var out []T
+	var err error
+	for range 5 {
+		out, err = dump()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return out, err
+		}
+	}
+	return out, err
 }
 
 // Add puts the address on its link. AddrReplace is used because AddrAdd

@@ -49,7 +49,7 @@ func TestAddListDelInNamespace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got, err := m.List([]string{"lo", "nic0", "missing0"})
+	got, err := m.List()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,443 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// ErrInvalidConfig marks every config error; the CLI maps it to exit 2.
+var ErrInvalidConfig = errors.New("invalid config")
+
+// Mode selects how the host is kept from answering ARP for its VIPs.
+type Mode string
+
+const (
+	ModeLoopback  Mode = "loopback"
+	ModeARPTables Mode = "arptables"
+	ModeFirewalld Mode = "firewalld"
+)
+
+// Config is a validated configuration.
+type Config struct {
+	Mode Mode
+	// Interfaces are the LB-facing NICs; empty until Host.Validate resolves
+	// the default (the interface of the default route).
+	Interfaces []string
+	VIPs       []VIP
+	Health     *HealthConfig
+}
+
+// VIP is one virtual address and the ports served on it.
+type VIP struct {
+	Address netip.Addr
+	// RealIP is the sender address ARP from this VIP is rewritten to in
+	// arptables mode; invalid (zero) means the NIC's primary IPv4.
+	RealIP netip.Addr
+	Ports  []Port
+}
+
+// Port is one service port; ToPort is the local port in firewalld mode.
+type Port struct {
+	Port     uint16
+	Protocol string // "tcp" or "udp"
+	ToPort   uint16
+}
+
+// HealthConfig configures the daemon's health endpoint.
+type HealthConfig struct {
+	// Listen is "ip:port"; Host.Validate fills the default (first IPv4 of the
+	// first interface, port DefaultHealthPort).
+	Listen         string
+	AllowedSources []netip.Prefix
+	Checks         []CheckConfig
+	AgentCheck     *AgentCheckConfig
+}
+
+// CheckConfig is one local service check.
+type CheckConfig struct {
+	Name         string
+	TCP          string // host:port to connect to
+	HTTP         string // URL to GET
+	ExpectStatus int
+	Interval     time.Duration
+	Timeout      time.Duration
+	Rise, Fall   int
+}
+
+// AgentCheckConfig enables the HAProxy agent-check listener.
+type AgentCheckConfig struct {
+	Listen string
+}
+
+// Defaults.
+const (
+	DefaultHealthPort    = 8558
+	defaultCheckInterval = 2 * time.Second
+	defaultCheckTimeout  = time.Second
+	defaultRise          = 2
+	defaultFall          = 3
+)
+
+// The raw YAML shapes. Strings are parsed by hand so errors can name the
+// field and the value; KnownFields rejects unknown keys.
+type rawConfig struct {
+	Mode       string     `yaml:"mode"`
+	Interfaces []string   `yaml:"interfaces"`
+	VIPs       []rawVIP   `yaml:"vips"`
+	Health     *rawHealth `yaml:"health"`
+}
+
+type rawVIP struct {
+	Address string    `yaml:"address"`
+	RealIP  string    `yaml:"real_ip"`
+	Ports   []rawPort `yaml:"ports"`
+}
+
+type rawPort struct {
+	Port     *int   `yaml:"port"`
+	Protocol string `yaml:"protocol"`
+	ToPort   *int   `yaml:"to_port"`
+}
+
+type rawHealth struct {
+	Listen         string         `yaml:"listen"`
+	AllowedSources []string       `yaml:"allowed_sources"`
+	Checks         []rawCheck     `yaml:"checks"`
+	AgentCheck     *rawAgentCheck `yaml:"agent_check"`
+}
+
+type rawCheck struct {
+	Name         string `yaml:"name"`
+	TCP          string `yaml:"tcp"`
+	HTTP         string `yaml:"http"`
+	ExpectStatus int    `yaml:"expect_status"`
+	Interval     string `yaml:"interval"`
+	Timeout      string `yaml:"timeout"`
+	Rise         int    `yaml:"rise"`
+	Fall         int    `yaml:"fall"`
+}
+
+type rawAgentCheck struct {
+	Listen string `yaml:"listen"`
+}
+
+// LoadConfig reads and validates the config file. It touches nothing on the
+// host; checks that need the host (interfaces, its addresses) are in
+// Host.Validate.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: read %s: %w", ErrInvalidConfig, path, err)
+	}
+	cfg, err := ParseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// yamlKeyErr rewrites yaml.v3's "field x not found in type agent.rawVIP".
+var yamlKeyErr = regexp.MustCompile(`field (\S+) not found in type agent\.raw(\w+)`)
+
+var knownKeys = map[string]string{
+	"Config":     "mode, interfaces, vips, health",
+	"VIP":        "address, real_ip, ports",
+	"Port":       "port, protocol, to_port",
+	"Health":     "listen, allowed_sources, checks, agent_check",
+	"Check":      "name, tcp, http, expect_status, interval, timeout, rise, fall",
+	"AgentCheck": "listen",
+}
+
+// ParseConfig parses and validates YAML config text.
+func ParseConfig(data []byte) (*Config, error) {
+	var raw rawConfig
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&raw); err != nil && !errors.Is(err, io.EOF) {
+		msg := yamlKeyErr.ReplaceAllStringFunc(err.Error(), func(m string) string {
+			sub := yamlKeyErr.FindStringSubmatch(m)
+			return fmt.Sprintf("unknown key %q (expected one of: %s)", sub[1], knownKeys[sub[2]])
+		})
+		msg = strings.TrimPrefix(msg, "yaml: ")
+		return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, msg)
+	}
+	return raw.validate()
+}
+
+// fieldErrors collects every problem so one run reports them all.
+type fieldErrors []string
+
+func (e *fieldErrors) add(field, value, expected string) {
+	*e = append(*e, fmt.Sprintf("%s: %q: expected %s", field, value, expected))
+}
+
+func (e fieldErrors) err() error {
+	if len(e) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w:\n  %s", ErrInvalidConfig, strings.Join(e, "\n  "))
+}
+
+func (raw *rawConfig) validate() (*Config, error) {
+	var errs fieldErrors
+	cfg := &Config{Mode: Mode(raw.Mode)}
+	switch cfg.Mode {
+	case "":
+		cfg.Mode = ModeLoopback
+	case ModeLoopback, ModeARPTables, ModeFirewalld:
+	default:
+		errs.add("mode", raw.Mode, "loopback, arptables or firewalld")
+	}
+	seenIf := map[string]bool{}
+	for i, name := range raw.Interfaces {
+		field := fmt.Sprintf("interfaces[%d]", i)
+		switch {
+		case !validIfName(name):
+			errs.add(field, name, "an interface name (1-15 characters, no '/', whitespace or ':')")
+		case name == "lo":
+			errs.add(field, name, "an LB-facing NIC, not lo (VIPs go on lo by themselves in loopback mode)")
+		case seenIf[name]:
+			errs.add(field, name, "each interface listed once")
+		}
+		seenIf[name] = true
+		cfg.Interfaces = append(cfg.Interfaces, name)
+	}
+	seenVIP := map[netip.Addr]string{}
+	for i, rv := range raw.VIPs {
+		v, ok := rv.validate(fmt.Sprintf("vips[%d]", i), cfg.Mode, &errs)
+		if !ok {
+			continue
+		}
+		if prev, dup := seenVIP[v.Address]; dup {
+			errs.add(fmt.Sprintf("vips[%d].address", i), rv.Address, "each VIP listed once (also at "+prev+")")
+			continue
+		}
+		seenVIP[v.Address] = fmt.Sprintf("vips[%d]", i)
+		cfg.VIPs = append(cfg.VIPs, v)
+	}
+	if raw.Health != nil {
+		cfg.Health = raw.Health.validate(&errs)
+	}
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func validIfName(s string) bool {
+	return len(s) >= 1 && len(s) <= 15 && s != "." && s != ".." && !strings.ContainsAny(s, "/: \t\n")
+}
+
+func (rv *rawVIP) validate(field string, mode Mode, errs *fieldErrors) (VIP, bool) {
+	var v VIP
+	ok := true
+	addr, err := parseHostAddr(rv.Address)
+	if err != nil {
+		errs.add(field+".address", rv.Address, err.Error())
+		ok = false
+	}
+	v.Address = addr
+	if rv.RealIP != "" {
+		real, err := netip.ParseAddr(rv.RealIP)
+		switch {
+		case err != nil || !real.Is4():
+			errs.add(field+".real_ip", rv.RealIP, "an IPv4 address of this host")
+			ok = false
+		case mode != ModeARPTables:
+			errs.add(field+".real_ip", rv.RealIP, "real_ip only in arptables mode")
+			ok = false
+		case addr.IsValid() && !addr.Is4():
+			errs.add(field+".real_ip", rv.RealIP, "real_ip only for IPv4 VIPs (ARP is IPv4)")
+			ok = false
+		}
+		v.RealIP = real
+	}
+	if mode == ModeFirewalld && len(rv.Ports) == 0 {
+		errs.add(field+".ports", "", "at least one port in firewalld mode (packets are redirected per port)")
+		ok = false
+	}
+	seen := map[string]bool{}
+	for j, rp := range rv.Ports {
+		pf := fmt.Sprintf("%s.ports[%d]", field, j)
+		p := Port{Protocol: rp.Protocol}
+		if p.Protocol == "" {
+			p.Protocol = "tcp"
+		}
+		if p.Protocol != "tcp" && p.Protocol != "udp" {
+			errs.add(pf+".protocol", rp.Protocol, "tcp or udp")
+			ok = false
+		}
+		if rp.Port == nil {
+			errs.add(pf+".port", "", "a port number 1-65535")
+			ok = false
+		} else if *rp.Port < 1 || *rp.Port > 65535 {
+			errs.add(pf+".port", strconv.Itoa(*rp.Port), "a port number 1-65535")
+			ok = false
+		} else {
+			p.Port = uint16(*rp.Port)
+			p.ToPort = p.Port
+		}
+		if rp.ToPort != nil {
+			if *rp.ToPort < 1 || *rp.ToPort > 65535 {
+				errs.add(pf+".to_port", strconv.Itoa(*rp.ToPort), "a port number 1-65535")
+				ok = false
+			} else {
+				p.ToPort = uint16(*rp.ToPort)
+			}
+		}
+		key := fmt.Sprintf("%s/%d", p.Protocol, p.Port)
+		if p.Port != 0 && seen[key] {
+			errs.add(pf, key, "each protocol/port listed once per VIP")
+			ok = false
+		}
+		seen[key] = true
+		v.Ports = append(v.Ports, p)
+	}
+	return v, ok
+}
+
+// parseHostAddr accepts one unicast address a host can serve: not a
+// network, not loopback, multicast, link-local, unspecified or broadcast.
+func parseHostAddr(s string) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, errors.New("an IPv4 or IPv6 host address (required)")
+	}
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || !p.IsSingleIP() {
+			return netip.Addr{}, errors.New("a single host address, not a network (write 192.0.2.10, not a prefix)")
+		}
+		s = p.Addr().String()
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, errors.New("an IPv4 or IPv6 host address")
+	}
+	switch {
+	case a.Zone() != "":
+		return a, errors.New("a global address without a zone")
+	case a.Is4In6():
+		return a, errors.New("a plain IPv4 address, not IPv4-mapped IPv6")
+	case a.IsUnspecified(), a.IsLoopback(), a.IsMulticast(), a.IsLinkLocalUnicast(), a.IsInterfaceLocalMulticast():
+		return a, errors.New("a unicast host address (not unspecified, loopback, multicast or link-local)")
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return a, errors.New("a unicast host address, not broadcast")
+	}
+	return a, nil
+}
+
+func (rh *rawHealth) validate(errs *fieldErrors) *HealthConfig {
+	h := &HealthConfig{Listen: rh.Listen}
+	if rh.Listen != "" {
+		if _, err := netip.ParseAddrPort(rh.Listen); err != nil {
+			errs.add("health.listen", rh.Listen, "ip:port of this host (e.g. 192.0.2.21:8558 or [2001:db8::21]:8558)")
+		}
+	}
+	for i, s := range rh.AllowedSources {
+		field := fmt.Sprintf("health.allowed_sources[%d]", i)
+		var p netip.Prefix
+		var err error
+		if strings.Contains(s, "/") {
+			p, err = netip.ParsePrefix(s)
+		} else {
+			var a netip.Addr
+			a, err = netip.ParseAddr(s)
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if err != nil {
+			errs.add(field, s, "an address or CIDR prefix")
+			continue
+		}
+		h.AllowedSources = append(h.AllowedSources, p.Masked())
+	}
+	names := map[string]bool{}
+	for i, rc := range rh.Checks {
+		field := fmt.Sprintf("health.checks[%d]", i)
+		c := CheckConfig{Name: rc.Name, TCP: rc.TCP, HTTP: rc.HTTP, ExpectStatus: rc.ExpectStatus,
+			Interval: defaultCheckInterval, Timeout: defaultCheckTimeout, Rise: rc.Rise, Fall: rc.Fall}
+		if c.Name == "" {
+			errs.add(field+".name", "", "a name for the check")
+		} else if names[c.Name] {
+			errs.add(field+".name", c.Name, "a unique check name")
+		}
+		names[c.Name] = true
+		switch {
+		case (rc.TCP == "") == (rc.HTTP == ""):
+			errs.add(field, rc.Name, "exactly one of tcp or http")
+		case rc.TCP != "":
+			if _, _, err := splitHostPort(rc.TCP); err != nil {
+				errs.add(field+".tcp", rc.TCP, "host:port")
+			}
+		default:
+			if !strings.HasPrefix(rc.HTTP, "http://") && !strings.HasPrefix(rc.HTTP, "https://") {
+				errs.add(field+".http", rc.HTTP, "an http:// or https:// URL")
+			}
+		}
+		if rc.ExpectStatus == 0 {
+			c.ExpectStatus = 200
+		} else if rc.ExpectStatus < 100 || rc.ExpectStatus > 599 {
+			errs.add(field+".expect_status", strconv.Itoa(rc.ExpectStatus), "an HTTP status 100-599")
+		}
+		if rc.TCP != "" && rc.ExpectStatus != 0 {
+			errs.add(field+".expect_status", strconv.Itoa(rc.ExpectStatus), "expect_status only with http checks")
+		}
+		parseDur := func(name, s string, dst *time.Duration) {
+			if s == "" {
+				return
+			}
+			d, err := time.ParseDuration(s)
+			if err != nil || d <= 0 {
+				errs.add(field+"."+name, s, "a positive duration such as 2s or 500ms")
+				return
+			}
+			*dst = d
+		}
+		parseDur("interval", rc.Interval, &c.Interval)
+		parseDur("timeout", rc.Timeout, &c.Timeout)
+		if c.Timeout > c.Interval {
+			errs.add(field+".timeout", c.Timeout.String(), "a timeout no longer than the interval ("+c.Interval.String()+")")
+		}
+		if c.Rise == 0 {
+			c.Rise = defaultRise
+		}
+		if c.Fall == 0 {
+			c.Fall = defaultFall
+		}
+		if c.Rise < 1 || c.Rise > 100 {
+			errs.add(field+".rise", strconv.Itoa(rc.Rise), "1-100 consecutive successes")
+		}
+		if c.Fall < 1 || c.Fall > 100 {
+			errs.add(field+".fall", strconv.Itoa(rc.Fall), "1-100 consecutive failures")
+		}
+		h.Checks = append(h.Checks, c)
+	}
+	if rh.AgentCheck != nil {
+		if _, err := netip.ParseAddrPort(rh.AgentCheck.Listen); err != nil {
+			errs.add("health.agent_check.listen", rh.AgentCheck.Listen, "ip:port for the HAProxy agent-check listener")
+		}
+		h.AgentCheck = &AgentCheckConfig{Listen: rh.AgentCheck.Listen}
+	}
+	return h
+}
+
+func splitHostPort(s string) (string, int, error) {
+	i := strings.LastIndex(s, ":")
+	if i <= 0 {
+		return "", 0, errors.New("no port")
+	}
+	port, err := strconv.Atoi(s[i+1:])
+	if err != nil || port < 1 || port > 65535 {
+		return "", 0, errors.New("bad port")
+	}
+	return strings.Trim(s[:i], "[]"), port, nil
+}

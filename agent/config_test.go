@@ -1,0 +1,106 @@
+package agent
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParseConfigDefaults(t *testing.T) {
+	cfg, err := ParseConfig([]byte(`
+vips:
+  - address: 192.0.2.10
+    ports: [{port: 80}]
+  - address: 2001:db8::10
+health:
+  checks:
+    - {name: web, tcp: "127.0.0.1:8080"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Mode != ModeLoopback {
+		t.Errorf("mode = %q, want loopback", cfg.Mode)
+	}
+	p := cfg.VIPs[0].Ports[0]
+	if p.Protocol != "tcp" || p.ToPort != 80 {
+		t.Errorf("port defaults = %+v, want tcp, to_port 80", p)
+	}
+	c := cfg.Health.Checks[0]
+	if c.Interval.String() != "2s" || c.Timeout.String() != "1s" || c.Rise != 2 || c.Fall != 3 {
+		t.Errorf("check defaults = %+v", c)
+	}
+}
+
+func TestParseConfigEmptyIsValid(t *testing.T) {
+	// The packaged example config has no VIPs: installing must change nothing.
+	cfg, err := ParseConfig([]byte("# nothing configured yet\nvips: []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.VIPs) != 0 {
+		t.Fatalf("VIPs = %v", cfg.VIPs)
+	}
+}
+
+// Each bad config must be rejected with a message naming the field, the
+// value and what is expected.
+func TestParseConfigErrors(t *testing.T) {
+	cases := []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"malformed yaml", "vips: [\n", []string{"line"}},
+		{"unknown top key", "mode: loopback\nvipz: []\n", []string{`unknown key "vipz"`, "mode, interfaces, vips, health"}},
+		{"unknown vip key", "vips:\n  - adress: 192.0.2.10\n", []string{`unknown key "adress"`, "address, real_ip, ports"}},
+		{"bad mode", "mode: ipvs\n", []string{"mode", `"ipvs"`, "loopback, arptables or firewalld"}},
+		{"not an address", "vips: [{address: web01}]\n", []string{"vips[0].address", `"web01"`, "host address"}},
+		{"network not host", "vips: [{address: 192.0.2.0/24}]\n", []string{"vips[0].address", `"192.0.2.0/24"`, "not a network"}},
+		{"loopback vip", "vips: [{address: 127.0.0.5}]\n", []string{"vips[0].address", "loopback"}},
+		{"multicast vip", "vips: [{address: 'ff02::1'}]\n", []string{"vips[0].address", "multicast"}},
+		{"duplicate vip", "vips: [{address: 192.0.2.10}, {address: 192.0.2.10/32}]\n", []string{"vips[1].address", "each VIP listed once", "vips[0]"}},
+		{"port out of range", "vips: [{address: 192.0.2.10, ports: [{port: 70000}]}]\n", []string{"vips[0].ports[0].port", `"70000"`, "1-65535"}},
+		{"port zero", "vips: [{address: 192.0.2.10, ports: [{port: 0}]}]\n", []string{"vips[0].ports[0].port", `"0"`}},
+		{"to_port out of range", "vips: [{address: 192.0.2.10, ports: [{port: 80, to_port: -1}]}]\n", []string{"vips[0].ports[0].to_port", `"-1"`}},
+		{"unknown protocol", "vips: [{address: 192.0.2.10, ports: [{port: 80, protocol: icmp}]}]\n", []string{"vips[0].ports[0].protocol", `"icmp"`, "tcp or udp"}},
+		{"firewalld without ports", "mode: firewalld\nvips: [{address: 192.0.2.10}]\n", []string{"vips[0].ports", "firewalld"}},
+		{"duplicate port", "vips: [{address: 192.0.2.10, ports: [{port: 80}, {port: 80, protocol: tcp}]}]\n", []string{"vips[0].ports[1]", "tcp/80"}},
+		{"lo as interface", "interfaces: [lo]\n", []string{"interfaces[0]", `"lo"`, "not lo"}},
+		{"bad interface name", "interfaces: ['a/b']\n", []string{"interfaces[0]", `"a/b"`}},
+		{"real_ip outside arptables", "vips: [{address: 192.0.2.10, real_ip: 198.51.100.2}]\n", []string{"vips[0].real_ip", "arptables"}},
+		{"bad listen", "health: {listen: nowhere}\n", []string{"health.listen", `"nowhere"`, "ip:port"}},
+		{"bad source", "health: {allowed_sources: [10.0.0.0/33]}\n", []string{"health.allowed_sources[0]", `"10.0.0.0/33"`}},
+		{"check without target", "health: {checks: [{name: web}]}\n", []string{"health.checks[0]", "exactly one of tcp or http"}},
+		{"check bad interval", "health: {checks: [{name: web, tcp: '127.0.0.1:80', interval: soon}]}\n", []string{"health.checks[0].interval", `"soon"`}},
+		{"check timeout > interval", "health: {checks: [{name: web, tcp: '127.0.0.1:80', interval: 1s, timeout: 5s}]}\n", []string{"health.checks[0].timeout", "no longer than the interval"}},
+		{"wrong type", "vips: [{address: 192.0.2.10, ports: [{port: http}]}]\n", []string{"cannot unmarshal", "http"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(c.yaml))
+			if err == nil {
+				t.Fatalf("accepted:\n%s", c.yaml)
+			}
+			if !errors.Is(err, ErrInvalidConfig) {
+				t.Errorf("error does not wrap ErrInvalidConfig: %v", err)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestParseConfigReportsAllErrors(t *testing.T) {
+	_, err := ParseConfig([]byte("mode: nope\nvips: [{address: x}, {address: 192.0.2.1, ports: [{port: 0}]}]\n"))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, w := range []string{"mode", "vips[0].address", "vips[1].ports[0].port"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error lacks %s: %v", w, err)
+		}
+	}
+}
