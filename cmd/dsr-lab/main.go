@@ -380,13 +380,21 @@ func demoFamily(ctx context.Context, w io.Writer, l *lab.Lab, vip netip.Addr, re
 			return fmt.Errorf("%s answered none of %d requests", rs.Name, requests)
 		}
 	}
-	c1, err := snap()
-	if err != nil {
-		return err
-	}
+	// The last FIN/ACK may still be on its way to the director when the last
+	// answer is in: give the counters a moment to settle.
 	var d [4]lab.Counter
-	for i := range d {
-		d[i] = c1[i].Sub(c0[i])
+	for deadline := time.Now().Add(2 * time.Second); ; {
+		c1, err := snap()
+		if err != nil {
+			return err
+		}
+		for i := range d {
+			d[i] = c1[i].Sub(c0[i])
+		}
+		if d[0].Packets == d[1].Packets || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	head(fmt.Sprintf("%s: what went where (nftables counters)", famName(vip)))
 	p("    client  -> VIP   sent by the client          %8d packets %10d bytes\n", d[0].Packets, d[0].Bytes)

@@ -183,11 +183,20 @@ func checkDSR(t *testing.T, ctx context.Context, l *lab.Lab, vip netip.Addr, req
 		}
 	}
 
-	req, _ := l.DirectorCounter(lab.CounterRequests)
-	rep, _ := l.DirectorCounter(lab.CounterReplies)
-	sent, _ := l.ClientCounter(lab.CounterSent)
-	recv, _ := l.ClientCounter(lab.CounterRecvd)
-	req, rep, sent, recv = req.Sub(reqBefore), rep.Sub(repBefore), sent.Sub(sentBefore), recv.Sub(recvBefore)
+	// The last FIN/ACK of a connection may still be on its way to the
+	// director when Fetch returns: let the counters settle (bounded).
+	var req, rep, sent, recv lab.Counter
+	for deadline := time.Now().Add(2 * time.Second); ; {
+		req, _ = l.DirectorCounter(lab.CounterRequests)
+		rep, _ = l.DirectorCounter(lab.CounterReplies)
+		sent, _ = l.ClientCounter(lab.CounterSent)
+		recv, _ = l.ClientCounter(lab.CounterRecvd)
+		req, rep, sent, recv = req.Sub(reqBefore), rep.Sub(repBefore), sent.Sub(sentBefore), recv.Sub(recvBefore)
+		if req.Packets == sent.Packets || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	t.Logf("client sent %v, director forwarded %v, client received %v, director saw replies %v", sent, req, recv, rep)
 	if req.Packets != sent.Packets {
 		t.Errorf("director forwarded %d packets to real servers, client sent %d to the VIP: want equal", req.Packets, sent.Packets)
