@@ -374,7 +374,7 @@ func computePlan(d desired, o *observed) *Plan {
 		spec, ok := d.tables[fam]
 		if !ok {
 			if o.tablesPresent[fam] {
-				changes = append(changes, Change{Kind: TableDelete, Subject: firewall.TableRef(fam), Reason: "not needed in this mode",
+				changes = append(changes, Change{Kind: TableDelete, Subject: firewall.TableRef(fam), Reason: "not in the config",
 					Command: firewall.RenderDelete(fam), family: fam})
 			}
 			continue

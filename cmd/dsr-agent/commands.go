@@ -41,9 +41,10 @@ func commands() []*cli.Command {
 	return append(append(cmds, daemonCommands()...), docCommands()...)
 }
 
-// loadAndValidate parses the config and checks it against the host, before
-// any change is made.
-func loadAndValidate(c *cli.Context) (*agent.Config, *agent.Host, error) {
+// openWithConfig parses the config (static checks) and opens the host. The
+// host-dependent checks run inside Validate, Plan, Apply and Status against
+// the same snapshot they act on, so nothing changes unless all checks pass.
+func openWithConfig(c *cli.Context) (*agent.Config, *agent.Host, error) {
 	cfg, err := agent.LoadConfig(c.String("config"))
 	if err != nil {
 		return nil, nil, err
@@ -52,19 +53,18 @@ func loadAndValidate(c *cli.Context) (*agent.Config, *agent.Host, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := host.Validate(cfg); err != nil {
-		host.Close()
-		return nil, nil, err
-	}
 	return cfg, host, nil
 }
 
 func validateCmd(c *cli.Context) error {
-	cfg, host, err := loadAndValidate(c)
+	cfg, host, err := openWithConfig(c)
 	if err != nil {
 		return err
 	}
 	defer host.Close()
+	if err := host.Validate(cfg); err != nil {
+		return err
+	}
 	fmt.Fprintf(c.App.Writer, "config %s is valid: mode %s, %d VIP(s)\n", c.String("config"), cfg.Mode, len(cfg.VIPs))
 	return nil
 }
@@ -75,7 +75,7 @@ func applyCmd(c *cli.Context) error {
 			return err
 		}
 	}
-	cfg, host, err := loadAndValidate(c)
+	cfg, host, err := openWithConfig(c)
 	if err != nil {
 		return err
 	}
@@ -106,7 +106,7 @@ func applyCmd(c *cli.Context) error {
 }
 
 func statusCmd(c *cli.Context) error {
-	cfg, host, err := loadAndValidate(c)
+	cfg, host, err := openWithConfig(c)
 	if err != nil {
 		return err
 	}
