@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -164,7 +165,11 @@ func Run(ctx context.Context, o Options) error {
 			if o.Debounce > 0 {
 				time.Sleep(o.Debounce)
 			}
-			d.reconcile(d.w.take())
+			// Empty when the triggers were already handled by the pass that
+			// followed an earlier wake-up.
+			if triggers := d.w.take(); len(triggers) > 0 {
+				d.reconcile(triggers)
+			}
 		case <-resync.C:
 			d.reconcile([]string{"resync"})
 		case <-retry:
@@ -190,8 +195,10 @@ func (d *daemon) reconcile(triggers []string) {
 	start := time.Now()
 	trigger := strings.Join(triggers, ",")
 	changes, aerr := d.o.Engine.Apply(d.desired)
+	// Changes after a reload are the new config taking effect, not drift.
+	drift := d.applied && !slices.Contains(triggers, "reload")
 	for _, c := range changes {
-		if d.applied {
+		if drift {
 			d.state.Metrics().Repair(c.Kind)
 			d.log.Warn("drift repaired", "kind", c.Kind, "subject", c.Subject, "command", c.Command, "trigger", trigger)
 		} else {
@@ -218,6 +225,9 @@ func (d *daemon) reconcile(triggers []string) {
 	d.state.Metrics().Reconcile(trigger, aerr == nil && oerr == nil, time.Since(start).Seconds())
 	if aerr != nil || oerr != nil {
 		err := errors.Join(aerr, oerr)
+		if aerr != nil && oerr != nil && aerr.Error() == oerr.Error() {
+			err = aerr
+		}
 		d.log.Error("reconcile failed; will retry", "err", err, "trigger", trigger, "retry_in", d.retryDelay)
 		d.retryTimer = time.NewTimer(d.retryDelay)
 		d.retryDelay = min(d.retryDelay*2, maxRetry)

@@ -193,6 +193,10 @@ func (s *State) recomputeLocked() {
 	case s.snap == nil:
 		reasons = append(reasons, "starting: first apply not done")
 		setupBroken = true
+	case s.snap.Error != "" && len(s.snap.VIPs) == 0:
+		// The host could not even be observed: nothing says the setup holds.
+		reasons = append(reasons, "host check failed: "+firstLine(s.snap.Error))
+		setupBroken = true
 	default:
 		if !s.snap.Suppression {
 			reasons = append(reasons, "arp suppression missing")
@@ -235,6 +239,19 @@ func (s *State) recomputeLocked() {
 	v.Agent = []byte(agentReply(s.drain, setupBroken || checkDown) + "\n")
 	s.verdict.Store(v)
 	s.metrics.setHealthy(v.Healthy)
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		// Multi-line config errors: keep the line that names the field.
+		rest := strings.TrimSpace(s[i+1:])
+		if j := strings.IndexByte(rest, '\n'); j >= 0 {
+			rest = rest[:j]
+		}
+		return strings.TrimSpace(s[:i]) + " " + rest
+	}
+	return s
 }
 
 // agentReply follows HAProxy's agent-check protocol: one operational word
