@@ -1,17 +1,111 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/dsr-agent/dsr-agent/agent"
+	"github.com/dsr-agent/dsr-agent/daemon"
+	"github.com/dsr-agent/dsr-agent/health"
 )
 
-// daemonCommands are run, drain and undrain (issue 4 replaces these stubs).
+// daemonCommands are run, drain and undrain.
 func daemonCommands() []*cli.Command {
-	notYet := func(*cli.Context) error { return errors.New("not implemented yet") }
 	return []*cli.Command{
-		{Name: "run", Usage: "the daemon: apply, then keep the host converged and serve health", Action: notYet},
-		{Name: "drain", Usage: "take the host out of rotation (health says so); survives restarts", Action: notYet},
-		{Name: "undrain", Usage: "put the host back into rotation", Action: notYet},
+		{
+			Name:  "run",
+			Usage: "the daemon: apply, then keep the host converged and serve health",
+			Description: "Applies the config, then repairs drift as it happens (netlink and nftables\n" +
+				"notifications, plus a periodic full resync) and serves /healthz, /status and\n" +
+				"/metrics on health.listen. Runs under systemd as Type=notify: READY=1 after the\n" +
+				"first successful apply, WATCHDOG=1 from the reconcile loop, SIGHUP reloads (an\n" +
+				"invalid config is refused and the running one kept). Stopping leaves the host\n" +
+				"configured; `dsr-agent remove` is the teardown.",
+			Flags: []cli.Flag{
+				&cli.DurationFlag{Name: "resync", Value: daemon.DefaultResync, EnvVars: []string{"DSR_AGENT_RESYNC"},
+					Usage: "period of the full resync that catches changes no notification reports (sysctl resets)"},
+			},
+			Action: runCmd,
+		},
+		{
+			Name:  "drain",
+			Usage: "take the host out of rotation (health says so); survives restarts",
+			Description: "Health answers 503 \"draining\" and the HAProxy agent-check \"drain\"; the VIPs stay\n" +
+				"so established connections finish. Persisted in the state dir until undrain.",
+			Flags: []cli.Flag{
+				&cli.BoolFlag{Name: "maint", Usage: "maintenance instead of drain (agent-check answers \"maint\")"},
+			},
+			Action: func(c *cli.Context) error {
+				mode := health.Drained
+				if c.Bool("maint") {
+					mode = health.Maintenance
+				}
+				return drainCmd(c, mode)
+			},
+		},
+		{
+			Name:   "undrain",
+			Usage:  "put the host back into rotation",
+			Action: func(c *cli.Context) error { return drainCmd(c, health.InRotation) },
+		},
+	}
+}
+
+func runCmd(c *cli.Context) error {
+	if err := agent.CheckPrivileges("run"); err != nil {
+		return err
+	}
+	engine, err := daemon.NewAgentEngine(c.String("state-dir"))
+	if err != nil {
+		return err
+	}
+	defer engine.Close()
+	return daemon.Run(context.Background(), daemon.Options{
+		ConfigPath: c.String("config"),
+		StateDir:   c.String("state-dir"),
+		Engine:     engine,
+		Log:        slog.Default(),
+		Resync:     c.Duration("resync"),
+		Debounce:   daemon.DefaultDebounce,
+	})
+}
+
+func drainCmd(c *cli.Context, mode health.DrainMode) error {
+	dir := c.String("state-dir")
+	req := map[health.DrainMode]string{health.Drained: "drain", health.Maintenance: "maint", health.InRotation: "undrain"}[mode]
+	reply, err := daemon.Request(dir, req)
+	if errors.Is(err, daemon.ErrNotRunning) {
+		// No daemon: record the choice; the daemon reads it when it starts.
+		if err := health.SaveDrain(dir, mode); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.App.Writer, "%s recorded in %s; the daemon is not running and applies it when it starts\n", describeDrain(mode), dir)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "%s\n", describeDrain(mode))
+	if reply.Healthy {
+		fmt.Fprintln(c.App.Writer, "health: up")
+	} else {
+		fmt.Fprintf(c.App.Writer, "health: 503 %s\n", strings.Join(reply.Reasons, "; "))
+	}
+	return nil
+}
+
+func describeDrain(m health.DrainMode) string {
+	switch m {
+	case health.Drained:
+		return "drained: out of rotation, VIPs kept so established connections finish"
+	case health.Maintenance:
+		return "maintenance: out of rotation (agent-check answers maint), VIPs kept"
+	default:
+		return "undrained: back in rotation"
 	}
 }
