@@ -254,7 +254,11 @@ namespaces on this machine; the host's own network is not touched.
 		if err != nil {
 			return err
 		}
-		p("%s", indent(r.Output, "    "))
+		if i == 0 {
+			p("%s", indent(r.Output, "    "))
+		} else {
+			p("%s", indent(elideHeredocs(r.Output), "    "))
+		}
 	}
 	switch o.mode {
 	case lab.ModeLoopback:
@@ -413,6 +417,24 @@ func demoFamily(ctx context.Context, w io.Writer, l *lab.Lab, vip netip.Addr, re
 		return fmt.Errorf("client's neighbour entry for %s is %s (%s), not the director", vip, mac, l.NameOf(mac))
 	}
 	return nil
+}
+
+// elideHeredocs shortens nft here-documents already shown for the first server.
+func elideHeredocs(s string) string {
+	var b strings.Builder
+	in := false
+	for _, line := range strings.SplitAfter(s, "\n") {
+		switch {
+		case !in && strings.HasSuffix(strings.TrimSpace(line), "<<'EOF'"):
+			in = true
+			b.WriteString(strings.TrimRight(line, "\n") + " ... (as for the first server, with this server's addresses)\n")
+		case in && strings.TrimSpace(line) == "EOF":
+			in = false
+		case !in:
+			b.WriteString(line)
+		}
+	}
+	return b.String()
 }
 
 func indent(s, prefix string) string {
