@@ -83,6 +83,15 @@ func New(t testing.TB) *NS {
 	if err := nl.LinkSetUp(lo); err != nil {
 		t.Fatalf("set lo up in %s: %v", name, err)
 	}
+	// No IPv6 duplicate address detection: addresses are usable at once and
+	// their flags do not change under a test's feet ("tentative").
+	ns.Do(t, func() {
+		for _, f := range []string{"all", "default"} {
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+f+"/accept_dad", []byte("0"), 0); err != nil {
+				t.Fatalf("disable DAD in %s: %v", name, err)
+			}
+		}
+	})
 	return ns
 }
 
