@@ -111,7 +111,7 @@ func demoMain(args []string, log *slog.Logger) int {
 		stop()
 	}()
 
-	before, berr := snapshotHost()
+	before, berr := lab.SnapshotHost()
 	err = demo(ctx, os.Stdout, o, log)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -121,12 +121,12 @@ func demoMain(args []string, log *slog.Logger) int {
 		}
 	}
 	if berr == nil {
-		after, aerr := snapshotHost()
+		after, aerr := lab.SnapshotHost()
 		if aerr == nil {
-			if diff := before.diff(after); diff != "" {
+			if diff := before.Diff(after); diff != "" {
 				fmt.Printf("\nWARNING: the host changed during the demo (maybe not by us):\n%s", diff)
 			} else {
-				fmt.Printf("\nHost check: interfaces, addresses, routes, %d net sysctls and the nftables ruleset of the host are exactly as before.\n", len(before.sysctls))
+				fmt.Printf("\nHost check: interfaces, addresses, routes, %d net sysctls and the nftables ruleset of the host are exactly as before.\n", before.Sysctls())
 			}
 		}
 	}
@@ -443,60 +443,4 @@ func indent(s, prefix string) string {
 		return ""
 	}
 	return prefix + strings.ReplaceAll(s, "\n", "\n"+prefix) + "\n"
-}
-
-// hostState is what the demo promises not to change on the host.
-type hostState struct {
-	cmds    map[string]string
-	sysctls map[string]string
-}
-
-func snapshotHost() (*hostState, error) {
-	h := &hostState{cmds: map[string]string{}, sysctls: map[string]string{}}
-	for _, c := range [][]string{
-		{"ip", "-o", "link", "show"},
-		{"ip", "-o", "addr", "show"},
-		{"ip", "-4", "route", "show", "table", "all"},
-		{"ip", "-6", "route", "show", "table", "all"},
-		{"nft", "list", "ruleset"},
-	} {
-		out, err := exec.Command(c[0], c[1:]...).Output()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", strings.Join(c, " "), err)
-		}
-		h.cmds[strings.Join(c, " ")] = string(out)
-	}
-	err := filepath.WalkDir("/proc/sys/net", func(path string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return nil
-		}
-		// Counters the kernel changes on its own, whoever runs.
-		if strings.HasSuffix(path, "_count") || strings.Contains(path, "nf_conntrack_buckets") {
-			return nil
-		}
-		b, err := os.ReadFile(path)
-		if err == nil {
-			h.sysctls[path] = string(b)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("walk /proc/sys/net: %w", err)
-	}
-	return h, nil
-}
-
-func (h *hostState) diff(o *hostState) string {
-	var b strings.Builder
-	for k, v := range h.cmds {
-		if o.cmds[k] != v {
-			fmt.Fprintf(&b, "  `%s` differs\n", k)
-		}
-	}
-	for k, v := range h.sysctls {
-		if ov, ok := o.sysctls[k]; ok && ov != v {
-			fmt.Fprintf(&b, "  %s: %q -> %q\n", k, strings.TrimSpace(v), strings.TrimSpace(ov))
-		}
-	}
-	return b.String()
 }

@@ -48,8 +48,30 @@ func TestMain(m *testing.M) {
 		lab.CloseAll()
 		os.Exit(1)
 	}()
+	// Hygiene: the lab must not touch the host's network namespace. Compared
+	// only when root (the snapshot needs nft), around the whole run.
+	var before *lab.HostState
+	if os.Geteuid() == 0 {
+		var err error
+		if before, err = lab.SnapshotHost(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: host snapshot: %v\n", err)
+			os.Exit(1)
+		}
+	}
 	code := m.Run()
 	lab.CloseAll()
+	if before != nil {
+		after, err := lab.SnapshotHost()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: host snapshot: %v\n", err)
+			code = 1
+		} else if d := before.Diff(after); d != "" {
+			fmt.Fprintf(os.Stderr, "e2e: FAIL: the host's network state changed during the run:\n%s", d)
+			code = 1
+		} else {
+			fmt.Printf("e2e: host links, addresses, routes, %d net sysctls and nftables ruleset unchanged\n", before.Sysctls())
+		}
+	}
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}
@@ -58,6 +80,7 @@ func TestMain(m *testing.M) {
 
 func agent(t *testing.T) *lab.Agent {
 	t.Helper()
+	netnstest.RequireRoot(t)
 	agentOnce.Do(func() {
 		if p := os.Getenv(AgentBinEnv); p != "" {
 			agentBin, agentErr = filepath.Abs(p)
