@@ -205,3 +205,51 @@ func (ns *NS) AddDummy(t testing.TB, name string, cidrs ...string) netlink.Link 
 	}
 	return link
 }
+
+// Connect creates a veth pair with one end (name, addresses cidrs) in ns and
+// the other (peerName, peerCIDRs) in peer, both up: a cable between two test
+// hosts.
+func Connect(t testing.TB, ns *NS, name string, cidrs []string, peer *NS, peerName string, peerCIDRs []string) {
+	t.Helper()
+	tmp := UniqueName("v")
+	v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: tmp}
+	if err := ns.Netlink.LinkAdd(v); err != nil {
+		t.Fatalf("add veth %s: %v", name, err)
+	}
+	pl, err := ns.Netlink.LinkByName(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.Netlink.LinkSetNsFd(pl, int(peer.Handle)); err != nil {
+		t.Fatalf("move %s to %s: %v", tmp, peer.Name, err)
+	}
+	pl, err = peer.Netlink.LinkByName(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := peer.Netlink.LinkSetName(pl, peerName); err != nil {
+		t.Fatalf("rename %s to %s: %v", tmp, peerName, err)
+	}
+	for _, side := range []struct {
+		ns    *NS
+		name  string
+		cidrs []string
+	}{{ns, name, cidrs}, {peer, peerName, peerCIDRs}} {
+		l, err := side.ns.Netlink.LinkByName(side.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range side.cidrs {
+			a, err := netlink.ParseAddr(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := side.ns.Netlink.AddrAdd(l, a); err != nil {
+				t.Fatalf("add %s to %s: %v", c, side.name, err)
+			}
+		}
+		if err := side.ns.Netlink.LinkSetUp(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
