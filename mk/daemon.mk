@@ -1,0 +1,6 @@
+# Daemon and health (issue 4): /healthz vs nginx, RSS with 1,000 VIPs, and the
+# drift repair latency Go benchmark. Root (network namespaces), wrk and nginx.
+.PHONY: bench-daemon
+bench-daemon: $(BIN)/dsr-agent
+	daemon/bench/healthz.sh $(BIN)/dsr-agent 10s | tee bench/daemon-last-run.txt
+	$(GO) test -run '^$$' -bench DriftRepair -benchtime 200x -count 1 ./daemon/ | tee -a bench/daemon-last-run.txt
