@@ -34,6 +34,7 @@ $(NFPM):
 	GOBIN=$(GOBIN_DIR) $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 
 ## test-packaging: contents, scriptlets, install/upgrade/erase in scratch roots,
-## systemd-analyze verify + security of the unit (root, rpm, dpkg, busybox-static).
+## systemd-analyze verify + security of the unit, the unit under a real systemd
+## in systemd-nspawn (root; packages in mk/packaging.packages).
 test-packaging: $(BIN)/dsr-agent $(NFPM)
 	$(PKG_ENV) packaging/test/test-packages.sh

@@ -12,7 +12,8 @@
 #     logs its arguments: each step must issue exactly the expected systemctl calls,
 #     both with /run/systemd/system present (systemd "running") and absent (chroot,
 #     image build), and must not fail where there is no systemctl at all.
-# Needs root (chroot), rpm, dpkg, busybox (busybox-static), systemd-analyze, man.
+# Needs root (chroot), rpm, dpkg, busybox (busybox-static), systemd-analyze, man,
+# systemd-nspawn (systemd-container).
 # Environment: PKG_VERSION, PKG_RELEASE, NFPM as for packaging/build.sh.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -351,5 +352,14 @@ stop $UNIT
 daemon-reload"
 deb_cycle offline "" "" "--no-reload disable $UNIT"
 deb_cycle nosystemctl "" "" ""
+
+# ---------------------------------------------------------------- under systemd
+# The sandbox proven in practice: the packaged unit under a real systemd (PID 1
+# of a systemd-nspawn container with a private network).
+if packaging/test/test-unit-nspawn.sh "$deb1" | sed 's/^/  /'; then
+	ok "the packaged unit runs and converges under systemd (test-unit-nspawn.sh)"
+else
+	bad "the packaged unit runs and converges under systemd (test-unit-nspawn.sh)"
+fi
 
 finish
