@@ -43,13 +43,13 @@ func OpenHostAt(stateDir string, ns netns.NsHandle) (*Host, error) {
 	if ns.IsOpen() {
 		nl, err = netlink.NewHandleAt(ns)
 		if err == nil {
-			conn, err = nftables.New(nftables.WithNetNSFd(int(ns)))
+			conn, err = firewall.Dial(int(ns))
 		}
 		proc.NS = ns
 	} else {
 		nl, err = netlink.NewHandle()
 		if err == nil {
-			conn, err = nftables.New()
+			conn, err = firewall.Dial(-1)
 		}
 	}
 	if err != nil {
@@ -482,9 +482,7 @@ func forgetVanished(snap *snapshot, want []loopback.Addr) (changed bool) {
 	for _, a := range want {
 		keep[OwnedAddr{Link: a.Link, Prefix: a.Prefix.String()}] = true
 	}
-	n := len(snap.state.Addresses)
-	snap.state.Addresses = slices.DeleteFunc(snap.state.Addresses, func(a OwnedAddr) bool { return !keep[a] })
-	return len(snap.state.Addresses) != n
+	return snap.state.keepAddrs(func(a OwnedAddr) bool { return keep[a] }) > 0
 }
 
 // Remove undoes everything dsr-agent owns: its addresses first (no instant
@@ -552,7 +550,17 @@ func (h *Host) execute(plan *Plan, st *State, dirty bool) (*Plan, error) {
 	if err := saveIfDirty(); err != nil {
 		return done, err
 	}
+	deleted := map[OwnedAddr]bool{}
+	forgetDeleted := func() {
+		if len(deleted) > 0 {
+			st.keepAddrs(func(a OwnedAddr) bool { return !deleted[a] })
+			clear(deleted)
+		}
+	}
 	for _, c := range plan.Changes {
+		if c.Kind != AddrDel {
+			forgetDeleted()
+		}
 		var err error
 		switch c.Kind {
 		case AddrDel:
@@ -574,12 +582,13 @@ func (h *Host) execute(plan *Plan, st *State, dirty bool) (*Plan, error) {
 			}
 		}
 		if err != nil {
+			forgetDeleted()
 			_ = saveIfDirty()
 			return done, fmt.Errorf("%s %s: %w", c.Kind, c.Subject, err)
 		}
 		switch c.Kind {
 		case AddrDel:
-			st.dropAddr(c.addr.Link, c.addr.Prefix.String())
+			deleted[OwnedAddr{Link: c.addr.Link, Prefix: c.addr.Prefix.String()}] = true
 			dirty = true
 		case SysctlRestore:
 			delete(st.SavedSysctls, c.setting.Path.Key())
@@ -588,6 +597,7 @@ func (h *Host) execute(plan *Plan, st *State, dirty bool) (*Plan, error) {
 		slog.Debug("applied", "kind", c.Kind, "subject", c.Subject, "reason", c.Reason)
 		done.Changes = append(done.Changes, c)
 	}
+	forgetDeleted()
 	if err := saveIfDirty(); err != nil {
 		return done, err
 	}

@@ -106,10 +106,10 @@ func arpChain(t *nftables.Table, name string, hook nftables.ChainHook) *nftables
 
 func (a *ARPTable) build(c *nftables.Conn, t *nftables.Table) error {
 	vips, vip2real, vipElems, mapElems := a.sets(t)
-	if err := c.AddSet(vips, vipElems); err != nil {
+	if err := addSet(c, vips, vipElems); err != nil {
 		return fmt.Errorf("set vips: %w", err)
 	}
-	if err := c.AddSet(vip2real, mapElems); err != nil {
+	if err := addSet(c, vip2real, mapElems); err != nil {
 		return fmt.Errorf("map vip2real: %w", err)
 	}
 	inRule, outRule := a.rules(vips, vip2real)

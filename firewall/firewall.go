@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // TableName is the name of every table dsr-agent owns (one per family).
@@ -121,3 +123,54 @@ func RenderReplace(s Spec) string {
 
 // RenderDelete is the nft command equivalent to Delete.
 func RenderDelete(f Family) string { return "nft delete table " + TableRef(f) }
+
+// batchBufferBytes is the send buffer forced on dsr-agent's nftables socket.
+// A table replace is one batch in one sendmsg; with 10,000 VIPs it is far
+// larger than the default socket buffer (nft itself forces SO_SNDBUFFORCE
+// to the batch size for the same reason).
+const batchBufferBytes = 64 << 20
+
+// Dial opens an nftables connection to the namespace nsFD (-1: the
+// caller's own) whose socket can send a whole large batch.
+func Dial(nsFD int) (*nftables.Conn, error) {
+	opts := []nftables.ConnOption{nftables.WithSockOptions(func(c *netlink.Conn) error {
+		raw, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		return raw.Control(func(fd uintptr) {
+			// Fails without CAP_NET_ADMIN (validate, dry-run as a user):
+			// those send no batch, so the default buffer is fine.
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, batchBufferBytes)
+		})
+	})}
+	if nsFD >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(nsFD))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("open nftables: %w", err)
+	}
+	return c, nil
+}
+
+// elementsPerMessage bounds one NEWSETELEM message: its element list is a
+// netlink attribute, whose length field is 16 bits.
+const elementsPerMessage = 1024
+
+// addSet adds the set with its elements split over as many messages as the
+// attribute size limit needs; all of them stay in the same transaction.
+func addSet(c *nftables.Conn, s *nftables.Set, elems []nftables.SetElement) error {
+	first := elems[:min(len(elems), elementsPerMessage)]
+	if err := c.AddSet(s, first); err != nil {
+		return err
+	}
+	for rest := elems[len(first):]; len(rest) > 0; {
+		n := min(len(rest), elementsPerMessage)
+		if err := c.SetAddElements(s, rest[:n]); err != nil {
+			return err
+		}
+		rest = rest[n:]
+	}
+	return nil
+}

@@ -158,7 +158,7 @@ func natChain(t *nftables.Table) *nftables.Chain {
 
 func (n *NATTable) build(c *nftables.Conn, t *nftables.Table) error {
 	s, elems := n.set(t)
-	if err := c.AddSet(s, elems); err != nil {
+	if err := addSet(c, s, elems); err != nil {
 		return fmt.Errorf("map vip_ports: %w", err)
 	}
 	ch := c.AddChain(natChain(t))

@@ -55,11 +55,14 @@ const maxLabel = 15
 // guide's lo:0.
 type Labeler struct {
 	used map[string]map[int]bool
+	// next is where the search for a free index resumes on each link, so
+	// labelling n addresses is O(n), not O(n²).
+	next map[string]int
 }
 
 // NewLabeler seeds the used labels from the observed addresses.
 func NewLabeler(observed []Addr) *Labeler {
-	l := &Labeler{used: map[string]map[int]bool{}}
+	l := &Labeler{used: map[string]map[int]bool{}, next: map[string]int{}}
 	for _, a := range observed {
 		if n, ok := labelIndex(a.Link, a.Label); ok {
 			l.mark(a.Link, n)
@@ -87,10 +90,11 @@ func (l *Labeler) mark(link string, n int) {
 // Next returns a free label for an IPv4 address on link, or "" when the
 // interface name leaves no room for one (the kernel then shows the bare name).
 func (l *Labeler) Next(link string) string {
-	for n := 0; ; n++ {
+	for n := l.next[link]; ; n++ {
 		if l.used[link][n] {
 			continue
 		}
+		l.next[link] = n + 1
 		label := link + labelTag + strconv.Itoa(n)
 		if len(label) > maxLabel {
 			return ""
@@ -104,6 +108,25 @@ func (l *Labeler) Next(link string) string {
 // network namespace under test, or the host's).
 type Manager struct {
 	NL *netlink.Handle
+
+	// links caches name lookups between one List (a fresh snapshot) and the
+	// next, so adding N addresses costs N requests, not 2N.
+	links map[string]netlink.Link
+}
+
+func (m *Manager) link(name string) (netlink.Link, error) {
+	if l, ok := m.links[name]; ok {
+		return l, nil
+	}
+	l, err := m.NL.LinkByName(name)
+	if err != nil {
+		return nil, err
+	}
+	if m.links == nil {
+		m.links = map[string]netlink.Link{}
+	}
+	m.links[name] = l
+	return l, nil
 }
 
 // List dumps all links and all addresses once (the address dump is the
@@ -115,8 +138,10 @@ func (m *Manager) List() ([]Addr, error) {
 		return nil, fmt.Errorf("dump links: %w", err)
 	}
 	byIndex := make(map[int]string, len(links))
+	m.links = make(map[string]netlink.Link, len(links))
 	for _, l := range links {
 		byIndex[l.Attrs().Index] = l.Attrs().Name
+		m.links[l.Attrs().Name] = l
 	}
 	addrs, err := retryDump(func() ([]netlink.Addr, error) { return m.NL.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
@@ -162,7 +187,7 @@ func retryDump[T any](dump func() ([]T, error)) ([]T, error) {
 // fails with EEXIST when the address is already there (a racing repair or
 // another tool), and that is success here.
 func (m *Manager) Add(a Addr) error {
-	link, err := m.NL.LinkByName(a.Link)
+	link, err := m.link(a.Link)
 	if err != nil {
 		return fmt.Errorf("ip addr add %s: look up link: %w", a, err)
 	}
@@ -180,7 +205,7 @@ func (m *Manager) Add(a Addr) error {
 
 // Del removes the address; one already gone is not an error.
 func (m *Manager) Del(a Addr) error {
-	link, err := m.NL.LinkByName(a.Link)
+	link, err := m.link(a.Link)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
