@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# make test-boot: prove dsr-agent survives a reboot, in a real Debian bookworm
+# VM with systemd, under qemu (KVM when it works, else TCG).
+#
+#   test/boot/run.sh [DEB] [RPM]     (defaults: newest dist/*.deb, dist/*.rpm)
+#
+# Environment:
+#   DSR_BOOT_SKIP=1         skip (prints why)
+#   DSR_BOOT_REQUIRE=1      a skip is a failure (missing tools, no .deb, ...)
+#   DSR_BOOT_ACCEL=auto     auto | kvm | tcg   (auto: probe KVM with a short timeout)
+#   DSR_BOOT_MODE=loopback  dsr-agent mode in the test config (loopback | arptables)
+#   DSR_BOOT_TIMEOUT=900    hard limit for the whole VM run, seconds
+#   DSR_BOOT_KEEP=1         keep the run directory (console log, markers) on success too
+#   DSR_BOOT_CACHE=DIR      image cache (default $XDG_CACHE_HOME/dsr-agent-boot or
+#                           /var/cache/dsr-agent-boot)
+# Output: a summary of every check; the last line is "boot-test: N passed, N failed".
+# Exit: 0 all passed (or skipped), 1 a check failed or the VM did not finish.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+
+skip() {
+	echo "test-boot: SKIPPED: $*"
+	if [ "${DSR_BOOT_REQUIRE:-0}" = 1 ]; then
+		echo "test-boot: DSR_BOOT_REQUIRE=1, so a skip is a failure"
+		exit 1
+	fi
+	exit 0
+}
+
+[ "${DSR_BOOT_SKIP:-0}" = 1 ] && skip "DSR_BOOT_SKIP=1"
+[ "$(uname -s)-$(uname -m)" = Linux-x86_64 ] || skip "needs Linux x86_64 (this is $(uname -s)-$(uname -m))"
+[ "$(id -u)" = 0 ] || skip "needs root (debootstrap builds the image)"
+for t in qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 flock timeout; do
+	command -v "$t" >/dev/null || skip "$t not installed (apt-get install $(tr '\n' ' ' <"$repo/mk/boot.packages"))"
+done
+
+DEB=${1:-${DSR_BOOT_DEB:-$(ls -t "$repo"/dist/*.deb 2>/dev/null | head -n1 || true)}}
+RPM=${2:-${DSR_BOOT_RPM:-$(ls -t "$repo"/dist/*.rpm 2>/dev/null | head -n1 || true)}}
+[ -n "$DEB" ] && [ -f "$DEB" ] || skip "no .deb to test (run make deb, or pass DEB)"
+MODE=${DSR_BOOT_MODE:-loopback}
+TIMEOUT=${DSR_BOOT_TIMEOUT:-900}
+
+t_start=$(date +%s)
+# --- image ---------------------------------------------------------------------
+image=$("$here/build-image.sh" | tail -n1) || bt_die "image build failed"
+t_image=$(date +%s)
+
+# --- per-run directory ------------------------------------------------------------
+run=$(mktemp -d "${TMPDIR:-/tmp}/dsr-boot.XXXXXX")
+qpid=""
+cleanup() {
+	local rc=$?
+	if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null; then
+		kill "$qpid" 2>/dev/null || true
+		sleep 1
+		kill -9 "$qpid" 2>/dev/null || true
+	fi
+	if [ "$rc" = 0 ] && [ "${DSR_BOOT_KEEP:-0}" != 1 ]; then
+		rm -rf "$run"
+	else
+		echo "test-boot: logs kept in $run (console.log, markers.log)"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+qemu-img create -q -f qcow2 -F raw -b "$image/rootfs.img" "$run/root.qcow2"
+
+payload="$run/payload"
+mkdir -p "$payload"
+cp "$here"/guest/* "$payload/"
+cp "$DEB" "$payload/"
+[ -n "$RPM" ] && [ -f "$RPM" ] && cp "$RPM" "$payload/"
+VIP4=192.0.2.10 VIP6=2001:db8::10 OWN4=192.0.2.21 HPORT=8558
+sed -e "s/@MODE@/$MODE/; s/@VIP4@/$VIP4/; s/@VIP6@/$VIP6/; s/@OWN4@/$OWN4/g; s/@HPORT@/$HPORT/g" \
+	"$here/config.yaml.in" >"$payload/config.yaml"
+cat >"$payload/params.env" <<PARAMS
+MODE=$MODE
+VIP4=$VIP4
+VIP6=$VIP6
+HEALTH_ADDR=$OWN4:$HPORT
+DEB=$(basename "$DEB")
+RPM=$([ -n "$RPM" ] && [ -f "$RPM" ] && basename "$RPM")
+PARAMS
+size_mb=$(( $(du -sm "$payload" | cut -f1) + 32 ))
+mkfs.ext4 -q -L BTPAYLOAD -E root_owner=0:0 -d "$payload" "$run/payload.img" "${size_mb}M" 2>/dev/null
+
+# --- accelerator -------------------------------------------------------------------
+accel=${DSR_BOOT_ACCEL:-auto}
+if [ "$accel" = auto ]; then
+	accel=tcg
+	if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+		# A kernel with no root fs panics at once; with panic=-1 and -no-reboot,
+		# qemu exits. Where KVM works that takes ~1 s; here it may hang.
+		if timeout 10 qemu-system-x86_64 -accel kvm -nodefaults -no-user-config -display none \
+			-m 256 -serial "file:$run/kvm-probe.log" -no-reboot -kernel "$image/vmlinuz" \
+			-append 'console=ttyS0 panic=-1 root=/dev/nonexistent' >/dev/null 2>&1 &&
+			grep -q 'Kernel panic' "$run/kvm-probe.log"; then
+			accel=kvm
+		else
+			bt_log "KVM probe did not finish in 10 s: using TCG (software emulation)"
+		fi
+	else
+		bt_log "/dev/kvm not usable: using TCG"
+	fi
+fi
+case $accel in
+# qemu64, not max: under TCG, "max" makes the guest pick AVX code paths that
+# are slow to emulate and load kvm modules; "host" aborts on these machines.
+kvm | tcg) cpu=(-cpu qemu64) ;;
+*) bt_die "DSR_BOOT_ACCEL must be auto, kvm or tcg" ;;
+esac
+
+# --- boot ----------------------------------------------------------------------------
+: >"$run/markers.log"
+t_boot=$(date +%s)
+bt_log "booting $(cat "$image/kernel-version") under $accel (mode $MODE, $(basename "$DEB")${RPM:+, $(basename "$RPM")})"
+timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
+	-accel "$accel" "${cpu[@]}" -smp 2 -m 1024 \
+	-nodefaults -no-user-config -display none -monitor none \
+	-serial "file:$run/console.log" \
+	-kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
+	-append "root=/dev/vda rw console=ttyS0 boottest=1 panic=-1 systemd.show_status=auto cryptomgr.notests modprobe.blacklist=pcspkr,floppy,kvm,kvm_intel,kvm_amd,joydev,serio_raw" \
+	-drive "file=$run/root.qcow2,if=virtio,format=qcow2,cache=unsafe" \
+	-drive "file=$run/payload.img,if=virtio,format=raw,readonly=on" \
+	-device virtio-serial-pci \
+	-chardev "file,id=bt,path=$run/markers.log" \
+	-device virtserialport,chardev=bt,name=boottest \
+	-device virtio-rng-pci \
+	-nic none \
+	>"$run/qemu.out" 2>&1 &
+qpid=$!
+
+# Follow the phases as they come; the guest powers off after END.
+seen=0
+while kill -0 "$qpid" 2>/dev/null; do
+	n=$(grep -c '^@@BT ' "$run/markers.log" || true)
+	if [ "$n" -gt "$seen" ]; then
+		grep '^@@BT ' "$run/markers.log" | tail -n "+$((seen + 1))" | head -n "$((n - seen))" |
+			grep -E '^@@BT (PHASE|FAIL)' | sed "s/^@@BT /  [$(( $(date +%s) - t_boot ))s] /" | cut -c1-200 || true
+		seen=$n
+	fi
+	sleep 1
+done
+wait "$qpid" && qrc=0 || qrc=$?
+qpid=""
+t_end=$(date +%s)
+
+# --- summary ------------------------------------------------------------------------------
+markers="$run/markers.log"
+if ! grep -q '^@@BT ' "$markers"; then
+	# No virtio port in the guest: fall back to the console.
+	grep -ao '@@BT .*' "$run/console.log" | tr -d '\r' >"$run/markers-console.log" || true
+	markers="$run/markers-console.log"
+fi
+npass=$(grep -c '^@@BT PASS ' "$markers" || true)
+nfail=$(grep -c '^@@BT FAIL ' "$markers" || true)
+echo
+echo "== boot test: dsr-agent $(basename "$DEB") in Debian bookworm ($(cat "$image/kernel-version"), $accel, mode $MODE)"
+awk '/^@@BT (PASS|FAIL) / { k = $2; n = $3; sub(/^@@BT [A-Z]+ [^ ]+ ?/, ""); printf "  %-4s %-32s %s\n", k, n, $0 }' "$markers" | cut -c1-240
+echo "-- metrics"
+awk '/^@@BT METRIC / { printf "  %-34s %s\n", $3, $4 }' "$markers"
+echo "-- times: image $((t_image - t_start)) s ($( [ "$((t_image - t_start))" -gt 30 ] && echo cold build || echo cached)), VM run $((t_end - t_boot)) s, total $((t_end - t_start)) s"
+
+problems=()
+[ "$qrc" = 0 ] || problems+=("qemu exited $qrc$([ "$qrc" = 124 ] && echo " (timeout ${TIMEOUT}s)")")
+grep -q '^@@BT END' "$markers" || problems+=("the guest never reached the end of phase 3")
+for want in ready-reboot1 status-reboot1 health-up arp-before-vip still-drained remove deb-files-gone; do
+	grep -q "^@@BT PASS $want " "$markers" || grep -q "^@@BT FAIL $want " "$markers" || problems+=("check $want never ran")
+done
+if [ "$nfail" != 0 ] || [ "${#problems[@]}" != 0 ]; then
+	for p in "${problems[@]}"; do echo "  PROBLEM: $p"; done
+	echo "-- guest INFO lines"
+	grep '^@@BT INFO ' "$markers" | cut -c10-250 | tail -n 80
+	echo "-- last 40 console lines"
+	tail -n 40 "$run/console.log" | tr -d '\r' | cut -c1-200
+	echo "boot-test: $npass passed, $((nfail + ${#problems[@]})) failed"
+	exit 1
+fi
+echo "boot-test: $npass passed, 0 failed"
