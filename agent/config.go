@@ -18,6 +18,11 @@ import (
 // ErrInvalidConfig marks every config error; the CLI maps it to exit 2.
 var ErrInvalidConfig = errors.New("invalid config")
 
+// ErrHostMismatch additionally marks config errors that depend on the host
+// (an interface missing, no default route): at boot the daemon waits for
+// the host to catch up instead of giving up.
+var ErrHostMismatch = errors.New("config does not match this host")
+
 // Mode selects how the host is kept from answering ARP for its VIPs.
 type Mode string
 
@@ -187,6 +192,18 @@ func (e fieldErrors) err() error {
 	}
 	return fmt.Errorf("%w:\n  %s", ErrInvalidConfig, strings.Join(e, "\n  "))
 }
+
+// hostErr is err for problems found by comparing the config with the host.
+func (e fieldErrors) hostErr() error {
+	if len(e) == 0 {
+		return nil
+	}
+	return &hostMismatch{e.err()}
+}
+
+type hostMismatch struct{ error }
+
+func (h *hostMismatch) Unwrap() []error { return []error{h.error, ErrHostMismatch} }
 
 func (raw *rawConfig) validate() (*Config, error) {
 	var errs fieldErrors

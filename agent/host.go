@@ -175,7 +175,7 @@ func (h *Host) validate(cfg *Config, snap *snapshot) error {
 			errs.add("health.listen", "", "ip:port: the first interface has no IPv4 address to default to")
 		}
 	}
-	return errs.err()
+	return errs.hostErr()
 }
 
 // primaryIPv4 is the interface's first non-secondary IPv4 that is not a
@@ -232,6 +232,11 @@ func desiredFor(cfg *Config, snap *snapshot) desired {
 	}
 	switch cfg.Mode {
 	case ModeLoopback:
+		if len(cfg.VIPs) == 0 {
+			// Nothing to protect: an installed but unconfigured host (the
+			// packaged example has no VIPs) is left exactly as it was.
+			break
+		}
 		d.sysctls = arp.Suppression(cfg.Interfaces)
 		for _, v := range cfg.VIPs {
 			d.addrs = append(d.addrs, loopback.Addr{Link: "lo", Prefix: loopback.HostPrefix(v.Address)})

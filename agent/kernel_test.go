@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -398,4 +399,24 @@ func TestAddressNotOwnedIsLeftAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	th.requireAddr("lo", "192.0.2.10/32")
+}
+
+// TestNoVIPsChangesNothing: the packaged example config (no VIPs) applied to
+// a host changes nothing, not even sysctls.
+func TestNoVIPsChangesNothing(t *testing.T) {
+	th := newTestHost(t)
+	if p := th.apply("vips: []\n"); !p.Empty() {
+		t.Fatalf("empty config planned changes:\n%s", p)
+	}
+	if th.sysctl("all", "arp_ignore") != "0" {
+		t.Fatal("arp_ignore changed with no VIPs")
+	}
+}
+
+func TestHostMismatchIsMarked(t *testing.T) {
+	th := newTestHost(t)
+	err := th.host.Validate(mustConfig(t, "interfaces: [eth9]\nvips: [{address: 192.0.2.10}]\n"))
+	if !errors.Is(err, ErrHostMismatch) || !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("err = %v, want ErrHostMismatch and ErrInvalidConfig", err)
+	}
 }

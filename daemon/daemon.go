@@ -15,6 +15,7 @@ import (
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/dsr-agent/dsr-agent/agent"
 	"github.com/dsr-agent/dsr-agent/health"
 )
 
@@ -85,7 +86,7 @@ func Run(ctx context.Context, o Options) error {
 			}
 		}
 	}
-	desired, err := o.Engine.Load(o.ConfigPath)
+	desired, err := loadWhenHostReady(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -235,6 +236,27 @@ func (d *daemon) reconcile(triggers []string) {
 	}
 	d.afterSuccess()
 	d.log.Debug("reconciled", "trigger", trigger, "changes", len(changes), "took", time.Since(start))
+}
+
+// loadWhenHostReady loads the config. At boot the unit starts before the
+// network is configured, so a NIC may not exist yet or have no default route
+// to infer it from: such host-dependent errors are waited out (systemd's
+// start timeout bounds the wait), while a config that is wrong in itself
+// fails at once.
+func loadWhenHostReady(ctx context.Context, o Options) (*Desired, error) {
+	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
+		desired, err := o.Engine.Load(o.ConfigPath)
+		if err == nil || !errors.Is(err, agent.ErrHostMismatch) {
+			return desired, err
+		}
+		o.Log.Warn("config does not match the host yet; waiting", "err", err, "retry_in", delay)
+		o.Notify("STATUS=waiting for the host: " + strings.ReplaceAll(err.Error(), "\n", " "))
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(delay):
+		}
+	}
 }
 
 func (d *daemon) afterSuccess() {

@@ -456,3 +456,27 @@ health:
 		t.Log(d.log.String())
 	}
 }
+
+// TestRunWaitsForLateNIC: at boot the unit starts before the network is
+// configured; a NIC that appears later is waited for (no exit 2, no READY
+// until the first apply), then the host converges.
+func TestRunWaitsForLateNIC(t *testing.T) {
+	ns := netnstest.New(t)
+	d := startDaemon(t, ns, t.TempDir(), "mode: loopback\ninterfaces: [late0]\nvips: [{address: 10.77.100.1}]\n")
+	status := d.waitNote("STATUS=waiting for the host", 5*time.Second)
+	if !strings.Contains(status, `"late0"`) {
+		t.Fatalf("waiting status does not name the interface: %q", status)
+	}
+	if ok, _ := hasAddr(ns, "lo", "10.77.100.1/32"); ok {
+		t.Fatal("VIP added before the NIC (and its sysctls) existed")
+	}
+	ns.AddDummy(t, "late0", "10.77.0.2/24")
+	d.waitNote("READY=1", 10*time.Second)
+	if v := ns.Sysctl(t, "net", "ipv4", "conf", "late0", "arp_ignore"); v != "1" {
+		t.Fatalf("late0 arp_ignore = %s", v)
+	}
+	if ok, out := hasAddr(ns, "lo", "10.77.100.1/32"); !ok {
+		t.Fatalf("VIP missing after READY:\n%s", out)
+	}
+	d.stop()
+}
