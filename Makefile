@@ -46,7 +46,7 @@ $(GOBIN_DIR)/staticcheck:
 
 ## bench: Go benchmarks (root: they use network namespaces).
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 5x -count 5 -timeout 60m ./agent/ | tee bench/last-run.txt
+	$(GO) test -run '^$$' -bench . -benchtime 3x -count 5 -timeout 60m ./agent/ | tee bench/last-run.txt
 
 clean:
 	rm -rf $(BIN)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -400,7 +401,7 @@ func computePlan(d desired, o *observed) *Plan {
 		changes = append(changes, Change{Kind: AddrAdd, Subject: a.Prefix.Addr().String(), Reason: "",
 			Command: a.Command("add"), addr: a})
 	}
-	for _, k := range sortedKeys(o.state.SavedSysctls) {
+	for _, k := range slices.Sorted(maps.Keys(o.state.SavedSysctls)) {
 		if desiredSysctl[k] {
 			continue
 		}
@@ -415,15 +416,6 @@ func computePlan(d desired, o *observed) *Plan {
 			Command: sysctlCommand(path, val), setting: arp.Setting{Path: path, Value: val}})
 	}
 	return &Plan{Changes: sortedByPhase(changes)}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // planned is a plan with the snapshot and desired state it came from.

@@ -1,34 +1,13 @@
 package agent
 
 import (
-	"flag"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/dsr-agent/dsr-agent/firewall"
+	"github.com/dsr-agent/dsr-agent/internal/golden"
 	"github.com/dsr-agent/dsr-agent/loopback"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
-
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden %s (run with -update to create): %v", path, err)
-	}
-	if got != string(want) {
-		t.Errorf("%s mismatch\n--- got\n%s--- want\n%s", path, got, want)
-	}
-}
 
 func mustConfig(t *testing.T, y string) *Config {
 	t.Helper()
@@ -71,7 +50,7 @@ func TestPlanGolden(t *testing.T) {
 			snap := &snapshot{addrs: nothingObserved(desired{}).addrs, state: &State{}}
 			d := desiredFor(cfg, snap)
 			plan := computePlan(d, nothingObserved(d))
-			golden(t, "plan-"+name+".txt", plan.String())
+			golden.Assert(t, "plan-"+name+".txt", plan.String())
 		})
 	}
 }
@@ -91,7 +70,7 @@ func TestPlanModeSwitchOrder(t *testing.T) {
 	}
 	o.sysctls["net/ipv4/conf/all/arp_ignore"] = "1"
 	o.sysctls["net/ipv4/conf/all/arp_announce"] = "2"
-	golden(t, "plan-switch-loopback-to-arptables.txt", computePlan(d, o).String())
+	golden.Assert(t, "plan-switch-loopback-to-arptables.txt", computePlan(d, o).String())
 	var kinds []ChangeKind
 	for _, c := range computePlan(d, o).Changes {
 		kinds = append(kinds, c.Kind)

@@ -4,9 +4,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/google/nftables"
@@ -150,7 +150,7 @@ func (got tableContent) diff(want tableContent) string {
 			}
 		}
 	}
-	for _, name := range sortedKeys(gotChains) {
+	for _, name := range slices.Sorted(maps.Keys(gotChains)) {
 		d = append(d, fmt.Sprintf("unexpected chain %s", name))
 	}
 	gotSets := map[string]setContent{}
@@ -187,22 +187,13 @@ func (got tableContent) diff(want tableContent) string {
 			d = append(d, fmt.Sprintf("set %s: %d elements missing, %d unexpected, %d with wrong value", w.name, missing, extra, wrong))
 		}
 	}
-	for _, name := range sortedKeys(gotSets) {
+	for _, name := range slices.Sorted(maps.Keys(gotSets)) {
 		d = append(d, fmt.Sprintf("unexpected set %s", name))
 	}
 	if len(d) == 0 {
 		return ""
 	}
 	return "altered: " + strings.Join(d, "; ")
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // elementsOf indexes set elements the way read does.

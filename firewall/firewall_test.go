@@ -1,7 +1,6 @@
 package firewall
 
 import (
-	"flag"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -11,10 +10,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/dsr-agent/dsr-agent/internal/golden"
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 func arpSpec() *ARPTable {
 	return &ARPTable{Entries: []ARPEntry{
@@ -36,27 +34,10 @@ func nat6Spec() *NATTable {
 	}}
 }
 
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read golden %s (run with -update to create): %v", path, err)
-	}
-	if got != string(want) {
-		t.Errorf("%s mismatch\n--- got\n%s\n--- want\n%s", path, got, want)
-	}
-}
-
 func TestRenderGolden(t *testing.T) {
-	golden(t, "arp.render.nft", RenderReplace(arpSpec()))
-	golden(t, "nat4.render.nft", RenderReplace(nat4Spec()))
-	golden(t, "nat6.render.nft", RenderReplace(nat6Spec()))
+	golden.Assert(t, "arp.render.nft", RenderReplace(arpSpec()))
+	golden.Assert(t, "nat4.render.nft", RenderReplace(nat4Spec()))
+	golden.Assert(t, "nat6.render.nft", RenderReplace(nat6Spec()))
 }
 
 var counterRE = regexp.MustCompile(`counter packets \d+ bytes \d+`)
@@ -81,7 +62,7 @@ func TestReplaceMatchesKernel(t *testing.T) {
 			if err := m.Replace(spec); err != nil {
 				t.Fatal(err)
 			}
-			golden(t, name+".kernel.nft", listTable(t, ns, spec.Family()))
+			golden.Assert(t, name+".kernel.nft", listTable(t, ns, spec.Family()))
 			if d, err := m.Diff(spec); err != nil || d != "" {
 				t.Fatalf("Diff after Replace = %q, %v; want in sync", d, err)
 			}
@@ -89,7 +70,7 @@ func TestReplaceMatchesKernel(t *testing.T) {
 			if err := m.Replace(spec); err != nil {
 				t.Fatal(err)
 			}
-			golden(t, name+".kernel.nft", listTable(t, ns, spec.Family()))
+			golden.Assert(t, name+".kernel.nft", listTable(t, ns, spec.Family()))
 			// The rendered plan is valid nft input.
 			script := RenderReplace(spec)
 			body := strings.TrimSuffix(strings.TrimPrefix(script, "nft -f - <<'EOF'\n"), "EOF\n")
@@ -98,7 +79,7 @@ func TestReplaceMatchesKernel(t *testing.T) {
 				t.Fatal(err)
 			}
 			ns.Exec(t, "nft", "-f", f)
-			golden(t, name+".kernel.nft", listTable(t, ns, spec.Family()))
+			golden.Assert(t, name+".kernel.nft", listTable(t, ns, spec.Family()))
 			// What nft built from the rendered script is what Replace builds.
 			if d, err := m.Diff(spec); err != nil || d != "" {
 				t.Fatalf("Diff after nft -f of the rendered plan = %q, %v", d, err)
