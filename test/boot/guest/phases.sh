@@ -142,6 +142,13 @@ expect_converged() { # the explicit per-mode expectations
 	esac
 }
 
+full6() { # full6 ADDR: the first group pair of an IPv6 address as 8 hex digits
+	local a=$1 g1 g2
+	g1=${a%%:*}; a=${a#*:}; g2=${a%%:*}
+	[ -n "$g2" ] || g2=0
+	printf '%04x%04x' "0x$g1" "0x$g2"
+}
+
 # --- ARP-before-VIP ordering from the kernel trace (check 3) ------------------
 arp_order_check() {
 	local T=/sys/kernel/tracing/trace
@@ -156,7 +163,14 @@ arp_order_check() {
 	# The first address add after the monitor started is dsr-agent's first VIP
 	# (the test's own addresses are added before the monitor starts; nothing
 	# else in this VM adds addresses). ARP suppression must be in force then.
-	awk -v mode="$MODE" '
+	local o1 o2 o3 o4 vip4hex vip6hex
+	IFS=. read -r o1 o2 o3 o4 <<<"$VIP4"
+	vip4hex=$(printf '0x%x' $(( o4 << 24 | o3 << 16 | o2 << 8 | o1 )))
+	# first 4 bytes of the IPv6 VIP (full form), as a little-endian u32
+	local f6
+	f6=$(full6 "$VIP6")
+	vip6hex=$(printf '0x%x' $(( 0x${f6:6:2} << 24 | 0x${f6:4:2} << 16 | 0x${f6:2:2} << 8 | 0x${f6:0:2} )))
+	awk -v mode="$MODE" -v vip4hex="$vip4hex" -v vip6hex="$vip6hex" '
 		function ts(  i) { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+\.[0-9]+:$/) return substr($i, 1, length($i) - 1); return "?" }
 		/bt-monitor-start/ {
 			started = 1
@@ -181,19 +195,25 @@ arp_order_check() {
 		/bt_newtable:/ { if (!ttab) ttab = ts(); next }
 		/bt_newrule:/  { if (!trule) trule = ts(); next }
 		/bt_newaddr[46]:/ {
+			# Only an add of one of the VIPs counts (systemd also adds
+			# 127.0.0.1/::1 when it sets up a service).
+			pl = ""; addr = ""
+			for (i = 1; i <= NF; i++) { if ($i ~ /^pl=/) pl = substr($i, 4); if ($i ~ /^a=/) addr = substr($i, 3) }
+			if ($0 ~ /bt_newaddr4:/ && addr != vip4hex) next
+			if ($0 ~ /bt_newaddr6:/ && (pl != 128 || addr != vip6hex)) next
 			if (done) next
 			done = 1; tvip = ts()
 			if (mode == "loopback") {
 				ok_ig = (ig >= 1) || tig; ok_an = (an >= 2) || tan
-				printf "first address add at %s; arp_ignore>=1 %s; arp_announce>=2 %s\n", tvip,
+				printf "first VIP add at %s; arp_ignore>=1 %s; arp_announce>=2 %s\n", tvip,
 					(ig >= 1 ? "from boot (before monitor at " start ")" : (tig ? "written at " tig : "NOT in force")),
 					(an >= 2 ? "from boot (before monitor at " start ")" : (tan ? "written at " tan : "NOT in force"))
 				exit (ok_ig && ok_an) ? 0 : 1
 			}
-			printf "first address add at %s; first nft table at %s, first rule at %s\n", tvip, (ttab ? ttab : "-"), (trule ? trule : "-")
+			printf "first VIP add at %s; first nft table at %s, first rule at %s\n", tvip, (ttab ? ttab : "-"), (trule ? trule : "-")
 			exit (arptab || (ttab && trule)) ? 0 : 1
 		}
-		END { if (!done) { print "no address add seen after the monitor started"; exit 1 } }
+		END { if (!done) { print "no VIP add seen after the monitor started"; exit 1 } }
 	' "$STATE/boot.trace" >"$STATE/order.out" 2>&1
 	if [ $? = 0 ]; then pass arp-before-vip "$(cat "$STATE/order.out")"; else fail arp-before-vip "$(cat "$STATE/order.out")"; fi
 	journalctl -b -o short-monotonic --no-pager -u dsr-agent | head -n 25 >"$STATE/journal.head"
@@ -289,10 +309,15 @@ case $phase in
 	check deb-files-gone "files of the package gone (conffiles kept)" -- files_gone "$STATE/deb.files" "^($(paste -sd'|' "$STATE/deb.conffiles"))\$"
 	check deb-config-kept "edited /etc/dsr-agent/config.yaml kept" -- cmp "$P/config.yaml" /etc/dsr-agent/config.yaml
 	check deb-unit-gone "no dsr-agent unit, symlink or process left" -- no_unit_left
-	check deb-state-gone "no /var/lib/dsr-agent state left" -- sh -c '! [ -e /var/lib/dsr-agent ] || { ls -la /var/lib/dsr-agent; exit 1; }'
+	# Debian semantics: remove keeps state, purge deletes it. After
+	# `dsr-agent remove` nothing dsr-agent owned may be recorded there.
+	check deb-state-after-remove "no state in /var/lib/dsr-agent after remove (an empty lock file may stay until purge)" -- \
+		sh -c 'left=$(find /var/lib/dsr-agent -mindepth 1 ! \( -name lock -size 0 \) 2>/dev/null); [ -z "$left" ] || { echo "left: $left"; exit 1; }'
+	info "after dpkg -r: /var/lib/dsr-agent: $(ls -A /var/lib/dsr-agent 2>&1 | tr '\n' ' ')"
 	no_trace_checks after-deb-remove
 	check deb-purge "dpkg -P dsr-agent" -- dpkg -P dsr-agent
-	check deb-purge-config-gone "purge removes /etc/dsr-agent" -- sh -c '! [ -e /etc/dsr-agent/config.yaml ]'
+	check deb-purge-config-gone "purge removes /etc/dsr-agent/config.yaml" -- sh -c '! [ -e /etc/dsr-agent/config.yaml ]'
+	check deb-purge-state-gone "purge removes /var/lib/dsr-agent" -- sh -c '! [ -e /var/lib/dsr-agent ] || { ls -la /var/lib/dsr-agent; exit 1; }'
 
 	# The RPM, with Debian's rpm: files land, scriptlets run, erase cleans up.
 	if [ -n "${RPM:-}" ]; then
@@ -313,6 +338,7 @@ case $phase in
 		check rpm-files-gone "files of the RPM gone (edited config kept)" -- files_gone "$STATE/rpm.files" "^($(paste -sd'|' "$STATE/rpm.config"))\$"
 		check rpm-config-kept "edited config kept (as is or .rpmsave)" -- sh -c 'grep -q "edited by the boot test" /etc/dsr-agent/config.yaml* 2>/dev/null'
 		check rpm-unit-gone "no dsr-agent unit, symlink or process left" -- no_unit_left
+		check rpm-state-gone "no /var/lib/dsr-agent left after rpm -e" -- sh -c '! [ -e /var/lib/dsr-agent ] || { ls -la /var/lib/dsr-agent; exit 1; }'
 		no_trace_checks after-rpm-erase
 	else
 		info "no RPM given: RPM checks skipped"
