@@ -163,18 +163,49 @@ var knownKeys = map[string]string{
 	"AgentCheck": "listen",
 }
 
+// yamlTypeErr matches yaml.v3's "cannot unmarshal !!str `http` into int".
+var yamlTypeErr = regexp.MustCompile("cannot unmarshal !!(\\w+)(?: `([^`]*)`)? into (\\S+)")
+
+var goTypeWords = map[string]string{
+	"int": "a number", "*int": "a number", "string": "a string",
+	"[]string": "a list of strings", "[]agent.rawVIP": "a list of VIPs",
+	"[]agent.rawPort": "a list of ports", "[]agent.rawCheck": "a list of checks",
+}
+
+// yamlMessage rewrites yaml.v3 errors in the config's own terms: unknown
+// keys with the keys allowed there, type errors without Go type names.
+func yamlMessage(err error) string {
+	msg := yamlKeyErr.ReplaceAllStringFunc(err.Error(), func(m string) string {
+		sub := yamlKeyErr.FindStringSubmatch(m)
+		return fmt.Sprintf("unknown key %q (expected one of: %s)", sub[1], knownKeys[sub[2]])
+	})
+	msg = yamlTypeErr.ReplaceAllStringFunc(msg, func(m string) string {
+		sub := yamlTypeErr.FindStringSubmatch(m)
+		want, ok := goTypeWords[sub[3]]
+		if !ok {
+			want = "a mapping of keys"
+		}
+		val := sub[2]
+		if val == "" {
+			val = "a " + sub[1]
+		}
+		return fmt.Sprintf("%q: expected %s", val, want)
+	})
+	return strings.TrimPrefix(msg, "yaml: ")
+}
+
 // ParseConfig parses and validates YAML config text.
 func ParseConfig(data []byte) (*Config, error) {
 	var raw rawConfig
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&raw); err != nil && !errors.Is(err, io.EOF) {
-		msg := yamlKeyErr.ReplaceAllStringFunc(err.Error(), func(m string) string {
-			sub := yamlKeyErr.FindStringSubmatch(m)
-			return fmt.Sprintf("unknown key %q (expected one of: %s)", sub[1], knownKeys[sub[2]])
-		})
-		msg = strings.TrimPrefix(msg, "yaml: ")
-		return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, msg)
+		return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, yamlMessage(err))
+	}
+	// A second document would be silently ignored by a single Decode.
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w: more than one YAML document (---): expected exactly one", ErrInvalidConfig)
 	}
 	return raw.validate()
 }
@@ -345,10 +376,12 @@ func parseHostAddr(s string) (netip.Addr, error) {
 		return a, errors.New("a global address without a zone")
 	case a.Is4In6():
 		return a, errors.New("a plain IPv4 address, not IPv4-mapped IPv6")
-	case a.IsUnspecified(), a.IsLoopback(), a.IsMulticast(), a.IsLinkLocalUnicast(), a.IsInterfaceLocalMulticast():
+	case a.IsUnspecified(), a.IsLoopback(), a.IsMulticast(), a.IsLinkLocalUnicast():
 		return a, errors.New("a unicast host address (not unspecified, loopback, multicast or link-local)")
 	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
 		return a, errors.New("a unicast host address, not broadcast")
+	case a.Is4() && (a.As4()[0] == 0 || a.As4()[0] >= 240):
+		return a, errors.New("a usable unicast address (not in 0.0.0.0/8 or the reserved 240.0.0.0/4)")
 	}
 	return a, nil
 }

@@ -73,7 +73,11 @@ func TestParseConfigErrors(t *testing.T) {
 		{"check without target", "health: {checks: [{name: web}]}\n", []string{"health.checks[0]", "exactly one of tcp or http"}},
 		{"check bad interval", "health: {checks: [{name: web, tcp: '127.0.0.1:80', interval: soon}]}\n", []string{"health.checks[0].interval", `"soon"`}},
 		{"check timeout > interval", "health: {checks: [{name: web, tcp: '127.0.0.1:80', interval: 1s, timeout: 5s}]}\n", []string{"health.checks[0].timeout", "no longer than the interval"}},
-		{"wrong type", "vips: [{address: 192.0.2.10, ports: [{port: http}]}]\n", []string{"cannot unmarshal", "http"}},
+		{"wrong type", "vips: [{address: 192.0.2.10, ports: [{port: http}]}]\n", []string{"line 1", `"http": expected a number`}},
+		{"map for list", "vips: {address: 192.0.2.10}\n", []string{"line 1", "expected a list of VIPs"}},
+		{"second document", "vips: []\n---\nmode: bogus\n", []string{"more than one YAML document"}},
+		{"this-network vip", "vips: [{address: 0.0.0.1}]\n", []string{"vips[0].address", "0.0.0.0/8"}},
+		{"reserved vip", "vips: [{address: 240.0.0.1}]\n", []string{"vips[0].address", "240.0.0.0/4"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

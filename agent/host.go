@@ -21,12 +21,11 @@ import (
 // Host is the kernel state dsr-agent manages in one network namespace, plus
 // the state dir that records what it owns.
 type Host struct {
-	nl      *netlink.Handle
-	sysctl  *arp.Proc
-	addrs   *loopback.Manager
-	tables  *firewall.Manager
-	store   stateStore
-	nftConn *nftables.Conn
+	nl     *netlink.Handle
+	sysctl *arp.Proc
+	addrs  *loopback.Manager
+	tables *firewall.Manager
+	store  stateStore
 }
 
 // OpenHost binds to the caller's own network namespace.
@@ -57,22 +56,21 @@ func OpenHostAt(stateDir string, ns netns.NsHandle) (*Host, error) {
 		if nl != nil {
 			nl.Close()
 		}
-		return nil, fmt.Errorf("open netlink: %w", err)
+		return nil, fmt.Errorf("open netlink and nftables sockets: %w", err)
 	}
 	return &Host{
-		nl:      nl,
-		sysctl:  proc,
-		addrs:   &loopback.Manager{NL: nl},
-		tables:  &firewall.Manager{Conn: conn},
-		store:   stateStore{dir: stateDir},
-		nftConn: conn,
+		nl:     nl,
+		sysctl: proc,
+		addrs:  &loopback.Manager{NL: nl},
+		tables: &firewall.Manager{Conn: conn},
+		store:  stateStore{dir: stateDir},
 	}, nil
 }
 
 // Close releases the netlink sockets.
 func (h *Host) Close() {
 	h.nl.Close()
-	_ = h.nftConn.CloseLasting()
+	_ = h.tables.Conn.CloseLasting()
 }
 
 // StateDir is where ownership and saved sysctls are kept.
@@ -93,6 +91,13 @@ func (h *Host) snapshot() (*snapshot, error) {
 	st, err := h.store.load()
 	if err != nil {
 		return nil, err
+	}
+	// Addresses with dsr-agent's label are its own even if the state file
+	// was lost; the state file is rewritten with them on the next change.
+	for _, a := range addrs {
+		if loopback.HasOwnLabel(a) {
+			st.addAddr(a.Link, a.Prefix.String())
+		}
 	}
 	return &snapshot{addrs: addrs, state: st}, nil
 }
@@ -157,6 +162,11 @@ func (h *Host) validate(cfg *Config, snap *snapshot) error {
 			}
 		}
 	}
+	if cfg.Mode == ModeARPTables && len(cfg.Interfaces) > 1 {
+		// The VIPs go on one NIC and ARP leaving any NIC is rewritten to one
+		// real IP: with several NICs that IP would be wrong on the others.
+		errs.add("interfaces", strings.Join(cfg.Interfaces, ", "), "exactly one LB-facing NIC in arptables mode")
+	}
 	if cfg.Mode == ModeARPTables && len(cfg.Interfaces) > 0 && links[cfg.Interfaces[0]] {
 		for i, v := range cfg.VIPs {
 			if v.Address.Is4() && !v.RealIP.IsValid() && !primaryIPv4(snap, cfg.Interfaces[0]).IsValid() {
@@ -190,32 +200,41 @@ func primaryIPv4(snap *snapshot, link string) netip.Addr {
 	return netip.Addr{}
 }
 
+// defaultRouteLink is the interface of the best (lowest metric) default
+// route, IPv4 first; for a multipath route, its first hop's interface.
 func (h *Host) defaultRouteLink() (string, error) {
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		routes, err := h.nl.RouteList(nil, fam)
 		if err != nil {
 			return "", fmt.Errorf("list routes: %w", err)
 		}
+		best, bestPrio := 0, -1
 		for _, r := range routes {
-			if r.Dst == nil || r.Dst.IP.IsUnspecified() {
-				if ones, _ := maskOnes(r); ones == 0 {
-					l, err := h.nl.LinkByIndex(r.LinkIndex)
-					if err != nil {
-						return "", fmt.Errorf("default route link %d: %w", r.LinkIndex, err)
-					}
-					return l.Attrs().Name, nil
+			if r.Dst != nil {
+				if ones, _ := r.Dst.Mask.Size(); ones != 0 {
+					continue
 				}
 			}
+			idx := r.LinkIndex
+			if idx == 0 && len(r.MultiPath) > 0 {
+				idx = r.MultiPath[0].LinkIndex
+			}
+			if idx == 0 { // blackhole/unreachable default: no interface
+				continue
+			}
+			if bestPrio == -1 || r.Priority < bestPrio {
+				best, bestPrio = idx, r.Priority
+			}
+		}
+		if best != 0 {
+			l, err := h.nl.LinkByIndex(best)
+			if err != nil {
+				return "", fmt.Errorf("default route link %d: %w", best, err)
+			}
+			return l.Attrs().Name, nil
 		}
 	}
 	return "", nil
-}
-
-func maskOnes(r netlink.Route) (int, int) {
-	if r.Dst == nil {
-		return 0, 0
-	}
-	return r.Dst.Mask.Size()
 }
 
 // desired is the host state a config asks for.
@@ -321,6 +340,9 @@ func (h *Host) observe(d desired, snap *snapshot) (*observed, error) {
 		o.sysctls[k] = v
 	}
 	present, err := h.tables.Present()
+	if errors.Is(err, firewall.ErrPermission) {
+		return nil, fmt.Errorf("%w: %w", ErrPrivileges, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -367,7 +389,7 @@ func computePlan(d desired, o *observed) *Plan {
 	for _, s := range d.sysctls {
 		desiredSysctl[s.Path.Key()] = true
 		cur := o.sysctls[s.Path.Key()]
-		if cur != s.Value {
+		if !s.SatisfiedBy(cur) {
 			reason := "is " + cur + ", want " + s.Value
 			if cur == "" {
 				reason = "missing"
@@ -407,9 +429,11 @@ func computePlan(d desired, o *observed) *Plan {
 		}
 		path := arp.ParseKey(k)
 		val := o.state.SavedSysctls[k]
-		if o.sysctls[k] == "" {
-			// The interface is gone and took the sysctl with it.
-			changes = append(changes, Change{Kind: SysctlRestore, Subject: path.String(), Reason: "gone with its interface", setting: arp.Setting{Path: path}})
+		cur := o.sysctls[k]
+		if cur == "" || cur == val || cur != arp.ValueFor(path) {
+			// Gone with its interface, already back, or changed by someone
+			// since dsr-agent set it: nothing to restore, only to forget.
+			changes = append(changes, Change{Kind: SysctlRestore, Subject: path.String(), setting: arp.Setting{Path: path}, forgetOnly: true})
 			continue
 		}
 		changes = append(changes, Change{Kind: SysctlRestore, Subject: path.String(), Reason: "restore the value found before dsr-agent",
@@ -571,7 +595,7 @@ func (h *Host) execute(plan *Plan, st *State, dirty bool) (*Plan, error) {
 		case TableDelete:
 			err = h.tables.Delete(c.family)
 		case SysctlRestore:
-			if c.Command != "" {
+			if !c.forgetOnly {
 				err = h.sysctl.Write(c.setting.Path, c.setting.Value)
 				if errors.Is(err, arp.ErrNotFound) {
 					err = nil

@@ -361,8 +361,8 @@ func TestInvalidConfigChangesNothing(t *testing.T) {
 		"mode: arptables\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10, real_ip: 203.0.113.1}]\n",
 	} {
 		_, err := th.host.Apply(mustConfig(t, bad))
-		if err == nil {
-			t.Fatalf("accepted:\n%s", bad)
+		if !errors.Is(err, ErrInvalidConfig) {
+			t.Fatalf("err = %v, want ErrInvalidConfig (exit 2) for:\n%s", err, bad)
 		}
 		t.Logf("refused: %v", err)
 	}
@@ -418,5 +418,62 @@ func TestHostMismatchIsMarked(t *testing.T) {
 	err := th.host.Validate(mustConfig(t, "interfaces: [eth9]\nvips: [{address: 192.0.2.10}]\n"))
 	if !errors.Is(err, ErrHostMismatch) || !errors.Is(err, ErrInvalidConfig) {
 		t.Fatalf("err = %v, want ErrHostMismatch and ErrInvalidConfig", err)
+	}
+}
+
+// TestLostStateFileStillRemovesNICVIPs: in arptables mode the VIPs sit on
+// the NIC; if the state file is lost, remove must still take them away with
+// the ARP table (recognised by their label), or the host would answer ARP
+// for them.
+func TestLostStateFileStillRemovesNICVIPs(t *testing.T) {
+	th := newTestHost(t)
+	th.apply(arptablesCfg)
+	if err := os.Remove(filepath.Join(th.state, stateFile)); err != nil {
+		t.Fatal(err)
+	}
+	th.requireInSync(arptablesCfg) // still recognised as its own
+	if _, err := th.host.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if out := th.ns.Exec(t, "ip", "-4", "addr", "show", "dev", "eth0.100"); strings.Contains(out, "192.0.2.") {
+		t.Fatalf("VIP left on the NIC after remove without state:\n%s", out)
+	}
+}
+
+// TestStricterSysctlKept: an operator's stricter arp_ignore (2) is not
+// lowered to 1, and is not reported as drift.
+func TestStricterSysctlKept(t *testing.T) {
+	th := newTestHost(t)
+	th.ns.Exec(t, "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=2")
+	th.apply(loopbackCfg)
+	if got := th.sysctl("all", "arp_ignore"); got != "2" {
+		t.Fatalf("all.arp_ignore = %s, want the operator's 2 kept", got)
+	}
+	th.requireInSync(loopbackCfg)
+	// Changed by the operator after dsr-agent set it: remove leaves it.
+	th.ns.Exec(t, "sysctl", "-qw", "net/ipv4/conf/eth0.100/arp_ignore=3")
+	if _, err := th.host.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if got := th.sysctl("eth0.100", "arp_ignore"); got != "3" {
+		t.Fatalf("eth0.100.arp_ignore = %s, want the operator's later 3 kept", got)
+	}
+	if got := th.sysctl("eth0.100", "arp_announce"); got != "0" {
+		t.Fatalf("eth0.100.arp_announce = %s, want restored 0", got)
+	}
+}
+
+// TestDefaultRouteMultipath: the interface of an ECMP default route.
+func TestDefaultRouteMultipath(t *testing.T) {
+	th := newTestHost(t)
+	th.ns.AddDummy(t, "eth1", "198.51.100.41/24")
+	th.ns.Exec(t, "ip", "route", "del", "default")
+	th.ns.Exec(t, "ip", "route", "add", "default", "nexthop", "via", "198.51.100.1", "dev", "eth1", "nexthop", "via", "198.51.100.2", "dev", "eth0.100")
+	cfg := mustConfig(t, "vips: [{address: 192.0.2.10}]\n")
+	if err := th.host.Validate(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Interfaces) != 1 || cfg.Interfaces[0] != "eth1" {
+		t.Fatalf("Interfaces = %v, want [eth1]", cfg.Interfaces)
 	}
 }

@@ -39,6 +39,9 @@ type Change struct {
 	setting arp.Setting
 	spec    firewall.Spec
 	family  firewall.Family
+	// forgetOnly marks a saved sysctl to drop from the state without
+	// writing it (its interface is gone, or it was changed by someone else).
+	forgetOnly bool
 }
 
 // Plan is the ordered list of changes that brings the host to the config.
@@ -46,8 +49,19 @@ type Plan struct {
 	Changes []Change `json:"changes"`
 }
 
-// Empty reports whether there is nothing to do.
-func (p *Plan) Empty() bool { return p == nil || len(p.Changes) == 0 }
+// Empty reports whether there is nothing to do on the host (forgetting a
+// stale state entry is not a change an operator needs to hear about).
+func (p *Plan) Empty() bool {
+	if p == nil {
+		return true
+	}
+	for _, c := range p.Changes {
+		if !c.forgetOnly {
+			return false
+		}
+	}
+	return true
+}
 
 // String renders the plan as the commands an administrator would type, one
 // renderer for apply output, --dry-run, status and golden tests.
@@ -57,6 +71,9 @@ func (p *Plan) String() string {
 	}
 	var b strings.Builder
 	for _, c := range p.Changes {
+		if c.forgetOnly {
+			continue // bookkeeping only: no command to show
+		}
 		switch c.Kind {
 		case TableReplace:
 			fmt.Fprintf(&b, "# %s: %s\n%s", c.Subject, c.Reason, c.Command)
@@ -71,7 +88,7 @@ func (p *Plan) String() string {
 	return b.String()
 }
 
-// sorted returns the changes in phase order, keeping the order within a phase.
+// sortedByPhase returns the changes in phase order, keeping the order within a phase.
 func sortedByPhase(changes []Change) []Change {
 	out := make([]Change, 0, len(changes))
 	for _, k := range phaseOrder {

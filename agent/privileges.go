@@ -10,6 +10,9 @@ import (
 // ErrPrivileges marks a command started without the capabilities it needs.
 var ErrPrivileges = errors.New("insufficient privileges")
 
+// canChange reports whether this process holds CAP_NET_ADMIN.
+func canChange() bool { return CheckPrivileges("") == nil }
+
 // CheckPrivileges refuses, before anything is read or changed, to run a
 // command that changes the kernel without CAP_NET_ADMIN (addresses, nftables
 // and /proc/sys/net all need it).

@@ -78,6 +78,11 @@ func (st stateStore) load() (*State, error) {
 	if errors.Is(err, os.ErrNotExist) {
 		return s, nil
 	}
+	if errors.Is(err, os.ErrPermission) && !canChange() {
+		// validate and dry-run as a user: the root-only state dir cannot be
+		// read, and ownership only matters to commands that change things.
+		return s, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read state %s: %w", st.path(), err)
 	}

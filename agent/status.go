@@ -57,7 +57,7 @@ func (h *Host) Status(cfg *Config) (*Report, error) {
 }
 
 func reportFrom(cfg *Config, p *planned) *Report {
-	r := &Report{InSync: p.plan.Empty(), Mode: string(cfg.Mode), Suppression: true, VIPs: []VIPState{}, Differences: []Difference{}}
+	r := &Report{Mode: string(cfg.Mode), Suppression: true, VIPs: []VIPState{}, Differences: []Difference{}}
 	missing := map[string]bool{}
 	for _, c := range p.plan.Changes {
 		d := Difference{Kind: differenceKind[c.Kind], Subject: c.Subject, Detail: c.Reason, Fix: c.Command}
@@ -72,13 +72,11 @@ func reportFrom(cfg *Config, p *planned) *Report {
 			if c.family == nftables.TableFamilyARP {
 				r.Suppression = false
 			}
+			d.Fix = "dsr-agent apply"
 		case SysctlRestore:
-			if c.Command == "" {
+			if c.forgetOnly {
 				continue // nothing left to restore; not a difference
 			}
-		}
-		if c.Kind == TableReplace {
-			d.Fix = "dsr-agent apply"
 		}
 		r.Differences = append(r.Differences, d)
 	}

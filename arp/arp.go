@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/vishvananda/netns"
@@ -36,6 +37,32 @@ type Setting struct {
 	Path  Path
 	Value string
 	Why   string
+}
+
+// SatisfiedBy reports whether the current value is at least as strict as
+// the wanted one. For both keys a higher value is stricter (arp_ignore 2, 3
+// or 8 answer even less than 1), and an operator's stricter choice stays.
+func (s Setting) SatisfiedBy(cur string) bool {
+	want, err1 := strconv.Atoi(s.Value)
+	have, err2 := strconv.Atoi(cur)
+	if err1 != nil || err2 != nil {
+		return cur == s.Value
+	}
+	return have >= want
+}
+
+// ValueFor is the value dsr-agent writes to a sysctl of its table ("" for
+// any other path).
+func ValueFor(p Path) string {
+	if len(p) == 0 {
+		return ""
+	}
+	for _, s := range suppression {
+		if s.key == p[len(p)-1] {
+			return s.value
+		}
+	}
+	return ""
 }
 
 // Path is a sysctl name as components below /proc/sys.

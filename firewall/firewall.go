@@ -5,6 +5,7 @@
 package firewall
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -12,6 +13,10 @@ import (
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
+
+// ErrPermission reports that the nftables ruleset cannot be read without
+// CAP_NET_ADMIN.
+var ErrPermission = errors.New("permission denied")
 
 // TableName is the name of every table dsr-agent owns (one per family).
 const TableName = "dsr-agent"
@@ -59,6 +64,9 @@ type Manager struct {
 func (m *Manager) Present() (map[Family]bool, error) {
 	tables, err := m.Conn.ListTables()
 	if err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return nil, fmt.Errorf("list nftables tables: %w: reading nftables needs CAP_NET_ADMIN (run as root)", ErrPermission)
+		}
 		return nil, fmt.Errorf("list nftables tables: %w", err)
 	}
 	out := map[Family]bool{}

@@ -71,6 +71,14 @@ func NewLabeler(observed []Addr) *Labeler {
 	return l
 }
 
+// HasOwnLabel reports whether an address carries dsr-agent's alias label.
+// It lets ownership be recovered when the state file is lost: leaving such a
+// VIP behind on a NIC after its ARP table is gone would steal the VIP.
+func HasOwnLabel(a Addr) bool {
+	_, ok := labelIndex(a.Link, a.Label)
+	return ok
+}
+
 func labelIndex(link, label string) (int, bool) {
 	rest, ok := strings.CutPrefix(label, link+labelTag)
 	if !ok {

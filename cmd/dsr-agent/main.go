@@ -86,9 +86,27 @@ func newApp() *cli.App {
 		},
 		// Errors are printed once by reportError, with their exit code.
 		ExitErrHandler: func(*cli.Context, error) {},
-		OnUsageError: func(c *cli.Context, err error, _ bool) error {
-			return fmt.Errorf("%w: %v", errUsage, err)
+		OnUsageError:   usageError,
+		CommandNotFound: func(c *cli.Context, name string) {
+			fmt.Fprintf(c.App.ErrWriter, "dsr-agent: unknown command %q (see dsr-agent --help)\n", name)
+			os.Exit(exitUsage)
 		},
-		Commands: commands(),
+		Action: func(c *cli.Context) error {
+			_ = cli.ShowAppHelp(c)
+			return fmt.Errorf("%w: a command is required", errUsage)
+		},
+		Commands: withUsageErrors(commands()),
 	}
+}
+
+func usageError(_ *cli.Context, err error, _ bool) error {
+	return fmt.Errorf("%w: %v", errUsage, err)
+}
+
+// withUsageErrors makes a bad flag on any command exit 2 like one on the app.
+func withUsageErrors(cmds []*cli.Command) []*cli.Command {
+	for _, c := range cmds {
+		c.OnUsageError = usageError
+	}
+	return cmds
 }
