@@ -56,3 +56,32 @@ bt_mirror() {
 	done
 	return 1
 }
+
+# bt_accel IMAGE_DIR PROBE_LOG: "kvm" if KVM really boots a kernel here, else
+# "tcg". DSR_BOOT_ACCEL=kvm|tcg skips the probe. /dev/kvm can exist and still
+# hang qemu at boot, so the probe is a real (tiny) boot with a short timeout:
+# a kernel with no root fs panics at once; with panic=-1 and -no-reboot qemu
+# exits. With working KVM that takes ~1 s; TCG takes ~5 s.
+bt_accel() {
+	local want=${DSR_BOOT_ACCEL:-auto}
+	case $want in
+	kvm | tcg) echo "$want"; return ;;
+	auto) ;;
+	*) bt_die "DSR_BOOT_ACCEL must be auto, kvm or tcg (is $want)" ;;
+	esac
+	if ! [ -r /dev/kvm ] || ! [ -w /dev/kvm ]; then
+		bt_log "/dev/kvm not usable: using TCG (software emulation)"
+		echo tcg
+		return
+	fi
+	if timeout -k 2 10 qemu-system-x86_64 -accel kvm -nodefaults -no-user-config -display none \
+		-m 256 -serial "file:$2" -no-reboot -kernel "$1/vmlinuz" \
+		-append 'console=ttyS0 panic=-1 root=/dev/nonexistent' >/dev/null 2>&1 &&
+		grep -q 'Kernel panic' "$2"; then
+		bt_log "KVM works: using KVM"
+		echo kvm
+	else
+		bt_log "KVM probe did not boot a kernel in 10 s (/dev/kvm exists but qemu -accel kvm hangs here): using TCG (software emulation)"
+		echo tcg
+	fi
+}

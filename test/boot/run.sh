@@ -8,7 +8,8 @@
 #   DSR_BOOT_SKIP=1         skip (prints why)
 #   DSR_BOOT_REQUIRE=1      a skip is a failure (missing tools, no .deb, ...)
 #   DSR_BOOT_ACCEL=auto     auto | kvm | tcg   (auto: probe KVM with a short timeout)
-#   DSR_BOOT_MODE=loopback  dsr-agent mode in the test config (loopback | arptables)
+#   DSR_BOOT_MODES="loopback arptables"  modes to test, one VM run each
+#   DSR_BOOT_MODE=MODE      test only this mode (loopback | arptables)
 #   DSR_BOOT_TIMEOUT=900    hard limit for the whole VM run, seconds
 #   DSR_BOOT_KEEP=1         keep the run directory (console log, markers) on success too
 #   DSR_BOOT_CACHE=DIR      image cache (default $XDG_CACHE_HOME/dsr-agent-boot or
@@ -40,8 +41,37 @@ done
 DEB=${1:-${DSR_BOOT_DEB:-$(ls -t "$repo"/dist/*.deb 2>/dev/null | head -n1 || true)}}
 RPM=${2:-${DSR_BOOT_RPM:-$(ls -t "$repo"/dist/*.rpm 2>/dev/null | head -n1 || true)}}
 [ -n "$DEB" ] && [ -f "$DEB" ] || skip "no .deb to test (run make deb, or pass DEB)"
-MODE=${DSR_BOOT_MODE:-loopback}
 TIMEOUT=${DSR_BOOT_TIMEOUT:-900}
+
+# Several modes: one VM run each (same image), one summary line in the end.
+if [ -z "${DSR_BOOT_MODE:-}" ]; then
+	read -r -a modes <<<"${DSR_BOOT_MODES:-loopback arptables}"
+	if [ "${#modes[@]}" -gt 1 ]; then
+		image=$("$here/build-image.sh" | tail -n1) || bt_die "image build failed"
+		probe=$(mktemp)
+		DSR_BOOT_ACCEL=$(bt_accel "$image" "$probe")
+		rm -f "$probe"
+		export DSR_BOOT_ACCEL
+		tp=0 tf=0 rc=0
+		for m in "${modes[@]}"; do
+			out=$(mktemp)
+			DSR_BOOT_MODE=$m "$0" "$DEB" "$RPM" 2>&1 | tee "$out" || rc=1
+			line=$(grep -E '^boot-test: [0-9]+ passed, [0-9]+ failed' "$out" | tail -n1)
+			rm -f "$out"
+			[ -n "$line" ] || { tf=$((tf + 1)); rc=1; continue; }
+			p=${line#boot-test: }; p=${p%% *}
+			f=${line#*passed, }; f=${f%% *}
+			tp=$((tp + p)) tf=$((tf + f))
+		done
+		echo
+		echo "== boot test, all modes (${modes[*]})"
+		echo "boot-test: $tp passed, $tf failed"
+		[ "$tf" = 0 ] && [ "$rc" = 0 ]
+		exit
+	fi
+	DSR_BOOT_MODE=${modes[0]}
+fi
+MODE=$DSR_BOOT_MODE
 
 t_start=$(date +%s)
 # --- image ---------------------------------------------------------------------
@@ -89,24 +119,7 @@ size_mb=$(( $(du -sm "$payload" | cut -f1) + 32 ))
 mkfs.ext4 -q -L BTPAYLOAD -E root_owner=0:0 -d "$payload" "$run/payload.img" "${size_mb}M" 2>/dev/null
 
 # --- accelerator -------------------------------------------------------------------
-accel=${DSR_BOOT_ACCEL:-auto}
-if [ "$accel" = auto ]; then
-	accel=tcg
-	if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
-		# A kernel with no root fs panics at once; with panic=-1 and -no-reboot,
-		# qemu exits. Where KVM works that takes ~1 s; here it may hang.
-		if timeout 10 qemu-system-x86_64 -accel kvm -nodefaults -no-user-config -display none \
-			-m 256 -serial "file:$run/kvm-probe.log" -no-reboot -kernel "$image/vmlinuz" \
-			-append 'console=ttyS0 panic=-1 root=/dev/nonexistent' >/dev/null 2>&1 &&
-			grep -q 'Kernel panic' "$run/kvm-probe.log"; then
-			accel=kvm
-		else
-			bt_log "KVM probe did not finish in 10 s: using TCG (software emulation)"
-		fi
-	else
-		bt_log "/dev/kvm not usable: using TCG"
-	fi
-fi
+accel=$(bt_accel "$image" "$run/kvm-probe.log")
 case $accel in
 # qemu64, not max: under TCG, "max" makes the guest pick AVX code paths that
 # are slow to emulate and load kvm modules; "host" aborts on these machines.

@@ -194,6 +194,7 @@ arp_order_check() {
 		}
 		/bt_newtable:/ { if (!ttab) ttab = ts(); next }
 		/bt_newrule:/  { if (!trule) trule = ts(); next }
+		/bt_newsetelem:/ { if (!tsel) tsel = ts(); next }
 		/bt_newaddr[46]:/ {
 			# Only an add of one of the VIPs counts (systemd also adds
 			# 127.0.0.1/::1 when it sets up a service).
@@ -210,7 +211,7 @@ arp_order_check() {
 					(an >= 2 ? "from boot (before monitor at " start ")" : (tan ? "written at " tan : "NOT in force"))
 				exit (ok_ig && ok_an) ? 0 : 1
 			}
-			printf "first VIP add at %s; first nft table at %s, first rule at %s\n", tvip, (ttab ? ttab : "-"), (trule ? trule : "-")
+			printf "first VIP add at %s; first nft table at %s, rule at %s, set element at %s\n", tvip, (ttab ? ttab : "-"), (trule ? trule : "-"), (tsel ? tsel : "-")
 			exit (arptab || (ttab && trule)) ? 0 : 1
 		}
 		END { if (!done) { print "no VIP add seen after the monitor started"; exit 1 } }
