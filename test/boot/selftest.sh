@@ -32,4 +32,4 @@ printf '#!/bin/sh\n[ "$1" = remove ] && systemctl disable --now dsr-agent >/dev/
 printf '#!/bin/sh\nsystemctl daemon-reload >/dev/null 2>&1 || true\n' >"$root/DEBIAN/postrm"
 chmod 0755 "$root/DEBIAN/prerm" "$root/DEBIAN/postrm"
 dpkg-deb --root-owner-group -Zgzip -b "$root" "$tmp/dsr-agent_0.0.0-selftest_amd64.deb" >/dev/null
-DSR_BOOT_RPM=/nonexistent "$here/run.sh" "$tmp/dsr-agent_0.0.0-selftest_amd64.deb" ""
+DSR_BOOT_MODE=${DSR_BOOT_MODE:-loopback} DSR_BOOT_RPM=/nonexistent "$here/run.sh" "$tmp/dsr-agent_0.0.0-selftest_amd64.deb" ""
