@@ -165,8 +165,8 @@ func TestLoopbackModeKernel(t *testing.T) {
 	if after := th.foreign(); after != before {
 		t.Fatalf("foreign state changed by remove\n--- before\n%s\n--- after\n%s", before, after)
 	}
-	if _, err := os.Stat(filepath.Join(th.state, stateFile)); !os.IsNotExist(err) {
-		t.Fatalf("state file left after remove: %v", err)
+	if left, _ := os.ReadDir(th.state); len(left) != 0 {
+		t.Fatalf("files left in the state dir after remove: %v", left)
 	}
 }
 

@@ -108,11 +108,15 @@ func (st stateStore) save(s *State) error {
 	return WriteFileAtomic(st.path(), append(data, '\n'), 0o600)
 }
 
-// clear deletes the state file once dsr-agent owns nothing, so remove leaves
-// no trace beyond the (empty) directory the package owns.
+// clear deletes the state and lock files once dsr-agent owns nothing, so
+// remove leaves no trace beyond the (empty) directory the package owns.
 func (st stateStore) clear() error {
-	if err := os.Remove(st.path()); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove state %s: %w", st.path(), err)
+	// The lock file goes too (unlinking it while holding the lock is safe:
+	// a waiter then holds a lock on nothing anyone else will open).
+	for _, f := range []string{st.path(), filepath.Join(st.dir, "lock")} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", f, err)
+		}
 	}
 	return nil
 }
