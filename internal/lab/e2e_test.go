@@ -148,11 +148,10 @@ func family(v netip.Addr) string {
 	return "ipv4"
 }
 
-// checkDSR is the core assertion: through the VIP, every real server answers;
-// the director carries every client packet to the VIP and none of the
-// replies; the VIP's ARP/NDP is answered by the director alone and the
-// client's neighbour entry ends up on the director's MAC.
-func checkDSR(t *testing.T, ctx context.Context, l *lab.Lab, vip netip.Addr, requests int) {
+// solicitVIP forgets the client's neighbour entry for vip and sends 20
+// ARP requests (IPv4) or Neighbour Solicitations (IPv6) for it; the caller
+// reads the answers from the returned prober and closes it.
+func solicitVIP(t *testing.T, l *lab.Lab, vip netip.Addr) *lab.Prober {
 	t.Helper()
 	if err := l.FlushClientNeighbor(vip); err != nil {
 		t.Fatal(err)
@@ -161,8 +160,6 @@ func checkDSR(t *testing.T, ctx context.Context, l *lab.Lab, vip netip.Addr, req
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
-	// Explicit probes in addition to the client kernel's own resolution.
 	for range 20 {
 		if vip.Is6() {
 			err = p.SendNS()
@@ -170,9 +167,22 @@ func checkDSR(t *testing.T, ctx context.Context, l *lab.Lab, vip netip.Addr, req
 			err = p.SendARP()
 		}
 		if err != nil {
+			p.Close()
 			t.Fatal(err)
 		}
 	}
+	return p
+}
+
+// checkDSR is the core assertion: through the VIP, every real server answers;
+// the director carries every client packet to the VIP and none of the
+// replies; the VIP's ARP/NDP is answered by the director alone and the
+// client's neighbour entry ends up on the director's MAC.
+func checkDSR(t *testing.T, ctx context.Context, l *lab.Lab, vip netip.Addr, requests int) {
+	t.Helper()
+	// Explicit probes in addition to the client kernel's own resolution.
+	p := solicitVIP(t, l, vip)
+	defer p.Close()
 	reqBefore, err := l.DirectorCounter(lab.CounterRequests)
 	if err != nil {
 		t.Fatal(err)
@@ -330,24 +340,8 @@ func TestNegativeControl(t *testing.T) {
 	}
 	for _, vip := range []netip.Addr{lab.VIP4, lab.VIP6} {
 		t.Run(family(vip), func(t *testing.T) {
-			if err := l.FlushClientNeighbor(vip); err != nil {
-				t.Fatal(err)
-			}
-			p, err := l.NewProber()
-			if err != nil {
-				t.Fatal(err)
-			}
+			p := solicitVIP(t, l, vip)
 			defer p.Close()
-			for range 20 {
-				if vip.Is6() {
-					err = p.SendNS()
-				} else {
-					err = p.SendARP()
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-			}
 			time.Sleep(100 * time.Millisecond)
 			ans, err := p.Answers()
 			if err != nil {
