@@ -23,21 +23,7 @@ BINARY=${BINARY:-bin/dsr-agent}
 UNIT=dsr-agent.service
 MAX_EXPOSURE=${MAX_EXPOSURE:-3.0}
 
-pass=0
-fail=0
-skip=0
-ok() {
-	pass=$((pass + 1))
-	echo "ok   - $*"
-}
-bad() {
-	fail=$((fail + 1))
-	echo "FAIL - $*"
-}
-skipped() {
-	skip=$((skip + 1))
-	echo "skip - $*"
-}
+. packaging/test/tap.sh
 # check DESC CMD...: run CMD, pass if it exits 0.
 check() {
 	local desc=$1

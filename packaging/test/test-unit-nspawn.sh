@@ -14,16 +14,7 @@
 set -uo pipefail
 deb=${1:?usage: test-unit-nspawn.sh PACKAGE.deb}
 
-pass=0
-fail=0
-ok() {
-	pass=$((pass + 1))
-	echo "ok   - $*"
-}
-bad() {
-	fail=$((fail + 1))
-	echo "FAIL - $*"
-}
+. "$(dirname "${BASH_SOURCE[0]}")/tap.sh"
 finish() {
 	echo "unit under systemd: $pass passed, $fail failed"
 	[ "$fail" -eq 0 ]
