@@ -182,3 +182,17 @@ func (p *Proc) Write(path Path, value string) error {
 		return nil
 	})
 }
+
+// WatchPaths are the sysctls whose values decide whether the kernel answers
+// ARP for a VIP on the given LB-facing interfaces: the kernel takes
+// max(all, iface), and interfaces created later start from "default". A
+// daemon polls these (the kernel sends no netconf notification for them).
+func WatchPaths(ifaces []string) []Path {
+	var out []Path
+	for _, iface := range append([]string{"all", "default"}, ifaces...) {
+		for _, s := range suppression {
+			out = append(out, ConfPath(iface, s.key))
+		}
+	}
+	return out
+}
