@@ -96,10 +96,16 @@ const (
 // The raw YAML shapes. Strings are parsed by hand so errors can name the
 // field and the value; KnownFields rejects unknown keys.
 type rawConfig struct {
-	Mode       string     `yaml:"mode"`
-	Interfaces []string   `yaml:"interfaces"`
-	VIPs       []rawVIP   `yaml:"vips"`
-	Health     *rawHealth `yaml:"health"`
+	Mode       string   `yaml:"mode"`
+	Interfaces []string `yaml:"interfaces"`
+	// VIPs is a pointer so a missing key can be told from an explicit
+	// `vips: []`: only the latter means "no VIPs".
+	VIPs   *[]rawVIP  `yaml:"vips"`
+	Health *rawHealth `yaml:"health"`
+}
+
+func (raw *rawConfig) empty() bool {
+	return raw.Mode == "" && raw.Interfaces == nil && raw.VIPs == nil && raw.Health == nil
 }
 
 type rawVIP struct {
@@ -109,9 +115,41 @@ type rawVIP struct {
 }
 
 type rawPort struct {
-	Port     *int   `yaml:"port"`
-	Protocol string `yaml:"protocol"`
-	ToPort   *int   `yaml:"to_port"`
+	Port     *strictInt `yaml:"port"`
+	Protocol string     `yaml:"protocol"`
+	ToPort   *strictInt `yaml:"to_port"`
+}
+
+// strictInt is a YAML integer and nothing else: yaml.v3 would truncate
+// `port: 80.9` to 80 without a word. Decoding never fails; validate reports
+// a non-integer with the field's name.
+type strictInt struct {
+	n   int
+	raw string
+	ok  bool
+}
+
+func (i *strictInt) UnmarshalYAML(n *yaml.Node) error {
+	i.raw = n.Value
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+		return nil
+	}
+	v, err := strconv.ParseInt(n.Value, 0, 32)
+	i.n, i.ok = int(v), err == nil
+	return nil
+}
+
+// value returns the integer, or adds an error naming field when it is not a
+// whole number in [lo, hi]. A nil (absent) field returns def.
+func (i *strictInt) value(errs *fieldErrors, field string, def, lo, hi int, expected string) (int, bool) {
+	if i == nil {
+		return def, true
+	}
+	if !i.ok || i.n < lo || i.n > hi {
+		errs.add(field, i.raw, expected)
+		return def, false
+	}
+	return i.n, true
 }
 
 type rawHealth struct {
@@ -122,14 +160,14 @@ type rawHealth struct {
 }
 
 type rawCheck struct {
-	Name         string `yaml:"name"`
-	TCP          string `yaml:"tcp"`
-	HTTP         string `yaml:"http"`
-	ExpectStatus int    `yaml:"expect_status"`
-	Interval     string `yaml:"interval"`
-	Timeout      string `yaml:"timeout"`
-	Rise         int    `yaml:"rise"`
-	Fall         int    `yaml:"fall"`
+	Name         string     `yaml:"name"`
+	TCP          string     `yaml:"tcp"`
+	HTTP         string     `yaml:"http"`
+	ExpectStatus *strictInt `yaml:"expect_status"`
+	Interval     string     `yaml:"interval"`
+	Timeout      string     `yaml:"timeout"`
+	Rise         *strictInt `yaml:"rise"`
+	Fall         *strictInt `yaml:"fall"`
 }
 
 type rawAgentCheck struct {
@@ -140,15 +178,36 @@ type rawAgentCheck struct {
 // host; checks that need the host (interfaces, its addresses) are in
 // Host.Validate.
 func LoadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readCapped(path, MaxConfigSize)
 	if err != nil {
-		return nil, fmt.Errorf("%w: read %s: %w", ErrInvalidConfig, path, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	cfg, err := ParseConfig(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return cfg, nil
+}
+
+// MaxConfigSize bounds what is read of a config file: a real one is a few
+// kilobytes, and a huge invalid one must not cost a gigabyte of memory and a
+// million error lines.
+const MaxConfigSize = 1 << 20
+
+func readCapped(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s: larger than %d KiB: expected a config file (a few KiB)", path, limit>>10)
+	}
+	return data, nil
 }
 
 // yamlKeyErr rewrites yaml.v3's "field x not found in type agent.rawVIP".
@@ -199,8 +258,15 @@ func ParseConfig(data []byte) (*Config, error) {
 	var raw rawConfig
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(&raw); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, yamlMessage(err))
+	err := dec.Decode(&raw)
+	if errors.Is(err, io.EOF) || (err == nil && raw.empty()) {
+		// An empty or comment-only file is a truncated write or a
+		// mistake, never "no VIPs": tearing the host down is remove's job.
+		return nil, fmt.Errorf("%w: the config is empty (or only comments): expected at least `vips:` "+
+			"(write `vips: []` for a host with no VIPs; `dsr-agent remove` undoes everything)", ErrInvalidConfig)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, capLines(yamlMessage(err)))
 	}
 	// A second document would be silently ignored by a single Decode.
 	var extra yaml.Node
@@ -217,11 +283,34 @@ func (e *fieldErrors) add(field, value, expected string) {
 	*e = append(*e, fmt.Sprintf("%s: %q: expected %s", field, value, expected))
 }
 
+// maxErrorLines caps what one run prints: the first errors say what is
+// wrong, a million more only flood the journal.
+const maxErrorLines = 20
+
 func (e fieldErrors) err() error {
 	if len(e) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%w:\n  %s", ErrInvalidConfig, strings.Join(e, "\n  "))
+	return fmt.Errorf("%w:\n  %s", ErrInvalidConfig, capLines(strings.Join(e, "\n  ")))
+}
+
+// capLines keeps the first maxErrorLines lines and counts the rest.
+func capLines(s string) string {
+	lines := strings.SplitAfterN(s, "\n", maxErrorLines+1)
+	if len(lines) <= maxErrorLines {
+		return s
+	}
+	rest := strings.Count(lines[maxErrorLines], "\n") + 1
+	return strings.Join(lines[:maxErrorLines], "") + fmt.Sprintf("  … and %s more", thousands(rest))
+}
+
+// thousands renders n with comma separators (1,139,412).
+func thousands(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
 
 // hostErr is err for problems found by comparing the config with the host.
@@ -260,8 +349,14 @@ func (raw *rawConfig) validate() (*Config, error) {
 		seenIf[name] = true
 		cfg.Interfaces = append(cfg.Interfaces, name)
 	}
+	var rawVIPs []rawVIP
 	seenVIP := map[netip.Addr]string{}
-	for i, rv := range raw.VIPs {
+	if raw.VIPs == nil {
+		errs.add("vips", "", "a list of VIPs (write `vips: []` for none)")
+	} else {
+		rawVIPs = *raw.VIPs
+	}
+	for i, rv := range rawVIPs {
 		v, ok := rv.validate(fmt.Sprintf("vips[%d]", i), cfg.Mode, &errs)
 		if !ok {
 			continue
@@ -275,11 +370,48 @@ func (raw *rawConfig) validate() (*Config, error) {
 	}
 	if raw.Health != nil {
 		cfg.Health = raw.Health.validate(&errs)
+		checkListeners(cfg, &errs)
 	}
 	if err := errs.err(); err != nil {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// checkListeners rejects health and agent-check addresses the director
+// could not use: the health endpoint answers for this host, so it must be
+// the host's own address, never a VIP (every real server would claim it) or
+// the wildcard; and the two listeners cannot share an address.
+func checkListeners(cfg *Config, errs *fieldErrors) {
+	vips := map[netip.Addr]bool{}
+	for _, v := range cfg.VIPs {
+		vips[v.Address] = true
+	}
+	check := func(field, s string) netip.AddrPort {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil {
+			return netip.AddrPort{} // reported by the field's own parse
+		}
+		switch a := ap.Addr().Unmap(); {
+		case a.IsUnspecified():
+			errs.add(field, s, "the host's own IP (the director's heartbeat target), not the wildcard")
+		case vips[a]:
+			errs.add(field, s, "the host's own IP, not a VIP (every real server has the VIP; the director would reach any of them)")
+		case a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+			errs.add(field, s, "a unicast IP of this host")
+		case ap.Port() == 0:
+			errs.add(field, s, "ip:port with a port 1-65535")
+		}
+		return ap
+	}
+	h := cfg.Health
+	health := check("health.listen", h.Listen)
+	if h.AgentCheck != nil {
+		agentAddr := check("health.agent_check.listen", h.AgentCheck.Listen)
+		if agentAddr.IsValid() && agentAddr == health {
+			errs.add("health.agent_check.listen", h.AgentCheck.Listen, "an ip:port other than health.listen (both listeners cannot bind it)")
+		}
+	}
 }
 
 func validIfName(s string) bool {
@@ -328,20 +460,16 @@ func (rv *rawVIP) validate(field string, mode Mode, errs *fieldErrors) (VIP, boo
 		if rp.Port == nil {
 			errs.add(pf+".port", "", "a port number 1-65535")
 			ok = false
-		} else if *rp.Port < 1 || *rp.Port > 65535 {
-			errs.add(pf+".port", strconv.Itoa(*rp.Port), "a port number 1-65535")
-			ok = false
-		} else {
-			p.Port = uint16(*rp.Port)
+		} else if n, good := rp.Port.value(errs, pf+".port", 0, 1, 65535, "a port number 1-65535"); good {
+			p.Port = uint16(n)
 			p.ToPort = p.Port
+		} else {
+			ok = false
 		}
-		if rp.ToPort != nil {
-			if *rp.ToPort < 1 || *rp.ToPort > 65535 {
-				errs.add(pf+".to_port", strconv.Itoa(*rp.ToPort), "a port number 1-65535")
-				ok = false
-			} else {
-				p.ToPort = uint16(*rp.ToPort)
-			}
+		if n, good := rp.ToPort.value(errs, pf+".to_port", int(p.Port), 1, 65535, "a port number 1-65535"); good {
+			p.ToPort = uint16(n)
+		} else {
+			ok = false
 		}
 		key := fmt.Sprintf("%s/%d", p.Protocol, p.Port)
 		if p.Port != 0 && seen[key] {
@@ -413,8 +541,10 @@ func (rh *rawHealth) validate(errs *fieldErrors) *HealthConfig {
 	names := map[string]bool{}
 	for i, rc := range rh.Checks {
 		field := fmt.Sprintf("health.checks[%d]", i)
-		c := CheckConfig{Name: rc.Name, TCP: rc.TCP, HTTP: rc.HTTP, ExpectStatus: rc.ExpectStatus,
-			Interval: defaultCheckInterval, Timeout: defaultCheckTimeout, Rise: rc.Rise, Fall: rc.Fall}
+		c := CheckConfig{Name: rc.Name, TCP: rc.TCP, HTTP: rc.HTTP, Interval: defaultCheckInterval, Timeout: defaultCheckTimeout}
+		c.ExpectStatus, _ = rc.ExpectStatus.value(errs, field+".expect_status", 200, 100, 599, "an HTTP status 100-599")
+		c.Rise, _ = rc.Rise.value(errs, field+".rise", defaultRise, 1, 100, "1-100 consecutive successes")
+		c.Fall, _ = rc.Fall.value(errs, field+".fall", defaultFall, 1, 100, "1-100 consecutive failures")
 		if c.Name == "" {
 			errs.add(field+".name", "", "a name for the check")
 		} else if names[c.Name] {
@@ -433,13 +563,8 @@ func (rh *rawHealth) validate(errs *fieldErrors) *HealthConfig {
 				errs.add(field+".http", rc.HTTP, "an http:// or https:// URL")
 			}
 		}
-		if rc.ExpectStatus == 0 {
-			c.ExpectStatus = 200
-		} else if rc.ExpectStatus < 100 || rc.ExpectStatus > 599 {
-			errs.add(field+".expect_status", strconv.Itoa(rc.ExpectStatus), "an HTTP status 100-599")
-		}
-		if rc.TCP != "" && rc.ExpectStatus != 0 {
-			errs.add(field+".expect_status", strconv.Itoa(rc.ExpectStatus), "expect_status only with http checks")
+		if rc.TCP != "" && rc.ExpectStatus != nil {
+			errs.add(field+".expect_status", rc.ExpectStatus.raw, "expect_status only with http checks")
 		}
 		parseDur := func(name, s string, dst *time.Duration) {
 			if s == "" {
@@ -456,18 +581,6 @@ func (rh *rawHealth) validate(errs *fieldErrors) *HealthConfig {
 		parseDur("timeout", rc.Timeout, &c.Timeout)
 		if c.Timeout > c.Interval {
 			errs.add(field+".timeout", c.Timeout.String(), "a timeout no longer than the interval ("+c.Interval.String()+")")
-		}
-		if c.Rise == 0 {
-			c.Rise = defaultRise
-		}
-		if c.Fall == 0 {
-			c.Fall = defaultFall
-		}
-		if c.Rise < 1 || c.Rise > 100 {
-			errs.add(field+".rise", strconv.Itoa(rc.Rise), "1-100 consecutive successes")
-		}
-		if c.Fall < 1 || c.Fall > 100 {
-			errs.add(field+".fall", strconv.Itoa(rc.Fall), "1-100 consecutive failures")
 		}
 		h.Checks = append(h.Checks, c)
 	}

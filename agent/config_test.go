@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 )
@@ -73,7 +74,22 @@ func TestParseConfigErrors(t *testing.T) {
 		{"check without target", "health: {checks: [{name: web}]}\n", []string{"health.checks[0]", "exactly one of tcp or http"}},
 		{"check bad interval", "health: {checks: [{name: web, tcp: '127.0.0.1:80', interval: soon}]}\n", []string{"health.checks[0].interval", `"soon"`}},
 		{"check timeout > interval", "health: {checks: [{name: web, tcp: '127.0.0.1:80', interval: 1s, timeout: 5s}]}\n", []string{"health.checks[0].timeout", "no longer than the interval"}},
-		{"wrong type", "vips: [{address: 192.0.2.10, ports: [{port: http}]}]\n", []string{"line 1", `"http": expected a number`}},
+		{"wrong type", "vips: [{address: 192.0.2.10, ports: [{port: http}]}]\n", []string{"vips[0].ports[0].port", `"http"`, "a port number"}},
+		{"fractional port", "vips: [{address: 192.0.2.10, ports: [{port: 1.5}]}]\n", []string{"vips[0].ports[0].port", `"1.5"`, "a port number"}},
+		{"fractional to_port", "mode: firewalld\nvips: [{address: 192.0.2.10, ports: [{port: 80, to_port: 80.9}]}]\n", []string{"vips[0].ports[0].to_port", `"80.9"`}},
+		{"fractional rise", "vips: []\nhealth: {checks: [{name: web, tcp: '127.0.0.1:80', rise: 2.5}]}\n", []string{"health.checks[0].rise", `"2.5"`}},
+		{"empty file", "", []string{"empty", "vips: []", "remove"}},
+		{"comment-only file", "# vips:\n#  - address: 192.0.2.10\n", []string{"empty", "vips: []"}},
+		{"null document", "~\n", []string{"empty"}},
+		{"empty mapping", "{}\n", []string{"empty"}},
+		{"vips key missing", "mode: loopback\n", []string{"vips", "vips: []"}},
+		{"vips null", "vips:\n", []string{"vips", "vips: []"}},
+		{"health on the wildcard", "vips: []\nhealth: {listen: '0.0.0.0:8558'}\n", []string{"health.listen", `"0.0.0.0:8558"`, "not the wildcard"}},
+		{"health on the v6 wildcard", "vips: []\nhealth: {listen: '[::]:8558'}\n", []string{"health.listen", "not the wildcard"}},
+		{"health on a VIP", "vips: [{address: 192.0.2.10}]\nhealth: {listen: '192.0.2.10:8558'}\n", []string{"health.listen", `"192.0.2.10:8558"`, "not a VIP"}},
+		{"health port zero", "vips: []\nhealth: {listen: '192.0.2.21:0'}\n", []string{"health.listen", "port 1-65535"}},
+		{"agent check on health's address", "vips: []\nhealth: {listen: '192.0.2.21:8558', agent_check: {listen: '192.0.2.21:8558'}}\n", []string{"health.agent_check.listen", "other than health.listen"}},
+		{"agent check on a VIP", "vips: [{address: 192.0.2.10}]\nhealth: {listen: '192.0.2.21:8558', agent_check: {listen: '192.0.2.10:3333'}}\n", []string{"health.agent_check.listen", "not a VIP"}},
 		{"map for list", "vips: {address: 192.0.2.10}\n", []string{"line 1", "expected a list of VIPs"}},
 		{"second document", "vips: []\n---\nmode: bogus\n", []string{"more than one YAML document"}},
 		{"this-network vip", "vips: [{address: 0.0.0.1}]\n", []string{"vips[0].address", "0.0.0.0/8"}},
@@ -94,6 +110,39 @@ func TestParseConfigErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A huge invalid config prints a bounded number of lines and says how many
+// more there were.
+func TestParseConfigCapsErrorLines(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("vips:\n")
+	for i := 0; i < 5000; i++ {
+		b.WriteString("  - address: nope\n")
+	}
+	_, err := ParseConfig([]byte(b.String()))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	msg := err.Error()
+	if n := strings.Count(msg, "\n"); n > maxErrorLines+1 {
+		t.Errorf("%d lines printed, want at most %d", n, maxErrorLines+1)
+	}
+	if !strings.Contains(msg, "… and 4,980 more") {
+		t.Errorf("no count of the lines left out: …%s", msg[max(0, len(msg)-200):])
+	}
+}
+
+func TestLoadConfigRefusesHugeFile(t *testing.T) {
+	path := t.TempDir() + "/config.yaml"
+	big := strings.Repeat("# padding padding padding padding\n", (MaxConfigSize/34)+10)
+	if err := os.WriteFile(path, []byte("vips: []\n"+big), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadConfig(path)
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "larger than 1024 KiB") {
+		t.Fatalf("err = %v, want invalid config: too large", err)
 	}
 }
 
