@@ -9,8 +9,10 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 STATICCHECK_VERSION := v0.7.0
 GOBIN_DIR := $(CURDIR)/$(BIN)/tools
 
-# Each mk/*.mk appends the test targets it owns.
+# Each mk/*.mk appends the test targets it owns, and the package lists
+# (mk/AREA.packages) those targets need to TEST_DEPS.
 TEST_TARGETS := test-unit test-root
+TEST_DEPS :=
 
 .PHONY: all build test test-unit test-root lint bench demo clean
 all: build
@@ -22,6 +24,24 @@ $(BIN)/dsr-agent: FORCE
 FORCE:
 
 -include mk/*.mk
+
+## deps: install every Debian package any target needs (mk/*.packages; root),
+## and download the Go modules. Fast when all is there. Targets below install
+## their own area's packages (deps-AREA) first, so this is optional.
+.PHONY: deps deps-test
+deps:
+	mk/install-deps.sh --all
+	$(GO) mod download
+
+deps-test:
+	mk/install-deps.sh $(TEST_DEPS)
+
+deps-%:
+	mk/install-deps.sh $*
+
+# Every test target installs the packages of `make test` first (order-only,
+# so it also holds under make -j). As non-root that is only a warning.
+lint $(sort test-root $(TEST_TARGETS)): | deps-test
 
 ## test: everything CI runs (unit, real-kernel, end-to-end, packaging).
 test: lint $(TEST_TARGETS)

@@ -12,12 +12,13 @@ LAB_BIN := $(BIN)/dsr-lab
 
 .PHONY: demo test-e2e lab-sweep $(LAB_BIN)
 TEST_TARGETS += test-e2e
+TEST_DEPS += lab
 
 $(LAB_BIN):
 	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./cmd/dsr-lab
 
 ## demo: DSR end to end in network namespaces (root). MODE=, FAMILY= (4, 6, 46).
-demo: build $(LAB_BIN)
+demo: build $(LAB_BIN) | deps-lab
 	$(LAB_BIN) demo --agent $(BIN)/dsr-agent --mode $(MODE) --family $(FAMILY)
 
 ## test-e2e: end-to-end tests through the lab (root).

@@ -20,6 +20,7 @@ PKG_ENV := PKG_VERSION=$(PKG_VERSION) PKG_RELEASE=$(PKG_RELEASE) NFPM=$(NFPM)
 
 .PHONY: rpm deb packages test-packaging
 TEST_TARGETS += test-packaging
+TEST_DEPS += packaging
 
 ## rpm / deb: build the package into dist/ (static, version-stamped binary).
 rpm: $(BIN)/dsr-agent $(NFPM)

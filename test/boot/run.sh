@@ -35,7 +35,7 @@ skip() {
 [ "$(uname -s)-$(uname -m)" = Linux-x86_64 ] || skip "needs Linux x86_64 (this is $(uname -s)-$(uname -m))"
 [ "$(id -u)" = 0 ] || skip "needs root (debootstrap builds the image)"
 for t in qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 flock timeout; do
-	command -v "$t" >/dev/null || skip "$t not installed (apt-get install $(tr '\n' ' ' <"$repo/mk/boot.packages"))"
+	command -v "$t" >/dev/null || skip "$t not installed (as root: make deps-boot, or apt-get install $("$repo/mk/install-deps.sh" --list boot | tr '\n' ' '))"
 done
 
 DEB=${1:-${DSR_BOOT_DEB:-$(ls -t "$repo"/dist/*.deb 2>/dev/null | head -n1 || true)}}
