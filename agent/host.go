@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/google/nftables"
@@ -388,15 +389,10 @@ func computePlan(d desired, o *observed) *Plan {
 	desiredSysctl := map[string]bool{}
 	for _, s := range d.sysctls {
 		desiredSysctl[s.Path.Key()] = true
-		cur := o.sysctls[s.Path.Key()]
-		if !s.SatisfiedBy(cur) {
-			reason := "is " + cur + ", want " + s.Value
-			if cur == "" {
-				reason = "missing"
-			}
-			changes = append(changes, Change{Kind: SysctlSet, Subject: s.Path.String(), Reason: reason,
-				Command: sysctlCommand(s.Path, s.Value), setting: s})
-		}
+	}
+	for _, v := range arp.Needed(d.sysctls, o.sysctls) {
+		changes = append(changes, Change{Kind: SysctlSet, Subject: v.Setting.Path.String(), Reason: v.Reason,
+			Command: sysctlCommand(v.Setting.Path, v.Setting.Value()), sysctl: v.Setting.Path, value: v.Setting.Value()})
 	}
 	for _, fam := range firewall.Families {
 		spec, ok := d.tables[fam]
@@ -430,14 +426,15 @@ func computePlan(d desired, o *observed) *Plan {
 		path := arp.ParseKey(k)
 		val := o.state.SavedSysctls[k]
 		cur := o.sysctls[k]
-		if cur == "" || cur == val || cur != arp.ValueFor(path) {
+		rule := arp.RuleFor(path)
+		if cur == "" || cur == val || rule == nil || cur != strconv.Itoa(rule.Target) {
 			// Gone with its interface, already back, or changed by someone
 			// since dsr-agent set it: nothing to restore, only to forget.
-			changes = append(changes, Change{Kind: SysctlRestore, Subject: path.String(), setting: arp.Setting{Path: path}, forgetOnly: true})
+			changes = append(changes, Change{Kind: SysctlRestore, Subject: path.String(), sysctl: path, forgetOnly: true})
 			continue
 		}
 		changes = append(changes, Change{Kind: SysctlRestore, Subject: path.String(), Reason: "restore the value found before dsr-agent",
-			Command: sysctlCommand(path, val), setting: arp.Setting{Path: path, Value: val}})
+			Command: sysctlCommand(path, val), sysctl: path, value: val})
 	}
 	return &Plan{Changes: sortedByPhase(changes)}
 }
@@ -552,11 +549,11 @@ func (h *Host) execute(plan *Plan, st *State, dirty bool) (*Plan, error) {
 	for _, c := range plan.Changes {
 		switch c.Kind {
 		case SysctlSet:
-			k := c.setting.Path.Key()
+			k := c.sysctl.Key()
 			if _, ok := st.SavedSysctls[k]; !ok {
-				cur, err := h.sysctl.Read(c.setting.Path)
+				cur, err := h.sysctl.Read(c.sysctl)
 				if err != nil {
-					return done, fmt.Errorf("save sysctl %s before changing it: %w", c.setting.Path, err)
+					return done, fmt.Errorf("save sysctl %s before changing it: %w", c.sysctl, err)
 				}
 				st.SavedSysctls[k] = cur
 				dirty = true
@@ -587,7 +584,7 @@ func (h *Host) execute(plan *Plan, st *State, dirty bool) (*Plan, error) {
 		case AddrDel:
 			err = h.addrs.Del(c.addr)
 		case SysctlSet:
-			err = h.sysctl.Write(c.setting.Path, c.setting.Value)
+			err = h.sysctl.Write(c.sysctl, c.value)
 		case TableReplace:
 			err = h.tables.Replace(c.spec)
 		case AddrAdd:
@@ -596,7 +593,7 @@ func (h *Host) execute(plan *Plan, st *State, dirty bool) (*Plan, error) {
 			err = h.tables.Delete(c.family)
 		case SysctlRestore:
 			if !c.forgetOnly {
-				err = h.sysctl.Write(c.setting.Path, c.setting.Value)
+				err = h.sysctl.Write(c.sysctl, c.value)
 				if errors.Is(err, arp.ErrNotFound) {
 					err = nil
 				}
@@ -612,7 +609,7 @@ func (h *Host) execute(plan *Plan, st *State, dirty bool) (*Plan, error) {
 			deleted[OwnedAddr{Link: c.addr.Link, Prefix: c.addr.Prefix.String()}] = true
 			dirty = true
 		case SysctlRestore:
-			delete(st.SavedSysctls, c.setting.Path.Key())
+			delete(st.SavedSysctls, c.sysctl.Key())
 			dirty = true
 		}
 		slog.Debug("applied", "kind", c.Kind, "subject", c.Subject, "reason", c.Reason)

@@ -35,8 +35,10 @@ type Change struct {
 	// Command is the equivalent shell command.
 	Command string `json:"command"`
 
-	addr    loopback.Addr
-	setting arp.Setting
+	addr loopback.Addr
+	// sysctl and value: what a sysctl step writes.
+	sysctl  arp.Path
+	value   string
 	spec    firewall.Spec
 	family  firewall.Family
 	// forgetOnly marks a saved sysctl to drop from the state without

@@ -92,7 +92,7 @@ func TestPlanInSyncIsEmpty(t *testing.T) {
 	d := desiredFor(cfg, snap)
 	o := nothingObserved(d)
 	for _, s := range d.sysctls {
-		o.sysctls[s.Path.Key()] = s.Value
+		o.sysctls[s.Path.Key()] = s.Value()
 	}
 	o.addrs = append(o.addrs, addr("lo", "192.0.2.10/32", "lo:dsr0"))
 	if p := computePlan(d, o); !p.Empty() {

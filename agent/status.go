@@ -2,10 +2,12 @@ package agent
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 
 	"github.com/google/nftables"
 
+	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/firewall"
 	"github.com/dsr-agent/dsr-agent/loopback"
 )
@@ -19,6 +21,9 @@ type Report struct {
 	Suppression bool         `json:"arp_suppression"`
 	VIPs        []VIPState   `json:"vips"`
 	Differences []Difference `json:"differences"`
+	// Warnings are costs of a state that is in sync, e.g. arp_ignore 8:
+	// suppression holds, but the host answers ARP for nothing at all.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // VIPState is one VIP's presence where the mode wants it.
@@ -89,7 +94,23 @@ func reportFrom(cfg *Config, p *planned) *Report {
 		}
 	}
 	r.InSync = len(r.Differences) == 0
+	r.Warnings = sysctlCaveats(cfg, p)
 	return r
+}
+
+// sysctlCaveats are the arp.Rules caveats of the values the LB-facing
+// interfaces will have once the plan ran.
+func sysctlCaveats(cfg *Config, p *planned) []string {
+	if len(p.want.sysctls) == 0 {
+		return nil
+	}
+	after := maps.Clone(p.obs.sysctls)
+	for _, c := range p.plan.Changes {
+		if c.Kind == SysctlSet {
+			after[c.sysctl.Key()] = c.value
+		}
+	}
+	return arp.Caveats(cfg.Interfaces, after)
 }
 
 func natFamily(v VIP) firewall.Family {
@@ -104,6 +125,7 @@ func (r *Report) String() string {
 	var b strings.Builder
 	if r.InSync {
 		fmt.Fprintf(&b, "in sync: mode %s, %d VIP(s) in place, ARP suppression in force\n", r.Mode, len(r.VIPs))
+		r.writeWarnings(&b)
 		return b.String()
 	}
 	fmt.Fprintf(&b, "NOT in sync (mode %s): %d difference(s)\n", r.Mode, len(r.Differences))
@@ -113,6 +135,13 @@ func (r *Report) String() string {
 	if !r.Suppression {
 		b.WriteString("  ARP suppression is NOT fully in force: this host may answer ARP for a VIP\n")
 	}
+	r.writeWarnings(&b)
 	b.WriteString("run `dsr-agent apply` to fix (or `dsr-agent apply --dry-run` to see the commands)\n")
 	return b.String()
+}
+
+func (r *Report) writeWarnings(b *strings.Builder) {
+	for _, w := range r.Warnings {
+		fmt.Fprintf(b, "  warning: %s\n", w)
+	}
 }

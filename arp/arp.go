@@ -16,53 +16,175 @@ import (
 	"github.com/dsr-agent/dsr-agent/internal/netnsutil"
 )
 
-// suppression is what a loopback-mode real server needs on "all" and on each
-// LB-facing interface. The kernel takes max(all, iface) for both keys, so
-// "all" alone would do; the per-interface entries make the intent visible to
-// anyone reading the interface's own values, as the RHEL guide does.
-var suppression = []struct {
-	key, value string
-	why        string
-}{
-	// 1: answer ARP only for addresses configured on the interface the
-	// request came in on; VIPs live on lo, so they are never answered.
-	{"arp_ignore", "1", "answer ARP only for addresses on the receiving interface"},
-	// 2: always use the outgoing interface's own address as the sender IP of
-	// our ARP requests, never a VIP (which would teach neighbours the VIP).
-	{"arp_announce", "2", "never use a VIP as the sender of ARP requests"},
+// Rule is the kernel's verdict on the values of one ARP sysctl for a VIP held
+// on lo (a global-scope address on another interface than the one the ARP
+// arrives on or leaves by). The kernel uses max(all, iface) for both keys
+// (IN_DEV_ARP_IGNORE, IN_DEV_ARP_ANNOUNCE in include/linux/inetdevice.h), so
+// every value is judged as that effective value, and "a higher value is
+// stricter" is false.
+type Rule struct {
+	Key string
+	// Target is what dsr-agent writes when the value does not suppress.
+	Target int
+	// Suppresses reports whether the effective value keeps the kernel from
+	// answering for (arp_ignore) or announcing (arp_announce) a VIP on lo.
+	Suppresses func(v int) bool
+	// Caveat is non-empty for a value that suppresses at a cost the operator
+	// must hear about.
+	Caveat func(v int) string
 }
 
-// Setting is one sysctl with the value dsr-agent wants.
+// Rules is the table of what really suppresses, with the kernel's reasons
+// (net/ipv4/arp.c: arp_ignore() for replies, arp_solicit() for requests).
+var Rules = []Rule{
+	{
+		// arp_ignore() switch on the effective value:
+		//   0      reply for any local address, whatever interface holds it: answers.
+		//   1      reply only if the target IP is on the receiving interface: a VIP
+		//          on lo is never answered.
+		//   2      as 1, and the sender must be in the target's subnet: never answered.
+		//   3      inet_confirm_addr(..., RT_SCOPE_HOST): reply unless the address has
+		//          host scope; a VIP on lo is global scope, so it IS answered.
+		//   4..7   reserved, "case 4 ... 7: break" then reply: answers.
+		//   8      "do not reply for all local addresses": never answered, but the
+		//          host no longer answers for its own address either.
+		//   >8     default case: reply: answers.
+		Key: "arp_ignore", Target: 1,
+		Suppresses: func(v int) bool { return v == 1 || v == 2 || v == 8 },
+		Caveat: func(v int) string {
+			if v == 8 {
+				return "arp_ignore 8 answers ARP for nothing, not even this host's own address: neighbours reach it only through static or learned entries"
+			}
+			return ""
+		},
+	},
+	{
+		// arp_solicit() picks the sender IP of our ARP requests:
+		//   0 (and the default case, so 3 and above): the packet's source if it is
+		//          local, i.e. a VIP for replies sent from it: neighbours learn the VIP
+		//          at this host's MAC.
+		//   1      avoid a source outside the target's subnet: a VIP inside the
+		//          NIC's subnet is still used.
+		//   2      always the best address of the outgoing interface: never a VIP on lo.
+		Key: "arp_announce", Target: 2,
+		Suppresses: func(v int) bool { return v == 2 },
+		Caveat:     func(int) string { return "" },
+	},
+}
+
+// Setting is one sysctl dsr-agent wants to suppress ARP, judged by Rule.
 type Setting struct {
-	Path  Path
-	Value string
-	Why   string
+	Path Path
+	Rule *Rule
+	// Inherited marks a value that counts only through max(all, value):
+	// "default", which interfaces created later start from. It is written
+	// only when that maximum would not suppress; "all" and the LB-facing
+	// interfaces must suppress by their own value, as the RHEL guide sets
+	// them, so the intent is visible on each.
+	Inherited bool
 }
 
-// SatisfiedBy reports whether the current value is at least as strict as
-// the wanted one. For both keys a higher value is stricter (arp_ignore 2, 3
-// or 8 answer even less than 1), and an operator's stricter choice stays.
-func (s Setting) SatisfiedBy(cur string) bool {
-	want, err1 := strconv.Atoi(s.Value)
-	have, err2 := strconv.Atoi(cur)
-	if err1 != nil || err2 != nil {
-		return cur == s.Value
-	}
-	return have >= want
-}
+// Value is what dsr-agent writes.
+func (s Setting) Value() string { return strconv.Itoa(s.Rule.Target) }
 
-// ValueFor is the value dsr-agent writes to a sysctl of its table ("" for
-// any other path).
-func ValueFor(p Path) string {
-	if len(p) == 0 {
-		return ""
-	}
-	for _, s := range suppression {
-		if s.key == p[len(p)-1] {
-			return s.value
+// Suppression returns the settings for "all", "default" and each LB-facing
+// interface, in a stable order ("all" first, since the others are judged
+// against it).
+func Suppression(ifaces []string) []Setting {
+	var out []Setting
+	for _, iface := range append([]string{"all", "default"}, ifaces...) {
+		for i := range Rules {
+			out = append(out, Setting{Path: ConfPath(iface, Rules[i].Key), Rule: &Rules[i], Inherited: iface == "default"})
 		}
 	}
-	return ""
+	return out
+}
+
+// RuleFor is the rule of a sysctl of the table (nil for any other path).
+func RuleFor(p Path) *Rule {
+	if len(p) == 0 {
+		return nil
+	}
+	for i := range Rules {
+		if Rules[i].Key == p[len(p)-1] {
+			return &Rules[i]
+		}
+	}
+	return nil
+}
+
+// Effective is the value the kernel uses for an interface: max(all, iface).
+// Values that are not numbers count as unknown (ok false).
+func Effective(all, iface string) (v int, ok bool) {
+	a, err1 := strconv.Atoi(all)
+	i, err2 := strconv.Atoi(iface)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return max(a, i), true
+}
+
+// Needed is the pure judgement of the current values (cur: by Path.Key, ""
+// when missing): the settings to write, each with the reason, in the order
+// of want. "all" is judged first, and the others against the value "all"
+// will have.
+func Needed(want []Setting, cur map[string]string) []Verdict {
+	allAfter := map[string]string{} // rule key -> value of all after the plan
+	var out []Verdict
+	for _, s := range want {
+		c := cur[s.Path.Key()]
+		iface := s.Path[len(s.Path)-2]
+		v, err := strconv.Atoi(c)
+		var reason string
+		switch {
+		case c == "":
+			reason = "missing"
+		case err != nil:
+			reason = fmt.Sprintf("is %q, want %s", c, s.Value())
+		case s.Inherited:
+			eff, ok := Effective(allAfter[s.Rule.Key], c)
+			if !ok || !s.Rule.Suppresses(eff) {
+				reason = fmt.Sprintf("is %s, want %s (interfaces created later would use max(all, default) = %d)", c, s.Value(), eff)
+			}
+		case !s.Rule.Suppresses(v):
+			reason = fmt.Sprintf("is %s, want %s", c, s.Value())
+		}
+		if iface == "all" {
+			allAfter[s.Rule.Key] = c
+			if reason != "" {
+				allAfter[s.Rule.Key] = s.Value()
+			}
+		}
+		if reason != "" {
+			out = append(out, Verdict{Setting: s, Reason: reason})
+		}
+	}
+	return out
+}
+
+// Verdict is a setting whose current value must be replaced, and why.
+type Verdict struct {
+	Setting Setting
+	Reason  string
+}
+
+// Caveats lists what the effective values on the given interfaces cost even
+// though they suppress (arp_ignore 8), given the values after a plan.
+func Caveats(ifaces []string, after map[string]string) []string {
+	var out []string
+	for _, iface := range ifaces {
+		for i := range Rules {
+			r := &Rules[i]
+			eff, ok := Effective(after[ConfPath("all", r.Key).Key()], after[ConfPath(iface, r.Key).Key()])
+			if !ok {
+				continue
+			}
+			if c := r.Caveat(eff); c != "" {
+				out = append(out, fmt.Sprintf("%s: %s", iface, c))
+			}
+		}
+	}
+	return out
 }
 
 // Path is a sysctl name as components below /proc/sys.
@@ -87,18 +209,6 @@ func ParseKey(key string) Path { return Path(strings.Split(key, "/")) }
 
 // ConfPath is net/ipv4/conf/<iface>/<key>.
 func ConfPath(iface, key string) Path { return Path{"net", "ipv4", "conf", iface, key} }
-
-// Suppression returns the settings for "all" and each interface, in a stable
-// order ("all" first).
-func Suppression(ifaces []string) []Setting {
-	var out []Setting
-	for _, iface := range append([]string{"all"}, ifaces...) {
-		for _, s := range suppression {
-			out = append(out, Setting{Path: ConfPath(iface, s.key), Value: s.value, Why: s.why})
-		}
-	}
-	return out
-}
 
 // Proc reads and writes sysctls under /proc/sys. /proc/sys/net follows the
 // network namespace of the calling thread, so when NS is set every access is
@@ -189,10 +299,8 @@ func (p *Proc) Write(path Path, value string) error {
 // daemon polls these (the kernel sends no netconf notification for them).
 func WatchPaths(ifaces []string) []Path {
 	var out []Path
-	for _, iface := range append([]string{"all", "default"}, ifaces...) {
-		for _, s := range suppression {
-			out = append(out, ConfPath(iface, s.key))
-		}
+	for _, s := range Suppression(ifaces) {
+		out = append(out, s.Path)
 	}
 	return out
 }
