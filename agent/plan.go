@@ -37,10 +37,10 @@ type Change struct {
 
 	addr loopback.Addr
 	// sysctl and value: what a sysctl step writes.
-	sysctl  arp.Path
-	value   string
-	spec    firewall.Spec
-	family  firewall.Family
+	sysctl arp.Path
+	value  string
+	spec   firewall.Spec
+	family firewall.Family
 	// forgetOnly marks a saved sysctl to drop from the state without
 	// writing it (its interface is gone, or it was changed by someone else).
 	forgetOnly bool

@@ -142,7 +142,7 @@ func TestNeeded(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			cur := map[string]string{
 				ConfPath("all", "arp_ignore").Key(): c.ignore.all, ConfPath("default", "arp_ignore").Key(): c.ignore.def,
-				ConfPath("eth0", "arp_ignore").Key(): c.ignore.eth0,
+				ConfPath("eth0", "arp_ignore").Key():  c.ignore.eth0,
 				ConfPath("all", "arp_announce").Key(): "2", ConfPath("default", "arp_announce").Key(): "0",
 				ConfPath("eth0", "arp_announce").Key(): "2",
 			}
