@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/dsr-agent/dsr-agent/agent"
+	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/health"
 )
 
@@ -34,6 +35,11 @@ func (e *agentEngine) Load(path string) (*Desired, error) {
 		return nil, err
 	}
 	d := &Desired{Mode: string(cfg.Mode), VIPs: len(cfg.VIPs), Config: cfg}
+	// The modes that rely on the ARP sysctls; Validate has filled in the
+	// interfaces. Without VIPs nothing is planned, so nothing is watched.
+	if (cfg.Mode == agent.ModeLoopback || cfg.Mode == agent.ModeARPTables) && len(cfg.VIPs) > 0 {
+		d.WatchSysctls = arp.WatchPaths(cfg.Interfaces)
+	}
 	if h := cfg.Health; h != nil {
 		hs := &HealthSettings{Listen: h.Listen, Allowed: h.AllowedSources}
 		if h.AgentCheck != nil {

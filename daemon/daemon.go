@@ -25,9 +25,12 @@ type Options struct {
 	StateDir   string
 	Engine     Engine
 	Log        *slog.Logger
-	// Resync is the period of the full resync that catches what no
-	// notification reports (a sysctl reset by hand or by sysctl --system).
+	// Resync is the period of the full resync, the backstop for anything
+	// the notifications and the sysctl poll miss.
 	Resync time.Duration
+	// SysctlPoll is how often the ARP sysctls are read to see a reset
+	// (default DefaultSysctlPoll).
+	SysctlPoll time.Duration
 	// Debounce is how long to let a burst of events (ip addr flush) settle
 	// before a pass; the pass repairs all of them at once.
 	Debounce time.Duration
@@ -50,6 +53,7 @@ type daemon struct {
 	state   *health.State
 	checker *health.Checker
 	w       *waker
+	sysctls *sysctlWatch
 	desired *Desired
 	applied bool // first apply done (READY sent)
 
@@ -76,6 +80,9 @@ func Run(ctx context.Context, o Options) error {
 	if o.Resync <= 0 {
 		o.Resync = DefaultResync
 	}
+	if o.SysctlPoll <= 0 {
+		o.SysctlPoll = DefaultSysctlPoll
+	}
 	if o.Debounce < 0 {
 		o.Debounce = 0
 	}
@@ -93,7 +100,7 @@ func Run(ctx context.Context, o Options) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	d := &daemon{o: o, log: o.Log, state: health.NewState(), w: newWaker(), desired: desired, retryDelay: time.Second}
+	d := &daemon{o: o, log: o.Log, state: health.NewState(), w: newWaker(), sysctls: newSysctlWatch(), desired: desired, retryDelay: time.Second}
 	d.checker = health.NewChecker(d.state)
 	defer d.checker.Stop()
 
@@ -123,6 +130,8 @@ func Run(ctx context.Context, o Options) error {
 	go watchAddrs(ctx, d.w, d.log)
 	go watchLinks(ctx, d.w, d.log)
 	go watchNFT(ctx, d.w, d.log)
+	d.sysctls.set(desired.WatchSysctls)
+	go d.sysctls.run(ctx, d.w, o.SysctlPoll)
 
 	sigs := o.Signals
 	if sigs == nil {
@@ -288,6 +297,7 @@ func (d *daemon) reload(ctx context.Context) {
 	d.lastInSync = false
 	d.log.Info("reloading config", "config", d.o.ConfigPath, "mode", next.Mode, "vips", next.VIPs)
 	d.configureHealth(ctx, prev.Health)
+	d.sysctls.set(next.WatchSysctls)
 	d.reconcile([]string{"reload"})
 	d.o.Notify(fmt.Sprintf("READY=1\nSTATUS=reloaded: mode %s, %d VIP(s)", next.Mode, next.VIPs))
 }

@@ -10,6 +10,7 @@ package daemon
 import (
 	"net/netip"
 
+	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/health"
 )
 
@@ -33,6 +34,10 @@ type Desired struct {
 	VIPs int
 	// Health is nil when the config has no health section: no endpoints run.
 	Health *HealthSettings
+	// WatchSysctls are the sysctls the daemon polls between passes (nothing
+	// notifies their reset); empty when the mode sets none or there is
+	// nothing to protect.
+	WatchSysctls []arp.Path
 	// Config is the engine's own representation.
 	Config any
 }

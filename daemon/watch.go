@@ -3,12 +3,14 @@ package daemon
 import (
 	"context"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"time"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/dsr-agent/dsr-agent/firewall"
 )
@@ -135,14 +137,14 @@ func watchLinks(ctx context.Context, w *waker, log *slog.Logger) {
 					}
 					idx := u.Index
 					attrs := u.Attrs()
-					if u.Header.Type == 17 /* RTM_DELLINK */ {
+					if u.Header.Type == unix.RTM_DELLINK {
 						delete(known, idx)
 						if !listing {
 							w.wake("link")
 						}
 						continue
 					}
-					now := seen{name: attrs.Name, up: attrs.Flags&1 != 0}
+					now := seen{name: attrs.Name, up: attrs.Flags&net.FlagUp != 0}
 					if old, ok := known[idx]; !ok || old != now {
 						known[idx] = now
 						if !listing {

@@ -1,0 +1,134 @@
+package daemon
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/dsr-agent/dsr-agent/arp"
+)
+
+// DefaultSysctlPoll is how often the watched ARP sysctls are read.
+//
+// A reset arp_ignore/arp_announce is the most dangerous drift there is (the
+// host answers ARP for its VIPs at once), and the kernel does not announce
+// it: devinet_conf_proc() sends RTM_NEWNETCONF only for forwarding,
+// rp_filter, mc_forwarding, proxy_neigh, ignore_routes_with_linkdown and
+// bc_forwarding (checked on this kernel with `ip monitor netconf`: writing
+// arp_ignore/arp_announce prints nothing, rp_filter does). So the values are
+// read: a handful of one-line /proc files five times a second is a few
+// hundred syscalls a second and no kernel dump, which keeps idle CPU near
+// zero while bounding the exposure to one interval plus one pass.
+const DefaultSysctlPoll = 200 * time.Millisecond
+
+// missing stands for a sysctl that could not be read (its interface is gone):
+// a NUL never appears in a sysctl value, so it cannot equal a real one.
+const missing = "\x00"
+
+// sysctlWatch notices a change of the watched sysctls and wakes the loop. It
+// does not judge the values (the core decides what is right); it compares
+// each read with the previous one, so a change by anyone -- including the
+// daemon's own repair, which costs one no-op pass -- wakes the loop.
+type sysctlWatch struct {
+	mu    sync.Mutex
+	files []string // absolute /proc/sys paths
+	last  []string
+	// changed is signalled when the set of files changes, so a watcher with
+	// nothing to watch sleeps instead of ticking.
+	changed chan struct{}
+}
+
+func newSysctlWatch() *sysctlWatch { return &sysctlWatch{changed: make(chan struct{}, 1)} }
+
+// set replaces the watched sysctls and reads their values now. The daemon
+// calls it before the pass that applies a config: a reset after this read is
+// seen by the next poll; one before it is seen by that pass itself.
+func (s *sysctlWatch) set(paths []arp.Path) {
+	files := make([]string, len(paths))
+	for i, p := range paths {
+		files[i] = filepath.Join(append([]string{"/proc/sys"}, p...)...)
+	}
+	last := make([]string, len(files))
+	var buf [32]byte
+	for i, f := range files {
+		last[i] = string(readSysctl(f, buf[:]))
+	}
+	s.mu.Lock()
+	s.files, s.last = files, last
+	s.mu.Unlock()
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+// poll reads every watched sysctl and reports whether any differs from the
+// previous read. Nothing is allocated unless a value changed.
+func (s *sysctlWatch) poll() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var buf [32]byte
+	changed := false
+	for i, f := range s.files {
+		v := readSysctl(f, buf[:])
+		if string(v) != s.last[i] {
+			s.last[i] = string(v)
+			changed = true
+		}
+	}
+	return changed
+}
+
+func (s *sysctlWatch) watching() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.files) > 0
+}
+
+// run polls every interval while there is something to watch and wakes the
+// loop with trigger "sysctl" on any change.
+func (s *sysctlWatch) run(ctx context.Context, w *waker, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if !s.watching() {
+			t.Stop()
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.changed:
+				t.Reset(interval)
+				continue
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.changed:
+		case <-t.C:
+			if s.poll() {
+				w.wake("sysctl")
+			}
+		}
+	}
+}
+
+// readSysctl reads a /proc/sys file into buf with raw syscalls (no *os.File,
+// no allocation: this runs five times a second for the daemon's lifetime).
+// The descriptor is closed before returning, so the count stays constant.
+func readSysctl(file string, buf []byte) []byte {
+	fd, err := unix.Open(file, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return []byte(missing)
+	}
+	n, err := unix.Read(fd, buf)
+	unix.Close(fd)
+	if err != nil || n < 0 {
+		return []byte(missing)
+	}
+	// "1\n": the newline is part of every value, no need to trim it.
+	return buf[:n]
+}
