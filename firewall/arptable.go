@@ -125,12 +125,12 @@ func (a *ARPTable) expected() tableContent {
 	in, out := a.rules(vips, vip2real)
 	return tableContent{
 		chains: []chainContent{
-			{name: "input", typ: nftables.ChainTypeFilter, hook: arpHookIn, priority: int32(*nftables.ChainPriorityFilter), policy: nftables.ChainPolicyAccept, rules: [][]expr.Any{in}},
-			{name: "output", typ: nftables.ChainTypeFilter, hook: arpHookOut, priority: int32(*nftables.ChainPriorityFilter), policy: nftables.ChainPolicyAccept, rules: [][]expr.Any{out}},
+			{name: "input", base: true, typ: nftables.ChainTypeFilter, hook: arpHookIn, priority: int32(*nftables.ChainPriorityFilter), policy: nftables.ChainPolicyAccept, rules: [][]expr.Any{in}},
+			{name: "output", base: true, typ: nftables.ChainTypeFilter, hook: arpHookOut, priority: int32(*nftables.ChainPriorityFilter), policy: nftables.ChainPolicyAccept, rules: [][]expr.Any{out}},
 		},
 		sets: []setContent{
-			{name: "vips", keyType: vips.KeyType.Name, elements: elementsOf(vipElems)},
-			{name: "vip2real", isMap: true, keyType: vip2real.KeyType.Name, dataType: vip2real.DataType.Name, elements: elementsOf(mapElems)},
+			setContentOf(vips, vipElems),
+			setContentOf(vip2real, mapElems),
 		},
 	}
 }

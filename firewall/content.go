@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -18,12 +20,18 @@ import (
 // both the spec and a kernel dump can be reduced to and compared.
 type tableContent struct {
 	missing bool
-	chains  []chainContent
-	sets    []setContent
+	// flags are the table's NFTA_TABLE_FLAGS: dormant switches every hook of
+	// the table off while its rules still list, so they are behaviour too.
+	flags  uint32
+	chains []chainContent
+	sets   []setContent
 }
 
 type chainContent struct {
-	name     string
+	name string
+	// base is true for a chain attached to a hook. A regular chain of the
+	// same name and rules is never called.
+	base     bool
 	typ      nftables.ChainType
 	hook     nftables.ChainHook
 	priority int32
@@ -32,12 +40,71 @@ type chainContent struct {
 }
 
 type setContent struct {
-	name     string
-	isMap    bool
+	name  string
+	isMap bool
+	// flags are NFT_SET_* without NFT_SET_MAP (isMap says that): interval,
+	// timeout and the like change what a lookup matches or how long an
+	// element lives.
+	flags    uint32
+	timeout  time.Duration
+	size     uint32
 	keyType  string
+	keyLen   uint32
 	dataType string
+	dataLen  uint32
 	// elements maps hex(key) to hex(value) ("" for plain sets).
 	elements map[string]string
+}
+
+// setContentOf reduces a set, built by a spec or parsed from a dump, to what
+// is compared. Both sides go through the same function so a field the
+// library does not parse cannot make them differ.
+func setContentOf(s *nftables.Set, elems []nftables.SetElement) setContent {
+	sc := setContent{name: s.Name, isMap: s.IsMap, flags: setFlags(s), size: s.Size,
+		keyType: s.KeyType.Name, keyLen: s.KeyType.Bytes, elements: elementsOf(elems)}
+	if s.HasTimeout {
+		sc.timeout = s.Timeout
+	}
+	if s.IsMap {
+		sc.dataType, sc.dataLen = s.DataType.Name, s.DataType.Bytes
+	}
+	return sc
+}
+
+// tableFlags returns the table's NFTA_TABLE_FLAGS. google/nftables v0.3.0
+// decodes that big-endian attribute in host order, so on a little-endian
+// host dormant (1) reads as 0x1000000: undo its decoding rather than trust it.
+func tableFlags(t *nftables.Table) uint32 {
+	return binary.BigEndian.Uint32(binary.NativeEndian.AppendUint32(nil, t.Flags))
+}
+
+// setFlags rebuilds NFT_SET_* (without NFT_SET_MAP) from the library's
+// booleans, the only form in which it reports them.
+func setFlags(s *nftables.Set) uint32 {
+	var f uint32
+	for _, b := range []struct {
+		on   bool
+		flag uint32
+	}{
+		{s.Anonymous, unix.NFT_SET_ANONYMOUS},
+		{s.Constant, unix.NFT_SET_CONSTANT},
+		{s.Interval, unix.NFT_SET_INTERVAL},
+		{s.HasTimeout, unix.NFT_SET_TIMEOUT},
+		{s.Dynamic, unix.NFT_SET_EVAL},
+		{s.Concatenation, nftables.NFT_SET_CONCAT},
+	} {
+		if b.on {
+			f |= b.flag
+		}
+	}
+	// NFT_SET_CONCAT only selects the interval backend (pipapo) for
+	// concatenated ranges; without interval it changes nothing, and nft
+	// leaves it off where google/nftables sets it. Counting it would make a
+	// table loaded from the rendered plan differ from Replace's.
+	if f&unix.NFT_SET_INTERVAL == 0 {
+		f &^= nftables.NFT_SET_CONCAT
+	}
+	return f
 }
 
 func (m *Manager) read(f Family) (tableContent, error) {
@@ -55,7 +122,7 @@ func (m *Manager) read(f Family) (tableContent, error) {
 	if t == nil {
 		return tableContent{missing: true}, nil
 	}
-	var got tableContent
+	got := tableContent{flags: tableFlags(t)}
 	chains, err := m.Conn.ListChainsOfTableFamily(f)
 	if err != nil {
 		return got, fmt.Errorf("list chains of %s: %w", ref, err)
@@ -64,7 +131,7 @@ func (m *Manager) read(f Family) (tableContent, error) {
 		if c.Table.Name != TableName {
 			continue
 		}
-		cc := chainContent{name: c.Name, typ: c.Type}
+		cc := chainContent{name: c.Name, typ: c.Type, base: c.Hooknum != nil}
 		if c.Hooknum != nil {
 			cc.hook = *c.Hooknum
 		}
@@ -88,15 +155,11 @@ func (m *Manager) read(f Family) (tableContent, error) {
 		return got, fmt.Errorf("list sets of %s: %w", ref, err)
 	}
 	for _, s := range sets {
-		sc := setContent{name: s.Name, isMap: s.IsMap, keyType: s.KeyType.Name, dataType: s.DataType.Name, elements: map[string]string{}}
 		elems, err := m.Conn.GetSetElements(s)
 		if err != nil && !errors.Is(err, unix.ENOENT) {
 			return got, fmt.Errorf("list elements of %s set %s: %w", ref, s.Name, err)
 		}
-		for _, e := range elems {
-			sc.elements[hex.EncodeToString(e.Key)] = hex.EncodeToString(e.Val)
-		}
-		got.sets = append(got.sets, sc)
+		got.sets = append(got.sets, setContentOf(s, elems))
 	}
 	return got, nil
 }
@@ -120,12 +183,18 @@ func normalize(exprs []expr.Any) []expr.Any {
 	return out
 }
 
-// diff describes how got differs from want; "" means no difference.
-func (got tableContent) diff(want tableContent) string {
+// diff describes how got differs from want in a table of family f; ""
+// means no difference. Each difference is named the way nft lists it
+// ("chain input: hook output, want input") so an operator can see what was
+// changed by hand.
+func (got tableContent) diff(f Family, want tableContent) string {
 	if got.missing {
 		return "table missing"
 	}
 	var d []string
+	if got.flags != want.flags {
+		d = append(d, fmt.Sprintf("table flags %s, want %s", tableFlagNames(got.flags), tableFlagNames(want.flags)))
+	}
 	gotChains := map[string]chainContent{}
 	for _, c := range got.chains {
 		gotChains[c.name] = c
@@ -137,17 +206,8 @@ func (got tableContent) diff(want tableContent) string {
 			d = append(d, fmt.Sprintf("chain %s missing", w.name))
 			continue
 		}
-		if g.typ != w.typ || g.hook != w.hook || g.priority != w.priority || g.policy != w.policy {
-			d = append(d, fmt.Sprintf("chain %s: type, hook, priority or policy changed", w.name))
-		}
-		if len(g.rules) != len(w.rules) {
-			d = append(d, fmt.Sprintf("chain %s: %d rules, want %d", w.name, len(g.rules), len(w.rules)))
-			continue
-		}
-		for i := range w.rules {
-			if !reflect.DeepEqual(g.rules[i], normalize(w.rules[i])) {
-				d = append(d, fmt.Sprintf("chain %s: rule %d changed", w.name, i+1))
-			}
+		for _, why := range chainDiff(f, g, w) {
+			d = append(d, fmt.Sprintf("chain %s: %s", w.name, why))
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(gotChains)) {
@@ -161,39 +221,127 @@ func (got tableContent) diff(want tableContent) string {
 		g, ok := gotSets[w.name]
 		delete(gotSets, w.name)
 		if !ok {
-			d = append(d, fmt.Sprintf("set %s missing", w.name))
+			d = append(d, fmt.Sprintf("%s %s missing", setKind(w.isMap), w.name))
 			continue
 		}
-		if g.isMap != w.isMap || g.keyType != w.keyType || (w.isMap && g.dataType != w.dataType) {
-			d = append(d, fmt.Sprintf("set %s: type changed", w.name))
-			continue
-		}
-		var missing, extra, wrong int
-		for k, v := range w.elements {
-			gv, ok := g.elements[k]
-			switch {
-			case !ok:
-				missing++
-			case gv != v:
-				wrong++
-			}
-		}
-		for k := range g.elements {
-			if _, ok := w.elements[k]; !ok {
-				extra++
-			}
-		}
-		if missing+extra+wrong > 0 {
-			d = append(d, fmt.Sprintf("set %s: %d elements missing, %d unexpected, %d with wrong value", w.name, missing, extra, wrong))
+		for _, why := range setDiff(g, w) {
+			d = append(d, fmt.Sprintf("%s %s: %s", setKind(w.isMap), w.name, why))
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(gotSets)) {
-		d = append(d, fmt.Sprintf("unexpected set %s", name))
+		d = append(d, fmt.Sprintf("unexpected %s %s", setKind(gotSets[name].isMap), name))
 	}
 	if len(d) == 0 {
 		return ""
 	}
 	return "altered: " + strings.Join(d, "; ")
+}
+
+// chainDiff lists how chain g differs from w: its hook attachment, then its
+// rules.
+func chainDiff(f Family, g, w chainContent) []string {
+	var d []string
+	switch {
+	case w.base && !g.base:
+		// Nothing calls a regular chain: its rules are dead.
+		d = append(d, fmt.Sprintf("regular chain, want type %s hook %s", w.typ, hookName(f, w.hook)))
+	case !w.base && g.base:
+		d = append(d, fmt.Sprintf("type %s hook %s, want a regular chain", g.typ, hookName(f, g.hook)))
+	case w.base:
+		if g.typ != w.typ {
+			d = append(d, fmt.Sprintf("type %s, want %s", g.typ, w.typ))
+		}
+		if g.hook != w.hook {
+			d = append(d, fmt.Sprintf("hook %s, want %s", hookName(f, g.hook), hookName(f, w.hook)))
+		}
+		if g.priority != w.priority {
+			d = append(d, fmt.Sprintf("priority %s, want %s", priorityName(f, g.priority), priorityName(f, w.priority)))
+		}
+		if g.policy != w.policy {
+			d = append(d, fmt.Sprintf("policy %s, want %s", policyName(g.policy), policyName(w.policy)))
+		}
+	}
+	if len(g.rules) != len(w.rules) {
+		return append(d, fmt.Sprintf("%d rules, want %d", len(g.rules), len(w.rules)))
+	}
+	for i := range w.rules {
+		if why := ruleDiff(g.rules[i], normalize(w.rules[i])); why != "" {
+			d = append(d, fmt.Sprintf("rule %d: %s", i+1, why))
+		}
+	}
+	return d
+}
+
+// ruleDiff says how rule g differs from w ("" if it does not). A changed
+// verdict is named; any other change is reported as such, since rendering
+// arbitrary expressions back to nft syntax is nft's job.
+func ruleDiff(g, w []expr.Any) string {
+	if reflect.DeepEqual(g, w) {
+		return ""
+	}
+	if len(g) == len(w) {
+		for i := range w {
+			if reflect.DeepEqual(g[i], w[i]) {
+				continue
+			}
+			gv, gok := g[i].(*expr.Verdict)
+			wv, wok := w[i].(*expr.Verdict)
+			if gok && wok {
+				return fmt.Sprintf("verdict %s, want %s", verdictName(gv), verdictName(wv))
+			}
+			break
+		}
+	}
+	return "changed"
+}
+
+// setDiff lists how set g differs from w: its type and flags, then its
+// elements (only when the types agree, else they cannot be compared).
+func setDiff(g, w setContent) []string {
+	var d []string
+	if g.isMap != w.isMap {
+		return append(d, fmt.Sprintf("a %s, want a %s", setKind(g.isMap), setKind(w.isMap)))
+	}
+	typesDiffer := false
+	if g.keyType != w.keyType || g.keyLen != w.keyLen {
+		d = append(d, fmt.Sprintf("key type %s, want %s", typeName(g.keyType, g.keyLen), typeName(w.keyType, w.keyLen)))
+		typesDiffer = true
+	}
+	if g.dataType != w.dataType || g.dataLen != w.dataLen {
+		d = append(d, fmt.Sprintf("data type %s, want %s", typeName(g.dataType, g.dataLen), typeName(w.dataType, w.dataLen)))
+		typesDiffer = true
+	}
+	if g.flags != w.flags {
+		d = append(d, fmt.Sprintf("flags %s, want %s", setFlagNames(g.flags), setFlagNames(w.flags)))
+	}
+	if g.timeout != w.timeout {
+		d = append(d, fmt.Sprintf("timeout %s, want %s", durationName(g.timeout), durationName(w.timeout)))
+	}
+	if g.size != w.size {
+		d = append(d, fmt.Sprintf("size %s, want %s", sizeName(g.size), sizeName(w.size)))
+	}
+	if typesDiffer {
+		return d
+	}
+	var missing, extra, wrong int
+	for k, v := range w.elements {
+		gv, ok := g.elements[k]
+		switch {
+		case !ok:
+			missing++
+		case gv != v:
+			wrong++
+		}
+	}
+	for k := range g.elements {
+		if _, ok := w.elements[k]; !ok {
+			extra++
+		}
+	}
+	if missing+extra+wrong > 0 {
+		d = append(d, fmt.Sprintf("%d elements missing, %d unexpected, %d with wrong value", missing, extra, wrong))
+	}
+	return d
 }
 
 // elementsOf indexes set elements the way read does.

@@ -1,7 +1,10 @@
 // Package firewall owns dsr-agent's nftables tables: an arp filter table for
 // the arptables mode and ip/ip6 nat tables for the firewalld mode. Each table
 // is replaced atomically in one batch and compared with the kernel's copy to
-// find hand edits. Nothing outside tables named TableName is ever touched.
+// find hand edits: rules and elements, and also what switches a table off
+// while its rules still list (table flags such as dormant, a chain's type,
+// hook, priority or policy, a set's flags and types). Nothing outside tables
+// named TableName is ever touched.
 package firewall
 
 import (
@@ -78,33 +81,107 @@ func (m *Manager) Present() (map[Family]bool, error) {
 	return out, nil
 }
 
-// Replace swaps in the desired table in one transaction: add (so the delete
-// cannot fail on a missing table), delete, then add with its full contents.
-// Readers see the old table or the new one, never a half-built one.
+// Replace swaps in the desired table in one transaction: delete the table
+// if it exists, then add it with its full contents. Readers see the old
+// table or the new one, never a half-built one. Deleting and re-creating
+// (rather than flushing and refilling) is what clears what an operator may
+// have set on the table itself: dormant, persist, a chain re-hooked, a set
+// with other flags.
+//
+// Whether the table exists is read first: an "add table" on an existing one
+// is an update of its flags, which the kernel refuses for persist
+// (EOPNOTSUPP), so the batch must not touch an existing table before
+// deleting it.
 func (m *Manager) Replace(s Spec) error {
-	ref := TableRef(s.Family())
-	t := &nftables.Table{Name: TableName, Family: s.Family()}
-	m.Conn.AddTable(t)
-	m.Conn.DelTable(t)
-	t = m.Conn.AddTable(&nftables.Table{Name: TableName, Family: s.Family()})
-	if err := s.build(m.Conn, t); err != nil {
-		return fmt.Errorf("build table %s: %w", ref, err)
-	}
-	if err := m.Conn.Flush(); err != nil {
+	f := s.Family()
+	ref := TableRef(f)
+	for attempt := 1; ; attempt++ {
+		cur, err := m.lookup(f)
+		if err != nil {
+			return fmt.Errorf("replace table %s: %w", ref, err)
+		}
+		if err := owned(cur); err != nil {
+			return fmt.Errorf("replace table %s: %w", ref, err)
+		}
+		if cur != nil {
+			m.Conn.DelTable(&nftables.Table{Name: TableName, Family: f})
+		}
+		t := m.Conn.AddTable(&nftables.Table{Name: TableName, Family: f})
+		if err := s.build(m.Conn, t); err != nil {
+			return fmt.Errorf("build table %s: %w", ref, err)
+		}
+		err = m.Conn.Flush()
+		if err == nil {
+			return nil
+		}
+		// Someone created or deleted the table between the lookup and the
+		// transaction (ENOENT on delete, EOPNOTSUPP on a flagged one):
+		// look again, once.
+		if attempt == 1 && m.existenceChanged(f, cur != nil) {
+			continue
+		}
 		return fmt.Errorf("replace table %s: %w", ref, err)
+	}
+}
+
+// Delete removes dsr-agent's table of the family; a missing one is fine.
+// Like Replace it looks first instead of "add table" + "delete table": the
+// add would be refused on a table flagged persist.
+func (m *Manager) Delete(f Family) error {
+	ref := TableRef(f)
+	cur, err := m.lookup(f)
+	if err != nil {
+		return fmt.Errorf("delete table %s: %w", ref, err)
+	}
+	if cur == nil {
+		return nil
+	}
+	if err := owned(cur); err != nil {
+		return fmt.Errorf("delete table %s: %w", ref, err)
+	}
+	m.Conn.DelTable(&nftables.Table{Name: TableName, Family: f})
+	if err := m.Conn.Flush(); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil // deleted by someone else meanwhile: the goal holds
+		}
+		return fmt.Errorf("delete table %s: %w", ref, err)
 	}
 	return nil
 }
 
-// Delete removes dsr-agent's table of the family; a missing one is fine.
-func (m *Manager) Delete(f Family) error {
-	t := &nftables.Table{Name: TableName, Family: f}
-	m.Conn.AddTable(t)
-	m.Conn.DelTable(t)
-	if err := m.Conn.Flush(); err != nil {
-		return fmt.Errorf("delete table %s: %w", TableRef(f), err)
+// lookup returns dsr-agent's table of family f as the kernel lists it, or
+// nil when there is none.
+func (m *Manager) lookup(f Family) (*nftables.Table, error) {
+	tables, err := m.Conn.ListTablesOfFamily(f)
+	if err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return nil, fmt.Errorf("list %s tables: %w: reading nftables needs CAP_NET_ADMIN (run as root)", FamilyName(f), ErrPermission)
+		}
+		return nil, fmt.Errorf("list %s tables: %w", FamilyName(f), err)
 	}
-	return nil
+	for _, t := range tables {
+		if t.Name == TableName {
+			return t, nil
+		}
+	}
+	return nil, nil
+}
+
+// existenceChanged reports whether the table's presence differs from
+// existed, i.e. whether a failed transaction raced another writer.
+func (m *Manager) existenceChanged(f Family, existed bool) bool {
+	cur, err := m.lookup(f)
+	return err == nil && (cur != nil) != existed
+}
+
+// owned refuses a table that another process owns (table flag owner): the
+// kernel lets only the owning netlink socket change or delete it, and would
+// answer a bare EPERM.
+func owned(t *nftables.Table) error {
+	if t == nil || tableFlags(t)&tableFlagOwner == 0 {
+		return nil
+	}
+	return fmt.Errorf("the table is owned by another process (table flag owner), which alone can change it until it exits: %w", unix.EPERM)
 }
 
 // Diff compares the kernel's table with the spec. It returns "" when they
@@ -114,11 +191,14 @@ func (m *Manager) Diff(s Spec) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return got.diff(s.expected()), nil
+	return got.diff(s.Family(), s.expected()), nil
 }
 
 // RenderReplace is the nft script equivalent to Replace: one `nft -f`
-// transaction, so it is atomic when run by hand too.
+// transaction, so it is atomic when run by hand too. Its leading "add
+// table" (so the delete cannot fail on a missing table) also wakes a
+// dormant table before the delete; only a table flagged persist, which
+// nft 1.0.6 cannot make, refuses it (Replace itself looks first).
 func RenderReplace(s Spec) string {
 	ref := TableRef(s.Family())
 	var b strings.Builder

@@ -171,9 +171,9 @@ func (n *NATTable) build(c *nftables.Conn, t *nftables.Table) error {
 func (n *NATTable) expected() tableContent {
 	s, elems := n.set(nil)
 	return tableContent{
-		chains: []chainContent{{name: "prerouting", typ: nftables.ChainTypeNAT, hook: *nftables.ChainHookPrerouting,
+		chains: []chainContent{{name: "prerouting", base: true, typ: nftables.ChainTypeNAT, hook: *nftables.ChainHookPrerouting,
 			priority: int32(*natPriority), policy: nftables.ChainPolicyAccept, rules: n.rules(s)}},
-		sets: []setContent{{name: "vip_ports", isMap: true, keyType: s.KeyType.Name, dataType: s.DataType.Name, elements: elementsOf(elems)}},
+		sets: []setContent{setContentOf(s, elems)},
 	}
 }
 
