@@ -29,6 +29,10 @@ const ControlSocket = "control.sock"
 // ErrNotRunning means no daemon answers on the control socket.
 var ErrNotRunning = errors.New("dsr-agent daemon not running")
 
+// ErrUntrustedPeer means the process behind the control socket is not root
+// (nor the caller's own user): its answers are not believed.
+var ErrUntrustedPeer = errors.New("untrusted control socket")
+
 // Reply is the daemon's answer to a control request.
 type Reply struct {
 	Drain   string   `json:"drain"`
@@ -170,6 +174,18 @@ func Request(stateDir, cmd string) (*Reply, error) {
 		return nil, fmt.Errorf("reach daemon on %s: %w", path, err)
 	}
 	defer conn.Close()
+	// Believe only a daemon running as root (or as ourselves): whoever can
+	// plant a socket at this path could otherwise tell the operator that a
+	// drain took effect when nothing listens to it. SO_PEERCRED is the
+	// listener's credentials, taken by the kernel at listen(2).
+	uid, err := peerUID(conn.(*net.UnixConn))
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: read peer credentials: %w", path, err)
+	}
+	if uid != 0 && uid != uint32(os.Geteuid()) {
+		return nil, fmt.Errorf("%w: control socket %s is served by uid %d, not root; not trusting its answer (remove it, check who can write %s)",
+			ErrUntrustedPeer, path, uid, stateDir)
+	}
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := fmt.Fprintf(conn, "%s\n", cmd); err != nil {
 		return nil, fmt.Errorf("send %s to daemon: %w", cmd, err)

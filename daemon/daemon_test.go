@@ -197,3 +197,36 @@ func TestInvalidConfigAtStart(t *testing.T) {
 		t.Fatalf("Run with a bad config: %v", err)
 	}
 }
+
+// TestRequestRefusesNonRootPeer: a control socket served by a non-root user
+// (planted in a state dir it could write) is not believed, whatever it says.
+func TestRequestRefusesNonRootPeer(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the fake server as another uid")
+	}
+	const nobody = 65534
+	// Not t.TempDir: its parent is private to root, and the fake must reach
+	// its directory.
+	dir, err := os.MkdirTemp("", "dsr-agent-peer-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "state")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(state, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	startHelperAs(t, "fake-control", nobody, "DSR_AGENT_TEST_SOCKET="+filepath.Join(state, ControlSocket))
+	for _, cmd := range []string{"status", "drain", "undrain"} {
+		r, err := Request(state, cmd)
+		if !errors.Is(err, ErrUntrustedPeer) || !strings.Contains(err.Error(), "uid 65534") {
+			t.Fatalf("%s answered by uid %d: reply %+v, err %v; want ErrUntrustedPeer naming the uid", cmd, nobody, r, err)
+		}
+	}
+}
