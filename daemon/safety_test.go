@@ -1,10 +1,16 @@
 package daemon
 
 import (
+	"fmt"
+	"os"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 )
 
 // Real-kernel tests for issue 9: the daemon sees every drift that breaks ARP
@@ -64,4 +70,89 @@ func grepLines(s, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// reconciles returns the value of dsr_agent_reconciles_total for trigger
+// (summed over results), read from /metrics.
+func reconciles(t *testing.T, ns *netnstest.NS, addr, trigger string) int {
+	t.Helper()
+	c, m := nsGet(t, ns, "", addr, "/metrics")
+	if c != 200 {
+		t.Fatalf("metrics: %d %s", c, m)
+	}
+	n := 0
+	re := regexp.MustCompile(`(?m)^dsr_agent_reconciles_total\{result="[a-z]+",trigger="` + regexp.QuoteMeta(trigger) + `"\} (\d+)$`)
+	for _, sm := range re.FindAllStringSubmatch(m, -1) {
+		v, _ := strconv.Atoi(sm[1])
+		n += v
+	}
+	return n
+}
+
+// TestRunDormantTable: `nft add table ... { flags dormant; }` switches the
+// ARP filter off while its rules still list. The nftables monitor must wake
+// the loop for that table update, and the pass must switch it back on.
+func TestRunDormantTable(t *testing.T) {
+	ns := setupNS(t)
+	d := startDaemon(t, ns, t.TempDir(), `mode: arptables
+interfaces: [eth0]
+vips: [{address: 10.77.100.1}]
+health:
+  listen: 10.77.0.2:8558
+`, "--resync", "1h")
+	d.waitNote("READY=1", 10*time.Second)
+	hz := "10.77.0.2:8558"
+	eventually(t, 3*time.Second, "healthz up", healthIs(t, ns, hz, 200, "up"))
+	before := reconciles(t, ns, hz, "nftables")
+	ns.Exec(t, "nft", "add", "table", "arp", "dsr-agent", "{ flags dormant; }")
+	eventually(t, 5*time.Second, "nftables monitor woke the loop for the table update", func() (bool, string) {
+		n := reconciles(t, ns, hz, "nftables")
+		return n > before, fmt.Sprintf("reconciles{trigger=nftables} %d -> %d", before, n)
+	})
+	eventually(t, 5*time.Second, "dormant table switched back on", func() (bool, string) {
+		out, _ := ns.ExecErr("nft", "list", "table", "arp", "dsr-agent")
+		return !strings.Contains(out, "dormant") && strings.Contains(out, "drop"), out
+	})
+	d.stop()
+}
+
+// TestRunEmptyConfigReloadRefused: a config truncated to nothing (or to
+// comments only) and a SIGHUP must not tear the VIPs down: the reload is
+// refused with the reason logged, VIPs and health stay.
+func TestRunEmptyConfigReloadRefused(t *testing.T) {
+	ns := setupNS(t)
+	d := startDaemon(t, ns, t.TempDir(), `mode: loopback
+interfaces: [eth0]
+vips: [{address: 10.77.100.1}, {address: 10.77.100.2}, {address: fd00:77::100}]
+health:
+  listen: 10.77.0.2:8558
+`, "--resync", "1h")
+	d.waitNote("READY=1", 10*time.Second)
+	hz := "10.77.0.2:8558"
+	eventually(t, 3*time.Second, "healthz up", healthIs(t, ns, hz, 200, "up"))
+	for i, body := range []string{"", "# emptied by configuration management\n\n# nothing else\n"} {
+		if err := os.WriteFile(d.cfgPath, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_ = d.cmd.Process.Signal(syscall.SIGHUP)
+		if s := d.waitNote("READY=1", 5*time.Second); !strings.Contains(s, "refused") {
+			t.Fatalf("reload of %q answered %q, want refused", body, s)
+		}
+		eventually(t, 2*time.Second, "refused reload logged with its reason", func() (bool, string) {
+			return strings.Count(d.log.String(), `level=ERROR msg="reload refused`) == i+1 && strings.Contains(d.log.String(), "empty"), d.log.String()
+		})
+		for _, c := range []string{"10.77.100.1/32", "10.77.100.2/32", "fd00:77::100/128"} {
+			if ok, out := hasAddr(ns, "lo", c); !ok {
+				t.Fatalf("reload of %q removed %s:\n%s", body, c, out)
+			}
+		}
+		if v := ns.Sysctl(t, "net", "ipv4", "conf", "all", "arp_ignore"); v != "1" {
+			t.Fatalf("reload of %q reset arp_ignore to %s", body, v)
+		}
+		eventually(t, 2*time.Second, "health still served", healthIs(t, ns, hz, 200, "up"))
+	}
+	// The running config is still enforced after the refusal.
+	ns.Exec(t, "ip", "addr", "del", "10.77.100.2/32", "dev", "lo")
+	eventually(t, 3*time.Second, "VIP of the running config repaired", func() (bool, string) { return hasAddr(ns, "lo", "10.77.100.2/32") })
+	d.stop()
 }

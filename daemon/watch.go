@@ -214,6 +214,9 @@ func watchNFT(ctx context.Context, w *waker, log *slog.Logger) {
 }
 
 // touchesOwned reports whether a batch may have changed a dsr-agent table.
+// A table update such as `nft add table arp dsr-agent '{ flags dormant; }'`
+// arrives as NFT_MSG_NEWTABLE with the table's name, and chain and set
+// changes carry their table, so all of them wake the loop.
 // Set-element events do not carry their table's name, so they count (a
 // flushed VIP set must be noticed); a spurious pass is a no-op.
 func touchesOwned(changes []*nftables.MonitorEvent) bool {
