@@ -2,8 +2,9 @@
 #   make demo [MODE=loopback|arptables|firewalld] [FAMILY=4|6|46]
 #       (root) client, LVS-DR director and 2 real servers configured by
 #       `dsr-agent apply`; shows DSR working, then tears it all down.
-#   make test-e2e   (root) end-to-end tests, every mode x IPv4/IPv6, negative
-#       control, no-ARP-window test. Built with the `e2e` tag only, so the
+#   make test-e2e   (root) end-to-end tests, every mode x IPv4/IPv6 (HTTP and
+#       DNS with unbound), negative controls (ARP flux, UDP answers from the
+#       wrong source), no-ARP-window test. Built with the `e2e` tag only, so the
 #       plain `go test ./...` of test-unit/test-root does not run them twice.
 #   make lab-sweep  (root) delete namespaces left by killed lab runs.
 MODE ?= loopback

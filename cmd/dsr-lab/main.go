@@ -47,7 +47,7 @@ func main() {
 
 func usage() {
 	fmt.Fprint(os.Stderr, `usage:
-  dsr-lab demo [--agent bin/dsr-agent] [--mode loopback|arptables|firewalld] [--family 4|6|46] [--servers 2] [--requests 20]
+  dsr-lab demo [--agent bin/dsr-agent] [--mode loopback|arptables|firewalld] [--family 4|6|46] [--servers 2] [--requests 20] [--dns-queries 10]
   dsr-lab sweep     delete lab namespaces whose creating process is gone
 `)
 }
@@ -58,6 +58,7 @@ type demoOpts struct {
 	vips     []netip.Addr
 	servers  int
 	requests int
+	queries  int // DNS queries per family (0: no DNS part)
 }
 
 func demoMain(args []string, log *slog.Logger) int {
@@ -67,10 +68,11 @@ func demoMain(args []string, log *slog.Logger) int {
 	fam := fs.String("family", "4", "address family of the VIP: 4, 6 or 46 (both)")
 	servers := fs.Int("servers", 2, "number of real servers")
 	requests := fs.Int("requests", 20, "HTTP requests per address family")
+	queries := fs.Int("dns-queries", 10, "DNS queries per address family (0: skip DNS; needs unbound)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	o := demoOpts{mode: lab.Mode(*mode), servers: *servers, requests: *requests}
+	o := demoOpts{mode: lab.Mode(*mode), servers: *servers, requests: *requests, queries: *queries}
 	switch o.mode {
 	case lab.ModeLoopback, lab.ModeARPTables, lab.ModeFirewalld:
 	default:
@@ -189,11 +191,18 @@ namespaces on this machine; the host's own network is not touched.
 	}
 	agent := &lab.Agent{Bin: o.agent, Dir: tmp}
 	var applied []*lab.Node
+	var unbounds []*lab.Unbound
 	defer func() {
 		head("Tearing down")
 		// A fresh context: teardown must run even after Ctrl-C.
 		tctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
+		for _, u := range unbounds {
+			u.Stop()
+		}
+		if len(unbounds) > 0 {
+			p("  stopped unbound on %d real servers\n", len(unbounds))
+		}
 		for _, rs := range applied {
 			if r, err := agent.Remove(tctx, rs); err != nil {
 				p("  %s: dsr-agent remove failed: %v\n", rs.Name, err)
@@ -228,8 +237,8 @@ namespaces on this machine; the host's own network is not touched.
 		p("%s", indent(string(out), "    "))
 	}
 	p(`
-  For every TCP packet to the VIP: choose a real server by a hash of the
-  client's address and port (one flow always goes to one server), set the
+  For every TCP or UDP packet to the VIP: choose a real server by a hash of
+  the client's address and port (one flow always goes to one server), set the
   destination MAC to that server and the source MAC to the director's own,
   and send the packet back out of the same NIC. The IP packet itself, still
   addressed to the VIP, is not changed. Counters count what passes.
@@ -240,7 +249,30 @@ namespaces on this machine; the host's own network is not touched.
 		return err
 	}
 	p("  Each real server runs a small HTTP server that names itself (port %d; port %d for\n", lab.ServicePort, lab.RedirectPort)
-	p("  firewalld mode's redirect). Then, inside each server's namespace:\n")
+	p("  firewalld mode's redirect).\n")
+	if o.queries > 0 {
+		if _, err := lab.UnboundBinary(); err != nil {
+			p("  No DNS part: %v\n", err)
+			o.queries = 0
+		}
+	}
+	if o.queries > 0 {
+		port := lab.DNSPort
+		if o.mode == lab.ModeFirewalld {
+			port = lab.DNSRedirectPort
+		}
+		for _, rs := range l.Servers {
+			u, err := lab.StartUnbound(ctx, rs, filepath.Join(tmp, rs.NS, "unbound"), lab.UnboundOptions{Ports: []int{port}})
+			if err != nil {
+				return err
+			}
+			unbounds = append(unbounds, u)
+		}
+		p("  And unbound, Debian's DNS server, on UDP port %d, answering TXT %s with the\n", port, lab.WhoamiName)
+		p("  server's name. It listens on the wildcard with `interface-automatic: yes`\n")
+		p("  (IP_PKTINFO), so each answer leaves from the address its query was sent to.\n")
+	}
+	p("  Then, inside each server's namespace:\n")
 	for i, rs := range l.Servers {
 		if err := agent.WriteConfig(rs, o.mode, o.vips...); err != nil {
 			return err
@@ -266,12 +298,17 @@ namespaces on this machine; the host's own network is not touched.
 	case lab.ModeARPTables:
 		p("\n  arptables mode: the IPv4 VIP sits on the NIC and an nftables arp table drops ARP\n  for it (IPv6 VIPs go on lo, where the kernel never answers NDP for them).\n")
 	case lab.ModeFirewalld:
-		p("\n  firewalld mode: the server never has the VIP at all (so it cannot answer ARP\n  for it); nftables redirects VIP:%d to its local port %d.\n", lab.ServicePort, lab.RedirectPort)
+		p("\n  firewalld mode: the server never has the VIP at all (so it cannot answer ARP\n  for it); nftables redirects VIP:%d to its local port %d\n  and VIP:%d/udp to port %d.\n", lab.ServicePort, lab.RedirectPort, lab.DNSPort, lab.DNSRedirectPort)
 	}
 
 	for _, vip := range o.vips {
 		if err := demoFamily(ctx, w, l, vip, o.requests, head); err != nil {
 			return err
+		}
+		if o.queries > 0 {
+			if err := demoDNS(ctx, w, l, vip, o.queries, head); err != nil {
+				return err
+			}
 		}
 	}
 	p(`
@@ -443,4 +480,67 @@ func indent(s, prefix string) string {
 		return ""
 	}
 	return prefix + strings.ReplaceAll(s, "\n", "\n"+prefix) + "\n"
+}
+
+// demoDNS sends DNS queries to the VIP and shows who answered and what
+// passed the director.
+func demoDNS(ctx context.Context, w io.Writer, l *lab.Lab, vip netip.Addr, queries int, head func(string)) error {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	server := netip.AddrPortFrom(vip, lab.DNSPort)
+	head(fmt.Sprintf("%s: %d DNS queries (UDP) to %s", famName(vip), queries, server))
+	snap := func() (c [4]lab.Counter, err error) {
+		for i, get := range []func() (lab.Counter, error){
+			func() (lab.Counter, error) { return l.ClientCounter(lab.CounterSentUDP) },
+			func() (lab.Counter, error) { return l.DirectorCounter(lab.CounterRequestsUDP) },
+			func() (lab.Counter, error) { return l.ClientCounter(lab.CounterRecvdUDP) },
+			func() (lab.Counter, error) { return l.DirectorCounter(lab.CounterRepliesUDP) },
+		} {
+			if c[i], err = get(); err != nil {
+				return c, err
+			}
+		}
+		return c, nil
+	}
+	c0, err := snap()
+	if err != nil {
+		return err
+	}
+	res, err := l.QueryDNS(ctx, server, queries, 3*time.Second)
+	if err != nil {
+		return err
+	}
+	p("  TXT %s from %d client sockets at once (each a new source port, so a new hash):\n", lab.WhoamiName, queries)
+	per := map[string]int{}
+	for _, r := range res {
+		if r.Err != nil {
+			return fmt.Errorf("DNS query from %s to %s: %w", r.Local, server, r.Err)
+		}
+		per[r.Server]++
+		p("    %-22s <- %s  %q\n", r.Local, server, r.TXT)
+	}
+	for _, rs := range l.Servers {
+		if per[rs.Name] == 0 {
+			return fmt.Errorf("%s answered none of %d DNS queries", rs.Name, queries)
+		}
+	}
+	c1, err := snap()
+	if err != nil {
+		return err
+	}
+	var d [4]lab.Counter
+	for i := range d {
+		d[i] = c1[i].Sub(c0[i])
+	}
+	p("    client  -> VIP   sent by the client          %8d packets %10d bytes\n", d[0].Packets, d[0].Bytes)
+	p("    director         forwarded to real servers  %8d packets %10d bytes\n", d[1].Packets, d[1].Bytes)
+	p("    VIP -> client    received by the client     %8d packets %10d bytes\n", d[2].Packets, d[2].Bytes)
+	p("    director         saw of those replies       %8d packets %10d bytes\n", d[3].Packets, d[3].Bytes)
+	if d[1].Packets != d[0].Packets || d[3].Packets != 0 || d[2].Packets != uint64(queries) {
+		return fmt.Errorf("UDP counters do not show DSR: sent %v, director forwarded %v, client received %v, director saw replies %v", d[0], d[1], d[2], d[3])
+	}
+	p("  Every answer came from the VIP (the client's connected sockets accept nothing\n")
+	p("  else), sent by the real server straight to the client. A UDP server on the\n")
+	p("  wildcard without IP_PKTINFO would answer from its own address and the client\n")
+	p("  would drop every answer (see TestUDPSourcePitfall in docs/lab.md).\n")
+	return nil
 }

@@ -25,6 +25,9 @@ const (
 	CounterSent    = "sent"
 	CounterRecvd   = "received"
 	clientFamilyIn = "input"
+	// UDP (DNS) to and from the VIP.
+	CounterSentUDP  = "udp_sent"
+	CounterRecvdUDP = "udp_received"
 )
 
 // ServicePort is the port clients use on the VIP.
@@ -39,7 +42,7 @@ func (l *Lab) setupClientCounters() error {
 		return fmt.Errorf("client: nftables conn: %w", err)
 	}
 	t := c.AddTable(&nftables.Table{Name: ClientTable, Family: nftables.TableFamilyINet})
-	for _, name := range []string{CounterSent, CounterRecvd} {
+	for _, name := range []string{CounterSent, CounterRecvd, CounterSentUDP, CounterRecvdUDP} {
 		c.AddObj(&nftables.CounterObj{Table: t, Name: name})
 	}
 	out := c.AddChain(&nftables.Chain{Name: "output", Table: t, Type: nftables.ChainTypeFilter,
@@ -47,8 +50,10 @@ func (l *Lab) setupClientCounters() error {
 	in := c.AddChain(&nftables.Chain{Name: clientFamilyIn, Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter})
 	for _, vip := range []netip.Addr{VIP4, VIP6} {
-		c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: inetMatch(vip, 16, 24, CounterSent)})
-		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: inetMatch(vip, 12, 8, CounterRecvd)})
+		c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: inetMatch(vip, unix.IPPROTO_TCP, 16, 24, CounterSent)})
+		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: inetMatch(vip, unix.IPPROTO_TCP, 12, 8, CounterRecvd)})
+		c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: inetMatch(vip, unix.IPPROTO_UDP, 16, 24, CounterSentUDP)})
+		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: inetMatch(vip, unix.IPPROTO_UDP, 12, 8, CounterRecvdUDP)})
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("client: install counters: %w", err)
@@ -56,8 +61,8 @@ func (l *Lab) setupClientCounters() error {
 	return nil
 }
 
-// inetMatch: "meta nfproto ipvX meta l4proto tcp ip[6] {s,d}addr a counter name c".
-func inetMatch(a netip.Addr, off4, off6 uint32, counter string) []expr.Any {
+// inetMatch: "meta nfproto ipvX meta l4proto PROTO ip[6] {s,d}addr a counter name c".
+func inetMatch(a netip.Addr, proto byte, off4, off6 uint32, counter string) []expr.Any {
 	fam, off, n := byte(unix.NFPROTO_IPV4), off4, uint32(4)
 	if a.Is6() {
 		fam, off, n = unix.NFPROTO_IPV6, off6, 16
@@ -66,14 +71,14 @@ func inetMatch(a netip.Addr, off4, off6 uint32, counter string) []expr.Any {
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{fam}},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a.AsSlice()},
 		&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: counter},
 	}
 }
 
-// ClientCounter reads CounterSent or CounterRecvd.
+// ClientCounter reads CounterSent, CounterRecvd, CounterSentUDP or CounterRecvdUDP.
 func (l *Lab) ClientCounter(name string) (Counter, error) {
 	return readCounter(l.Client, &nftables.Table{Name: ClientTable, Family: nftables.TableFamilyINet}, name)
 }

@@ -20,7 +20,10 @@ const (
 	// CounterReplies counts VIP→client TCP packets that reached the director.
 	// In DSR this must stay 0: replies go straight from real server to client.
 	CounterReplies = "replies"
-	backendsMap    = "backends"
+	// CounterRequestsUDP and CounterRepliesUDP are the same for UDP (DNS).
+	CounterRequestsUDP = "udp_requests"
+	CounterRepliesUDP  = "udp_replies"
+	backendsMap        = "backends"
 )
 
 // nftables register numbers (NFT_REG32_xx are 4-byte registers; NFT_REG_1 is
@@ -60,7 +63,7 @@ func (l *Lab) setupDirector() error {
 		Priority: nftables.ChainPriorityFilter,
 		Device:   NIC,
 	})
-	for _, name := range []string{CounterRequests, CounterReplies} {
+	for _, name := range []string{CounterRequests, CounterReplies, CounterRequestsUDP, CounterRepliesUDP} {
 		c.AddObj(&nftables.CounterObj{Table: t, Name: name})
 	}
 	// Map: jhash bucket (host-endian u32, as the hash expression writes it) →
@@ -81,8 +84,10 @@ func (l *Lab) setupDirector() error {
 		return fmt.Errorf("director: add map: %w", err)
 	}
 	for _, vip := range []netip.Addr{VIP4, VIP6} {
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: forwardExprs(vip, len(l.Servers), d.MAC, nic.Attrs().Index)})
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: replyExprs(vip)})
+		for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: forwardExprs(vip, proto, len(l.Servers), d.MAC, nic.Attrs().Index)})
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: replyExprs(vip, proto)})
+		}
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("director: install DR chain: %w", err)
@@ -90,28 +95,39 @@ func (l *Lab) setupDirector() error {
 	return nil
 }
 
-// ipMatch returns expressions matching an IPv4/IPv6 TCP packet whose address
-// at the given header offset (v4, v6) equals a.
-func ipMatch(a netip.Addr, off4, off6 uint32) []expr.Any {
-	proto := []byte{0x08, 0x00}
+// counterNames maps a protocol to its (requests, replies) counters.
+func counterNames(proto byte) (requests, replies string) {
+	if proto == unix.IPPROTO_UDP {
+		return CounterRequestsUDP, CounterRepliesUDP
+	}
+	return CounterRequests, CounterReplies
+}
+
+// ipMatch returns expressions matching an IPv4/IPv6 packet of the transport
+// protocol proto (TCP or UDP) whose address at the given header offset (v4,
+// v6) equals a.
+func ipMatch(a netip.Addr, proto byte, off4, off6 uint32) []expr.Any {
+	ethertype := []byte{0x08, 0x00}
 	off, n := off4, uint32(4)
 	if a.Is6() {
-		proto = []byte{0x86, 0xdd}
+		ethertype = []byte{0x86, 0xdd}
 		off, n = off6, 16
 	}
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: proto},
-		// Only TCP: ICMPv6 to the VIP (unicast Neighbour Solicitations for
-		// reachability checks) must reach the director's own stack.
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ethertype},
+		// Only TCP and UDP: ICMPv6 to the VIP (unicast Neighbour
+		// Solicitations for reachability checks) must reach the director's
+		// own stack.
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a.AsSlice()},
 	}
 }
 
-// forwardExprs is, in nft syntax (IPv4):
+// forwardExprs is, in nft syntax (IPv4; for UDP "udp sport" and the counter
+// "udp_requests"):
 //
 //	ip daddr VIP meta l4proto tcp
 //	  ether daddr set jhash ip saddr . tcp sport mod N map @backends
@@ -119,13 +135,16 @@ func ipMatch(a netip.Addr, off4, off6 uint32) []expr.Any {
 //	  dup to "eth0" drop
 //
 // The hash is per flow, never per packet: SYN and the following segments of
-// one connection must reach the same server. The source MAC must become the
+// one connection (for UDP: the datagrams of one client socket) must reach the
+// same server. Both TCP and UDP have the source port in the first two bytes
+// of the transport header. The source MAC must become the
 // director's own, or the bridge would learn the client's MAC on the director's
 // port and send the server's replies to the director. google/nftables v0.3.0
 // has no fwd expression, so the rewritten packet is cloned out of the NIC with
 // dup and the original dropped: the same effect at the cost of one clone.
-func forwardExprs(vip netip.Addr, n int, own net.HardwareAddr, ifindex int) []expr.Any {
-	e := ipMatch(vip, 16, 24)
+func forwardExprs(vip netip.Addr, proto byte, n int, own net.HardwareAddr, ifindex int) []expr.Any {
+	e := ipMatch(vip, proto, 16, 24)
+	requests, _ := counterNames(proto)
 	saddrOff, saddrLen, sportReg, hashLen := uint32(12), uint32(4), uint32(reg32_00+1), uint32(8)
 	if vip.Is6() {
 		saddrOff, saddrLen, sportReg, hashLen = 8, 16, reg32_04, 20
@@ -139,7 +158,7 @@ func forwardExprs(vip netip.Addr, n int, own net.HardwareAddr, ifindex int) []ex
 		&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: regMAC, Base: expr.PayloadBaseLLHeader, Offset: 0, Len: 6},
 		&expr.Immediate{Register: regMAC, Data: own},
 		&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: regMAC, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
-		&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: CounterRequests},
+		&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: requests},
 		&expr.Immediate{Register: regDev, Data: binary.NativeEndian.AppendUint32(nil, uint32(ifindex))},
 		&expr.Dup{RegDev: regDev, IsRegDevSet: true},
 		&expr.Verdict{Kind: expr.VerdictDrop},
@@ -147,10 +166,11 @@ func forwardExprs(vip netip.Addr, n int, own net.HardwareAddr, ifindex int) []ex
 	return e
 }
 
-// replyExprs counts TCP packets from the VIP that reach the director: proof
-// that replies bypass it (DSR) when the counter stays at zero.
-func replyExprs(vip netip.Addr) []expr.Any {
-	return append(ipMatch(vip, 12, 8), &expr.Objref{Type: int(nftables.ObjTypeCounter), Name: CounterReplies})
+// replyExprs counts packets of proto from the VIP that reach the director:
+// proof that replies bypass it (DSR) when the counter stays at zero.
+func replyExprs(vip netip.Addr, proto byte) []expr.Any {
+	_, replies := counterNames(proto)
+	return append(ipMatch(vip, proto, 12, 8), &expr.Objref{Type: int(nftables.ObjTypeCounter), Name: replies})
 }
 
 // Counter is a packet and byte count.
@@ -181,7 +201,8 @@ func readCounter(n *Node, t *nftables.Table, name string) (Counter, error) {
 	return Counter{Packets: co.Packets, Bytes: co.Bytes}, nil
 }
 
-// DirectorCounter reads one of the director's counters (CounterRequests, CounterReplies).
+// DirectorCounter reads one of the director's counters (CounterRequests,
+// CounterReplies, CounterRequestsUDP, CounterRepliesUDP).
 func (l *Lab) DirectorCounter(name string) (Counter, error) {
 	return readCounter(l.Director, &nftables.Table{Name: DirectorTable, Family: nftables.TableFamilyNetdev}, name)
 }

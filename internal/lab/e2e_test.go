@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -284,8 +285,10 @@ func TestByHand(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	startUnbound(t, ctx, l, lab.UnboundOptions{})
 	for _, vip := range []netip.Addr{lab.VIP4, lab.VIP6} {
 		t.Run(family(vip), func(t *testing.T) { checkDSR(t, ctx, l, vip, 30) })
+		t.Run("dns-"+family(vip), func(t *testing.T) { checkDNS(t, ctx, l, vip, lab.DNSPort, 30) })
 	}
 }
 
@@ -296,6 +299,14 @@ func TestModes(t *testing.T) {
 		t.Run(string(mode), func(t *testing.T) {
 			a := agent(t)
 			l, ctx := newLab(t, 2)
+			// DNS: unbound with interface-automatic (answers from the VIP);
+			// in firewalld mode only on the redirect's target port, so a
+			// redirect to the wrong port fails.
+			dnsPorts := []int{lab.DNSPort}
+			if mode == lab.ModeFirewalld {
+				dnsPorts = []int{lab.DNSRedirectPort}
+			}
+			startUnbound(t, ctx, l, lab.UnboundOptions{Ports: dnsPorts})
 			for _, rs := range l.Servers {
 				r, err := a.Apply(ctx, rs, mode, lab.VIP4, lab.VIP6)
 				if err != nil {
@@ -308,6 +319,7 @@ func TestModes(t *testing.T) {
 			}
 			for _, vip := range []netip.Addr{lab.VIP4, lab.VIP6} {
 				t.Run(family(vip), func(t *testing.T) { checkDSR(t, ctx, l, vip, 30) })
+				t.Run("dns-"+family(vip), func(t *testing.T) { checkDNS(t, ctx, l, vip, lab.DNSPort, 30) })
 			}
 			for _, rs := range l.Servers {
 				if _, err := a.Remove(ctx, rs); err != nil {
@@ -472,4 +484,249 @@ func TestNoARPWindowDetectsBadOrder(t *testing.T) {
 	if ans.ARP[rs.MAC.String()] == 0 {
 		t.Errorf("a 1ms window with the VIP on lo and no ARP suppression went unnoticed: the window test is blind")
 	}
+}
+
+// startUnbound runs Debian's unbound on every real server until the test
+// ends (stopped before the lab is torn down: cleanups run last-in first-out).
+func startUnbound(t *testing.T, ctx context.Context, l *lab.Lab, o lab.UnboundOptions) {
+	t.Helper()
+	dir := t.TempDir()
+	for _, rs := range l.Servers {
+		start := time.Now()
+		u, err := lab.StartUnbound(ctx, rs, filepath.Join(dir, rs.Name), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(u.Stop)
+		t.Logf("%s: unbound (%s) answering after %v", rs.Name, unboundKind(o), time.Since(start).Round(time.Millisecond))
+	}
+}
+
+func unboundKind(o lab.UnboundOptions) string {
+	if len(o.Addresses) > 0 {
+		return fmt.Sprintf("interface %v port %v", o.Addresses, o.Ports)
+	}
+	if o.Wildcard {
+		return fmt.Sprintf("interface 0.0.0.0/:: port %v, no interface-automatic", o.Ports)
+	}
+	return fmt.Sprintf("interface-automatic, ports %v", o.Ports)
+}
+
+// dnsRound is one burst of n queries from n client sockets to vip:port, with
+// the director's and the client's UDP counters and a capture of every UDP
+// datagram that reached the client.
+type dnsRound struct {
+	results                   []lab.DNSResult
+	answered                  map[string]int // server name → valid answers
+	failed                    int
+	firstErr                  error
+	sent, fwd, recv, dirSawRe lab.Counter
+	wire                      map[lab.UDPSource]int
+}
+
+func queryVIP(t *testing.T, ctx context.Context, l *lab.Lab, vip netip.Addr, port uint16, n int, timeout time.Duration) dnsRound {
+	t.Helper()
+	p, err := l.NewProber()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	snap := func() [4]lab.Counter {
+		var c [4]lab.Counter
+		for i, get := range []func() (lab.Counter, error){
+			func() (lab.Counter, error) { return l.ClientCounter(lab.CounterSentUDP) },
+			func() (lab.Counter, error) { return l.DirectorCounter(lab.CounterRequestsUDP) },
+			func() (lab.Counter, error) { return l.ClientCounter(lab.CounterRecvdUDP) },
+			func() (lab.Counter, error) { return l.DirectorCounter(lab.CounterRepliesUDP) },
+		} {
+			if c[i], err = get(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return c
+	}
+	before := snap()
+	res, err := l.QueryDNS(ctx, netip.AddrPortFrom(vip, port), n, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait (bounded) until the capture has seen one answer per query: the
+	// answers the client dropped may still be on their way; then a moment
+	// for strays.
+	var ans lab.Answers
+	for deadline := time.Now().Add(2 * time.Second); ; {
+		if ans, err = p.Answers(); err != nil {
+			t.Fatal(err)
+		}
+		total := 0
+		for _, c := range ans.UDP {
+			total += c
+		}
+		if total >= n || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if ans, err = p.Answers(); err != nil {
+		t.Fatal(err)
+	}
+	after := snap()
+	if ans.Drops != 0 {
+		t.Errorf("packet socket dropped %d frames: the capture is incomplete", ans.Drops)
+	}
+	r := dnsRound{results: res, answered: map[string]int{}, wire: ans.UDP,
+		sent: after[0].Sub(before[0]), fwd: after[1].Sub(before[1]), recv: after[2].Sub(before[2]), dirSawRe: after[3].Sub(before[3])}
+	for _, q := range res {
+		if q.Err != nil {
+			r.failed++
+			if r.firstErr == nil {
+				r.firstErr = fmt.Errorf("query from %s: %w", q.Local, q.Err)
+			}
+			continue
+		}
+		r.answered[q.Server]++
+	}
+	t.Logf("%d queries to %s: answered by %v, %d failed (first: %v); client sent %v, director forwarded %v and saw replies %v, client received from the VIP %v; on the wire: %s",
+		n, netip.AddrPortFrom(vip, port), r.answered, r.failed, r.firstErr, r.sent, r.fwd, r.dirSawRe, r.recv, wireString(l, r.wire))
+	return r
+}
+
+func wireString(l *lab.Lab, w map[lab.UDPSource]int) string {
+	var parts []string
+	for k, n := range w {
+		parts = append(parts, fmt.Sprintf("%d from %s via %s", n, k.Addr, l.NameOf(mustMAC(k.MAC))))
+	}
+	slices.Sort(parts)
+	return "[" + strings.Join(parts, ", ") + "]"
+}
+
+// checkDNS: through the VIP, every query gets a valid answer naming a real
+// server, and every server answers some; the director forwarded exactly the
+// client's datagrams and saw none of the answers; on the wire, every answer
+// came from the VIP with the Ethernet source of the server it names (straight
+// from that server, not via the director).
+func checkDNS(t *testing.T, ctx context.Context, l *lab.Lab, vip netip.Addr, port uint16, n int) {
+	t.Helper()
+	r := queryVIP(t, ctx, l, vip, port, n, 3*time.Second)
+	if r.failed != 0 {
+		t.Errorf("%d of %d queries to %s got no valid answer; first: %v", r.failed, n, vip, r.firstErr)
+	}
+	for _, rs := range l.Servers {
+		if r.answered[rs.Name] == 0 {
+			t.Errorf("real server %s answered none of %d queries (per-flow hash should spread them): %v", rs.Name, n, r.answered)
+		}
+	}
+	if r.sent.Packets != uint64(n) || r.fwd.Packets != r.sent.Packets {
+		t.Errorf("client sent %d datagrams to the VIP, director forwarded %d: want %d each", r.sent.Packets, r.fwd.Packets, n)
+	}
+	if r.dirSawRe.Packets != 0 {
+		t.Errorf("director saw %d UDP packets from the VIP: replies must bypass it", r.dirSawRe.Packets)
+	}
+	if r.recv.Packets != uint64(n) {
+		t.Errorf("client received %d UDP datagrams from the VIP, want %d", r.recv.Packets, n)
+	}
+	for _, rs := range l.Servers {
+		k := lab.UDPSource{MAC: rs.MAC.String(), Addr: netip.AddrPortFrom(vip, port)}
+		if got := r.wire[k]; got != r.answered[rs.Name] {
+			t.Errorf("%d answers from %s with %s's MAC on the wire, but %s named itself in %d answers", got, k.Addr, rs.Name, rs.Name, r.answered[rs.Name])
+		}
+	}
+	if got := r.wire[lab.UDPSource{MAC: l.Director.MAC.String(), Addr: netip.AddrPortFrom(vip, port)}]; got != 0 {
+		t.Errorf("%d answers reached the client from the director's MAC", got)
+	}
+}
+
+// checkDNSWrongSource is the pitfall: the servers do answer every query, but
+// from their own address instead of the VIP, so the client (a connected
+// socket, like any stub resolver) accepts none of them.
+func checkDNSWrongSource(t *testing.T, ctx context.Context, l *lab.Lab, vip netip.Addr, port uint16, n int) {
+	t.Helper()
+	r := queryVIP(t, ctx, l, vip, port, n, 300*time.Millisecond)
+	if r.failed != n {
+		t.Errorf("%d of %d queries got an answer: want none (a reply from the real IP must be dropped)", n-r.failed, n)
+	}
+	if r.fwd.Packets != uint64(n) || r.sent.Packets != uint64(n) {
+		t.Errorf("client sent %d datagrams, director forwarded %d: want %d each (the queries did reach the servers)", r.sent.Packets, r.fwd.Packets, n)
+	}
+	if r.recv.Packets != 0 {
+		t.Errorf("client received %d datagrams from the VIP, want 0", r.recv.Packets)
+	}
+	total := 0
+	for _, rs := range l.Servers {
+		ip := rs.IP4
+		if vip.Is6() {
+			ip = rs.IP6
+		}
+		got := r.wire[lab.UDPSource{MAC: rs.MAC.String(), Addr: netip.AddrPortFrom(ip, port)}]
+		if got == 0 {
+			t.Errorf("no answer from %s's own address %s on the wire: the capture does not show the pitfall", rs.Name, ip)
+		}
+		total += got
+	}
+	if total != n {
+		t.Errorf("%d answers from the servers' own addresses on the wire, want one per query (%d): %s", total, n, wireString(l, r.wire))
+	}
+}
+
+// TestUDPSourcePitfall shows the classic DNS-over-DSR mistake and its fix, on
+// servers set up by hand (VIP on lo, ARP suppressed) and on dsr-agent's
+// firewalld mode:
+//   - go-naive: the lab's Go DNS server on the wildcard without IP_PKTINFO:
+//     every query is answered, from the real server's own address; the client
+//     drops every answer.
+//   - go-pktinfo: the same server with IP_PKTINFO / IPV6_RECVPKTINFO, replying
+//     from each query's destination: every answer arrives, from the VIP.
+//   - unbound-wildcard: unbound with `interface: 0.0.0.0` and `::`: the same
+//     mistake in a real server. (unbound-automatic, the fix, is what
+//     TestByHand and TestModes run.)
+//   - unbound-vip: unbound bound to the VIPs (`interface: 10.77.0.100`):
+//     the other fix, where the VIP is a local address.
+//   - firewalld: with dsr-agent's redirect, go-naive on the redirect's port
+//     works: the redirect's conntrack entry rewrites the answer's source back
+//     to the VIP.
+func TestUDPSourcePitfall(t *testing.T) {
+	const n = 16
+	t.Run("by-hand", func(t *testing.T) {
+		l, ctx := newLab(t, 2)
+		for _, rs := range l.Servers {
+			if err := l.ConfigureByHand(rs, true, lab.VIP4, lab.VIP6); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.ServeDNS(ctx, rs, 5300, false); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.ServeDNS(ctx, rs, 5301, true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		startUnbound(t, ctx, l, lab.UnboundOptions{Ports: []int{5302}, Wildcard: true})
+		startUnbound(t, ctx, l, lab.UnboundOptions{Ports: []int{5303}, Addresses: []netip.Addr{lab.VIP4, lab.VIP6}})
+		for _, vip := range []netip.Addr{lab.VIP4, lab.VIP6} {
+			t.Run("go-naive/"+family(vip), func(t *testing.T) { checkDNSWrongSource(t, ctx, l, vip, 5300, n) })
+			t.Run("go-pktinfo/"+family(vip), func(t *testing.T) { checkDNS(t, ctx, l, vip, 5301, n) })
+			t.Run("unbound-wildcard/"+family(vip), func(t *testing.T) { checkDNSWrongSource(t, ctx, l, vip, 5302, n) })
+			t.Run("unbound-vip/"+family(vip), func(t *testing.T) { checkDNS(t, ctx, l, vip, 5303, n) })
+		}
+	})
+	t.Run("firewalld", func(t *testing.T) {
+		a := agent(t)
+		l, ctx := newLab(t, 2)
+		for _, rs := range l.Servers {
+			if err := l.ServeDNS(ctx, rs, lab.DNSRedirectPort, false); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Apply(ctx, rs, lab.ModeFirewalld, lab.VIP4, lab.VIP6); err != nil {
+				t.Fatalf("apply: %v", err)
+			}
+		}
+		for _, vip := range []netip.Addr{lab.VIP4, lab.VIP6} {
+			t.Run("go-naive/"+family(vip), func(t *testing.T) { checkDNS(t, ctx, l, vip, lab.DNSPort, n) })
+		}
+		for _, rs := range l.Servers {
+			if _, err := a.Remove(ctx, rs); err != nil {
+				t.Errorf("remove: %v", err)
+			}
+		}
+	})
 }

@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -392,11 +393,37 @@ func SweepOrphans(log *slog.Logger) {
 		if pid == os.Getpid() || processAlive(pid) {
 			continue
 		}
+		// A server process (unbound) that outlived its lab would keep the
+		// namespace alive after the name is gone.
+		killProcsIn(filepath.Join("/run/netns", e.Name()), log)
 		if err := netns.DeleteNamed(e.Name()); err != nil {
 			log.Warn("delete orphaned lab netns", "netns", e.Name(), "err", err)
 			continue
 		}
 		log.Info("deleted orphaned lab netns", "netns", e.Name())
+	}
+}
+
+// killProcsIn kills every process whose network namespace is the one bound
+// at nsPath (compared by device and inode, as `ip netns pids` does).
+func killProcsIn(nsPath string, log *slog.Logger) {
+	var ns unix.Stat_t
+	if err := unix.Stat(nsPath, &ns); err != nil {
+		return
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/ns/net")
+	for _, p := range procs {
+		var st unix.Stat_t
+		if unix.Stat(p, &st) != nil || st.Dev != ns.Dev || st.Ino != ns.Ino {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.Split(p, "/")[2])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err == nil {
+			log.Info("killed process left in orphaned lab netns", "pid", pid, "netns", nsPath)
+		}
 	}
 }
 

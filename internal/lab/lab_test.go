@@ -2,7 +2,10 @@ package lab
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestAddressingReadable(t *testing.T) {
@@ -50,8 +53,95 @@ vips:
   - address: 10.77.0.100
     ports:
       - {port: 80, protocol: tcp, to_port: 8080}
+      - {port: 53, protocol: udp, to_port: 5353}
 `
 	if got := Config(ModeFirewalld, VIP4); got != want {
 		t.Errorf("Config =\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestDNSWire(t *testing.T) {
+	q, err := dnsQuery(0xbeef, WhoamiName, dnsTypeTXT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pq, err := parseQuery(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pq.ID != 0xbeef || pq.Name != WhoamiName || pq.Type != dnsTypeTXT || pq.Class != dnsClassIN || !pq.RD {
+		t.Fatalf("parseQuery = %+v", pq)
+	}
+	ans := txtAnswer(q, pq, "rs1 10.77.0.21 go")
+	txts, err := parseTXTAnswer(ans, 0xbeef, WhoamiName)
+	if err != nil || len(txts) != 1 || txts[0] != "rs1 10.77.0.21 go" {
+		t.Fatalf("parseTXTAnswer = %q, %v", txts, err)
+	}
+	// The checks a client relies on must be able to fail.
+	if _, err := parseTXTAnswer(ans, 0xbeee, WhoamiName); err == nil {
+		t.Error("answer with another id accepted")
+	}
+	if _, err := parseTXTAnswer(ans, 0xbeef, "other.dsr.lab."); err == nil {
+		t.Error("answer for another name accepted")
+	}
+	if _, err := parseTXTAnswer(q, 0xbeef, WhoamiName); err == nil {
+		t.Error("a query accepted as an answer")
+	}
+	if _, err := parseTXTAnswer(txtAnswer(q, pq, ""), 0xbeef, WhoamiName); err == nil {
+		t.Error("NXDOMAIN accepted")
+	}
+	for i := 12; i < len(ans); i++ {
+		if _, err := parseTXTAnswer(ans[:i], 0xbeef, WhoamiName); err == nil {
+			t.Errorf("answer truncated to %d bytes accepted", i)
+		}
+	}
+	// A compression loop must not hang the parser.
+	loop := append([]byte(nil), q[:12]...)
+	loop = append(loop, 0xc0, 12)
+	if _, _, err := readName(loop, 12); err == nil {
+		t.Error("compression loop accepted")
+	}
+}
+
+func TestReplyPktinfo(t *testing.T) {
+	// What the kernel hands a server for a datagram sent to the VIP ...
+	var in4 unix.Inet4Pktinfo
+	in4.Ifindex = 2
+	in4.Spec_dst = [4]byte{10, 77, 0, 21}
+	in4.Addr = VIP4.As4()
+	out := replyPktinfo(unix.PktInfo4(&in4))
+	// ... becomes a reply leaving from the VIP (spec_dst), on no fixed interface.
+	var want4 unix.Inet4Pktinfo
+	want4.Spec_dst = VIP4.As4()
+	if string(out) != string(unix.PktInfo4(&want4)) {
+		t.Errorf("IPv4 reply pktinfo = %x, want %x", out, unix.PktInfo4(&want4))
+	}
+	in6 := unix.Inet6Pktinfo{Addr: VIP6.As16(), Ifindex: 2}
+	want6 := unix.Inet6Pktinfo{Addr: VIP6.As16()}
+	if out := replyPktinfo(unix.PktInfo6(&in6)); string(out) != string(unix.PktInfo6(&want6)) {
+		t.Errorf("IPv6 reply pktinfo = %x, want %x", out, unix.PktInfo6(&want6))
+	}
+	if out := replyPktinfo(nil); out != nil {
+		t.Errorf("no pktinfo in: %x out", out)
+	}
+}
+
+func TestUnboundConfig(t *testing.T) {
+	rs := &Node{Name: "rs1", IP4: netip.MustParseAddr("10.77.0.21")}
+	good := UnboundConfig(rs, "/tmp/x", UnboundOptions{Ports: []int{DNSRedirectPort}})
+	for _, s := range []string{"interface-automatic: yes\n", `interface-automatic-ports: "5353"`, `TXT "rs1 10.77.0.21 unbound"`, "port: 5353\n"} {
+		if !strings.Contains(good, s) {
+			t.Errorf("config lacks %q:\n%s", s, good)
+		}
+	}
+	vip := UnboundConfig(rs, "/tmp/x", UnboundOptions{Ports: []int{53}, Addresses: []netip.Addr{VIP4, VIP6}})
+	for _, s := range []string{"interface: 10.77.0.100@53\n", "interface: fd00:77::100@53\n"} {
+		if !strings.Contains(vip, s) || strings.Contains(vip, "interface-automatic") {
+			t.Errorf("VIP-bound config lacks %q or has interface-automatic:\n%s", s, vip)
+		}
+	}
+	bad := UnboundConfig(rs, "/tmp/x", UnboundOptions{Wildcard: true})
+	if strings.Contains(bad, "interface-automatic: yes") || !strings.Contains(bad, "interface: 0.0.0.0@53\n") {
+		t.Errorf("wildcard config:\n%s", bad)
 	}
 }

@@ -31,6 +31,7 @@ type Prober struct {
 
 	mu       sync.Mutex
 	arp, na  map[string]int // source MAC → answers for VIP4 / VIP6
+	udp      map[UDPSource]int
 	sentARP  int
 	sentNS   int
 	firstErr error
@@ -50,7 +51,7 @@ func (l *Lab) NewProber() (*Prober, error) {
 		return nil, err
 	}
 	p := &Prober{lab: l, ifindex: nic.Attrs().Index, done: make(chan struct{}),
-		arp: map[string]int{}, na: map[string]int{}}
+		arp: map[string]int{}, na: map[string]int{}, udp: map[UDPSource]int{}}
 	err = l.Client.Do(func() error {
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(ethPAll))
 		if err != nil {
@@ -120,8 +121,35 @@ func (p *Prober) read() {
 				p.na[src]++
 				p.mu.Unlock()
 			}
+			// UDP (no extension headers) to the client
+			if len(f) >= 14+40+8 && f[14+6] == unix.IPPROTO_UDP && [16]byte(f[38:54]) == p.lab.Client.IP6.As16() {
+				p.countUDP(src, netip.AddrFrom16([16]byte(f[22:38])), f[54:])
+			}
+		case unix.ETH_P_IP:
+			// UDP to the client
+			if len(f) < 14+20 {
+				continue
+			}
+			ihl := int(f[14]&0x0f) * 4
+			if f[14+9] == unix.IPPROTO_UDP && len(f) >= 14+ihl+8 && [4]byte(f[30:34]) == p.lab.Client.IP4.As4() {
+				p.countUDP(src, netip.AddrFrom4([4]byte(f[26:30])), f[14+ihl:])
+			}
 		}
 	}
+}
+
+// UDPSource is where a UDP datagram that reached the client came from, as
+// seen on the wire: Ethernet source and IP source address and port.
+type UDPSource struct {
+	MAC  string
+	Addr netip.AddrPort
+}
+
+func (p *Prober) countUDP(mac string, src netip.Addr, udp []byte) {
+	k := UDPSource{MAC: mac, Addr: netip.AddrPortFrom(src, binary.BigEndian.Uint16(udp))}
+	p.mu.Lock()
+	p.udp[k]++
+	p.mu.Unlock()
 }
 
 // Close stops the reader and closes the socket.
@@ -260,7 +288,8 @@ func (p *Prober) Blast(ctx context.Context, interval time.Duration, arp, ns bool
 
 // Answers is what the prober saw.
 type Answers struct {
-	ARP, NA         map[string]int // source MAC → number of answers
+	ARP, NA         map[string]int    // source MAC → number of answers
+	UDP             map[UDPSource]int // every UDP datagram that reached the client
 	SentARP, SentNS int
 	Drops           uint32 // frames the kernel dropped before we read them
 }
@@ -271,7 +300,7 @@ func (p *Prober) Answers() (Answers, error) {
 	st, err := unix.GetsockoptTpacketStats(p.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	a := Answers{ARP: maps.Clone(p.arp), NA: maps.Clone(p.na), SentARP: p.sentARP, SentNS: p.sentNS}
+	a := Answers{ARP: maps.Clone(p.arp), NA: maps.Clone(p.na), UDP: maps.Clone(p.udp), SentARP: p.sentARP, SentNS: p.sentNS}
 	if err == nil {
 		// PACKET_STATISTICS resets on read: accumulate.
 		p.drops += st.Drops

@@ -92,12 +92,16 @@ func (a *Agent) ConfigPath(rs *Node) string { return filepath.Join(a.Dir, rs.NS,
 // StateDir is the server's --state-dir.
 func (a *Agent) StateDir(rs *Node) string { return filepath.Join(a.Dir, rs.NS, "state") }
 
-// Config renders a dsr-agent config for rs in the given mode with the VIPs.
+// Config renders a dsr-agent config for rs in the given mode with the VIPs:
+// HTTP on ServicePort/tcp and DNS on DNSPort/udp (firewalld mode redirects
+// them to RedirectPort and DNSRedirectPort).
 func Config(mode Mode, vips ...netip.Addr) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "mode: %s\ninterfaces: [%s]\nvips:\n", mode, NIC)
 	for _, v := range vips {
-		fmt.Fprintf(&b, "  - address: %s\n    ports:\n      - {port: %d, protocol: tcp, to_port: %d}\n", v, ServicePort, RedirectPort)
+		fmt.Fprintf(&b, "  - address: %s\n    ports:\n", v)
+		fmt.Fprintf(&b, "      - {port: %d, protocol: tcp, to_port: %d}\n", ServicePort, RedirectPort)
+		fmt.Fprintf(&b, "      - {port: %d, protocol: udp, to_port: %d}\n", DNSPort, DNSRedirectPort)
 	}
 	return b.String()
 }
