@@ -26,7 +26,7 @@ type Host struct {
 	sysctl *arp.Proc
 	addrs  *loopback.Manager
 	tables *firewall.Manager
-	store  stateStore
+	store  *stateStore
 }
 
 // OpenHost binds to the caller's own network namespace.
@@ -64,7 +64,7 @@ func OpenHostAt(stateDir string, ns netns.NsHandle) (*Host, error) {
 		sysctl: proc,
 		addrs:  &loopback.Manager{NL: nl},
 		tables: &firewall.Manager{Conn: conn},
-		store:  stateStore{dir: stateDir},
+		store:  &stateStore{dir: stateDir},
 	}, nil
 }
 
@@ -72,10 +72,8 @@ func OpenHostAt(stateDir string, ns netns.NsHandle) (*Host, error) {
 func (h *Host) Close() {
 	h.nl.Close()
 	_ = h.tables.Conn.CloseLasting()
+	h.store.close()
 }
-
-// StateDir is where ownership and saved sysctls are kept.
-func (h *Host) StateDir() string { return h.store.dir }
 
 // snapshot is one read of the kernel state that matters: every address
 // (one dump) and dsr-agent's state file.
@@ -84,12 +82,21 @@ type snapshot struct {
 	state *State
 }
 
-func (h *Host) snapshot() (*snapshot, error) {
+// snapshot reads the kernel and the state file. Commands that change the
+// host pass moveAside, so an unreadable state file is moved out of the way;
+// read-only ones leave it where it is and work from the same recovery.
+func (h *Host) snapshot(moveAside bool) (*snapshot, error) {
+	if canChange() {
+		// Root trusts this dir's files to say which addresses to delete.
+		if err := CheckStateDir(h.store.dir); err != nil {
+			return nil, err
+		}
+	}
 	addrs, err := h.addrs.List()
 	if err != nil {
 		return nil, err
 	}
-	st, err := h.store.load()
+	st, err := h.store.load(moveAside)
 	if err != nil {
 		return nil, err
 	}
@@ -100,14 +107,40 @@ func (h *Host) snapshot() (*snapshot, error) {
 			st.addAddr(a.Link, a.Prefix.String())
 		}
 	}
+	if st.Recovered != "" {
+		if st.LostSysctls, err = h.unknownOrigins(); err != nil {
+			return nil, err
+		}
+	}
 	return &snapshot{addrs: addrs, state: st}, nil
+}
+
+// unknownOrigins lists the ARP sysctls that hold dsr-agent's value: after
+// the state file was lost, their values from before dsr-agent are unknown
+// (they may have been dsr-agent's writes or the host's own choice).
+func (h *Host) unknownOrigins() ([]string, error) {
+	links, err := h.nl.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	names := []string{"all", "default"}
+	for _, l := range links {
+		names = append(names, l.Attrs().Name)
+	}
+	var lost []string
+	for _, s := range arp.Suppression(names) {
+		if v, err := h.sysctl.Read(s.Path); err == nil && v == s.Value() {
+			lost = append(lost, s.Path.String())
+		}
+	}
+	return lost, nil
 }
 
 // Validate checks the config against the host (interfaces exist, VIPs are not
 // the host's own addresses) and fills the host-dependent defaults:
 // Interfaces (the default route's interface) and Health.Listen.
 func (h *Host) Validate(cfg *Config) error {
-	snap, err := h.snapshot()
+	snap, err := h.snapshot(false)
 	if err != nil {
 		return err
 	}
@@ -373,6 +406,14 @@ func computePlan(d desired, o *observed) *Plan {
 	for _, a := range d.addrs {
 		want[loopback.Key(a.Link, a.Prefix)] = true
 	}
+	// The first IPv4 of each interface in the kernel's order: the host's
+	// own address, unless dsr-agent's label says otherwise.
+	primary := map[string]netip.Prefix{}
+	for _, a := range o.addrs {
+		if _, seen := primary[a.Link]; !seen && a.Prefix.Addr().Is4() && !a.Secondary {
+			primary[a.Link] = a.Prefix
+		}
+	}
 	// Owned addresses no longer wanted (VIP removed, mode or NIC changed).
 	for _, oa := range o.state.Addresses {
 		p, err := netip.ParsePrefix(oa.Prefix)
@@ -380,8 +421,15 @@ func computePlan(d desired, o *observed) *Plan {
 			continue
 		}
 		key := loopback.Key(oa.Link, p)
-		if _, ok := present[key]; ok && !want[key] {
+		if pa, ok := present[key]; ok && !want[key] {
 			a := loopback.Addr{Link: oa.Link, Prefix: p}
+			if why := notProvablyOwn(pa, primary[pa.Link]); why != "" {
+				// Defence in depth behind the state dir check: a state file
+				// must never make dsr-agent delete the host's own address.
+				changes = append(changes, Change{Kind: AddrDel, Subject: p.Addr().String(), Reason: "not deleted: " + why,
+					addr: a, forgetOnly: true})
+				continue
+			}
 			changes = append(changes, Change{Kind: AddrDel, Subject: p.Addr().String(), Reason: "no longer configured on " + oa.Link,
 				Command: a.Command("del"), addr: a})
 		}
@@ -439,6 +487,23 @@ func computePlan(d desired, o *observed) *Plan {
 	return &Plan{Changes: sortedByPhase(changes)}
 }
 
+// notProvablyOwn says why an address recorded as owned cannot be proven to
+// be dsr-agent's ("" when it can): dsr-agent only adds host prefixes, IPv6
+// ones only on lo, and labels its IPv4 ones (when the name fits IFNAMSIZ).
+func notProvablyOwn(a loopback.Addr, primary netip.Prefix) string {
+	switch {
+	case loopback.HasOwnLabel(a):
+		return ""
+	case !a.Prefix.IsSingleIP():
+		return "a network prefix, and dsr-agent only adds host addresses"
+	case a.Prefix.Addr().Is6() && a.Link != "lo":
+		return "an IPv6 address on " + a.Link + ", and dsr-agent puts IPv6 VIPs only on lo"
+	case a.Prefix == primary && a.Link != "lo":
+		return "the primary address of " + a.Link + " without dsr-agent's label"
+	}
+	return ""
+}
+
 // planned is a plan with the snapshot and desired state it came from.
 type planned struct {
 	plan *Plan
@@ -447,8 +512,8 @@ type planned struct {
 	obs  *observed
 }
 
-func (h *Host) planFor(cfg *Config) (*planned, error) {
-	snap, err := h.snapshot()
+func (h *Host) planFor(cfg *Config, moveAside bool) (*planned, error) {
+	snap, err := h.snapshot(moveAside)
 	if err != nil {
 		return nil, err
 	}
@@ -465,10 +530,11 @@ func (h *Host) planFor(cfg *Config) (*planned, error) {
 
 // Plan computes what Apply would change, changing nothing.
 func (h *Host) Plan(cfg *Config) (*Plan, error) {
-	p, err := h.planFor(cfg)
+	p, err := h.planFor(cfg, false)
 	if err != nil {
 		return nil, err
 	}
+	p.plan.Notes = stateNotes(p.snap.state, noteApply)
 	return p.plan, nil
 }
 
@@ -481,12 +547,34 @@ func (h *Host) Apply(cfg *Config) (*Plan, error) {
 		return nil, err
 	}
 	defer unlock()
-	p, err := h.planFor(cfg)
+	p, err := h.planFor(cfg, true)
 	if err != nil {
 		return nil, err
 	}
 	pruned := forgetVanished(p.snap, p.want.addrs)
-	return h.execute(p.plan, p.snap.state, pruned)
+	if p.snap.state.Recovered != "" {
+		adoptConfiguredVIPs(p.snap, p.want.addrs)
+	}
+	done, err := h.execute(p.plan, p.snap.state, pruned || p.snap.state.Recovered != "")
+	if done != nil {
+		done.Notes = stateNotes(p.snap.state, noteApply)
+	}
+	return done, err
+}
+
+// adoptConfiguredVIPs records as owned the configured VIPs already in place
+// when the state file was lost: IPv6 addresses carry no label, so without
+// this a later remove would leave them behind.
+func adoptConfiguredVIPs(snap *snapshot, want []loopback.Addr) {
+	present := map[OwnedAddr]bool{}
+	for _, a := range snap.addrs {
+		present[OwnedAddr{Link: a.Link, Prefix: a.Prefix.String()}] = true
+	}
+	for _, a := range want {
+		if present[OwnedAddr{Link: a.Link, Prefix: a.Prefix.String()}] {
+			snap.state.addAddr(a.Link, a.Prefix.String())
+		}
+	}
 }
 
 // forgetVanished drops owned addresses that are neither present nor wanted
@@ -511,7 +599,7 @@ func (h *Host) Remove() (*Plan, error) {
 		return nil, err
 	}
 	defer unlock()
-	snap, err := h.snapshot()
+	snap, err := h.snapshot(true)
 	if err != nil {
 		return nil, err
 	}
@@ -521,7 +609,10 @@ func (h *Host) Remove() (*Plan, error) {
 		return nil, err
 	}
 	pruned := forgetVanished(snap, nil)
-	done, err := h.execute(computePlan(none, o), snap.state, pruned)
+	done, err := h.execute(computePlan(none, o), snap.state, pruned || snap.state.Recovered != "")
+	if done != nil {
+		done.Notes = stateNotes(snap.state, noteRemove)
+	}
 	if err != nil {
 		return done, err
 	}
@@ -582,7 +673,11 @@ func (h *Host) execute(plan *Plan, st *State, dirty bool) (*Plan, error) {
 		var err error
 		switch c.Kind {
 		case AddrDel:
-			err = h.addrs.Del(c.addr)
+			if c.forgetOnly {
+				slog.Warn("owned address left in place", "address", c.addr.String(), "why", c.Reason)
+			} else {
+				err = h.addrs.Del(c.addr)
+			}
 		case SysctlSet:
 			err = h.sysctl.Write(c.sysctl, c.value)
 		case TableReplace:

@@ -49,6 +49,9 @@ type Change struct {
 // Plan is the ordered list of changes that brings the host to the config.
 type Plan struct {
 	Changes []Change `json:"changes"`
+	// Notes are what the operator must hear beside the changes, e.g. that
+	// saved sysctl values were lost with an unreadable state file.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // Empty reports whether there is nothing to do on the host (forgetting a
@@ -86,6 +89,9 @@ func (p *Plan) String() string {
 				fmt.Fprintln(&b, c.Command)
 			}
 		}
+	}
+	for _, n := range p.Notes {
+		fmt.Fprintf(&b, "# warning: %s\n", n)
 	}
 	return b.String()
 }

@@ -1,14 +1,23 @@
 package agent
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dsr-agent/dsr-agent/arp"
 )
 
 // stateFile records what dsr-agent owns so remove, re-apply and a restart
@@ -25,6 +34,13 @@ type State struct {
 	// missing, never an address nobody owns.
 	Addresses []OwnedAddr `json:"addresses,omitempty"`
 
+	// LostSysctls are sysctls whose values from before dsr-agent were lost
+	// with an unreadable state file: remove cannot restore them and says so.
+	LostSysctls []string `json:"lost_sysctls,omitempty"`
+
+	// Recovered, when set, says the state file was unreadable and this
+	// state was rebuilt (why, and where the file was moved).
+	Recovered string `json:"-"`
 	// index mirrors Addresses for O(1) ownership checks (10,000 VIPs).
 	index map[OwnedAddr]bool
 }
@@ -68,36 +84,120 @@ func (s *State) keepAddrs(keep func(OwnedAddr) bool) (dropped int) {
 // stateStore reads and writes the state file in the state dir.
 type stateStore struct {
 	dir string
+	// lockFile stays open for the Host's lifetime, so a daemon's pass needs
+	// no new descriptor (and still works when a flood has used them up).
+	lockFile *os.File
 }
 
-func (st stateStore) path() string { return filepath.Join(st.dir, stateFile) }
+func (st *stateStore) path() string { return filepath.Join(st.dir, stateFile) }
 
-func (st stateStore) load() (*State, error) {
-	s := &State{SavedSysctls: map[string]string{}}
-	data, err := os.ReadFile(st.path())
-	if errors.Is(err, os.ErrNotExist) {
-		return s, nil
+// errCorruptState marks a state file that exists but cannot be trusted.
+var errCorruptState = errors.New("state file unreadable")
+
+// load reads the state file. A state file that cannot be read as dsr-agent's
+// (truncated, garbage, `null`, wrong types, a directory, a symlink) is never
+// a reason to stop converging: the caller gets an empty state marked
+// Recovered and rebuilds ownership from what it can prove (labels, its own
+// tables). With moveAside the bad file is renamed state.json.corrupt-<time>
+// so the next save does not overwrite the evidence.
+func (st *stateStore) load(moveAside bool) (*State, error) {
+	s, err := st.read()
+	if err == nil || !errors.Is(err, errCorruptState) {
+		return s, err
 	}
-	if errors.Is(err, os.ErrPermission) && !canChange() {
+	fresh := &State{SavedSysctls: map[string]string{}, Recovered: err.Error()}
+	if moveAside {
+		aside := st.path() + ".corrupt-" + time.Now().UTC().Format("20060102T150405.000000000Z")
+		if rerr := os.Rename(st.path(), aside); rerr != nil {
+			return nil, fmt.Errorf("move unreadable state %s aside: %w (%w)", st.path(), rerr, err)
+		}
+		fresh.Recovered = fmt.Sprintf("%v; moved to %s", err, aside)
+		slog.Error("state file unreadable: moved aside; ownership is rebuilt from dsr-agent's labels and tables, saved sysctl values are lost",
+			"state", st.path(), "moved_to", aside, "err", err)
+	}
+	return fresh, nil
+}
+
+func (st *stateStore) read() (*State, error) {
+	s := &State{SavedSysctls: map[string]string{}}
+	// O_NOFOLLOW: a symlink planted at state.json must not make root read
+	// (and later replace) another file.
+	f, err := os.OpenFile(st.path(), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return s, nil
+	case errors.Is(err, os.ErrPermission) && !canChange():
 		// validate and dry-run as a user: the root-only state dir cannot be
 		// read, and ownership only matters to commands that change things.
 		return s, nil
+	case errors.Is(err, unix.ELOOP):
+		return nil, fmt.Errorf("%w: %s is a symlink", errCorruptState, st.path())
+	case err != nil:
+		return nil, fmt.Errorf("read state %s: %w", st.path(), err)
 	}
+	defer f.Close()
+	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("read state %s: %w", st.path(), err)
 	}
-	if err := json.Unmarshal(data, s); err != nil {
-		return nil, fmt.Errorf("parse state %s: %w", st.path(), err)
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: %s is not a regular file (%s)", errCorruptState, st.path(), fi.Mode().Type())
 	}
-	if s.SavedSysctls == nil {
-		s.SavedSysctls = map[string]string{}
+	data, err := io.ReadAll(io.LimitReader(f, maxStateSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read state %s: %w", st.path(), err)
+	}
+	if err := parseState(data, s); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", errCorruptState, st.path(), err)
 	}
 	return s, nil
 }
 
+// maxStateSize is far above 10,000 owned VIPs (~60 bytes each).
+const maxStateSize = 16 << 20
+
+// parseState accepts only what dsr-agent writes: one JSON object whose
+// entries are well-formed (sysctl paths of its table, numeric values,
+// address prefixes).
+func parseState(data []byte, s *State) error {
+	if len(data) > maxStateSize {
+		return fmt.Errorf("larger than %d MiB", maxStateSize>>20)
+	}
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return errors.New("not a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(s); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after the JSON object")
+	}
+	if s.SavedSysctls == nil {
+		s.SavedSysctls = map[string]string{}
+	}
+	for k, v := range s.SavedSysctls {
+		p := arp.ParseKey(k)
+		if arp.RuleFor(p) == nil || len(p) != 5 {
+			return fmt.Errorf("saved sysctl %q: not one dsr-agent sets", k)
+		}
+		if _, err := strconv.Atoi(v); err != nil {
+			return fmt.Errorf("saved sysctl %s=%q: not a number", k, v)
+		}
+	}
+	for _, a := range s.Addresses {
+		if _, err := netip.ParsePrefix(a.Prefix); err != nil || !validIfName(a.Link) {
+			return fmt.Errorf("owned address %q on %q: not an address on an interface", a.Prefix, a.Link)
+		}
+	}
+	return nil
+}
+
 // save writes atomically: a temp file in the same dir, fsync, rename, fsync
 // the dir. A crash leaves the old state or the new one, never a torn file.
-func (st stateStore) save(s *State) error {
+func (st *stateStore) save(s *State) error {
 	if err := os.MkdirAll(st.dir, 0o700); err != nil {
 		return fmt.Errorf("create state dir %s: %w", st.dir, err)
 	}
@@ -108,15 +208,12 @@ func (st stateStore) save(s *State) error {
 	return WriteFileAtomic(st.path(), append(data, '\n'), 0o600)
 }
 
-// clear deletes the state and lock files once dsr-agent owns nothing, so
-// remove leaves no trace beyond the (empty) directory the package owns.
-func (st stateStore) clear() error {
-	// The lock file goes too (unlinking it while holding the lock is safe:
-	// a waiter then holds a lock on nothing anyone else will open).
-	for _, f := range []string{st.path(), filepath.Join(st.dir, "lock")} {
-		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("remove %s: %w", f, err)
-		}
+// clear deletes the state file once dsr-agent owns nothing. The lock file
+// stays: deleting a file others may hold flock'ed lets two processes each
+// lock "the" lock (one the old inode, one a new file).
+func (st *stateStore) clear() error {
+	if err := os.Remove(st.path()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", st.path(), err)
 	}
 	return nil
 }
@@ -160,17 +257,58 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 
 // lock takes an exclusive lock on the state dir so a CLI apply and the
 // daemon never interleave their changes. It blocks until the lock is free.
-func (st stateStore) lock() (unlock func(), err error) {
-	if err := os.MkdirAll(st.dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create state dir %s: %w", st.dir, err)
+// The lock file is opened once (O_NOFOLLOW: a planted symlink must not make
+// root create or lock another file) and kept for later passes.
+func (st *stateStore) lock() (unlock func(), err error) {
+	if st.lockFile == nil {
+		if err := os.MkdirAll(st.dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create state dir %s: %w", st.dir, err)
+		}
+		if err := CheckStateDir(st.dir); err != nil {
+			return nil, err
+		}
+		f, err := os.OpenFile(filepath.Join(st.dir, "lock"), os.O_CREATE|os.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("open state lock in %s: %w", st.dir, err)
+		}
+		st.lockFile = f
 	}
-	f, err := os.OpenFile(filepath.Join(st.dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open state lock: %w", err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
+	if err := unix.Flock(int(st.lockFile.Fd()), unix.LOCK_EX); err != nil {
 		return nil, fmt.Errorf("lock state dir %s: %w", st.dir, err)
 	}
-	return func() { f.Close() }, nil
+	return func() { _ = unix.Flock(int(st.lockFile.Fd()), unix.LOCK_UN) }, nil
+}
+
+func (st *stateStore) close() {
+	if st.lockFile != nil {
+		st.lockFile.Close()
+		st.lockFile = nil
+	}
+}
+
+// noteWhen selects what stateNotes tells.
+type noteWhen int
+
+const (
+	noteApply  noteWhen = iota // only in the run that found the file unreadable
+	noteStatus                 // every time: the state is still incomplete
+	noteRemove                 // the sysctls remove could not put back
+)
+
+// stateNotes tells the operator about a rebuilt state: why, and which
+// sysctls remove cannot put back.
+func stateNotes(s *State, when noteWhen) []string {
+	var notes []string
+	if s.Recovered != "" {
+		notes = append(notes, "the state file was unreadable ("+s.Recovered+"): ownership rebuilt from dsr-agent's labels and tables")
+	}
+	if len(s.LostSysctls) > 0 && (when != noteApply || s.Recovered != "") {
+		verb := "remove will leave them as they are"
+		if when == noteRemove {
+			verb = "left as they are"
+		}
+		notes = append(notes, fmt.Sprintf("the values found before dsr-agent are lost for %s: %s",
+			strings.Join(s.LostSysctls, ", "), verb))
+	}
+	return notes
 }

@@ -54,7 +54,7 @@ var differenceKind = map[ChangeKind]string{
 
 // Status compares the host with cfg and changes nothing.
 func (h *Host) Status(cfg *Config) (*Report, error) {
-	p, err := h.planFor(cfg)
+	p, err := h.planFor(cfg, false)
 	if err != nil {
 		return nil, err
 	}
@@ -65,6 +65,9 @@ func reportFrom(cfg *Config, p *planned) *Report {
 	r := &Report{Mode: string(cfg.Mode), Suppression: true, VIPs: []VIPState{}, Differences: []Difference{}}
 	missing := map[string]bool{}
 	for _, c := range p.plan.Changes {
+		if c.forgetOnly {
+			continue // bookkeeping only: nothing on the host differs
+		}
 		d := Difference{Kind: differenceKind[c.Kind], Subject: c.Subject, Detail: c.Reason, Fix: c.Command}
 		switch c.Kind {
 		case AddrAdd:
@@ -78,10 +81,6 @@ func reportFrom(cfg *Config, p *planned) *Report {
 				r.Suppression = false
 			}
 			d.Fix = "dsr-agent apply"
-		case SysctlRestore:
-			if c.forgetOnly {
-				continue // nothing left to restore; not a difference
-			}
 		}
 		r.Differences = append(r.Differences, d)
 	}
@@ -94,7 +93,7 @@ func reportFrom(cfg *Config, p *planned) *Report {
 		}
 	}
 	r.InSync = len(r.Differences) == 0
-	r.Warnings = sysctlCaveats(cfg, p)
+	r.Warnings = append(sysctlCaveats(cfg, p), stateNotes(p.snap.state, noteStatus)...)
 	return r
 }
 
