@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"regexp"
 	"strconv"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dsr-agent/dsr-agent/health"
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 )
 
@@ -155,4 +158,139 @@ health:
 	ns.Exec(t, "ip", "addr", "del", "10.77.100.2/32", "dev", "lo")
 	eventually(t, 3*time.Second, "VIP of the running config repaired", func() (bool, string) { return hasAddr(ns, "lo", "10.77.100.2/32") })
 	d.stop()
+}
+
+// unitNOFILE is LimitNOFILE from the packaged unit: the flood test runs the
+// daemon under the limit it gets in production.
+func unitNOFILE(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile("../packaging/dsr-agent.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^LimitNOFILE=(\d+)$`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("packaging/dsr-agent.service sets no LimitNOFILE=N")
+	}
+	return string(m[1])
+}
+
+func openFDs(pid int) int {
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	return len(ents)
+}
+
+// startFlood runs the flood helper inside ns: conns connections from src to
+// target, each reconnecting after pause once the server closes it.
+func startFlood(t testing.TB, ns *netnstest.NS, src, target string, conns int, pause time.Duration) <-chan string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, lines := startHelper(t, []string{"prlimit", fmt.Sprintf("--nofile=%d:%d", conns+1024, conns+1024), "ip", "netns", "exec", ns.Name, self}, "flood", nil,
+		"DSR_AGENT_FLOOD_TARGET="+target, "DSR_AGENT_FLOOD_SRC="+src,
+		fmt.Sprintf("DSR_AGENT_FLOOD_CONNS=%d", conns), "DSR_AGENT_FLOOD_PAUSE="+pause.String())
+	return lines
+}
+
+// TestRunConnectionFlood: thousands of connections from outside
+// allowed_sources, to the health and the agent-check port, each one retried
+// as soon as it closes. The daemon, under the unit's LimitNOFILE, stays up
+// with its descriptors under the connection caps, answers an allowed source,
+// and still repairs a sysctl reset.
+func TestRunConnectionFlood(t *testing.T) {
+	ns := setupNS(t)
+	ns.Exec(t, "ip", "addr", "add", "10.77.0.3/24", "dev", nic) // allowed
+	ns.Exec(t, "ip", "addr", "add", "10.77.0.9/24", "dev", nic) // attacker
+	hz, agentAddr := "10.77.0.2:8558", "10.77.0.2:3333"
+	d := startDaemonWrapped(t, ns, t.TempDir(), `mode: loopback
+interfaces: [eth0]
+vips: [{address: 10.77.100.1}]
+health:
+  listen: 10.77.0.2:8558
+  allowed_sources: [10.77.0.3/32]
+  agent_check: {listen: "10.77.0.2:3333"}
+`, []string{"prlimit", "--nofile=" + unitNOFILE(t) + ":" + unitNOFILE(t)}, "--resync", "1h")
+	d.waitNote("READY=1", 10*time.Second)
+	eventually(t, 3*time.Second, "healthz up", healthFrom(t, ns, "10.77.0.3", hz, 200, "up"))
+	pid := d.cmd.Process.Pid
+	base := openFDs(pid)
+
+	httpFlood := startFlood(t, ns, "10.77.0.9", hz, 3000, 20*time.Millisecond)
+	agentFlood := startFlood(t, ns, "10.77.0.9", agentAddr, 1000, 20*time.Millisecond)
+	// The caps, plus what the daemon had before, plus slack for the
+	// connections being accepted and reset at this instant.
+	limit := base + health.MaxHTTPConns + health.MaxAgentConns + 16
+	maxFDs := 0
+	sample := func() {
+		maxFDs = max(maxFDs, openFDs(pid))
+		if maxFDs > limit {
+			t.Fatalf("daemon holds %d descriptors, above %d (%d before the flood + the connection caps)", maxFDs, limit, base)
+		}
+	}
+	for range 20 { // 2 s of flood before anything is asked
+		sample()
+		time.Sleep(100 * time.Millisecond)
+	}
+	eventually(t, 5*time.Second, "allowed /healthz answers during the flood", func() (bool, string) {
+		sample()
+		return healthFrom(t, ns, "10.77.0.3", hz, 200, "up")()
+	})
+	eventually(t, 5*time.Second, "allowed agent-check answers during the flood", func() (bool, string) {
+		sample()
+		return agentFrom(t, ns, "10.77.0.3", agentAddr)
+	})
+	ns.Exec(t, "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=0")
+	eventually(t, 5*time.Second, "sysctl reset repaired during the flood", func() (bool, string) {
+		sample()
+		v := ns.Sysctl(t, "net", "ipv4", "conf", "all", "arp_ignore")
+		return v == "1", "arp_ignore=" + v
+	})
+	select {
+	case err := <-d.exited:
+		t.Fatalf("daemon exited during the flood: %v", err)
+	default:
+	}
+	t.Logf("daemon descriptors: %d before, at most %d during the flood (limit %s); flood: http %s, agent %s",
+		base, maxFDs, unitNOFILE(t), lastLine(httpFlood), lastLine(agentFlood))
+	_, metrics := nsGet(t, ns, "10.77.0.3", hz, "/metrics")
+	if !strings.Contains(metrics, `dsr_agent_connections_rejected_total{listener="http",reason="source"}`) ||
+		!strings.Contains(metrics, `dsr_agent_connections_rejected_total{listener="agent",reason="source"}`) {
+		t.Fatalf("rejections not counted:\n%s", grepLines(metrics, "rejected"))
+	}
+	d.stop()
+}
+
+// agentFrom reads one agent-check answer from src.
+func agentFrom(t testing.TB, ns *netnstest.NS, src, addr string) (bool, string) {
+	var conn net.Conn
+	var err error
+	ns.Do(t, func() {
+		d := net.Dialer{Timeout: time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		conn, err = d.Dial("tcp", addr)
+	})
+	if err != nil {
+		return false, err.Error()
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	b, err := io.ReadAll(conn)
+	return err == nil && string(b) == "up ready\n", fmt.Sprintf("%q %v", b, err)
+}
+
+// lastLine drains lines and returns the last one.
+func lastLine(lines <-chan string) string {
+	last := ""
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				return last
+			}
+			last = l
+		default:
+			return last
+		}
+	}
 }

@@ -48,7 +48,8 @@ func (a *AgentServer) Run(ctx context.Context, addr string) error {
 		case <-time.After(retryListen):
 		}
 	}
-	a.log.Info("agent-check: serving", "listen", ln.Addr().String())
+	ln = newGuardedListener(ln, "agent", MaxAgentConns, func() []netip.Prefix { return *a.allowed.Load() }, a.state.Metrics())
+	a.log.Info("agent-check: serving", "listen", ln.Addr().String(), "max_conns", MaxAgentConns)
 	go func() {
 		<-ctx.Done()
 		ln.Close()
@@ -61,7 +62,7 @@ func (a *AgentServer) Run(ctx context.Context, addr string) error {
 			}
 			// Transient (EMFILE and the like): back off instead of spinning.
 			a.log.Warn("agent-check: accept", "err", err)
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(rejectBackoff)
 			continue
 		}
 		go a.answer(conn)
@@ -70,9 +71,7 @@ func (a *AgentServer) Run(ctx context.Context, addr string) error {
 
 func (a *AgentServer) answer(conn net.Conn) {
 	defer conn.Close()
-	if !sourceAllowed(*a.allowed.Load(), conn.RemoteAddr().String()) {
-		return
-	}
+	// allowed_sources and the cap were enforced at accept.
 	_ = conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
 	_, _ = conn.Write(a.state.Verdict().Agent)
 }

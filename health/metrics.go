@@ -24,6 +24,7 @@ type Metrics struct {
 	reconcileDur prometheus.Histogram
 	drained      *prometheus.GaugeVec
 	lastSnapshot prometheus.Gauge
+	connRejects  *prometheus.CounterVec
 
 	mu      sync.Mutex
 	vipSeen map[string]bool
@@ -58,10 +59,12 @@ func NewMetrics() *Metrics {
 			Help: "1 for the current rotation state (in-rotation, drain, maint)."}, []string{"state"}),
 		lastSnapshot: prometheus.NewGauge(prometheus.GaugeOpts{Name: "dsr_agent_last_observation_timestamp_seconds",
 			Help: "Unix time of the last observation of the host."}),
+		connRejects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dsr_agent_connections_rejected_total",
+			Help: "Connections reset at accept, by listener (http, agent) and reason (source: outside allowed_sources; limit: the listener's connection cap was reached)."}, []string{"listener", "reason"}),
 		vipSeen: map[string]bool{},
 	}
 	m.Registry.MustRegister(m.healthy, m.inSync, m.suppression, m.vipPresent, m.checkUp, m.checkLatency,
-		m.checkProbes, m.repairs, m.reconciles, m.reconcileDur, m.drained, m.lastSnapshot,
+		m.checkProbes, m.repairs, m.reconciles, m.reconcileDur, m.drained, m.lastSnapshot, m.connRejects,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.setDrain(InRotation)
 	return m
@@ -138,4 +141,10 @@ func (m *Metrics) Reconcile(trigger string, ok bool, seconds float64) {
 	}
 	m.reconciles.WithLabelValues(trigger, r).Inc()
 	m.reconcileDur.Observe(seconds)
+}
+
+// connRejected returns the increment of one rejection counter, resolved once
+// so that a flood costs an atomic add per connection.
+func (m *Metrics) connRejected(listener, reason string) func() {
+	return m.connRejects.WithLabelValues(listener, reason).Inc
 }

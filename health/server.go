@@ -20,8 +20,11 @@ const (
 	readHeaderTimeout = 2 * time.Second
 	readTimeout       = 5 * time.Second
 	writeTimeout      = 10 * time.Second
-	idleTimeout       = 30 * time.Second
-	maxHeaderBytes    = 8 << 10
+	// idleTimeout is short: health checkers open a connection per probe,
+	// a scraper's interval is longer than this anyway, and an idle
+	// keep-alive connection holds one of the MaxHTTPConns slots.
+	idleTimeout    = 5 * time.Second
+	maxHeaderBytes = 8 << 10
 	// retryListen is how long to wait before retrying a failed listen (the
 	// port may still be held by a previous instance during a restart).
 	retryListen = time.Second
@@ -75,8 +78,9 @@ func (s *Server) SetAllowed(p []netip.Prefix) {
 	s.allowed.Store(&cp)
 }
 
-// guard enforces allowed_sources and the read-only method set before any
-// handler runs: nothing on HTTP changes state.
+// guard enforces the read-only method set before any handler runs: nothing
+// on HTTP changes state. allowed_sources is enforced at accept already; the
+// check here covers a connection accepted just before a reload narrowed it.
 func (s *Server) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if allowed := *s.allowed.Load(); len(allowed) > 0 && !sourceAllowed(allowed, r.RemoteAddr) {
@@ -147,7 +151,8 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
-	s.log.Info("health: serving", "listen", ln.Addr().String())
+	ln = newGuardedListener(ln, "http", MaxHTTPConns, func() []netip.Prefix { return *s.allowed.Load() }, s.state.Metrics())
+	s.log.Info("health: serving", "listen", ln.Addr().String(), "max_conns", MaxHTTPConns)
 	done := make(chan struct{})
 	go func() {
 		select {
