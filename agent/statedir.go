@@ -3,11 +3,8 @@ package agent
 import (
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"strings"
-	"syscall"
+
+	"github.com/dsr-agent/dsr-agent/internal/safedir"
 )
 
 // ErrUnsafeStateDir marks a state dir that another user could change: its
@@ -15,95 +12,11 @@ import (
 var ErrUnsafeStateDir = errors.New("unsafe state dir")
 
 // CheckStateDir refuses a state dir that is, or lies under, a directory a
-// user other than root (or the caller) can change, as sshd's StrictModes and
-// systemd's safe path resolution do. Every component, symlinks included,
-// must be owned by root or the caller; a directory writable by group or
-// others is allowed only if it is sticky (like /tmp) and not the state dir
-// itself, since in a sticky directory only an entry's owner can rename or
-// delete it, and the next component's owner is checked in turn. Components
-// that do not exist yet are created by dsr-agent as root, mode 0700.
+// user other than root can change (a sticky directory like /tmp is fine for
+// entries root owns).
 func CheckStateDir(dir string) error {
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrUnsafeStateDir, dir, err)
-	}
-	me := uint32(os.Geteuid())
-	cur := "/"
-	if err := trusted(cur, me, false); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrUnsafeStateDir, dir, err)
-	}
-	rest := splitPath(abs)
-	for hops := 0; len(rest) > 0; {
-		next := filepath.Join(cur, rest[0])
-		rest = rest[1:]
-		fi, err := os.Lstat(next)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrUnsafeStateDir, dir, err)
-		}
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if hops++; hops > 40 {
-				return fmt.Errorf("%w: %s: too many symlinks", ErrUnsafeStateDir, dir)
-			}
-			if err := trusted(next, me, false); err != nil {
-				return fmt.Errorf("%w: %s: %w", ErrUnsafeStateDir, dir, err)
-			}
-			target, err := os.Readlink(next)
-			if err != nil {
-				return fmt.Errorf("%w: %s: %w", ErrUnsafeStateDir, dir, err)
-			}
-			if filepath.IsAbs(target) {
-				cur = "/"
-			}
-			rest = append(splitPath(target), rest...)
-			continue
-		}
-		if err := trusted(next, me, len(rest) == 0); err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrUnsafeStateDir, dir, err)
-		}
-		if !fi.IsDir() {
-			return fmt.Errorf("%w: %s: %s is not a directory", ErrUnsafeStateDir, dir, next)
-		}
-		cur = next
-	}
-	return nil
-}
-
-func splitPath(p string) []string {
-	var out []string
-	for _, c := range strings.Split(p, "/") {
-		if c != "" && c != "." {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-// trusted checks one path component (not following it).
-func trusted(path string, me uint32, last bool) error {
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return err
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fmt.Errorf("%s: no owner information", path)
-	}
-	if st.Uid != 0 && st.Uid != me {
-		return fmt.Errorf("%s is owned by uid %d: expected root", path, st.Uid)
-	}
-	if fi.Mode()&fs.ModeSymlink != 0 {
-		return nil // a symlink's own mode bits mean nothing
-	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		if last {
-			return fmt.Errorf("%s is writable by group or others (mode %04o): expected 0700", path, fi.Mode().Perm())
-		}
-		if fi.Mode()&fs.ModeSticky == 0 {
-			return fmt.Errorf("%s is writable by group or others (mode %04o) and not sticky: another user could replace what lies below it", path, fi.Mode().Perm())
-		}
+	if err := safedir.Check(dir); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnsafeStateDir, err)
 	}
 	return nil
 }

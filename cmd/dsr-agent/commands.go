@@ -2,11 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/dsr-agent/dsr-agent/agent"
+	"github.com/dsr-agent/dsr-agent/internal/instance"
 )
 
 func commands() []*cli.Command {
@@ -38,6 +40,7 @@ func commands() []*cli.Command {
 			Action: removeCmd,
 		},
 	}
+	cmds = append(cmds, checkCommand())
 	return append(append(cmds, daemonCommands()...), docCommands()...)
 }
 
@@ -85,6 +88,7 @@ func applyCmd(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
+		printNotesIfEmpty(c, plan)
 		if plan.Empty() {
 			fmt.Fprintln(c.App.Writer, "# nothing to do: host is in sync with the config")
 			return nil
@@ -92,7 +96,13 @@ func applyCmd(c *cli.Context) error {
 		fmt.Fprint(c.App.Writer, plan.String())
 		return nil
 	}
+	lock, err := lockNamespace(c, instance.Apply)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	plan, err := host.Apply(cfg)
+	printNotesIfEmpty(c, plan)
 	if plan != nil && !plan.Empty() {
 		fmt.Fprint(c.App.Writer, plan.String())
 	}
@@ -134,12 +144,18 @@ func removeCmd(c *cli.Context) error {
 	if err := agent.CheckPrivileges("remove"); err != nil {
 		return err
 	}
+	lock, err := lockNamespace(c, instance.Remove)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	host, err := agent.OpenHost(c.String("state-dir"))
 	if err != nil {
 		return err
 	}
 	defer host.Close()
 	plan, err := host.Remove()
+	printNotesIfEmpty(c, plan)
 	if plan != nil && !plan.Empty() {
 		fmt.Fprint(c.App.Writer, plan.String())
 	}
@@ -150,4 +166,36 @@ func removeCmd(c *cli.Context) error {
 		fmt.Fprintln(c.App.Writer, "# nothing to remove: dsr-agent owns nothing on this host")
 	}
 	return nil
+}
+
+// printNotesIfEmpty prints a plan's notes when the plan itself prints
+// nothing (Plan.String includes them otherwise).
+func printNotesIfEmpty(c *cli.Context, p *agent.Plan) {
+	if p == nil || !p.Empty() {
+		return
+	}
+	for _, n := range p.Notes {
+		fmt.Fprintf(c.App.Writer, "# warning: %s\n", n)
+	}
+}
+
+// lockNamespace takes this network namespace's one-instance lock. A daemon
+// keeping the namespace converged would undo a CLI apply or remove within
+// seconds, so those are refused with what to do instead.
+func lockNamespace(c *cli.Context, role instance.Role) (*instance.Lock, error) {
+	lock, err := instance.Acquire(c.Context, instance.Holder{Role: role, Config: c.String("config"), StateDir: c.String("state-dir")})
+	var busy *instance.BusyError
+	if !errors.As(err, &busy) {
+		return lock, err
+	}
+	h := busy.Holder
+	switch role {
+	case instance.Apply:
+		return nil, fmt.Errorf("%w: it keeps the host converged to %s and would undo this apply within seconds: "+
+			"edit %s and run `systemctl reload dsr-agent` (or `kill -HUP %d`); to apply another config, stop the service first", err, h.Config, h.Config, h.PID)
+	case instance.Remove:
+		return nil, fmt.Errorf("%w: it would put everything back within seconds: stop it first (`systemctl stop dsr-agent`, then `dsr-agent remove`)", err)
+	default:
+		return nil, fmt.Errorf("%w: two daemons in one network namespace undo each other's changes; stop that one first", err)
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/dsr-agent/dsr-agent/agent"
 	"github.com/dsr-agent/dsr-agent/daemon"
 	"github.com/dsr-agent/dsr-agent/health"
+	"github.com/dsr-agent/dsr-agent/internal/instance"
 )
 
 // daemonCommands are run, drain and undrain.
@@ -69,6 +70,11 @@ func runCmd(c *cli.Context) error {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
 	}
+	lock, err := lockNamespace(c, instance.Daemon)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	engine, err := daemon.NewAgentEngine(c.String("state-dir"))
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/dsr-agent/dsr-agent/agent"
+	"github.com/dsr-agent/dsr-agent/internal/safedir"
 )
 
 // Set at build time by the Makefile (-X main.version=… -X main.commit=…).
@@ -46,7 +47,8 @@ func reportError(err error) int {
 	switch {
 	case errors.As(err, &ec):
 		code = ec.ExitCode()
-	case errors.Is(err, agent.ErrInvalidConfig), errors.Is(err, agent.ErrPrivileges), errors.Is(err, errUsage):
+	case errors.Is(err, agent.ErrInvalidConfig), errors.Is(err, agent.ErrPrivileges), errors.Is(err, errUsage),
+		errors.Is(err, agent.ErrUnsafeStateDir), errors.Is(err, safedir.ErrUnsafe):
 		code = exitUsage
 	}
 	if msg := err.Error(); msg != "" {
