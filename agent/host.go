@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -196,6 +197,9 @@ func (h *Host) validate(cfg *Config, snap *snapshot) error {
 			}
 		}
 	}
+	if err := h.checkVIPsAgainstRoutes(cfg, snap, &errs); err != nil {
+		return err
+	}
 	if cfg.Mode == ModeARPTables && len(cfg.Interfaces) > 1 {
 		// The VIPs go on one NIC and ARP leaving any NIC is rewritten to one
 		// real IP: with several NICs that IP would be wrong on the others.
@@ -220,7 +224,87 @@ func (h *Host) validate(cfg *Config, snap *snapshot) error {
 			errs.add("health.listen", "", "ip:port: the first interface has no IPv4 address to default to")
 		}
 	}
+	if hc := cfg.Health; hc != nil {
+		hostAddrs := map[netip.Addr]string{}
+		for _, a := range snap.addrs {
+			if !snap.state.owns(a.Link, a.Prefix.String()) {
+				hostAddrs[a.Prefix.Addr()] = a.Link
+			}
+		}
+		checkListenIsOwn("health.listen", hc.Listen, hostAddrs, &errs)
+		if hc.AgentCheck != nil {
+			checkListenIsOwn("health.agent_check.listen", hc.AgentCheck.Listen, hostAddrs, &errs)
+		}
+	}
 	return errs.hostErr()
+}
+
+// checkListenIsOwn: the director's heartbeat must reach this host, so the
+// listener's address must be one of the host's own (binding elsewhere would
+// "work" through IP_FREEBIND and answer nothing).
+func checkListenIsOwn(field, listen string, own map[netip.Addr]string, errs *fieldErrors) {
+	ap, err := netip.ParseAddrPort(listen)
+	if err != nil || ap.Addr().IsUnspecified() {
+		return // reported by the config's own checks
+	}
+	if _, ok := own[ap.Addr().Unmap()]; !ok {
+		errs.add(field, listen, "an address of this host (not configured on any interface here)")
+	}
+}
+
+// checkVIPsAgainstRoutes rejects VIPs that are the host's gateway or the
+// network or broadcast address of a subnet the host is connected to: the
+// host would send its own traffic, or subnet broadcasts, to itself.
+func (h *Host) checkVIPsAgainstRoutes(cfg *Config, snap *snapshot, errs *fieldErrors) error {
+	gateways := map[netip.Addr]bool{}
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		routes, err := h.nl.RouteList(nil, fam)
+		if err != nil {
+			return fmt.Errorf("list routes: %w", err)
+		}
+		for _, r := range routes {
+			for _, gw := range append([]net.IP{r.Gw}, multipathGateways(r)...) {
+				if a, ok := netip.AddrFromSlice(gw); ok {
+					gateways[a.Unmap()] = true
+				}
+			}
+		}
+	}
+	special := map[netip.Addr]string{}
+	for _, a := range snap.addrs {
+		p := a.Prefix.Masked()
+		if a.Link == "lo" || snap.state.owns(a.Link, a.Prefix.String()) || p.IsSingleIP() {
+			continue
+		}
+		if p.Addr().Is4() && p.Bits() >= 31 {
+			continue // /31 point-to-point: both addresses are hosts (RFC 3021)
+		}
+		special[p.Addr()] = "the network address of " + p.String() + " on " + a.Link
+		if p.Addr().Is4() {
+			b := p.Addr().As4()
+			for i := p.Bits(); i < 32; i++ {
+				b[i/8] |= 0x80 >> (i % 8)
+			}
+			special[netip.AddrFrom4(b)] = "the broadcast address of " + p.String() + " on " + a.Link
+		}
+	}
+	for i, v := range cfg.VIPs {
+		field := fmt.Sprintf("vips[%d].address", i)
+		if gateways[v.Address] {
+			errs.add(field, v.Address.String(), "a VIP, not a gateway of this host's routes")
+		} else if why, ok := special[v.Address]; ok {
+			errs.add(field, v.Address.String(), "a host address, not "+why)
+		}
+	}
+	return nil
+}
+
+func multipathGateways(r netlink.Route) []net.IP {
+	var out []net.IP
+	for _, nh := range r.MultiPath {
+		out = append(out, nh.Gw)
+	}
+	return out
 }
 
 // primaryIPv4 is the interface's first non-secondary IPv4 that is not a

@@ -479,3 +479,37 @@ func TestDefaultRouteMultipath(t *testing.T) {
 		t.Fatalf("Interfaces = %v, want [eth1]", cfg.Interfaces)
 	}
 }
+
+// TestHostDependentConfigErrors: configs that parse but make no sense on
+// this host are refused (exit 2 in the CLI), naming the field and value.
+func TestHostDependentConfigErrors(t *testing.T) {
+	th := newTestHost(t) // eth0.100 198.51.100.21/24, default via 198.51.100.1
+	cases := map[string][]string{
+		"vips: [{address: 198.51.100.1}]\n":                                     {"vips[0].address", "198.51.100.1", "gateway"},
+		"vips: [{address: 198.51.100.0}]\n":                                     {"vips[0].address", "network address of 198.51.100.0/24"},
+		"vips: [{address: 198.51.100.255}]\n":                                   {"vips[0].address", "broadcast address of 198.51.100.0/24"},
+		"vips: [{address: '2001:db8:1::'}]\n":                                   {"vips[0].address", "network address of 2001:db8:1::/64"},
+		"vips: [{address: 192.0.2.10}]\nhealth: {listen: '203.0.113.5:8558'}\n": {"health.listen", "203.0.113.5:8558", "an address of this host"},
+		"vips: [{address: 192.0.2.10}]\nhealth: {listen: '198.51.100.21:8558', agent_check: {listen: '203.0.113.5:3333'}}\n": {"health.agent_check.listen", "203.0.113.5:3333"},
+	}
+	before := th.foreign()
+	for yaml, want := range cases {
+		cfg := mustConfig(t, "interfaces: [eth0.100]\n"+yaml)
+		_, err := th.host.Apply(cfg)
+		if err == nil || !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("accepted:\n%s(err %v)", yaml, err)
+			continue
+		}
+		for _, w := range want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error %q lacks %q", yaml, err, w)
+			}
+		}
+	}
+	th.requireNoVIPs()
+	if after := th.foreign(); after != before {
+		t.Fatalf("refused configs changed the host")
+	}
+	// The same listener on the host's own address is fine.
+	th.apply("interfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\nhealth: {listen: '198.51.100.21:8558', agent_check: {listen: '198.51.100.21:3333'}}\n")
+}
