@@ -1,0 +1,41 @@
+// Package crash is a crash-consistency test of the real dsr-agent binary
+// (issue 9, point 10). It has no code of its own: everything is in the
+// _test.go files, built only with the `crash` tag (make test-crash), so the
+// plain `go test ./...` runs of test-unit and test-root neither run it twice
+// nor skip it silently.
+//
+// What it does, in throwaway network namespaces (a host with lo and an
+// LB-facing NIC eth0, a veth cable to a "segment" namespace that plays the
+// router/director side, and a default route through it):
+//
+//   - 2,000 VIPs; the dsr-agent binary is SIGKILLed at seeded random points
+//     of `apply` (loopback mode, arptables mode), of a mode switch
+//     (loopback -> arptables -> firewalld -> loopback) and of `remove`.
+//     Kill delays are stratified over the measured run time of the
+//     uninterrupted command, so every phase (sysctls, tables, address adds
+//     and deletes, restores, state writes) is hit.
+//   - After each kill the kernel is asked directly (netlink address dump,
+//     /proc/sys, `nft`; never dsr-agent's own status) whether the invariant
+//     holds: no VIP is present on any interface unless ARP suppression is in
+//     force for it by the kernel's own rules (see oracle_test.go).
+//   - Then the next `apply` must converge (`status` exits 0, the invariant
+//     holds) and `remove` must restore the host exactly: the sysctl values
+//     found before (a non-default one among them), no dsr-agent table, no
+//     VIP, and the foreign nftables tables, addresses and sysctl values
+//     planted beforehand untouched.
+//   - A negative control proves the oracle can fail: hand-made hosts with a
+//     VIP and missing or wrong suppression (arp_ignore 0, 3, 4, an effective
+//     value raised through `all`, arp_announce 3, a VIP on the NIC without,
+//     with a dormant or with a bypassed ARP table) are reported, and for each
+//     case real ARP requests from the segment confirm what the kernel does.
+//
+// Running it (root):
+//
+//	make test-crash
+//	DSR_CRASH_SEED=12345 make test-crash    # replay a failure (the seed is printed)
+//	DSR_CRASH_KILLS=40 make test-crash      # kills per scenario (default 24)
+//
+// DSR_AGENT_BIN names the binary under test (make sets it); without it the
+// test builds ./cmd/dsr-agent into a temporary directory. Not root: skipped,
+// unless DSR_AGENT_REQUIRE_ROOT=1, which makes the skip a failure.
+package crash
