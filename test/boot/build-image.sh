@@ -17,7 +17,11 @@ IMAGE_SIZE=${DSR_BOOT_IMAGE_SIZE:-2G}
 # What the guest needs: systemd as init, udev, the tools dsr-agent and the
 # checks use (ip, nft, sysctl, curl), a kernel with its initramfs, and
 # Debian's rpm to show the RPM installs too. No network stack beyond that.
+# For the interop lab (test/interop, `make test-interop`): the real director
+# (keepalived, ipvsadm; the Debian kernel has ip_vs), iputils' arping, and
+# busybox for a tiny httpd and a `nc -ll -e` line server on the real servers.
 INCLUDE=systemd-sysv,udev,dbus,iproute2,nftables,kmod,procps,curl,rpm,linux-image-amd64,initramfs-tools,zstd,ca-certificates
+INCLUDE=$INCLUDE,keepalived,ipvsadm,iputils-arping,busybox
 
 [ "$(id -u)" = 0 ] || bt_die "building the image needs root (debootstrap)"
 command -v debootstrap >/dev/null || bt_die "debootstrap not installed (apt-get install debootstrap)"
@@ -70,8 +74,9 @@ chroot "$root" passwd -d root >/dev/null # console login for debugging by hand
 # Keep the journal across reboots so the test can read earlier boots.
 mkdir -p "$root/var/log/journal"
 # Nothing in the guest talks to a network; drop units that only slow a boot.
+# keepalived and ipvsadm are only started by the interop test, in namespaces.
 for u in getty@tty1.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
-	e2scrub_reap.service fstrim.timer systemd-timesyncd.service; do
+	e2scrub_reap.service fstrim.timer systemd-timesyncd.service keepalived.service ipvsadm.service; do
 	ln -sf /dev/null "$root/etc/systemd/system/$u"
 done
 

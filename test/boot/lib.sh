@@ -85,3 +85,44 @@ bt_accel() {
 		echo tcg
 	fi
 }
+
+# bt_qemu_start RUN IMAGE ACCEL TIMEOUT: boot the image in the background with
+# RUN/root.qcow2 (overlay) and RUN/payload.img (LABEL=BTPAYLOAD, read-only);
+# markers on the virtio port "boottest" -> RUN/markers.log, serial console ->
+# RUN/console.log. Sets qpid. Used by test/boot and test/interop.
+bt_qemu_start() {
+	local run=$1 image=$2 accel=$3 timeout=$4
+	# qemu64, not max: under TCG, "max" makes the guest pick AVX code paths that
+	# are slow to emulate and load kvm modules; "host" aborts on these machines.
+	: >"$run/markers.log"
+	timeout -k 10 "$timeout" qemu-system-x86_64 \
+		-accel "$accel" -cpu qemu64 -smp 2 -m 1024 \
+		-nodefaults -no-user-config -display none -monitor none \
+		-serial "file:$run/console.log" \
+		-kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
+		-append "root=/dev/vda rw console=ttyS0 boottest=1 panic=-1 systemd.show_status=auto cryptomgr.notests modprobe.blacklist=pcspkr,floppy,kvm,kvm_intel,kvm_amd,joydev,serio_raw" \
+		-drive "file=$run/root.qcow2,if=virtio,format=qcow2,cache=unsafe" \
+		-drive "file=$run/payload.img,if=virtio,format=raw,readonly=on" \
+		-device virtio-serial-pci \
+		-chardev "file,id=bt,path=$run/markers.log" \
+		-device virtserialport,chardev=bt,name=boottest \
+		-device virtio-rng-pci \
+		-nic none \
+		>"$run/qemu.out" 2>&1 &
+	qpid=$!
+}
+
+# bt_follow T_BOOT KINDS: while qemu ($qpid) runs, print new marker lines of
+# the given kinds (an egrep alternative, e.g. 'PHASE|FAIL') with the elapsed time.
+bt_follow() {
+	local t_boot=$1 kinds=$2 seen=0 n
+	while kill -0 "$qpid" 2>/dev/null; do
+		n=$(grep -c '^@@BT ' "$run/markers.log" || true)
+		if [ "$n" -gt "$seen" ]; then
+			grep '^@@BT ' "$run/markers.log" | tail -n "+$((seen + 1))" | head -n "$((n - seen))" |
+				grep -E "^@@BT ($kinds)" | sed "s/^@@BT /  [$(( $(date +%s) - t_boot ))s] /" | cut -c1-200 || true
+			seen=$n
+		fi
+		sleep 1
+	done
+}

@@ -120,44 +120,13 @@ mkfs.ext4 -q -L BTPAYLOAD -E root_owner=0:0 -d "$payload" "$run/payload.img" "${
 
 # --- accelerator -------------------------------------------------------------------
 accel=$(bt_accel "$image" "$run/kvm-probe.log")
-case $accel in
-# qemu64, not max: under TCG, "max" makes the guest pick AVX code paths that
-# are slow to emulate and load kvm modules; "host" aborts on these machines.
-kvm | tcg) cpu=(-cpu qemu64) ;;
-*) bt_die "DSR_BOOT_ACCEL must be auto, kvm or tcg" ;;
-esac
 
 # --- boot ----------------------------------------------------------------------------
-: >"$run/markers.log"
 t_boot=$(date +%s)
 bt_log "booting $(cat "$image/kernel-version") under $accel (mode $MODE, $(basename "$DEB")${RPM:+, $(basename "$RPM")})"
-timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
-	-accel "$accel" "${cpu[@]}" -smp 2 -m 1024 \
-	-nodefaults -no-user-config -display none -monitor none \
-	-serial "file:$run/console.log" \
-	-kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
-	-append "root=/dev/vda rw console=ttyS0 boottest=1 panic=-1 systemd.show_status=auto cryptomgr.notests modprobe.blacklist=pcspkr,floppy,kvm,kvm_intel,kvm_amd,joydev,serio_raw" \
-	-drive "file=$run/root.qcow2,if=virtio,format=qcow2,cache=unsafe" \
-	-drive "file=$run/payload.img,if=virtio,format=raw,readonly=on" \
-	-device virtio-serial-pci \
-	-chardev "file,id=bt,path=$run/markers.log" \
-	-device virtserialport,chardev=bt,name=boottest \
-	-device virtio-rng-pci \
-	-nic none \
-	>"$run/qemu.out" 2>&1 &
-qpid=$!
-
+bt_qemu_start "$run" "$image" "$accel" "$TIMEOUT"
 # Follow the phases as they come; the guest powers off after END.
-seen=0
-while kill -0 "$qpid" 2>/dev/null; do
-	n=$(grep -c '^@@BT ' "$run/markers.log" || true)
-	if [ "$n" -gt "$seen" ]; then
-		grep '^@@BT ' "$run/markers.log" | tail -n "+$((seen + 1))" | head -n "$((n - seen))" |
-			grep -E '^@@BT (PHASE|FAIL)' | sed "s/^@@BT /  [$(( $(date +%s) - t_boot ))s] /" | cut -c1-200 || true
-		seen=$n
-	fi
-	sleep 1
-done
+bt_follow "$t_boot" 'PHASE|FAIL'
 wait "$qpid" && qrc=0 || qrc=$?
 qpid=""
 t_end=$(date +%s)

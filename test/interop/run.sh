@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# make test-interop: dsr-agent behind the seed's own director -- the real
+# keepalived programming the kernel's IPVS (lb_kind DR) -- in one boot of the
+# boot test's cached Debian VM (this host's kernel has no ip_vs; Debian's has).
+#
+#   test/interop/run.sh [DSR_AGENT_BINARY]     (default: bin/dsr-agent)
+#
+# Inside the VM, network namespaces: a client, a director running keepalived
+# with HTTP_GET checks on each real server's dsr-agent /healthz, and two real
+# servers kept by `dsr-agent run`. The checks are in guest/interop.sh and
+# docs/interop.md.
+#
+# Environment (the boot test's, shared):
+#   DSR_BOOT_SKIP=1 / DSR_BOOT_REQUIRE=1   skip / make a skip a failure (CI)
+#   DSR_BOOT_ACCEL=auto|kvm|tcg            DSR_BOOT_CACHE=DIR (image cache)
+#   DSR_INTEROP_TIMEOUT=900                hard limit for the VM run, seconds
+#   DSR_INTEROP_KEEP=1                     keep the run directory on success too
+# Output: one line per check ("ok"/"not ok"/"skip"); the last line is
+# "interop-test: N passed, N failed". Exit 0 all passed, 1 otherwise.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+boot="$repo/test/boot"
+# shellcheck source=../boot/lib.sh
+. "$boot/lib.sh"
+
+skip() {
+	echo "test-interop: SKIPPED: $*"
+	if [ "${DSR_BOOT_REQUIRE:-0}" = 1 ]; then
+		echo "test-interop: DSR_BOOT_REQUIRE=1, so a skip is a failure"
+		exit 1
+	fi
+	exit 0
+}
+
+[ "${DSR_BOOT_SKIP:-0}" = 1 ] && skip "DSR_BOOT_SKIP=1"
+[ "$(uname -s)-$(uname -m)" = Linux-x86_64 ] || skip "needs Linux x86_64 (this is $(uname -s)-$(uname -m))"
+[ "$(id -u)" = 0 ] || skip "needs root (debootstrap builds the image)"
+for t in qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 flock timeout; do
+	command -v "$t" >/dev/null || skip "$t not installed (as root: make deps-boot, or apt-get install $("$repo/mk/install-deps.sh" --list boot | tr '\n' ' '))"
+done
+AGENT=${1:-$repo/bin/dsr-agent}
+[ -x "$AGENT" ] || skip "no dsr-agent binary at $AGENT (run make build)"
+TIMEOUT=${DSR_INTEROP_TIMEOUT:-900}
+
+t_start=$(date +%s)
+image=$("$boot/build-image.sh" | tail -n1) || bt_die "image build failed"
+t_image=$(date +%s)
+
+run=$(mktemp -d "${TMPDIR:-/tmp}/dsr-interop.XXXXXX")
+qpid=""
+cleanup() {
+	local rc=$?
+	if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null; then
+		kill "$qpid" 2>/dev/null || true
+		sleep 1
+		kill -9 "$qpid" 2>/dev/null || true
+	fi
+	if [ "$rc" = 0 ] && [ "${DSR_INTEROP_KEEP:-0}" != 1 ]; then
+		rm -rf "$run"
+	else
+		echo "test-interop: logs kept in $run (console.log, markers.log)"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+qemu-img create -q -f qcow2 -F raw -b "$image/rootfs.img" "$run/root.qcow2"
+# The payload disk: the image's boot-test runner runs its phases.sh.
+payload="$run/payload"
+mkdir -p "$payload"
+cp "$here/guest/interop.sh" "$payload/phases.sh"
+cp "$AGENT" "$payload/dsr-agent"
+size_mb=$(( $(du -sm "$payload" | cut -f1) + 32 ))
+mkfs.ext4 -q -L BTPAYLOAD -E root_owner=0:0 -d "$payload" "$run/payload.img" "${size_mb}M" 2>/dev/null
+
+accel=$(bt_accel "$image" "$run/kvm-probe.log")
+t_boot=$(date +%s)
+bt_log "booting $(cat "$image/kernel-version") under $accel: keepalived + IPVS director, 2 dsr-agent real servers"
+bt_qemu_start "$run" "$image" "$accel" "$TIMEOUT"
+bt_follow "$t_boot" 'PASS|FAIL|SKIP'
+wait "$qpid" && qrc=0 || qrc=$?
+qpid=""
+t_end=$(date +%s)
+
+markers="$run/markers.log"
+if ! grep -q '^@@BT ' "$markers"; then
+	grep -ao '@@BT .*' "$run/console.log" | tr -d '\r' >"$run/markers-console.log" || true
+	markers="$run/markers-console.log"
+fi
+npass=$(grep -c '^@@BT PASS ' "$markers" || true)
+nfail=$(grep -c '^@@BT FAIL ' "$markers" || true)
+nskip=$(grep -c '^@@BT SKIP ' "$markers" || true)
+echo
+echo "== interop test: keepalived/IPVS (lb_kind DR) + dsr-agent in Debian bookworm ($(cat "$image/kernel-version"), $accel)"
+awk '/^@@BT (PASS|FAIL|SKIP) / {
+	k = ($2 == "PASS") ? "ok" : ($2 == "FAIL") ? "not ok" : "skip"; n = $3
+	sub(/^@@BT [A-Z]+ [^ ]+ ?/, ""); printf "%-6s %d - %-24s %s\n", k, ++i, n, $0 }' "$markers" | cut -c1-260
+echo "-- metrics"
+awk '/^@@BT METRIC / { printf "  %-34s %s\n", $3, $4 }' "$markers"
+echo "-- notes"
+grep '^@@BT INFO ' "$markers" | cut -c11-250 | grep -E '^(dsr-agent |Keepalived|inhibit_on_failure:|default \(removal\)|MACs:|rs2.s VIP)' | sed 's/^/  /' || true
+echo "-- times: image $((t_image - t_start)) s ($( [ "$((t_image - t_start))" -gt 30 ] && echo cold build || echo cached)), VM run $((t_end - t_boot)) s, total $((t_end - t_start)) s"
+
+problems=()
+[ "$qrc" = 0 ] || problems+=("qemu exited $qrc$([ "$qrc" = 124 ] && echo " (timeout ${TIMEOUT}s)")")
+grep -q '^@@BT END' "$markers" || problems+=("the guest never reached the end")
+# Every check must have run (a check that silently did not run is a failure).
+for want in topology no-agent-no-rotation ipvs-both vip-reaches-both arp-only-director neigh-director \
+	vip-repaired vip-repair-unnoticed drain-out undrain-back graceful-established graceful-new-elsewhere \
+	agent-stopped control-removal-cuts; do
+	grep -Eq "^@@BT (PASS|FAIL) $want( |$)" "$markers" || problems+=("check $want never ran")
+done
+if [ "$nfail" != 0 ] || [ "${#problems[@]}" != 0 ]; then
+	for p in "${problems[@]}"; do echo "  PROBLEM: $p"; done
+	echo "-- guest INFO lines"
+	grep '^@@BT INFO ' "$markers" | cut -c11-250 | tail -n 60
+	echo "-- last 30 console lines"
+	tail -n 30 "$run/console.log" | tr -d '\r' | cut -c1-200
+	echo "interop-test: $npass passed, $((nfail + ${#problems[@]})) failed, $nskip skipped"
+	exit 1
+fi
+echo "interop-test: $npass passed, 0 failed, $nskip skipped"
