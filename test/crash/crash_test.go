@@ -66,6 +66,7 @@ type crashRun struct {
 	*host
 	rng    *rand.Rand
 	seed   uint64
+	size   int // VIPs per config
 	n      int // kills per scenario
 	kills  int // kills done
 	killed int // of which interrupted the command
@@ -78,10 +79,11 @@ func newCrashRun(t *testing.T) *crashRun {
 	s := runSeed(t)
 	f := fnv.New64a()
 	f.Write([]byte(t.Name()))
-	h := newHost(t, envInt(t, VIPsEnv, 2000))
+	size := envInt(t, VIPsEnv, 2000)
+	h := newHost(t, size)
 	t.Logf("seed %d (replay: %s=%d go test -tags crash -run '%s' ./test/crash/); %d VIPs; netns %s",
 		s, SeedEnv, s, t.Name(), len(h.vips), h.ns.Name)
-	return &crashRun{host: h, rng: rand.New(rand.NewPCG(s, f.Sum64())), seed: s, n: envInt(t, KillsEnv, 24), phases: map[string]int{}, leftovers: map[string]int{}}
+	return &crashRun{host: h, rng: rand.New(rand.NewPCG(s, f.Sum64())), seed: s, size: size, n: envInt(t, KillsEnv, 24), phases: map[string]int{}, leftovers: map[string]int{}}
 }
 
 // median runs fn n times and returns the median duration.
@@ -144,7 +146,7 @@ func (r *crashRun) phase(v *kernelView) string {
 		switch {
 		case n == 0:
 			return "0"
-		case n == len(r.vips):
+		case n == r.size:
 			return "all"
 		}
 		return "some"
@@ -248,6 +250,7 @@ func TestCrash(t *testing.T) {
 		crashApply(t, "arptables", sysctl{"net/ipv4/conf/all/arp_announce", "1"}, sysctl{"net/ipv4/conf/" + nic + "/arp_ignore", "4"})
 	})
 	t.Run("mode-switch", crashModeSwitch)
+	t.Run("vip-change-arptables", crashVIPChange)
 	t.Run("remove", crashRemove)
 	t.Logf("all scenarios: %v", time.Since(start).Round(time.Millisecond))
 }
@@ -325,6 +328,53 @@ func crashModeSwitch(t *testing.T) {
 		}
 	}
 	r.removeAndCheck(modes[0], base, "the mode switches")
+	r.report()
+}
+
+// crashVIPChange: arptables mode, SIGKILL during the apply of a config whose
+// VIPs overlap the current ones by half (A: VIPs 0..n-1, B: n/2..3n/2-1), in
+// turn A -> B -> A: VIPs leave the NIC, the table's set and map are
+// replaced, new VIPs arrive. Every VIP of either config is checked; the
+// ARP sysctls start hostile (arp_ignore 3), so only the table protects a VIP
+// on the NIC. Every other pair of kills, remove straight from the
+// half-changed state must restore the host first.
+func crashVIPChange(t *testing.T) {
+	r := newCrashRun(t)
+	n := r.size
+	r.writeConfig("arp-a", "arptables", 0, n)
+	r.writeConfig("arp-b", "arptables", n/2, n/2+n)
+	base := r.baseline(sysctl{"net/ipv4/conf/all/arp_ignore", "3"}, sysctl{"net/ipv4/conf/all/arp_announce", "3"})
+	cfgs := []string{"arp-a", "arp-b"}
+	r.mustRun(0, cfgs[0], "apply")
+	spans := map[string][]time.Duration{}
+	for range 3 {
+		for _, to := range []string{cfgs[1], cfgs[0]} {
+			spans[to] = append(spans[to], r.timed(to, "apply"))
+		}
+	}
+	perCfg := (r.n + 1) / 2
+	delays := map[string][]time.Duration{}
+	span := map[string]time.Duration{}
+	for _, c := range cfgs {
+		slices.Sort(spans[c])
+		span[c] = spans[c][1]
+		delays[c] = r.delays(perCfg, span[c])
+		t.Logf("uninterrupted change to %s: %v", c, span[c].Round(time.Millisecond))
+	}
+	for i := range r.n {
+		from, to := cfgs[i%2], cfgs[(i+1)%2]
+		d := delays[to][i/2]
+		when := fmt.Sprintf("kill %d of the change %s -> %s at %.1fms (seed %d)", i, from, to, ms(d), r.seed)
+		r.killAndCheck(i, d, span[to], to, "apply")
+		if (i/2)%2 == 1 {
+			r.removeAndCheck(to, base, when)
+		}
+		r.converge(to, when)
+		if t.Failed() {
+			break
+		}
+	}
+	r.removeAndCheck(cfgs[0], base, "the VIP changes")
 	r.report()
 }
 

@@ -10,7 +10,11 @@
 //
 //   - 2,000 VIPs; the dsr-agent binary is SIGKILLed at seeded random points
 //     of `apply` (loopback mode, arptables mode), of a mode switch
-//     (loopback -> arptables -> firewalld -> loopback) and of `remove`.
+//     (loopback -> arptables -> firewalld -> loopback), of a change of half
+//     the VIPs in arptables mode, and of `remove`; some recoveries are
+//     killed too. The ARP sysctls start at values the kernel does not
+//     count as suppressing (arp_ignore 3, arp_announce 3) in some scenarios
+//     and merely non-default in others.
 //     Kill delays are stratified over the measured run time of the
 //     uninterrupted command, so every phase (sysctls, tables, address adds
 //     and deletes, restores, state writes) is hit.

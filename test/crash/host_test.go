@@ -101,25 +101,8 @@ func newHost(t *testing.T, nVIPs int) *host {
 	h.seg = netnstest.New(t)
 	netnstest.Connect(t, h.ns, nic, []string{realIP + "/24"}, h.seg, "seg0", []string{gatewayIP + "/24"})
 	h.ns.Exec(t, "ip", "route", "add", "default", "via", gatewayIP)
-	for i := range nVIPs {
-		h.vips = append(h.vips, netip.AddrFrom4([4]byte{10, 64, byte(i / 250), byte(i%250 + 1)}))
-	}
-	for _, v := range h.vips {
-		h.vipSet[v] = true
-	}
 	for _, mode := range []string{"loopback", "arptables", "firewalld"} {
-		var b strings.Builder
-		fmt.Fprintf(&b, "mode: %s\ninterfaces: [%s]\nvips:\n", mode, nic)
-		for _, v := range h.vips {
-			if mode == "firewalld" {
-				fmt.Fprintf(&b, "  - {address: %s, ports: [{port: 80}]}\n", v)
-			} else {
-				fmt.Fprintf(&b, "  - address: %s\n", v)
-			}
-		}
-		if err := os.WriteFile(h.config(mode), []byte(b.String()), 0o644); err != nil {
-			t.Fatalf("write %s config: %v", mode, err)
-		}
+		h.writeConfig(mode, mode, 0, nVIPs)
 	}
 	// firewalld mode's ports must have a listener (wildcard :80, the
 	// redirect's target): a missing one would be a status difference.
@@ -134,7 +117,34 @@ func newHost(t *testing.T, nVIPs int) *host {
 	return h
 }
 
-func (h *host) config(mode string) string { return filepath.Join(h.dir, mode+".yaml") }
+// vip returns the i-th VIP: 10.64.0.1, 10.64.0.2, ... (250 per /24).
+func vip(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 64, byte(i / 250), byte(i%250 + 1)}) }
+
+// writeConfig writes config name (mode mode) with VIPs from..to-1; they
+// join the VIPs the oracle checks.
+func (h *host) writeConfig(name, mode string, from, to int) {
+	h.t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "mode: %s\ninterfaces: [%s]\nvips:\n", mode, nic)
+	for i := from; i < to; i++ {
+		v := vip(i)
+		if !h.vipSet[v] {
+			h.vipSet[v] = true
+			h.vips = append(h.vips, v)
+		}
+		if mode == "firewalld" {
+			fmt.Fprintf(&b, "  - {address: %s, ports: [{port: 80}]}\n", v)
+		} else {
+			fmt.Fprintf(&b, "  - address: %s\n", v)
+		}
+	}
+	if err := os.WriteFile(h.config(name), []byte(b.String()), 0o644); err != nil {
+		h.t.Fatalf("write config %s: %v", name, err)
+	}
+}
+
+// config is the path of config name (by default named after its mode).
+func (h *host) config(name string) string { return filepath.Join(h.dir, name+".yaml") }
 func (h *host) stateDir() string          { return filepath.Join(h.dir, "state") }
 
 // sysctl is one value a scenario puts in place before dsr-agent runs.
