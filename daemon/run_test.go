@@ -94,11 +94,12 @@ type runningDaemon struct {
 // startDaemon runs `dsr-agent run` in ns with the given config.
 func startDaemon(t testing.TB, ns *netnstest.NS, dir, config string, args ...string) *runningDaemon {
 	t.Helper()
-	return startDaemonWrapped(t, ns, dir, config, nil, args...)
+	return startDaemonWrapped(t, ns, dir, config, nil, nil, args...)
 }
 
-// startDaemonWrapped is startDaemon behind a wrapper command (prlimit).
-func startDaemonWrapped(t testing.TB, ns *netnstest.NS, dir, config string, wrap []string, args ...string) *runningDaemon {
+// startDaemonWrapped is startDaemon behind a wrapper command (prlimit) and
+// with extra environment variables (they override the defaults).
+func startDaemonWrapped(t testing.TB, ns *netnstest.NS, dir, config string, wrap, env []string, args ...string) *runningDaemon {
 	t.Helper()
 	bin := dsrAgentBinary(t)
 	cfgPath := filepath.Join(dir, "config.yaml")
@@ -131,7 +132,7 @@ func startDaemonWrapped(t testing.TB, ns *netnstest.NS, dir, config string, wrap
 		full = append(append([]string(nil), wrap...), full...)
 	}
 	d.cmd = exec.Command(full[0], full[1:]...)
-	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sockPath, "WATCHDOG_USEC=300000")
+	d.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="+sockPath, "WATCHDOG_USEC=300000"), env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -32,9 +32,15 @@ const missing = "\x00"
 // does not judge the values (the core decides what is right); it compares
 // each read with the previous one, so a change by anyone -- including the
 // daemon's own repair, which costs one no-op pass -- wakes the loop.
+//
+// Each file stays open and is re-read with pread at offset 0, which makes
+// the kernel format the current value again: one syscall per value instead
+// of a path walk, open, read and close, and no new descriptor per poll, so
+// the watcher keeps working even if the process is at its descriptor limit.
 type sysctlWatch struct {
 	mu    sync.Mutex
 	files []string // absolute /proc/sys paths
+	fds   []int    // -1: not open (the interface is gone)
 	last  []string
 	// changed is signalled when the set of files changes, so a watcher with
 	// nothing to watch sleeps instead of ticking.
@@ -47,21 +53,38 @@ func newSysctlWatch() *sysctlWatch { return &sysctlWatch{changed: make(chan stru
 // calls it before the pass that applies a config: a reset after this read is
 // seen by the next poll; one before it is seen by that pass itself.
 func (s *sysctlWatch) set(paths []arp.Path) {
-	files := make([]string, len(paths))
-	for i, p := range paths {
-		files[i] = filepath.Join(append([]string{"/proc/sys"}, p...)...)
-	}
-	last := make([]string, len(files))
-	var buf [32]byte
-	for i, f := range files {
-		last[i] = string(readSysctl(f, buf[:]))
-	}
 	s.mu.Lock()
-	s.files, s.last = files, last
+	s.closeAll()
+	s.files = make([]string, len(paths))
+	s.fds = make([]int, len(paths))
+	s.last = make([]string, len(paths))
+	var buf [32]byte
+	for i, p := range paths {
+		s.files[i] = filepath.Join(append([]string{"/proc/sys"}, p...)...)
+		s.fds[i] = -1
+		s.last[i] = string(s.read(i, buf[:]))
+	}
 	s.mu.Unlock()
 	select {
 	case s.changed <- struct{}{}:
 	default:
+	}
+}
+
+// close releases the descriptors.
+func (s *sysctlWatch) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeAll()
+	s.files, s.fds, s.last = nil, nil, nil
+}
+
+func (s *sysctlWatch) closeAll() {
+	for i, fd := range s.fds {
+		if fd >= 0 {
+			unix.Close(fd)
+			s.fds[i] = -1
+		}
 	}
 }
 
@@ -72,14 +95,37 @@ func (s *sysctlWatch) poll() bool {
 	defer s.mu.Unlock()
 	var buf [32]byte
 	changed := false
-	for i, f := range s.files {
-		v := readSysctl(f, buf[:])
+	for i := range s.files {
+		v := s.read(i, buf[:])
 		if string(v) != s.last[i] {
 			s.last[i] = string(v)
 			changed = true
 		}
 	}
 	return changed
+}
+
+// read returns the value of file i ("1\n": the newline is part of every
+// value, no need to trim it), or missing. A descriptor whose sysctl was
+// unregistered (its interface deleted, maybe re-created under the same name)
+// fails to read; it is reopened once.
+func (s *sysctlWatch) read(i int, buf []byte) []byte {
+	for attempt := 0; attempt < 2; attempt++ {
+		if s.fds[i] < 0 {
+			fd, err := unix.Open(s.files[i], unix.O_RDONLY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return []byte(missing)
+			}
+			s.fds[i] = fd
+		}
+		n, err := unix.Pread(s.fds[i], buf, 0)
+		if err == nil && n > 0 {
+			return buf[:n]
+		}
+		unix.Close(s.fds[i])
+		s.fds[i] = -1
+	}
+	return []byte(missing)
 }
 
 func (s *sysctlWatch) watching() bool {
@@ -89,8 +135,9 @@ func (s *sysctlWatch) watching() bool {
 }
 
 // run polls every interval while there is something to watch and wakes the
-// loop with trigger "sysctl" on any change.
+// loop with trigger "sysctl" on any change. It closes the files when ctx ends.
 func (s *sysctlWatch) run(ctx context.Context, w *waker, interval time.Duration) {
+	defer s.close()
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -114,21 +161,4 @@ func (s *sysctlWatch) run(ctx context.Context, w *waker, interval time.Duration)
 			}
 		}
 	}
-}
-
-// readSysctl reads a /proc/sys file into buf with raw syscalls (no *os.File,
-// no allocation: this runs five times a second for the daemon's lifetime).
-// The descriptor is closed before returning, so the count stays constant.
-func readSysctl(file string, buf []byte) []byte {
-	fd, err := unix.Open(file, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return []byte(missing)
-	}
-	n, err := unix.Read(fd, buf)
-	unix.Close(fd)
-	if err != nil || n < 0 {
-		return []byte(missing)
-	}
-	// "1\n": the newline is part of every value, no need to trim it.
-	return buf[:n]
 }
