@@ -380,14 +380,18 @@ func TestInvalidConfigChangesNothing(t *testing.T) {
 func TestDefaultInterfaceFromDefaultRoute(t *testing.T) {
 	th := newTestHost(t)
 	cfg := mustConfig(t, "vips: [{address: 192.0.2.10}]\nhealth: {}\n")
-	if err := th.host.Validate(cfg); err != nil {
+	d, err := th.host.Resolve(cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.Interfaces) != 1 || cfg.Interfaces[0] != "eth0.100" {
-		t.Fatalf("Interfaces = %v, want [eth0.100] (default route)", cfg.Interfaces)
+	if len(d.Interfaces) != 1 || d.Interfaces[0] != "eth0.100" {
+		t.Fatalf("Interfaces = %v, want [eth0.100] (default route)", d.Interfaces)
 	}
-	if cfg.Health.Listen != "198.51.100.21:8558" {
-		t.Fatalf("Health.Listen = %q", cfg.Health.Listen)
+	if d.Health.Listen != "198.51.100.21:8558" {
+		t.Fatalf("Health.Listen = %q", d.Health.Listen)
+	}
+	if len(cfg.Interfaces) != 0 || cfg.Health.Listen != "" {
+		t.Fatalf("Resolve changed the config: %v %q", cfg.Interfaces, cfg.Health.Listen)
 	}
 }
 
@@ -471,12 +475,12 @@ func TestDefaultRouteMultipath(t *testing.T) {
 	th.ns.AddDummy(t, "eth1", "198.51.100.41/24")
 	th.ns.Exec(t, "ip", "route", "del", "default")
 	th.ns.Exec(t, "ip", "route", "add", "default", "nexthop", "via", "198.51.100.1", "dev", "eth1", "nexthop", "via", "198.51.100.2", "dev", "eth0.100")
-	cfg := mustConfig(t, "vips: [{address: 192.0.2.10}]\n")
-	if err := th.host.Validate(cfg); err != nil {
+	d, err := th.host.Resolve(mustConfig(t, "vips: [{address: 192.0.2.10}]\n"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cfg.Interfaces) != 1 || cfg.Interfaces[0] != "eth1" {
-		t.Fatalf("Interfaces = %v, want [eth1]", cfg.Interfaces)
+	if len(d.Interfaces) != 1 || d.Interfaces[0] != "eth1" {
+		t.Fatalf("Interfaces = %v, want [eth1]", d.Interfaces)
 	}
 }
 

@@ -3,50 +3,11 @@ package agent
 import (
 	"fmt"
 	"strings"
-
-	"github.com/dsr-agent/dsr-agent/arp"
-	"github.com/dsr-agent/dsr-agent/firewall"
-	"github.com/dsr-agent/dsr-agent/loopback"
 )
-
-// ChangeKind names one kind of change. The order of the constants is the
-// order a plan runs in: VIPs that must go leave first, ARP suppression is in
-// force before any VIP is added, and old suppression goes only at the end.
-type ChangeKind string
-
-const (
-	AddrDel       ChangeKind = "addr-del"
-	SysctlSet     ChangeKind = "sysctl-set"
-	TableReplace  ChangeKind = "table-replace"
-	AddrAdd       ChangeKind = "addr-add"
-	TableDelete   ChangeKind = "table-delete"
-	SysctlRestore ChangeKind = "sysctl-restore"
-)
-
-var phaseOrder = []ChangeKind{AddrDel, SysctlSet, TableReplace, AddrAdd, TableDelete, SysctlRestore}
-
-// Change is one step of a plan.
-type Change struct {
-	Kind ChangeKind `json:"kind"`
-	// Subject is what changes: a VIP, a sysctl name or a table.
-	Subject string `json:"subject"`
-	// Reason says why, e.g. "missing" or "is 0, want 1".
-	Reason string `json:"reason"`
-	// Command is the equivalent shell command.
-	Command string `json:"command"`
-
-	addr loopback.Addr
-	// sysctl and value: what a sysctl step writes.
-	sysctl arp.Path
-	value  string
-	spec   firewall.Spec
-	family firewall.Family
-	// forgetOnly marks a saved sysctl to drop from the state without
-	// writing it (its interface is gone, or it was changed by someone else).
-	forgetOnly bool
-}
 
 // Plan is the ordered list of changes that brings the host to the config.
+// Apply output, --dry-run, status, the daemon's log lines and health's
+// /status are all renderings of it.
 type Plan struct {
 	Changes []Change `json:"changes"`
 	// Notes are what the operator must hear beside the changes, e.g. that
@@ -61,47 +22,19 @@ func (p *Plan) Empty() bool {
 		return true
 	}
 	for _, c := range p.Changes {
-		if !c.forgetOnly {
+		if !c.bookkeeping {
 			return false
 		}
 	}
 	return true
 }
 
-// String renders the plan as the commands an administrator would type, one
-// renderer for apply output, --dry-run, status and golden tests.
-func (p *Plan) String() string {
-	if p == nil {
-		return ""
-	}
-	var b strings.Builder
-	for _, c := range p.Changes {
-		if c.forgetOnly {
-			continue // bookkeeping only: no command to show
-		}
-		switch c.Kind {
-		case TableReplace:
-			fmt.Fprintf(&b, "# %s: %s\n%s", c.Subject, c.Reason, c.Command)
-		default:
-			if c.Reason != "" {
-				fmt.Fprintf(&b, "%s  # %s\n", c.Command, c.Reason)
-			} else {
-				fmt.Fprintln(&b, c.Command)
-			}
-		}
-	}
-	for _, n := range p.Notes {
-		fmt.Fprintf(&b, "# warning: %s\n", n)
-	}
-	return b.String()
-}
-
-// sortedByPhase returns the changes in phase order, keeping the order within a phase.
-func sortedByPhase(changes []Change) []Change {
-	out := make([]Change, 0, len(changes))
-	for _, k := range phaseOrder {
-		for _, c := range changes {
-			if c.Kind == k {
+// Visible is the changes an operator sees (bookkeeping left out).
+func (p *Plan) Visible() []Change {
+	var out []Change
+	if p != nil {
+		for _, c := range p.Changes {
+			if !c.bookkeeping {
 				out = append(out, c)
 			}
 		}
@@ -109,6 +42,29 @@ func sortedByPhase(changes []Change) []Change {
 	return out
 }
 
-func sysctlCommand(path arp.Path, value string) string {
-	return fmt.Sprintf("sysctl -w %s=%s", path, value)
+// String renders the plan as the commands an administrator would type.
+func (p *Plan) String() string {
+	if p == nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, c := range p.Visible() {
+		b.WriteString(c.String())
+	}
+	for _, n := range p.Notes {
+		fmt.Fprintf(&b, "# warning: %s\n", n)
+	}
+	return b.String()
+}
+
+// String renders one change: its command and why.
+func (c Change) String() string {
+	switch {
+	case c.render != nil:
+		return c.render()
+	case c.Reason != "":
+		return fmt.Sprintf("%s  # %s\n", c.Command, c.Reason)
+	default:
+		return c.Command + "\n"
+	}
 }

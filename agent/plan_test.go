@@ -2,8 +2,11 @@ package agent
 
 import (
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 
+	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/firewall"
 	"github.com/dsr-agent/dsr-agent/internal/golden"
 	"github.com/dsr-agent/dsr-agent/loopback"
@@ -22,35 +25,128 @@ func addr(link, prefix, label string) loopback.Addr {
 	return loopback.Addr{Link: link, Prefix: netip.MustParsePrefix(prefix), Label: label}
 }
 
-// nothingObserved is a host with only its NIC address and default sysctls.
-func nothingObserved(d desired) *observed {
-	o := &observed{
-		addrs:   []loopback.Addr{addr("eth0.100", "198.51.100.21/24", "")},
-		state:   &State{SavedSysctls: map[string]string{}},
-		sysctls: map[string]string{}, tableDiff: map[firewall.Family]string{}, tablesPresent: map[firewall.Family]bool{},
+// simHost is a host in memory for pure plan tests: what the surfaces would
+// observe, and how applying a plan changes it. No kernel, no root.
+type simHost struct {
+	facts   *Facts
+	sysctls map[string]string
+	tables  map[firewall.Family]bool
+}
+
+// newSimHost is a host with only its NIC address and default sysctls (0).
+func newSimHost() *simHost {
+	return &simHost{
+		facts: &Facts{
+			Addrs:       []loopback.Addr{addr("eth0.100", "198.51.100.21/24", "")},
+			Links:       []string{"lo", "eth0.100"},
+			DefaultLink: "eth0.100",
+			Gateways:    map[netip.Addr]bool{netip.MustParseAddr("198.51.100.1"): true},
+			State:       &State{SavedSysctls: map[string]string{}},
+		},
+		sysctls: map[string]string{},
+		tables:  map[firewall.Family]bool{},
 	}
-	for _, s := range d.sysctls {
-		o.sysctls[s.Path.Key()] = "0"
+}
+
+// plan resolves cfg (nil: remove) and diffs the simulated host.
+func (s *simHost) plan(t *testing.T, cfg *Config) (*Plan, *Desired) {
+	t.Helper()
+	d := &Desired{Tables: map[firewall.Family]firewall.Spec{}}
+	if cfg != nil {
+		var err error
+		if d, err = Resolve(cfg, s.facts); err != nil {
+			t.Fatal(err)
+		}
 	}
-	for f := range d.tables {
-		o.tableDiff[f] = "table missing"
+	cur := map[string]string{}
+	for _, w := range d.Sysctls {
+		cur[w.Path.Key()] = s.sysctl(w.Path.Key())
 	}
-	return o
+	for k := range s.facts.State.SavedSysctls {
+		cur[k] = s.sysctl(k)
+	}
+	why := map[firewall.Family]string{}
+	for fam := range d.Tables {
+		if !s.tables[fam] {
+			why[fam] = "table missing"
+		}
+	}
+	surfaces := []surface{
+		&addrSurface{addrs: s.facts.Addrs},
+		&sysctlSurface{cur: cur},
+		&tableSurface{present: s.tables, why: why},
+	}
+	return planFrom(surfaces, d, s.facts.State), d
+}
+
+func (s *simHost) sysctl(key string) string {
+	if v, ok := s.sysctls[key]; ok {
+		return v
+	}
+	return "0"
+}
+
+// apply plays a plan on the simulated host: the state journal through the
+// changes' own hooks, the "kernel" by what each change does.
+func (s *simHost) apply(t *testing.T, p *Plan, d *Desired) {
+	t.Helper()
+	st := s.facts.State
+	for _, c := range p.Changes {
+		if c.own != nil {
+			if _, err := c.own(st); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, c := range p.Changes {
+		switch {
+		case c.bookkeeping:
+		case c.Kind == AddrDel:
+			s.facts.Addrs = slices.DeleteFunc(s.facts.Addrs, func(a loopback.Addr) bool { return a.Prefix.Addr().String() == c.Subject })
+		case c.Kind == AddrAdd:
+			s.facts.Addrs = append(s.facts.Addrs, *c.missing)
+		case c.Kind == SysctlSet || c.Kind == SysctlRestore:
+			name, value, _ := strings.Cut(strings.Fields(c.Command)[2], "=")
+			s.sysctls[pathKey(name)] = value
+		case c.Kind == TableReplace || c.Kind == TableDelete:
+			for _, fam := range firewall.Families {
+				if firewall.TableRef(fam) == c.Subject {
+					s.tables[fam] = c.Kind == TableReplace
+				}
+			}
+		default:
+			t.Fatalf("simHost cannot play %s", c.Kind)
+		}
+		if c.done != nil {
+			c.done(st)
+		}
+	}
+	st.compact()
+}
+
+// pathKey turns sysctl(8)'s name back into a Path.Key.
+func pathKey(name string) string {
+	if strings.Contains(name, "/") {
+		return name
+	}
+	return arp.Path(strings.Split(name, ".")).Key()
+}
+
+var planConfigs = map[string]string{
+	"loopback":  "mode: loopback\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {address: 192.0.2.11}, {address: '2001:db8::10'}]\n",
+	"arptables": "mode: arptables\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {address: 192.0.2.11, real_ip: 198.51.100.22}, {address: '2001:db8::10'}]\n",
+	"firewalld": "mode: firewalld\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10, ports: [{port: 80, to_port: 8080}, {port: 53, protocol: udp}]}, {address: '2001:db8::10', ports: [{port: 443}]}]\n",
 }
 
 func TestPlanGolden(t *testing.T) {
-	modes := map[string]string{
-		"loopback":  "mode: loopback\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {address: 192.0.2.11}, {address: '2001:db8::10'}]\n",
-		"arptables": "mode: arptables\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {address: 192.0.2.11, real_ip: 198.51.100.22}, {address: '2001:db8::10'}]\n",
-		"firewalld": "mode: firewalld\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10, ports: [{port: 80, to_port: 8080}, {port: 53, protocol: udp}]}, {address: '2001:db8::10', ports: [{port: 443}]}]\n",
-	}
-	for name, y := range modes {
+	for name, y := range planConfigs {
 		t.Run(name, func(t *testing.T) {
-			cfg := mustConfig(t, y)
-			snap := &snapshot{addrs: nothingObserved(desired{}).addrs, state: &State{}}
-			d := desiredFor(cfg, snap)
-			plan := computePlan(d, nothingObserved(d))
-			golden.Assert(t, "plan-"+name+".txt", plan.String())
+			h := newSimHost()
+			if name == "arptables" {
+				h.facts.Addrs = append(h.facts.Addrs, addr("eth0.100", "198.51.100.22/24", ""))
+			}
+			p, _ := h.plan(t, mustConfig(t, y))
+			golden.Assert(t, "plan-"+name+".txt", p.String())
 		})
 	}
 }
@@ -59,43 +155,71 @@ func TestPlanGolden(t *testing.T) {
 // from lo first, puts the ARP table in place before the VIPs go on the NIC,
 // and restores the sysctls only at the end.
 func TestPlanModeSwitchOrder(t *testing.T) {
-	cfg := mustConfig(t, "mode: arptables\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\n")
-	snap := &snapshot{addrs: nothingObserved(desired{}).addrs, state: &State{}}
-	d := desiredFor(cfg, snap)
-	o := nothingObserved(d)
-	o.addrs = append(o.addrs, addr("lo", "192.0.2.10/32", "lo:dsr0"), addr("lo", "127.0.0.1/8", ""))
-	o.state = &State{
+	h := newSimHost()
+	h.facts.Addrs = append(h.facts.Addrs, addr("lo", "192.0.2.10/32", "lo:dsr0"), addr("lo", "127.0.0.1/8", ""))
+	h.facts.State = &State{
 		SavedSysctls: map[string]string{"net/ipv4/conf/all/arp_ignore": "0", "net/ipv4/conf/all/arp_announce": "0"},
 		Addresses:    []OwnedAddr{{Link: "lo", Prefix: "192.0.2.10/32"}},
 	}
-	o.sysctls["net/ipv4/conf/all/arp_ignore"] = "1"
-	o.sysctls["net/ipv4/conf/all/arp_announce"] = "2"
-	golden.Assert(t, "plan-switch-loopback-to-arptables.txt", computePlan(d, o).String())
+	h.sysctls["net/ipv4/conf/all/arp_ignore"] = "1"
+	h.sysctls["net/ipv4/conf/all/arp_announce"] = "2"
+	p, _ := h.plan(t, mustConfig(t, "mode: arptables\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\n"))
+	golden.Assert(t, "plan-switch-loopback-to-arptables.txt", p.String())
 	var kinds []ChangeKind
-	for _, c := range computePlan(d, o).Changes {
+	for _, c := range p.Changes {
 		kinds = append(kinds, c.Kind)
 	}
 	want := []ChangeKind{AddrDel, TableReplace, AddrAdd, SysctlRestore, SysctlRestore}
-	if len(kinds) != len(want) {
+	if !slices.Equal(kinds, want) {
 		t.Fatalf("kinds = %v, want %v", kinds, want)
-	}
-	for i := range want {
-		if kinds[i] != want[i] {
-			t.Fatalf("kinds = %v, want %v", kinds, want)
-		}
 	}
 }
 
 func TestPlanInSyncIsEmpty(t *testing.T) {
+	h := newSimHost()
 	cfg := mustConfig(t, "interfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\n")
-	snap := &snapshot{state: &State{}}
-	d := desiredFor(cfg, snap)
-	o := nothingObserved(d)
-	for _, s := range d.sysctls {
-		o.sysctls[s.Path.Key()] = s.Value()
+	p, d := h.plan(t, cfg)
+	h.apply(t, p, d)
+	if p, _ := h.plan(t, cfg); !p.Empty() {
+		t.Fatalf("plan not empty after applying it:\n%s", p)
 	}
-	o.addrs = append(o.addrs, addr("lo", "192.0.2.10/32", "lo:dsr0"))
-	if p := computePlan(d, o); !p.Empty() {
-		t.Fatalf("plan not empty:\n%s", p)
+}
+
+// TestRouterStates, after tailscale's: a sequence of configs, the plan
+// text expected after each, played on a simulated host. Pure and fast;
+// the real-kernel tests prove each kind of change does what it renders.
+func TestRouterStates(t *testing.T) {
+	steps := []struct{ name, config string }{
+		{"01-loopback-2-vips", "mode: loopback\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {address: '2001:db8::10'}]\n"},
+		{"02-one-more-vip", "mode: loopback\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {address: '2001:db8::10'}, {address: 192.0.2.11}]\n"},
+		{"03-same-again", "mode: loopback\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {address: '2001:db8::10'}, {address: 192.0.2.11}]\n"},
+		{"04-arptables", "mode: arptables\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {address: '2001:db8::10'}, {address: 192.0.2.11}]\n"},
+		{"05-firewalld", "mode: firewalld\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10, ports: [{port: 80}]}, {address: '2001:db8::10', ports: [{port: 443, to_port: 8443}]}]\n"},
+		{"06-empty-vip-list", "mode: firewalld\ninterfaces: [eth0.100]\nvips: []\n"},
+		{"07-loopback-again", "mode: loopback\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\n"},
+		{"08-remove", ""},
+	}
+	h := newSimHost()
+	var transcript strings.Builder
+	for _, s := range steps {
+		var cfg *Config
+		if s.config != "" {
+			cfg = mustConfig(t, s.config)
+		}
+		p, d := h.plan(t, cfg)
+		transcript.WriteString("### " + s.name + "\n" + p.String())
+		h.apply(t, p, d)
+		if again, _ := h.plan(t, cfg); !again.Empty() {
+			t.Fatalf("%s: not converged after applying its plan:\n%s", s.name, again)
+		}
+	}
+	golden.Assert(t, "router-states.txt", transcript.String())
+	if len(h.facts.State.Addresses) != 0 || len(h.facts.State.SavedSysctls) != 0 {
+		t.Fatalf("state after remove: %+v", h.facts.State)
+	}
+	for k, v := range h.sysctls {
+		if v != "0" {
+			t.Errorf("%s = %s after remove, want 0", k, v)
+		}
 	}
 }

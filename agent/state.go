@@ -43,6 +43,9 @@ type State struct {
 	Recovered string `json:"-"`
 	// index mirrors Addresses for O(1) ownership checks (10,000 VIPs).
 	index map[OwnedAddr]bool
+	// dropped counts addresses removed from index but not yet from
+	// Addresses.
+	dropped int
 }
 
 // OwnedAddr is one address dsr-agent put on an interface.
@@ -65,16 +68,38 @@ func (s *State) owns(link, prefix string) bool {
 	return s.index[OwnedAddr{Link: link, Prefix: prefix}]
 }
 
-func (s *State) addAddr(link, prefix string) {
+// addAddr records an owned address; it reports whether it was new.
+func (s *State) addAddr(link, prefix string) bool {
+	if s.owns(link, prefix) {
+		return false
+	}
+	a := OwnedAddr{Link: link, Prefix: prefix}
+	s.Addresses = append(s.Addresses, a)
+	s.index[a] = true
+	return true
+}
+
+// dropAddr forgets an owned address in O(1) (deleting 10,000 VIPs must not
+// cost O(n²)); Addresses is compacted before it is next read or saved.
+func (s *State) dropAddr(link, prefix string) bool {
 	if !s.owns(link, prefix) {
-		a := OwnedAddr{Link: link, Prefix: prefix}
-		s.Addresses = append(s.Addresses, a)
-		s.index[a] = true
+		return false
+	}
+	delete(s.index, OwnedAddr{Link: link, Prefix: prefix})
+	s.dropped++
+	return true
+}
+
+func (s *State) compact() {
+	if s.dropped > 0 {
+		s.Addresses = slices.DeleteFunc(s.Addresses, func(a OwnedAddr) bool { return !s.index[a] })
+		s.dropped = 0
 	}
 }
 
 // keepAddrs drops every owned address for which keep is false.
 func (s *State) keepAddrs(keep func(OwnedAddr) bool) (dropped int) {
+	s.compact()
 	n := len(s.Addresses)
 	s.Addresses = slices.DeleteFunc(s.Addresses, func(a OwnedAddr) bool { return !keep(a) })
 	s.reindex()
@@ -201,6 +226,7 @@ func (st *stateStore) save(s *State) error {
 	if err := os.MkdirAll(st.dir, 0o700); err != nil {
 		return fmt.Errorf("create state dir %s: %w", st.dir, err)
 	}
+	s.compact()
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return err
@@ -284,6 +310,15 @@ func (st *stateStore) close() {
 		st.lockFile.Close()
 		st.lockFile = nil
 	}
+}
+
+// handsOffNote tells why an empty VIP list leaves dsr-agent's setup alone.
+func handsOffNote(s *State) []string {
+	if len(s.Addresses) == 0 && len(s.SavedSysctls) == 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("vips is empty: dsr-agent changes nothing and keeps what an earlier config made (%d address(es), %d saved sysctl(s)); `dsr-agent remove` tears it down",
+		len(s.Addresses), len(s.SavedSysctls))}
 }
 
 // noteWhen selects what stateNotes tells.

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"fmt"
-	"maps"
 	"strings"
 
 	"github.com/google/nftables"
@@ -43,80 +42,57 @@ type Difference struct {
 	Fix string `json:"fix,omitempty"`
 }
 
-var differenceKind = map[ChangeKind]string{
-	AddrDel:       "vip-unexpected",
-	SysctlSet:     "sysctl-wrong",
-	TableReplace:  "table-wrong",
-	AddrAdd:       "vip-missing",
-	TableDelete:   "table-unexpected",
-	SysctlRestore: "sysctl-not-restored",
-}
-
 // Status compares the host with cfg and changes nothing.
 func (h *Host) Status(cfg *Config) (*Report, error) {
-	p, err := h.planFor(cfg, false)
+	p, err := h.plan(cfg, false)
 	if err != nil {
 		return nil, err
 	}
-	return reportFrom(cfg, p), nil
+	return p.report(), nil
 }
 
-func reportFrom(cfg *Config, p *planned) *Report {
-	r := &Report{Mode: string(cfg.Mode), Suppression: true, VIPs: []VIPState{}, Differences: []Difference{}}
+// report is the status view of a plan: each pending change is a difference.
+func (p *planned) report() *Report {
+	r := &Report{Mode: string(p.want.Mode), Suppression: true, VIPs: []VIPState{}, Differences: []Difference{}}
 	missing := map[string]bool{}
-	for _, c := range p.plan.Changes {
-		if c.forgetOnly {
-			continue // bookkeeping only: nothing on the host differs
+	for _, c := range p.plan.Visible() {
+		d := Difference{Kind: c.drift, Subject: c.Subject, Detail: c.Reason, Fix: c.Command}
+		if c.fix != "" {
+			d.Fix = c.fix
 		}
-		d := Difference{Kind: differenceKind[c.Kind], Subject: c.Subject, Detail: c.Reason, Fix: c.Command}
-		switch c.Kind {
-		case AddrAdd:
-			missing[loopback.Key(c.addr.Link, c.addr.Prefix)] = true
-			d.Detail = "missing from " + c.addr.Link
-			d.Fix = c.addr.Command("add")
-		case SysctlSet:
+		if c.missing != nil {
+			missing[loopback.Key(c.missing.Link, c.missing.Prefix)] = true
+			d.Detail = "missing from " + c.missing.Link
+		}
+		if c.unsuppressed {
 			r.Suppression = false
-		case TableReplace:
-			if c.family == nftables.TableFamilyARP {
-				r.Suppression = false
-			}
-			d.Fix = "dsr-agent apply"
 		}
 		r.Differences = append(r.Differences, d)
 	}
-	for _, a := range p.want.addrs {
+	for _, a := range p.want.Addrs {
 		r.VIPs = append(r.VIPs, VIPState{Address: a.Prefix.Addr().String(), Link: a.Link, Present: !missing[loopback.Key(a.Link, a.Prefix)]})
 	}
-	if cfg.Mode == ModeFirewalld {
-		for _, v := range cfg.VIPs {
-			r.VIPs = append(r.VIPs, VIPState{Address: v.Address.String(), Present: p.obs.tableDiff[natFamily(v)] == ""})
+	if p.want.Mode == ModeFirewalld {
+		for _, v := range p.want.VIPs {
+			fam := firewall.Family(nftables.TableFamilyIPv4)
+			if v.Address.Is6() {
+				fam = nftables.TableFamilyIPv6
+			}
+			r.VIPs = append(r.VIPs, VIPState{Address: v.Address.String(), Present: p.tables.tableInSync(fam)})
 		}
 	}
 	r.InSync = len(r.Differences) == 0
-	r.Warnings = append(sysctlCaveats(cfg, p), stateNotes(p.snap.state, noteStatus)...)
+	r.Warnings = append(p.sysctlCaveats(), p.notes(noteStatus)...)
 	return r
 }
 
 // sysctlCaveats are the arp.Rules caveats of the values the LB-facing
 // interfaces will have once the plan ran.
-func sysctlCaveats(cfg *Config, p *planned) []string {
-	if len(p.want.sysctls) == 0 {
+func (p *planned) sysctlCaveats() []string {
+	if len(p.want.Sysctls) == 0 {
 		return nil
 	}
-	after := maps.Clone(p.obs.sysctls)
-	for _, c := range p.plan.Changes {
-		if c.Kind == SysctlSet {
-			after[c.sysctl.Key()] = c.value
-		}
-	}
-	return arp.Caveats(cfg.Interfaces, after)
-}
-
-func natFamily(v VIP) firewall.Family {
-	if v.Address.Is6() {
-		return nftables.TableFamilyIPv6
-	}
-	return nftables.TableFamilyIPv4
+	return arp.Caveats(p.want.Interfaces, p.sysctls.after(p.want))
 }
 
 // String renders the report for people: one line per difference.

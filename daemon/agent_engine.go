@@ -31,16 +31,17 @@ func (e *agentEngine) Load(path string) (*Desired, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := e.host.Validate(cfg); err != nil {
+	want, err := e.host.Resolve(cfg)
+	if err != nil {
 		return nil, err
 	}
 	d := &Desired{Mode: string(cfg.Mode), VIPs: len(cfg.VIPs), Config: cfg}
-	// The modes that rely on the ARP sysctls; Validate has filled in the
-	// interfaces. Without VIPs nothing is planned, so nothing is watched.
+	// The modes that rely on the ARP sysctls, on the resolved interfaces.
+	// Without VIPs nothing is planned, so nothing is watched.
 	if (cfg.Mode == agent.ModeLoopback || cfg.Mode == agent.ModeARPTables) && len(cfg.VIPs) > 0 {
-		d.WatchSysctls = arp.WatchPaths(cfg.Interfaces)
+		d.WatchSysctls = arp.WatchPaths(want.Interfaces)
 	}
-	if h := cfg.Health; h != nil {
+	if h := want.Health; h != nil {
 		hs := &HealthSettings{Listen: h.Listen, Allowed: h.AllowedSources}
 		if h.AgentCheck != nil {
 			hs.AgentListen = h.AgentCheck.Listen

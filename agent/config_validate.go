@@ -1,0 +1,290 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func (raw *rawConfig) validate() (*Config, error) {
+	var errs fieldErrors
+	cfg := &Config{Mode: Mode(raw.Mode)}
+	switch cfg.Mode {
+	case "":
+		cfg.Mode = ModeLoopback
+	case ModeLoopback, ModeARPTables, ModeFirewalld:
+	default:
+		errs.add("mode", raw.Mode, "loopback, arptables or firewalld")
+	}
+	seenIf := map[string]bool{}
+	for i, name := range raw.Interfaces {
+		field := fmt.Sprintf("interfaces[%d]", i)
+		switch {
+		case !validIfName(name):
+			errs.add(field, name, "an interface name (1-15 characters, no '/', whitespace or ':')")
+		case name == "lo":
+			errs.add(field, name, "an LB-facing NIC, not lo (VIPs go on lo by themselves in loopback mode)")
+		case seenIf[name]:
+			errs.add(field, name, "each interface listed once")
+		}
+		seenIf[name] = true
+		cfg.Interfaces = append(cfg.Interfaces, name)
+	}
+	var rawVIPs []rawVIP
+	seenVIP := map[netip.Addr]string{}
+	if raw.VIPs == nil {
+		errs.add("vips", "", "a list of VIPs (write `vips: []` for none)")
+	} else {
+		rawVIPs = *raw.VIPs
+	}
+	for i, rv := range rawVIPs {
+		v, ok := rv.validate(fmt.Sprintf("vips[%d]", i), cfg.Mode, &errs)
+		if !ok {
+			continue
+		}
+		if prev, dup := seenVIP[v.Address]; dup {
+			errs.add(fmt.Sprintf("vips[%d].address", i), rv.Address, "each VIP listed once (also at "+prev+")")
+			continue
+		}
+		seenVIP[v.Address] = fmt.Sprintf("vips[%d]", i)
+		cfg.VIPs = append(cfg.VIPs, v)
+	}
+	if raw.Health != nil {
+		cfg.Health = raw.Health.validate(&errs)
+		checkListeners(cfg, &errs)
+	}
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// checkListeners rejects health and agent-check addresses the director
+// could not use: the health endpoint answers for this host, so it must be
+// the host's own address, never a VIP (every real server would claim it) or
+// the wildcard; and the two listeners cannot share an address.
+func checkListeners(cfg *Config, errs *fieldErrors) {
+	vips := map[netip.Addr]bool{}
+	for _, v := range cfg.VIPs {
+		vips[v.Address] = true
+	}
+	check := func(field, s string) netip.AddrPort {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil {
+			return netip.AddrPort{} // reported by the field's own parse
+		}
+		switch a := ap.Addr().Unmap(); {
+		case a.IsUnspecified():
+			errs.add(field, s, "the host's own IP (the director's heartbeat target), not the wildcard")
+		case vips[a]:
+			errs.add(field, s, "the host's own IP, not a VIP (every real server has the VIP; the director would reach any of them)")
+		case a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+			errs.add(field, s, "a unicast IP of this host")
+		case ap.Port() == 0:
+			errs.add(field, s, "ip:port with a port 1-65535")
+		}
+		return ap
+	}
+	h := cfg.Health
+	health := check("health.listen", h.Listen)
+	if h.AgentCheck != nil {
+		agentAddr := check("health.agent_check.listen", h.AgentCheck.Listen)
+		if agentAddr.IsValid() && agentAddr == health {
+			errs.add("health.agent_check.listen", h.AgentCheck.Listen, "an ip:port other than health.listen (both listeners cannot bind it)")
+		}
+	}
+}
+
+func validIfName(s string) bool {
+	return len(s) >= 1 && len(s) <= 15 && s != "." && s != ".." && !strings.ContainsAny(s, "/: \t\n")
+}
+
+func (rv *rawVIP) validate(field string, mode Mode, errs *fieldErrors) (VIP, bool) {
+	var v VIP
+	ok := true
+	addr, err := parseHostAddr(rv.Address)
+	if err != nil {
+		errs.add(field+".address", rv.Address, err.Error())
+		ok = false
+	}
+	v.Address = addr
+	if rv.RealIP != "" {
+		real, err := netip.ParseAddr(rv.RealIP)
+		switch {
+		case err != nil || !real.Is4():
+			errs.add(field+".real_ip", rv.RealIP, "an IPv4 address of this host")
+			ok = false
+		case mode != ModeARPTables:
+			errs.add(field+".real_ip", rv.RealIP, "real_ip only in arptables mode")
+			ok = false
+		case addr.IsValid() && !addr.Is4():
+			errs.add(field+".real_ip", rv.RealIP, "real_ip only for IPv4 VIPs (ARP is IPv4)")
+			ok = false
+		}
+		v.RealIP = real
+	}
+	if mode == ModeFirewalld && len(rv.Ports) == 0 {
+		errs.add(field+".ports", "", "at least one port in firewalld mode (packets are redirected per port)")
+		ok = false
+	}
+	seen := map[string]bool{}
+	for j, rp := range rv.Ports {
+		pf := fmt.Sprintf("%s.ports[%d]", field, j)
+		p := Port{Protocol: Protocol(rp.Protocol)}
+		if p.Protocol == "" {
+			p.Protocol = TCP
+		}
+		if p.Protocol != TCP && p.Protocol != UDP {
+			errs.add(pf+".protocol", rp.Protocol, "tcp or udp")
+			ok = false
+		}
+		if rp.Port == nil {
+			errs.add(pf+".port", "", "a port number 1-65535")
+			ok = false
+		} else if n, good := rp.Port.value(errs, pf+".port", 0, 1, 65535, "a port number 1-65535"); good {
+			p.Port = uint16(n)
+			p.ToPort = p.Port
+		} else {
+			ok = false
+		}
+		if n, good := rp.ToPort.value(errs, pf+".to_port", int(p.Port), 1, 65535, "a port number 1-65535"); good {
+			p.ToPort = uint16(n)
+		} else {
+			ok = false
+		}
+		key := fmt.Sprintf("%s/%d", p.Protocol, p.Port)
+		if p.Port != 0 && seen[key] {
+			errs.add(pf, key, "each protocol/port listed once per VIP")
+			ok = false
+		}
+		seen[key] = true
+		v.Ports = append(v.Ports, p)
+	}
+	return v, ok
+}
+
+// parseHostAddr accepts one unicast address a host can serve: not a
+// network, not loopback, multicast, link-local, unspecified or broadcast.
+func parseHostAddr(s string) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, errors.New("an IPv4 or IPv6 host address (required)")
+	}
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || !p.IsSingleIP() {
+			return netip.Addr{}, errors.New("a single host address, not a network (write 192.0.2.10, not a prefix)")
+		}
+		s = p.Addr().String()
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Addr{}, errors.New("an IPv4 or IPv6 host address")
+	}
+	switch {
+	case a.Zone() != "":
+		return a, errors.New("a global address without a zone")
+	case a.Is4In6():
+		return a, errors.New("a plain IPv4 address, not IPv4-mapped IPv6")
+	case a.IsUnspecified(), a.IsLoopback(), a.IsMulticast(), a.IsLinkLocalUnicast():
+		return a, errors.New("a unicast host address (not unspecified, loopback, multicast or link-local)")
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return a, errors.New("a unicast host address, not broadcast")
+	case a.Is4() && (a.As4()[0] == 0 || a.As4()[0] >= 240):
+		return a, errors.New("a usable unicast address (not in 0.0.0.0/8 or the reserved 240.0.0.0/4)")
+	}
+	return a, nil
+}
+
+func (rh *rawHealth) validate(errs *fieldErrors) *HealthConfig {
+	h := &HealthConfig{Listen: rh.Listen}
+	if rh.Listen != "" {
+		if _, err := netip.ParseAddrPort(rh.Listen); err != nil {
+			errs.add("health.listen", rh.Listen, "ip:port of this host (e.g. 192.0.2.21:8558 or [2001:db8::21]:8558)")
+		}
+	}
+	for i, s := range rh.AllowedSources {
+		field := fmt.Sprintf("health.allowed_sources[%d]", i)
+		var p netip.Prefix
+		var err error
+		if strings.Contains(s, "/") {
+			p, err = netip.ParsePrefix(s)
+		} else {
+			var a netip.Addr
+			a, err = netip.ParseAddr(s)
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if err != nil {
+			errs.add(field, s, "an address or CIDR prefix")
+			continue
+		}
+		h.AllowedSources = append(h.AllowedSources, p.Masked())
+	}
+	names := map[string]bool{}
+	for i, rc := range rh.Checks {
+		field := fmt.Sprintf("health.checks[%d]", i)
+		c := CheckConfig{Name: rc.Name, TCP: rc.TCP, HTTP: rc.HTTP, Interval: defaultCheckInterval, Timeout: defaultCheckTimeout}
+		c.ExpectStatus, _ = rc.ExpectStatus.value(errs, field+".expect_status", 200, 100, 599, "an HTTP status 100-599")
+		c.Rise, _ = rc.Rise.value(errs, field+".rise", defaultRise, 1, 100, "1-100 consecutive successes")
+		c.Fall, _ = rc.Fall.value(errs, field+".fall", defaultFall, 1, 100, "1-100 consecutive failures")
+		if c.Name == "" {
+			errs.add(field+".name", "", "a name for the check")
+		} else if names[c.Name] {
+			errs.add(field+".name", c.Name, "a unique check name")
+		}
+		names[c.Name] = true
+		switch {
+		case (rc.TCP == "") == (rc.HTTP == ""):
+			errs.add(field, rc.Name, "exactly one of tcp or http")
+		case rc.TCP != "":
+			if _, _, err := splitHostPort(rc.TCP); err != nil {
+				errs.add(field+".tcp", rc.TCP, "host:port")
+			}
+		default:
+			if !strings.HasPrefix(rc.HTTP, "http://") && !strings.HasPrefix(rc.HTTP, "https://") {
+				errs.add(field+".http", rc.HTTP, "an http:// or https:// URL")
+			}
+		}
+		if rc.TCP != "" && rc.ExpectStatus != nil {
+			errs.add(field+".expect_status", rc.ExpectStatus.raw, "expect_status only with http checks")
+		}
+		parseDur := func(name, s string, dst *time.Duration) {
+			if s == "" {
+				return
+			}
+			d, err := time.ParseDuration(s)
+			if err != nil || d <= 0 {
+				errs.add(field+"."+name, s, "a positive duration such as 2s or 500ms")
+				return
+			}
+			*dst = d
+		}
+		parseDur("interval", rc.Interval, &c.Interval)
+		parseDur("timeout", rc.Timeout, &c.Timeout)
+		if c.Timeout > c.Interval {
+			errs.add(field+".timeout", c.Timeout.String(), "a timeout no longer than the interval ("+c.Interval.String()+")")
+		}
+		h.Checks = append(h.Checks, c)
+	}
+	if rh.AgentCheck != nil {
+		if _, err := netip.ParseAddrPort(rh.AgentCheck.Listen); err != nil {
+			errs.add("health.agent_check.listen", rh.AgentCheck.Listen, "ip:port for the HAProxy agent-check listener")
+		}
+		h.AgentCheck = &AgentCheckConfig{Listen: rh.AgentCheck.Listen}
+	}
+	return h
+}
+
+func splitHostPort(s string) (string, int, error) {
+	i := strings.LastIndex(s, ":")
+	if i <= 0 {
+		return "", 0, errors.New("no port")
+	}
+	port, err := strconv.Atoi(s[i+1:])
+	if err != nil || port < 1 || port > 65535 {
+		return "", 0, errors.New("bad port")
+	}
+	return strings.Trim(s[:i], "[]"), port, nil
+}

@@ -1,0 +1,233 @@
+package agent
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/dsr-agent/dsr-agent/arp"
+	"github.com/dsr-agent/dsr-agent/firewall"
+	"github.com/dsr-agent/dsr-agent/loopback"
+)
+
+// Desired is the host state a config asks for on this host: the policy's
+// answer. It is the only input of the surfaces' diffs.
+type Desired struct {
+	Mode Mode
+	// Interfaces are the LB-facing NICs (the config's, or the default
+	// route's interface).
+	Interfaces []string
+	VIPs       []VIP
+	Sysctls    []arp.Setting
+	// Addrs are the VIP addresses; labels are assigned when planning.
+	Addrs  []loopback.Addr
+	Tables map[firewall.Family]firewall.Spec
+	// Health is the health section with host defaults filled in (a copy;
+	// nil when the config has none).
+	Health *HealthConfig
+	// HandsOff is an explicit `vips: []`: plan nothing at all, not even
+	// the removal of what an earlier config made (only remove tears down).
+	HandsOff bool
+}
+
+// Resolve is the policy, and the only code that knows the modes: config and
+// host facts in, desired state out. The config is not changed; errors name
+// the field and value (ErrInvalidConfig, and ErrHostMismatch when they
+// depend on this host).
+func Resolve(cfg *Config, f *Facts) (*Desired, error) {
+	d := &Desired{Mode: cfg.Mode, VIPs: cfg.VIPs, Interfaces: slices.Clone(cfg.Interfaces), Tables: map[firewall.Family]firewall.Spec{}}
+	var errs fieldErrors
+	resolveInterfaces(cfg, f, d, &errs)
+	checkVIPs(cfg, f, d, &errs)
+	d.Health = resolveHealth(cfg, f, d, &errs)
+	if err := errs.hostErr(); err != nil {
+		return nil, err
+	}
+	if len(cfg.VIPs) == 0 {
+		// An installed but unconfigured host (the packaged example) is left
+		// exactly as it was, and so is a configured one whose list was
+		// emptied: losing every VIP takes `dsr-agent remove`.
+		d.HandsOff = true
+		return d, nil
+	}
+	switch cfg.Mode {
+	case ModeLoopback:
+		d.Sysctls = arp.Suppression(d.Interfaces)
+		for _, v := range cfg.VIPs {
+			d.Addrs = append(d.Addrs, loopback.Addr{Link: "lo", Prefix: loopback.HostPrefix(v.Address)})
+		}
+	case ModeARPTables:
+		arpTable := &firewall.ARPTable{}
+		nic := d.Interfaces[0]
+		real := primaryIPv4(f, nic)
+		for _, v := range cfg.VIPs {
+			if !v.Address.Is4() {
+				// ARP is IPv4 only; the kernel answers Neighbour Solicitations
+				// only for addresses on the receiving interface, so an IPv6
+				// VIP on lo is never claimed.
+				d.Addrs = append(d.Addrs, loopback.Addr{Link: "lo", Prefix: loopback.HostPrefix(v.Address)})
+				continue
+			}
+			r := v.RealIP
+			if !r.IsValid() {
+				r = real
+			}
+			arpTable.Entries = append(arpTable.Entries, firewall.ARPEntry{VIP: v.Address, Real: r})
+			d.Addrs = append(d.Addrs, loopback.Addr{Link: nic, Prefix: loopback.HostPrefix(v.Address)})
+		}
+		if len(arpTable.Entries) > 0 {
+			d.Tables[arpTable.Family()] = arpTable
+		}
+	case ModeFirewalld:
+		nat4, nat6 := &firewall.NATTable{}, &firewall.NATTable{IPv6: true}
+		for _, v := range cfg.VIPs {
+			t := nat4
+			if v.Address.Is6() {
+				t = nat6
+			}
+			for _, p := range v.Ports {
+				t.Redirects = append(t.Redirects, firewall.Redirect{VIP: v.Address, Proto: p.Protocol.Number(), Port: p.Port, ToPort: p.ToPort})
+			}
+		}
+		for _, t := range []*firewall.NATTable{nat4, nat6} {
+			if len(t.Redirects) > 0 {
+				d.Tables[t.Family()] = t
+			}
+		}
+	}
+	loopback.SortAddrs(d.Addrs)
+	return d, nil
+}
+
+func resolveInterfaces(cfg *Config, f *Facts, d *Desired, errs *fieldErrors) {
+	links := map[string]bool{}
+	var names []string
+	for _, l := range f.Links {
+		links[l] = true
+		if l != "lo" {
+			names = append(names, l)
+		}
+	}
+	if len(d.Interfaces) == 0 {
+		switch {
+		case f.DefaultLink != "":
+			d.Interfaces = []string{f.DefaultLink}
+		case cfg.Mode != ModeFirewalld:
+			errs.add("interfaces", "", "the LB-facing NIC(s): there is no default route to infer it from")
+		}
+	}
+	for i, name := range d.Interfaces {
+		if !links[name] {
+			errs.add(fmt.Sprintf("interfaces[%d]", i), name, "an existing network interface (have: "+strings.Join(names, ", ")+")")
+		}
+	}
+	if cfg.Mode == ModeARPTables && len(d.Interfaces) > 1 {
+		// The VIPs go on one NIC and ARP leaving any NIC is rewritten to one
+		// real IP: with several NICs that IP would be wrong on the others.
+		errs.add("interfaces", strings.Join(d.Interfaces, ", "), "exactly one LB-facing NIC in arptables mode")
+	}
+	if cfg.Mode == ModeARPTables && len(d.Interfaces) > 0 && links[d.Interfaces[0]] {
+		for i, v := range cfg.VIPs {
+			if v.Address.Is4() && !v.RealIP.IsValid() && !primaryIPv4(f, d.Interfaces[0]).IsValid() {
+				errs.add(fmt.Sprintf("vips[%d].real_ip", i), "", "an address to announce instead of the VIP: "+d.Interfaces[0]+" has no IPv4 address")
+				break
+			}
+		}
+	}
+}
+
+// checkVIPs rejects VIPs the host already has on a NIC (they would answer
+// ARP and steal the VIP), that are a gateway of its routes, or the network
+// or broadcast address of a subnet it is connected to.
+func checkVIPs(cfg *Config, f *Facts, d *Desired, errs *fieldErrors) {
+	own := map[netip.Addr]string{}
+	special := map[netip.Addr]string{}
+	for _, a := range f.Addrs {
+		if a.Link == "lo" || f.State.owns(a.Link, a.Prefix.String()) {
+			continue
+		}
+		own[a.Prefix.Addr()] = a.Link
+		p := a.Prefix.Masked()
+		if p.IsSingleIP() || (p.Addr().Is4() && p.Bits() >= 31) {
+			continue // host routes and /31 point-to-point (RFC 3021) have no such addresses
+		}
+		special[p.Addr()] = "the network address of " + p.String() + " on " + a.Link
+		if p.Addr().Is4() {
+			b := p.Addr().As4()
+			for i := p.Bits(); i < 32; i++ {
+				b[i/8] |= 0x80 >> (i % 8)
+			}
+			special[netip.AddrFrom4(b)] = "the broadcast address of " + p.String() + " on " + a.Link
+		}
+	}
+	for i, v := range cfg.VIPs {
+		field := fmt.Sprintf("vips[%d].address", i)
+		if link, ok := own[v.Address]; ok {
+			errs.add(field, v.Address.String(),
+				"a VIP, not an address of this host's own interface "+link+" (that address would answer ARP and steal the VIP)")
+		} else if f.Gateways[v.Address] {
+			errs.add(field, v.Address.String(), "a VIP, not a gateway of this host's routes")
+		} else if why, ok := special[v.Address]; ok {
+			errs.add(field, v.Address.String(), "a host address, not "+why)
+		}
+		if v.RealIP.IsValid() {
+			if _, ok := own[v.RealIP]; !ok {
+				errs.add(fmt.Sprintf("vips[%d].real_ip", i), v.RealIP.String(), "an IPv4 address configured on this host's NIC")
+			}
+		}
+	}
+}
+
+// resolveHealth fills the default listen address (the first IPv4 of the
+// first interface) and checks that the listeners are the host's own: the
+// director's heartbeat must reach this host, and binding elsewhere would
+// "work" through IP_FREEBIND and answer nothing.
+func resolveHealth(cfg *Config, f *Facts, d *Desired, errs *fieldErrors) *HealthConfig {
+	if cfg.Health == nil {
+		return nil
+	}
+	h := *cfg.Health
+	if h.Listen == "" {
+		var ip netip.Addr
+		if len(d.Interfaces) > 0 {
+			ip = primaryIPv4(f, d.Interfaces[0])
+		}
+		if ip.IsValid() {
+			h.Listen = netip.AddrPortFrom(ip, DefaultHealthPort).String()
+		} else {
+			errs.add("health.listen", "", "ip:port: the first interface has no IPv4 address to default to")
+		}
+	}
+	hostAddrs := map[netip.Addr]bool{}
+	for _, a := range f.Addrs {
+		if !f.State.owns(a.Link, a.Prefix.String()) {
+			hostAddrs[a.Prefix.Addr()] = true
+		}
+	}
+	checkOwn := func(field, listen string) {
+		ap, err := netip.ParseAddrPort(listen)
+		if err != nil || ap.Addr().IsUnspecified() {
+			return // reported by the config's own checks
+		}
+		if !hostAddrs[ap.Addr().Unmap()] {
+			errs.add(field, listen, "an address of this host (not configured on any interface here)")
+		}
+	}
+	checkOwn("health.listen", h.Listen)
+	if h.AgentCheck != nil {
+		checkOwn("health.agent_check.listen", h.AgentCheck.Listen)
+	}
+	return &h
+}
+
+// primaryIPv4 is the interface's first non-secondary IPv4 that is not a
+// dsr-agent VIP.
+func primaryIPv4(f *Facts, link string) netip.Addr {
+	for _, a := range f.Addrs {
+		if a.Link == link && a.Prefix.Addr().Is4() && !a.Secondary && !f.State.owns(a.Link, a.Prefix.String()) {
+			return a.Prefix.Addr()
+		}
+	}
+	return netip.Addr{}
+}

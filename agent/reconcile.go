@@ -1,0 +1,147 @@
+package agent
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/dsr-agent/dsr-agent/loopback"
+)
+
+// Phase is a change's place in the safety order, the one promise of the
+// executor: no instant, in apply, a mode switch or remove, where the host
+// has a VIP and no ARP suppression.
+type Phase int
+
+const (
+	// PhaseRemoveVIPs: VIPs that must go leave first, while the
+	// suppression that covered them is still in force.
+	PhaseRemoveVIPs Phase = iota
+	// PhaseSuppress: ARP suppression (sysctls, then the arp table) is in
+	// force before any VIP is added.
+	PhaseSuppress
+	// PhaseRedirect: firewalld mode's nat tables.
+	PhaseRedirect
+	// PhaseAddVIPs: the VIPs, once nothing can answer ARP for them.
+	PhaseAddVIPs
+	// PhaseRemoveTables: tables of a mode no longer configured.
+	PhaseRemoveTables
+	// PhaseRestore: sysctl values found before dsr-agent, written back last.
+	PhaseRestore
+	numPhases
+)
+
+// ChangeKind names a kind of change (stable: logs, JSON and metrics use it).
+type ChangeKind string
+
+const (
+	AddrDel       ChangeKind = "addr-del"
+	SysctlSet     ChangeKind = "sysctl-set"
+	TableReplace  ChangeKind = "table-replace"
+	AddrAdd       ChangeKind = "addr-add"
+	TableDelete   ChangeKind = "table-delete"
+	SysctlRestore ChangeKind = "sysctl-restore"
+)
+
+// Change is one step of a plan. The surface that made it gave it its own
+// apply and rendering; the executor knows no kinds.
+type Change struct {
+	Kind ChangeKind `json:"kind"`
+	// Subject is what changes: a VIP, a sysctl name or a table.
+	Subject string `json:"subject"`
+	// Reason says why, e.g. "missing" or "is 0, want 1".
+	Reason string `json:"reason"`
+	// Command is the equivalent shell command.
+	Command string `json:"command"`
+
+	phase Phase
+	// drift is how status names this change while it is pending.
+	drift string
+	// fix is what status suggests (default: Command).
+	fix string
+	// bookkeeping changes touch only the state file: not shown, not drift.
+	bookkeeping bool
+	// unsuppressed: while this change is pending the host may answer ARP
+	// for a VIP.
+	unsuppressed bool
+	// missing is the VIP this change would add (status: not present).
+	missing *loopback.Addr
+	// render replaces the one-line rendering (an nft transaction).
+	render func() string
+
+	// apply changes the kernel (nil: bookkeeping only).
+	apply func() error
+	// own runs before any change is applied: it records in the state what
+	// the change will own or the value it will overwrite, so the state file
+	// is always ahead of the kernel. It reports whether the state changed.
+	own func(*State) (bool, error)
+	// done runs after the change succeeded: it drops what is no longer owned.
+	done func(*State) bool
+}
+
+// surface is one kernel surface dsr-agent manages (sysctls, addresses,
+// nftables tables). observe reads the kernel for what the surface manages;
+// diff is then a pure function of desired, observed and owned state.
+type surface interface {
+	observe(d *Desired, st *State) error
+	diff(d *Desired, st *State) []Change
+}
+
+// planFrom runs every surface's diff and orders the changes by phase,
+// keeping each surface's order within a phase.
+func planFrom(surfaces []surface, d *Desired, st *State) *Plan {
+	if d.HandsOff {
+		return &Plan{}
+	}
+	var byPhase [numPhases][]Change
+	for _, s := range surfaces {
+		for _, c := range s.diff(d, st) {
+			byPhase[c.phase] = append(byPhase[c.phase], c)
+		}
+	}
+	p := &Plan{}
+	for _, cs := range byPhase {
+		p.Changes = append(p.Changes, cs...)
+	}
+	return p
+}
+
+// execute runs the plan in phase order, keeping the state file ahead of the
+// kernel: ownership and saved values are written before the change they
+// cover, and dropped only after it.
+func (h *Host) execute(plan *Plan, st *State, dirty bool) (*Plan, error) {
+	done := &Plan{}
+	for _, c := range plan.Changes {
+		if c.own == nil {
+			continue
+		}
+		changed, err := c.own(st)
+		if err != nil {
+			return done, fmt.Errorf("%s %s: %w", c.Kind, c.Subject, err)
+		}
+		dirty = dirty || changed
+	}
+	saveIfDirty := func() error {
+		if !dirty {
+			return nil
+		}
+		dirty = false
+		return h.store.save(st)
+	}
+	if err := saveIfDirty(); err != nil {
+		return done, err
+	}
+	for _, c := range plan.Changes {
+		if c.apply != nil {
+			if err := c.apply(); err != nil {
+				_ = saveIfDirty()
+				return done, fmt.Errorf("%s %s: %w", c.Kind, c.Subject, err)
+			}
+		}
+		if c.done != nil {
+			dirty = c.done(st) || dirty
+		}
+		slog.Debug("applied", "kind", c.Kind, "subject", c.Subject, "reason", c.Reason)
+		done.Changes = append(done.Changes, c)
+	}
+	return done, saveIfDirty()
+}

@@ -1,0 +1,101 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+
+	"github.com/dsr-agent/dsr-agent/arp"
+)
+
+// sysctlSurface is the ARP sysctls: set what the rules require, save what
+// was there, restore it when no longer wanted.
+type sysctlSurface struct {
+	proc *arp.Proc
+	// cur holds the current values of desired and saved sysctls, by
+	// Path.Key ("" when the sysctl does not exist, e.g. its interface is gone).
+	cur map[string]string
+}
+
+func (s *sysctlSurface) observe(d *Desired, st *State) error {
+	s.cur = map[string]string{}
+	paths := map[string]arp.Path{}
+	for _, w := range d.Sysctls {
+		paths[w.Path.Key()] = w.Path
+	}
+	for k := range st.SavedSysctls {
+		paths[k] = arp.ParseKey(k)
+	}
+	for k, p := range paths {
+		v, err := s.proc.Read(p)
+		if err != nil && !errors.Is(err, arp.ErrNotFound) {
+			return err
+		}
+		s.cur[k] = v
+	}
+	return nil
+}
+
+func (s *sysctlSurface) diff(d *Desired, st *State) []Change {
+	var out []Change
+	wanted := map[string]bool{}
+	for _, w := range d.Sysctls {
+		wanted[w.Path.Key()] = true
+	}
+	for _, v := range arp.Needed(d.Sysctls, s.cur) {
+		path, value, found := v.Setting.Path, v.Setting.Value(), s.cur[v.Setting.Path.Key()]
+		out = append(out, Change{Kind: SysctlSet, Subject: path.String(), Reason: v.Reason, Command: sysctlCommand(path, value),
+			phase: PhaseSuppress, drift: "sysctl-wrong", unsuppressed: true,
+			own: func(st *State) (bool, error) {
+				if _, saved := st.SavedSysctls[path.Key()]; saved {
+					return false, nil
+				}
+				if found == "" {
+					return false, fmt.Errorf("save sysctl %s before changing it: %w", path, arp.ErrNotFound)
+				}
+				st.SavedSysctls[path.Key()] = found
+				return true, nil
+			},
+			apply: func() error { return s.proc.Write(path, value) },
+		})
+	}
+	for _, k := range slices.Sorted(maps.Keys(st.SavedSysctls)) {
+		if wanted[k] {
+			continue
+		}
+		path, saved, cur := arp.ParseKey(k), st.SavedSysctls[k], s.cur[k]
+		forget := func(st *State) bool { delete(st.SavedSysctls, path.Key()); return true }
+		rule := arp.RuleFor(path)
+		if cur == "" || cur == saved || rule == nil || cur != strconv.Itoa(rule.Target) {
+			// Gone with its interface, already back, or changed by someone
+			// since dsr-agent set it: nothing to restore, only to forget.
+			out = append(out, Change{Kind: SysctlRestore, Subject: path.String(), phase: PhaseRestore, bookkeeping: true, done: forget})
+			continue
+		}
+		out = append(out, Change{Kind: SysctlRestore, Subject: path.String(), Reason: "restore the value found before dsr-agent",
+			Command: sysctlCommand(path, saved), phase: PhaseRestore, drift: "sysctl-not-restored", done: forget,
+			apply: func() error {
+				if err := s.proc.Write(path, saved); err != nil && !errors.Is(err, arp.ErrNotFound) {
+					return err
+				}
+				return nil
+			},
+		})
+	}
+	return out
+}
+
+// after is the values the sysctls will have once the plan ran.
+func (s *sysctlSurface) after(d *Desired) map[string]string {
+	after := maps.Clone(s.cur)
+	for _, v := range arp.Needed(d.Sysctls, s.cur) {
+		after[v.Setting.Path.Key()] = v.Setting.Value()
+	}
+	return after
+}
+
+func sysctlCommand(path arp.Path, value string) string {
+	return fmt.Sprintf("sysctl -w %s=%s", path, value)
+}
