@@ -1,10 +1,13 @@
 package agent
 
 import (
+	"encoding/json"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/google/nftables"
 
 	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/firewall"
@@ -51,6 +54,12 @@ func newSimHost() *simHost {
 // plan resolves cfg (nil: remove) and diffs the simulated host.
 func (s *simHost) plan(t *testing.T, cfg *Config) (*Plan, *Desired) {
 	t.Helper()
+	p := s.planned(t, cfg)
+	return p.plan, p.want
+}
+
+func (s *simHost) planned(t *testing.T, cfg *Config) *planned {
+	t.Helper()
 	d := &Desired{Tables: map[firewall.Family]firewall.Spec{}}
 	if cfg != nil {
 		var err error
@@ -71,12 +80,9 @@ func (s *simHost) plan(t *testing.T, cfg *Config) (*Plan, *Desired) {
 			why[fam] = "table missing"
 		}
 	}
-	surfaces := []surface{
-		&addrSurface{addrs: s.facts.Addrs},
-		&sysctlSurface{cur: cur},
-		&tableSurface{present: s.tables, why: why},
-	}
-	return planFrom(surfaces, d, s.facts.State), d
+	sysctls, tables := &sysctlSurface{cur: cur}, &tableSurface{present: s.tables, why: why}
+	surfaces := []surface{&addrSurface{addrs: s.facts.Addrs}, sysctls, tables}
+	return &planned{plan: planFrom(surfaces, d, s.facts.State), facts: s.facts, want: d, sysctls: sysctls, tables: tables}
 }
 
 func (s *simHost) sysctl(key string) string {
@@ -222,4 +228,34 @@ func TestRouterStates(t *testing.T) {
 			t.Errorf("%s = %s after remove, want 0", k, v)
 		}
 	}
+}
+
+// TestStatusViewsGolden: status text and --json are renderings of the plan:
+// a host in sync, one with drift of every kind, and one with arp_ignore 8.
+func TestStatusViewsGolden(t *testing.T) {
+	cfg := mustConfig(t, planConfigs["loopback"])
+	h := newSimHost()
+	p, d := h.plan(t, cfg)
+	h.apply(t, p, d)
+	var text, js strings.Builder
+	view := func(name string) {
+		r := h.planned(t, cfg).report()
+		b, err := json.MarshalIndent(r, "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		text.WriteString("### " + name + "\n" + r.String())
+		js.WriteString("### " + name + "\n" + string(b) + "\n")
+	}
+	view("in-sync")
+	h.sysctls["net/ipv4/conf/all/arp_ignore"] = "3" // reset by hand: answers for the VIP
+	h.facts.Addrs = slices.DeleteFunc(h.facts.Addrs, func(a loopback.Addr) bool { return a.Prefix.Addr().String() == "192.0.2.11" })
+	h.tables[firewall.Family(nftables.TableFamilyARP)] = true // a table of another mode left behind
+	view("drift")
+	h.sysctls["net/ipv4/conf/all/arp_ignore"] = "8"
+	h.facts.Addrs = append(h.facts.Addrs, addr("lo", "192.0.2.11/32", "lo:dsr1"))
+	delete(h.tables, firewall.Family(nftables.TableFamilyARP))
+	view("arp-ignore-8")
+	golden.Assert(t, "status-views.txt", text.String())
+	golden.Assert(t, "status-views.json", js.String())
 }
