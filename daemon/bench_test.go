@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -92,19 +93,23 @@ func BenchmarkSysctlRepair(b *testing.B) {
 	ns.AddDummy(b, nic, "10.77.0.2/24")
 	d := startDaemon(b, ns, b.TempDir(), "mode: loopback\ninterfaces: [eth0]\nvips: [{address: 10.77.100.1}]\n", "--resync", "1h")
 	d.waitNote("READY=1", 10*time.Second)
-	lat := measureSysctlRepairs(b, ns, b.N)
+	lat, failed := measureSysctlRepairs(b, ns, b.N)
 	b.StopTimer()
+	if failed > 0 {
+		b.Fatalf("%d of %d resets not repaired within 10 s", failed, b.N)
+	}
 	reportLatency(b, lat, "")
 }
 
 // measureSysctlRepairs resets all.arp_ignore n times and returns how long
-// each took to come back. It reads the value every 0.5 ms from a thread in
-// the namespace.
-func measureSysctlRepairs(b *testing.B, ns *netnstest.NS, n int) []time.Duration {
+// each took to come back (a repair that does not come within 10 s counts as
+// 10 s and as failed). It reads the value every 0.5 ms from a thread in the
+// namespace.
+func measureSysctlRepairs(b *testing.B, ns *netnstest.NS, n int) (lat []time.Duration, failed int) {
 	const file = "/proc/sys/net/ipv4/conf/all/arp_ignore"
-	var lat []time.Duration
 	ns.Do(b, func() {
-		for range n {
+		for i := 0; i < n && (failed < 2 || failed < i); i++ { // two misses in a row end it
+
 			if err := os.WriteFile(file, []byte("0"), 0); err != nil {
 				b.Fatal(err)
 			}
@@ -119,7 +124,12 @@ func measureSysctlRepairs(b *testing.B, ns *netnstest.NS, n int) []time.Duration
 					break
 				}
 				if time.Since(start) > 10*time.Second {
-					b.Fatal("arp_ignore not repaired within 10s")
+					lat = append(lat, time.Since(start))
+					failed++
+					if err := os.WriteFile(file, []byte("1"), 0); err != nil {
+						b.Fatal(err)
+					}
+					break
 				}
 				time.Sleep(500 * time.Microsecond)
 			}
@@ -128,7 +138,7 @@ func measureSysctlRepairs(b *testing.B, ns *netnstest.NS, n int) []time.Duration
 			time.Sleep(time.Duration(250+rand.IntN(200)) * time.Millisecond)
 		}
 	})
-	return lat
+	return lat, failed
 }
 
 func reportLatency(b *testing.B, lat []time.Duration, prefix string) {
@@ -255,7 +265,10 @@ health:
 	for range b.N {
 		var lat []time.Duration
 		failed := 0
-		for i := range 1000 {
+		// Bounded in time too: against a daemon that no longer answers
+		// (the old accept path), 1,000 timeouts would take over an hour.
+		phaseEnd := time.Now().Add(60 * time.Second)
+		for i := 0; i < 1000 && time.Now().Before(phaseEnd); i++ {
 			start := time.Now()
 			if !legitHealthz(b, ns, "10.77.0.3", hz) {
 				failed++
@@ -268,7 +281,10 @@ health:
 		}
 		reportLatency(b, lat, "healthz-")
 		b.ReportMetric(float64(failed), "healthz-failed")
-		reportLatency(b, measureSysctlRepairs(b, ns, 20), "repair-")
+		b.ReportMetric(float64(len(lat)), "healthz-requests")
+		rl, rf := measureSysctlRepairs(b, ns, 20)
+		reportLatency(b, rl, "repair-")
+		b.ReportMetric(float64(rf), "repair-failed")
 	}
 	b.StopTimer()
 	b.ReportMetric(100*float64(cpuNanos(b, pid)-cpu0)/float64(time.Since(t0).Nanoseconds()), "daemon-cpu-%")
@@ -280,6 +296,11 @@ health:
 	case err := <-d.exited:
 		b.Fatalf("daemon exited: %v", err)
 	default:
+	}
+	if os.Getenv("DSR_AGENT_TEST_BINARY") == "" {
+		if m := regexp.MustCompile(`(?m)^.*level=ERROR.*$`).FindAllString(d.log.String(), 3); len(m) > 0 {
+			b.Fatalf("daemon logged errors during the flood:\n%s", strings.Join(m, "\n"))
+		}
 	}
 }
 

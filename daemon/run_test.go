@@ -32,6 +32,10 @@ var (
 
 func dsrAgentBinary(t testing.TB) string {
 	t.Helper()
+	// A prebuilt binary (e.g. an older release, to benchmark before/after).
+	if p := os.Getenv("DSR_AGENT_TEST_BINARY"); p != "" {
+		return p
+	}
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "dsr-agent-bin-")
 		if err != nil {
