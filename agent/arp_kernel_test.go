@@ -35,6 +35,18 @@ func (l *arpLab) answers(t *testing.T, ip string) []string {
 	return strings.Fields(out)
 }
 
+// learnsVIP reports whether the client learns the VIP 192.0.2.10 at the
+// server's MAC from the ARP request the server sends when it replies from
+// the VIP (what arp_announce governs).
+func (l *arpLab) learnsVIP(t *testing.T) bool {
+	t.Helper()
+	l.client.Exec(t, "ip", "neigh", "flush", "dev", "eth0")
+	l.server.Exec(t, "ip", "neigh", "flush", "dev", "eth0")
+	// A packet from the VIP to the client makes the server ARP for it.
+	_, _ = l.server.ExecErr("ping", "-c", "1", "-W", "1", "-I", "192.0.2.10", "198.51.100.31")
+	return strings.Contains(l.client.Exec(t, "ip", "neigh", "show", "dev", "eth0"), "192.0.2.10")
+}
+
 // TestARPForVIPUnanswered: with the VIP on the server, ARP for it is
 // answered while dsr-agent's suppression is absent (the negative control)
 // and unanswered once dsr-agent applied it, in loopback and arptables modes.
@@ -72,17 +84,9 @@ func TestARPForVIPUnanswered(t *testing.T) {
 // never learns the VIP at the server's MAC. Without the table it does (the
 // negative control).
 func TestARPSenderRewritten(t *testing.T) {
-	learnsVIP := func(t *testing.T, l *arpLab) bool {
-		t.Helper()
-		l.client.Exec(t, "ip", "neigh", "flush", "dev", "eth0")
-		l.server.Exec(t, "ip", "neigh", "flush", "dev", "eth0")
-		// A packet from the VIP to the client makes the server ARP for it.
-		_, _ = l.server.ExecErr("ping", "-c", "1", "-W", "1", "-I", "192.0.2.10", "198.51.100.31")
-		return strings.Contains(l.client.Exec(t, "ip", "neigh", "show", "dev", "eth0"), "192.0.2.10")
-	}
 	l := newARPLab(t)
 	l.server.Exec(t, "ip", "addr", "add", "192.0.2.10/32", "dev", "eth0")
-	if !learnsVIP(t, l) {
+	if !l.learnsVIP(t) {
 		t.Fatal("negative control: client did not learn the VIP from the server's ARP; the test could not fail")
 	}
 	l.server.Exec(t, "ip", "addr", "del", "192.0.2.10/32", "dev", "eth0")
@@ -90,7 +94,7 @@ func TestARPSenderRewritten(t *testing.T) {
 	if _, err := l.host.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
-	if learnsVIP(t, l) {
+	if l.learnsVIP(t) {
 		t.Fatal("client learned the VIP from the server's ARP despite the mangle rule")
 	}
 	if !strings.Contains(l.client.Exec(t, "ip", "neigh", "show", "dev", "eth0"), "198.51.100.21") {
@@ -161,20 +165,13 @@ func TestARPValuesThatAnswer(t *testing.T) {
 // so the host sends ARP requests with the VIP as sender and the client
 // learns the VIP at the server's MAC.
 func TestARPAnnounceValuesThatLeakTheVIP(t *testing.T) {
-	learnsVIP := func(t *testing.T, l *arpLab) bool {
-		t.Helper()
-		l.client.Exec(t, "ip", "neigh", "flush", "dev", "eth0")
-		l.server.Exec(t, "ip", "neigh", "flush", "dev", "eth0")
-		_, _ = l.server.ExecErr("ping", "-c", "1", "-W", "1", "-I", "192.0.2.10", "198.51.100.31")
-		return strings.Contains(l.client.Exec(t, "ip", "neigh", "show", "dev", "eth0"), "192.0.2.10")
-	}
 	for _, v := range []string{"3", "4", "255"} {
 		t.Run("all.arp_announce="+v, func(t *testing.T) {
 			l := newARPLab(t)
 			l.server.Exec(t, "sysctl", "-qw", "net.ipv4.conf.all.arp_announce="+v)
 			l.server.Exec(t, "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1")
 			l.server.Exec(t, "ip", "addr", "add", "192.0.2.10/32", "dev", "lo")
-			if !learnsVIP(t, l) {
+			if !l.learnsVIP(t) {
 				t.Fatal("negative control: the client did not learn the VIP; the test could not fail")
 			}
 			l.server.Exec(t, "ip", "addr", "del", "192.0.2.10/32", "dev", "lo")
@@ -182,7 +179,7 @@ func TestARPAnnounceValuesThatLeakTheVIP(t *testing.T) {
 			if _, err := l.host.Apply(cfg); err != nil {
 				t.Fatal(err)
 			}
-			if learnsVIP(t, l) {
+			if l.learnsVIP(t) {
 				t.Fatalf("after apply the client learned the VIP from the server's ARP (all.arp_announce=%s)",
 					l.server.Sysctl(t, "net", "ipv4", "conf", "all", "arp_announce"))
 			}
