@@ -1,7 +1,15 @@
 # dsr-agent build and test entry points. Area-specific targets live in mk/*.mk
 # (lab/demo, packaging, boot test) and add themselves to TEST_TARGETS.
 SHELL := /bin/bash
-GO ?= go
+# sudo's secure_path drops /usr/local/go/bin (where go.dev's tarball goes), so
+# `sudo make demo` would not find go on PATH: fall back to it.
+# Scripts run by make find the same go through PATH.
+ifndef GO
+GO := $(shell command -v go 2>/dev/null || { [ -x /usr/local/go/bin/go ] && echo /usr/local/go/bin/go; } || echo go)
+endif
+ifneq ($(filter /%,$(GO)),)
+export PATH := $(patsubst %/,%,$(dir $(GO))):$(PATH)
+endif
 BIN := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.0-dev)
 COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)

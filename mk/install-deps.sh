@@ -48,6 +48,11 @@ if [ "$list_only" = 1 ]; then
 	printf '%s\n' "${want[@]}"
 	exit 0
 fi
+# Go is not installed from Debian (bookworm's golang-go is older than go.mod
+# asks); say so early rather than let make fail with "go: not found".
+if ! command -v go >/dev/null && ! [ -x /usr/local/go/bin/go ]; then
+	log "WARNING: no Go toolchain (go on PATH or /usr/local/go/bin/go): install the version in go.mod from https://go.dev/dl/ into /usr/local/go"
+fi
 [ "${#want[@]}" -gt 0 ] || exit 0
 
 # missing: the wanted packages dpkg does not have fully installed ("ii").
