@@ -190,7 +190,9 @@ EOF
 			}
 			connect_ip ${RSIP[$ns]}
 			connect_port $HPORT
-			connect_timeout 1
+			# 2 s: under TCG on a loaded machine a GET can take over 1 s; a 503 or a
+			# refused connection is still seen at once.
+			connect_timeout 2
 			retry 1
 			delay_before_retry 1
 		}
