@@ -1,0 +1,43 @@
+package agent
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+
+	"github.com/dsr-agent/dsr-agent/arp"
+	"github.com/dsr-agent/dsr-agent/firewall"
+	"github.com/dsr-agent/dsr-agent/internal/resubscribe"
+	"github.com/dsr-agent/dsr-agent/loopback"
+)
+
+// Watchers are the surfaces' change notifications, for the daemon: one per
+// surface, each waking the reconcile loop with what changed. They watch the
+// network namespace of the calling process (the daemon's own).
+type Watchers struct {
+	sysctls *arp.Watcher
+	once    sync.Once
+}
+
+// NewWatchers returns the watchers; Run starts them.
+func NewWatchers() *Watchers { return &Watchers{sysctls: arp.NewWatcher()} }
+
+// Run runs every watcher until ctx ends.
+func (w *Watchers) Run(ctx context.Context, wake resubscribe.Wake, log *slog.Logger) {
+	go loopback.WatchAddrs(ctx, wake, log) // VIPs deleted
+	go loopback.WatchLinks(ctx, wake, log) // NICs re-created, renamed, up/down
+	go firewall.Watch(ctx, wake, log)      // dsr-agent's tables edited, flushed, dormant
+	w.sysctls.Run(ctx, wake, arp.DefaultPoll)
+}
+
+// Follow points the watchers at what d wants (the sysctls that decide ARP
+// suppression on its interfaces). Call it before the pass that applies d:
+// a change after this read is seen by the next poll, one before it by that
+// pass itself.
+func (w *Watchers) Follow(d *Desired) {
+	var paths []arp.Path
+	if len(d.Sysctls) > 0 {
+		paths = arp.WatchPaths(d.Interfaces)
+	}
+	w.sysctls.Set(paths)
+}
