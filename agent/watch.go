@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"log/slog"
-	"sync"
 
 	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/firewall"
@@ -16,7 +15,6 @@ import (
 // network namespace of the calling process (the daemon's own).
 type Watchers struct {
 	sysctls *arp.Watcher
-	once    sync.Once
 }
 
 // NewWatchers returns the watchers; Run starts them.
