@@ -83,7 +83,7 @@ func newCrashRun(t *testing.T) *crashRun {
 	h := newHost(t, size)
 	t.Logf("seed %d (replay: %s=%d go test -tags crash -run '%s' ./test/crash/); %d VIPs; netns %s",
 		s, SeedEnv, s, t.Name(), len(h.vips), h.ns.Name)
-	return &crashRun{host: h, rng: rand.New(rand.NewPCG(s, f.Sum64())), seed: s, size: size, n: envInt(t, KillsEnv, 24), phases: map[string]int{}, leftovers: map[string]int{}}
+	return &crashRun{host: h, rng: rand.New(rand.NewPCG(s, f.Sum64())), seed: s, size: size, n: envInt(t, KillsEnv, 20), phases: map[string]int{}, leftovers: map[string]int{}}
 }
 
 // median runs fn n times and returns the median duration.
@@ -252,6 +252,7 @@ func TestCrash(t *testing.T) {
 	t.Run("mode-switch", crashModeSwitch)
 	t.Run("vip-change-arptables", crashVIPChange)
 	t.Run("remove", crashRemove)
+	t.Run("run", crashDaemon)
 	t.Logf("all scenarios: %v", time.Since(start).Round(time.Millisecond))
 }
 
@@ -488,4 +489,44 @@ func TestCheckCatchesBadOrder(t *testing.T) {
 			t.Errorf("the restore check missed %q; it said:\n%s", w, d)
 		}
 	}
+}
+
+// crashDaemon: SIGKILL during the daemon's start (`dsr-agent run` converging
+// the host; the OOM killer or systemd's final kill), loopback and arptables
+// mode in turn. Kills spread over the time the daemon takes to log that it is
+// ready. After the kill, in turn: apply converges, then remove restores; or
+// remove straight away restores.
+func crashDaemon(t *testing.T) {
+	r := newCrashRun(t)
+	base := r.baseline(sysctl{"net/ipv4/conf/all/arp_ignore", "3"}, sysctl{"net/ipv4/conf/all/arp_announce", "1"})
+	modes := []string{"loopback", "arptables"}
+	span := map[string]time.Duration{}
+	delays := map[string][]time.Duration{}
+	perMode := (r.n + 1) / 2
+	for _, m := range modes {
+		span[m] = median(3, func() time.Duration {
+			d, err := r.timeToReady(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.removeAndCheck(m, base, "an uninterrupted run")
+			return d
+		})
+		delays[m] = r.delays(perMode, span[m])
+		t.Logf("run (%s) ready after %v", m, span[m].Round(time.Millisecond))
+	}
+	for i := range r.n {
+		m := modes[i%2]
+		d := delays[m][i/2]
+		when := fmt.Sprintf("kill %d of run (%s) at %.1fms (seed %d)", i, m, ms(d), r.seed)
+		r.killAndCheck(i, d, span[m], m, "run")
+		if i%4 < 2 {
+			r.converge(m, when)
+		}
+		r.removeAndCheck(m, base, when)
+		if t.Failed() {
+			break
+		}
+	}
+	r.report()
 }

@@ -11,8 +11,8 @@
 //   - 2,000 VIPs; the dsr-agent binary is SIGKILLed at seeded random points
 //     of `apply` (loopback mode, arptables mode), of a mode switch
 //     (loopback -> arptables -> firewalld -> loopback), of a change of half
-//     the VIPs in arptables mode, and of `remove`; some recoveries are
-//     killed too. The ARP sysctls start at values the kernel does not
+//     the VIPs in arptables mode, of `remove`, and of the daemon's start
+//     (`run` until it logs that it is ready); some recoveries are killed too. The ARP sysctls start at values the kernel does not
 //     count as suppressing (arp_ignore 3, arp_announce 3) in some scenarios
 //     and merely non-default in others.
 //     Kill delays are stratified over the measured run time of the
@@ -35,9 +35,9 @@
 //
 // Running it (root):
 //
-//	make test-crash
+//	make test-crash                         # ~1 min on 2 idle cores, ~3 min at load 9
 //	DSR_CRASH_SEED=12345 make test-crash    # replay a failure (the seed is printed)
-//	DSR_CRASH_KILLS=40 make test-crash      # kills per scenario (default 24)
+//	DSR_CRASH_KILLS=40 make test-crash      # kills per scenario (default 20)
 //
 // DSR_AGENT_BIN names the binary under test (make sets it); without it the
 // test builds ./cmd/dsr-agent into a temporary directory. Not root: skipped,

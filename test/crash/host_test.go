@@ -3,6 +3,7 @@
 package crash
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -292,6 +293,9 @@ func truncate(s string, n int) string {
 func (h *host) command(mode string, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	argv := append([]string{"netns", "exec", h.ns.Name, h.bin, "--config", h.config(mode), "--state-dir", h.stateDir()}, args...)
 	cmd := exec.Command("ip", argv...)
+	// The one-instance-per-namespace lock files go to the test's own run
+	// dir, not the host's /run/dsr-agent.
+	cmd.Env = append(os.Environ(), "DSR_AGENT_RUN_DIR="+filepath.Join(h.dir, "run"))
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
@@ -331,6 +335,82 @@ func (h *host) timed(mode string, args ...string) time.Duration {
 	start := time.Now()
 	h.mustRun(0, mode, args...)
 	return time.Since(start)
+}
+
+// timeToReady starts `dsr-agent run`, returns how long it took to log that
+// it is ready (converged), then stops it with SIGTERM.
+func (h *host) timeToReady(mode string) (time.Duration, error) {
+	cmd, _ := h.command(mode, "run")
+	cmd.Stderr = nil
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("start dsr-agent run: %w", err)
+	}
+	ready := make(chan time.Duration, 1)
+	done := make(chan string)
+	go func() {
+		// Read to EOF whatever the line length (a table's log line holds
+		// every VIP): a reader that stops would block the daemon's writes.
+		var log strings.Builder
+		rd := bufio.NewReader(stderr)
+		for {
+			line, err := rd.ReadString('\n')
+			log.WriteString(line)
+			if strings.Contains(strings.ToLower(line), "ready") {
+				select {
+				case ready <- time.Since(start):
+				default:
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		done <- log.String()
+	}()
+	var d time.Duration
+	select {
+	case d = <-ready:
+	case <-time.After(30 * time.Second):
+		err = errors.New("dsr-agent run: not ready after 30s")
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	var log string
+	select {
+	case log = <-done:
+	case <-time.After(10 * time.Second):
+		// A daemon that ignores SIGTERM: get its goroutines (Go prints
+		// them on SIGQUIT), then make sure it is gone.
+		err = errors.Join(err, errors.New("dsr-agent run: still running 10s after SIGTERM (goroutine dump below)"))
+		_ = cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case log = <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			log = <-done
+		}
+	}
+	werr := cmd.Wait()
+	if err == nil && werr != nil {
+		err = fmt.Errorf("dsr-agent run after SIGTERM: %w", werr)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%w:\n%s", err, truncateMiddle(log, 30000))
+	}
+	return d, nil
+}
+
+// truncateMiddle keeps the start and the end of s (a daemon's log: how it
+// started, and how it ended or hung).
+func truncateMiddle(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n/4] + fmt.Sprintf("\n... (%d bytes left out) ...\n", len(s)-n) + s[len(s)-3*n/4:]
 }
 
 // kill is one SIGKILL of a running dsr-agent.
