@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -443,6 +444,7 @@ func TestCheckCatchesBadOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("ip", "netns", "exec", h.ns.Name, script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 )
@@ -38,7 +40,31 @@ var (
 	buildDir  string
 )
 
+// live are the namespaces the tests have made and not yet deleted: an
+// interrupted run (Ctrl-C, CI cancel, timeout's SIGTERM) deletes them, since
+// t.Cleanup does not run when the process dies of a signal.
+var live sync.Map // name -> struct{}
+
+func newNS(t *testing.T) *netnstest.NS {
+	t.Helper()
+	ns := netnstest.New(t)
+	live.Store(ns.Name, struct{}{})
+	t.Cleanup(func() { live.Delete(ns.Name) })
+	return ns
+}
+
 func TestMain(m *testing.M) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sig
+		fmt.Fprintf(os.Stderr, "crash test: %v: deleting its network namespaces\n", s)
+		live.Range(func(name, _ any) bool {
+			_ = netns.DeleteNamed(name.(string))
+			return true
+		})
+		os.Exit(1)
+	}()
 	code := m.Run()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
@@ -98,8 +124,8 @@ type host struct {
 func newHost(t *testing.T, nVIPs int) *host {
 	t.Helper()
 	h := &host{t: t, bin: agentBinary(t), dir: t.TempDir(), vipSet: map[netip.Addr]bool{}}
-	h.ns = netnstest.New(t)
-	h.seg = netnstest.New(t)
+	h.ns = newNS(t)
+	h.seg = newNS(t)
 	netnstest.Connect(t, h.ns, nic, []string{realIP + "/24"}, h.seg, "seg0", []string{gatewayIP + "/24"})
 	h.ns.Exec(t, "ip", "route", "add", "default", "via", gatewayIP)
 	for _, mode := range []string{"loopback", "arptables", "firewalld"} {
@@ -296,6 +322,8 @@ func (h *host) command(mode string, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	// The one-instance-per-namespace lock files go to the test's own run
 	// dir, not the host's /run/dsr-agent.
 	cmd.Env = append(os.Environ(), "DSR_AGENT_RUN_DIR="+filepath.Join(h.dir, "run"))
+	// Never outlive the test (a daemon left running would keep repairing).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
