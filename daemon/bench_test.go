@@ -285,6 +285,9 @@ health:
 		rl, rf := measureSysctlRepairs(b, ns, 20)
 		reportLatency(b, rl, "repair-")
 		b.ReportMetric(float64(rf), "repair-failed")
+		if rf > 0 {
+			b.Logf("%d sysctl resets not repaired within 10 s; daemon log:\n%s", rf, grepLines(d.log.String(), "sysctl"))
+		}
 	}
 	b.StopTimer()
 	b.ReportMetric(100*float64(cpuNanos(b, pid)-cpu0)/float64(time.Since(t0).Nanoseconds()), "daemon-cpu-%")

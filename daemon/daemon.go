@@ -207,6 +207,11 @@ func (d *daemon) reconcile(triggers []string) {
 	changes, aerr := d.o.Engine.Apply(d.desired)
 	// Changes after a reload are the new config taking effect, not drift.
 	drift := d.applied && !slices.Contains(triggers, "reload")
+	if len(changes) > 0 {
+		// Our own writes may have moved a watched sysctl: have the next
+		// poll verify instead of comparing with a value read before them.
+		d.sysctls.invalidate()
+	}
 	for _, c := range changes {
 		if drift {
 			d.state.Metrics().Repair(c.Kind)

@@ -54,6 +54,29 @@ health:
 			return repairLogged(d.log.String(), subject, "sysctl"), d.log.String()
 		})
 	}
+	// Reset again right after the repair, before the next poll: the value
+	// read last (the 0 that triggered the repair) equals the new one, yet it
+	// must be seen. Done from a thread in the namespace to be quick.
+	const allIgnore = "/proc/sys/net/ipv4/conf/all/arp_ignore"
+	for range 3 {
+		ns.Do(t, func() {
+			if err := os.WriteFile(allIgnore, []byte("0"), 0); err != nil {
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Microsecond) {
+				if b, _ := os.ReadFile(allIgnore); strings.TrimSpace(string(b)) == "1" {
+					break
+				}
+			}
+			if err := os.WriteFile(allIgnore, []byte("0"), 0); err != nil {
+				t.Fatal(err)
+			}
+		})
+		eventually(t, 5*time.Second, "second reset right after a repair repaired", func() (bool, string) {
+			v := ns.Sysctl(t, "net", "ipv4", "conf", "all", "arp_ignore")
+			return v == "1", "arp_ignore=" + v
+		})
+	}
 	// The NIC re-created (the link watcher repairs its fresh defaults): the
 	// poll must follow the new interface's sysctls, not the deleted ones.
 	ns.Exec(t, "ip", "link", "del", nic)
