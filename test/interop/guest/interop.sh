@@ -384,12 +384,17 @@ fi
 # own address events in rs1 (`ip monitor`, timestamps of the delete and re-add).
 : >"$W/samples"
 klines=$(wc -l <"$W/keepalived-inhibit.log")
-# Each sample: "MS WEIGHT" (ms since the epoch).
+# Each sample: "MS WEIGHT" (ms since the epoch). One process per sample
+# (ipvsadm; time and parsing in bash itself): spawning is what is slow under TCG.
 ip netns exec dir bash -c '
-	end=$(( $(date +%s) + 8 ))
-	while [ "$(date +%s)" -lt "$end" ]; do
-		ipvsadm -Ln -t "$1:80" | awk -v rs="$2:80" -v t="$(date +%s%3N)" '"'"'$1 == "->" && $2 == rs { w = $4 } END { print t, (w == "" ? "absent" : w) }'"'"'
-		sleep 0.1
+	ms() { local t=${EPOCHREALTIME/./}; echo "${t:0:-3}"; }
+	end=$(( $(ms) + 8000 ))
+	re="-> $2:80 +Route +([0-9]+) "
+	while [ "$(ms)" -lt "$end" ]; do
+		out=$(ipvsadm -Ln -t "$1:80")
+		w=absent
+		[[ $out =~ $re ]] && w=${BASH_REMATCH[1]}
+		echo "$(ms) $w"
 	done' sampler "$VIP" "${RSIP[rs1]}" >"$W/samples" 2>&1 &
 spid=$!
 ip netns exec rs1 ip -ts monitor address >"$W/addrmon" 2>&1 &
