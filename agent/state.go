@@ -238,8 +238,12 @@ func (st *stateStore) save(s *State) error {
 // stays: deleting a file others may hold flock'ed lets two processes each
 // lock "the" lock (one the old inode, one a new file).
 func (st *stateStore) clear() error {
-	if err := os.Remove(st.path()); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove %s: %w", st.path(), err)
+	// Temp files of saves interrupted by a crash go too.
+	leftovers, _ := filepath.Glob(filepath.Join(st.dir, "."+stateFile+".tmp*"))
+	for _, f := range append(leftovers, st.path()) {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", f, err)
+		}
 	}
 	return nil
 }
