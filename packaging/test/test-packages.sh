@@ -58,7 +58,7 @@ for tool in rpm rpm2cpio cpio dpkg dpkg-deb busybox systemd-analyze man ldd; do
 	command -v "$tool" >/dev/null || missing="$missing $tool"
 done
 if [ -n "$missing" ]; then
-	bad "missing tools:$missing (apt-get install \$(cat mk/packaging.packages))"
+	bad "missing tools:$missing (make deps-packaging)"
 	finish
 fi
 

@@ -22,7 +22,7 @@ finish() {
 }
 for tool in systemd-nspawn dpkg-deb; do
 	command -v "$tool" >/dev/null || {
-		bad "missing $tool (apt-get install \$(cat mk/packaging.packages))"
+		bad "missing $tool (make deps-packaging)"
 		finish
 	}
 done
