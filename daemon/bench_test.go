@@ -255,6 +255,7 @@ health:
 	d.waitNote("READY=1", 10*time.Second)
 	pid := d.cmd.Process.Pid
 	var flood []<-chan string
+	floodStart := time.Now()
 	if conns > 0 {
 		flood = startFlood(b, ns, "10.77.0.9", hz, conns, pause)
 		time.Sleep(3 * time.Second) // every worker has connected at least once
@@ -293,7 +294,7 @@ health:
 	b.ReportMetric(100*float64(cpuNanos(b, pid)-cpu0)/float64(time.Since(t0).Nanoseconds()), "daemon-cpu-%")
 	b.ReportMetric(float64(maxFDs), "daemon-max-fds")
 	if flood != nil {
-		b.Logf("flood counters: %s", lastLine(flood))
+		b.Logf("flood counters after %.0f s (per helper process): %s", time.Since(floodStart).Seconds(), lastLine(flood))
 	}
 	select {
 	case err := <-d.exited:
