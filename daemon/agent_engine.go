@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/dsr-agent/dsr-agent/agent"
-	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/health"
 )
 
@@ -36,10 +35,12 @@ func (e *agentEngine) Load(path string) (*Desired, error) {
 		return nil, err
 	}
 	d := &Desired{Mode: string(cfg.Mode), VIPs: len(cfg.VIPs), Config: cfg}
-	// The modes that rely on the ARP sysctls, on the resolved interfaces.
-	// Without VIPs nothing is planned, so nothing is watched.
-	if (cfg.Mode == agent.ModeLoopback || cfg.Mode == agent.ModeARPTables) && len(cfg.VIPs) > 0 {
-		d.WatchSysctls = arp.WatchPaths(want.Interfaces)
+	// Watch exactly the sysctls the policy sets (all, default and each
+	// LB-facing NIC in loopback mode; none where a mode relies on nftables
+	// alone or there are no VIPs): a reset of one of them is drift; a change
+	// to any other would only wake a no-op pass.
+	for _, s := range want.Sysctls {
+		d.WatchSysctls = append(d.WatchSysctls, s.Path)
 	}
 	if h := want.Health; h != nil {
 		hs := &HealthSettings{Listen: h.Listen, Allowed: h.AllowedSources}
