@@ -275,20 +275,22 @@ health:
 			t.Fatalf("daemon holds %d descriptors, above %d (%d before the flood + the connection caps)", maxFDs, limit, base)
 		}
 	}
+	// Deadlines below are generous: the attacker shares the CPU with the
+	// daemon here; BenchmarkFlood measures the latencies.
 	for range 20 { // 2 s of flood before anything is asked
 		sample()
 		time.Sleep(100 * time.Millisecond)
 	}
-	eventually(t, 5*time.Second, "allowed /healthz answers during the flood", func() (bool, string) {
+	eventually(t, 15*time.Second, "allowed /healthz answers during the flood", func() (bool, string) {
 		sample()
 		return healthFrom(t, ns, "10.77.0.3", hz, 200, "up")()
 	})
-	eventually(t, 5*time.Second, "allowed agent-check answers during the flood", func() (bool, string) {
+	eventually(t, 15*time.Second, "allowed agent-check answers during the flood", func() (bool, string) {
 		sample()
 		return agentFrom(t, ns, "10.77.0.3", agentAddr)
 	})
 	ns.Exec(t, "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=0")
-	eventually(t, 5*time.Second, "sysctl reset repaired during the flood", func() (bool, string) {
+	eventually(t, 15*time.Second, "sysctl reset repaired during the flood", func() (bool, string) {
 		sample()
 		v := ns.Sysctl(t, "net", "ipv4", "conf", "all", "arp_ignore")
 		return v == "1", "arp_ignore=" + v
