@@ -216,6 +216,65 @@ func (c *Client) Service(ctx context.Context, name string) (Service, error) {
 	return s, nil
 }
 
+// ServiceState is how far firewalld knows a service definition.
+type ServiceState int
+
+const (
+	// ServiceAbsent: no such service (the package is not installed, or
+	// firewalld cannot read its XML): open the ports with --add-port.
+	ServiceAbsent ServiceState = iota
+	// ServiceInstalled: the permanent configuration has it (firewalld
+	// watches its service directories and picks up a new file within
+	// seconds) but the runtime does not until `firewall-cmd --reload`: a
+	// runtime --add-service would fail with INVALID_SERVICE.
+	ServiceInstalled
+	// ServiceLoaded: the runtime has it.
+	ServiceLoaded
+)
+
+func (s ServiceState) String() string {
+	switch s {
+	case ServiceLoaded:
+		return "loaded"
+	case ServiceInstalled:
+		return "installed, not loaded (reload firewalld)"
+	}
+	return "absent"
+}
+
+// ServiceStateOf tells whether the runtime and the permanent configuration
+// know a service. An error other than "no such service" is returned: a
+// refusal must not be mistaken for absence.
+func (c *Client) ServiceStateOf(ctx context.Context, name string) (ServiceState, error) {
+	_, err := c.Service(ctx, name)
+	if err == nil {
+		return ServiceLoaded, nil
+	}
+	if !isInvalidService(err) {
+		return ServiceAbsent, err
+	}
+	var path dbus.ObjectPath
+	err = c.call(ctx, c.cfg, ifaceConfig+".getServiceByName", &path, name)
+	if err == nil {
+		return ServiceInstalled, nil
+	}
+	if isInvalidService(err) {
+		return ServiceAbsent, nil
+	}
+	return ServiceAbsent, err
+}
+
+// isInvalidService: firewalld's FirewallError INVALID_SERVICE, sent as
+// org.fedoraproject.FirewallD1.Exception with "INVALID_SERVICE: name".
+func isInvalidService(err error) bool {
+	var de dbus.Error
+	if !errors.As(err, &de) || de.Name != ifaceMain+".Exception" || len(de.Body) == 0 {
+		return false
+	}
+	msg, _ := de.Body[0].(string)
+	return strings.HasPrefix(msg, "INVALID_SERVICE")
+}
+
 // maxIncludeDepth bounds service includes (firewalld ≥ 1.0 lets a service
 // include others; a loop in hand-written XML must not loop here).
 const maxIncludeDepth = 8

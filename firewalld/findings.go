@@ -80,6 +80,9 @@ type Input struct {
 	// Redirects is set in firewalld mode.
 	Redirects    *Redirects
 	RedirectsErr error
+	// Service is how far firewalld knows dsr-agent.xml; it picks the fix
+	// for the health and agent-check ports.
+	Service ServiceState
 }
 
 // Gather asks a running firewalld about each wanted port (and, in firewalld
@@ -140,6 +143,18 @@ func Gather(ctx context.Context, c *Client, req Request) (Input, error) {
 			}
 		}
 		in.Checked = append(in.Checked, ch)
+	}
+	for _, w := range req.Wants {
+		if w.Kind == Health || w.Kind == AgentCheck {
+			st, err := c.ServiceStateOf(ctx, ServiceName)
+			if err != nil && IsNotAuthorized(err) {
+				return in, fmt.Errorf("%w: %w", ErrNotAuthorized, err)
+			}
+			// Another error: leave it absent, so the fix is --add-port,
+			// which works whatever firewalld knows.
+			in.Service = st
+			break
+		}
 	}
 	if req.Mode == "firewalld" {
 		r, err := c.AcceptsRedirects(ctx)
@@ -215,11 +230,11 @@ func Findings(in Input) []Finding {
 		case ch.Verdict.Status == Unknown:
 			out = append(out, Finding{Warning, subject,
 				fmt.Sprintf("%s may not let it in (%s); check it or open it explicitly", where, ch.Verdict.How),
-				fixLines(ch)})
+				fixLines(ch, in.Service)})
 		default:
 			out = append(out, Finding{Warning, subject,
 				fmt.Sprintf("%s does not let it in: %s", where, consequence(ch.Kind)),
-				fixLines(ch)})
+				fixLines(ch, in.Service)})
 		}
 	}
 	if in.Mode == "firewalld" {
@@ -264,19 +279,33 @@ func subjectOf(w Want) string {
 }
 
 // fixLines: the runtime line (in force at once, lost on reload) and the
-// --permanent one (survives reload and reboot). The service is used for the
-// health and agent-check ports it covers: one name in the zone, and the
-// package keeps the definition up to date.
-func fixLines(ch Checked) []string {
-	arg := fmt.Sprintf("--add-port=%d/%s", ch.Port, protoOr(ch.Proto))
-	if protoOr(ch.Proto) == "tcp" &&
-		((ch.Kind == Health && ch.Port == ServiceHealthPort) || (ch.Kind == AgentCheck && ch.Port == ServiceAgentCheckPort)) {
-		arg = "--add-service=" + ServiceName
-	}
+// --permanent one (survives reload and reboot). The dsr-agent service is used
+// for the health and agent-check ports it covers when firewalld knows it:
+// one name in the zone, and the package keeps the definition up to date.
+// Installed but not yet loaded (the package was installed while firewalld
+// ran), only the permanent configuration has it: the permanent line, then a
+// reload (a runtime --add-service would fail with INVALID_SERVICE).
+func fixLines(ch Checked, svc ServiceState) []string {
 	zone := ch.Zone
 	if zone == "" {
 		return nil
 	}
+	byService := protoOr(ch.Proto) == "tcp" &&
+		((ch.Kind == Health && ch.Port == ServiceHealthPort) || (ch.Kind == AgentCheck && ch.Port == ServiceAgentCheckPort))
+	switch {
+	case byService && svc == ServiceLoaded:
+		arg := "--add-service=" + ServiceName
+		return []string{
+			fmt.Sprintf("firewall-cmd --zone=%s %s", zone, arg),
+			fmt.Sprintf("firewall-cmd --permanent --zone=%s %s", zone, arg),
+		}
+	case byService && svc == ServiceInstalled:
+		return []string{
+			fmt.Sprintf("firewall-cmd --permanent --zone=%s --add-service=%s", zone, ServiceName),
+			"firewall-cmd --reload",
+		}
+	}
+	arg := fmt.Sprintf("--add-port=%d/%s", ch.Port, protoOr(ch.Proto))
 	return []string{
 		fmt.Sprintf("firewall-cmd --zone=%s %s", zone, arg),
 		fmt.Sprintf("firewall-cmd --permanent --zone=%s %s", zone, arg),

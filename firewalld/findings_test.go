@@ -168,7 +168,7 @@ func TestFindings(t *testing.T) {
 		in   Input
 	}{
 		{"not running: nothing", Input{Running: false, Mode: "loopback", Checked: []Checked{{Want: vip, Zone: "public", Verdict: closed}}}},
-		{"loopback, default zone closes everything", Input{Running: true, Mode: "loopback", Checked: []Checked{
+		{"loopback, default zone closes everything", Input{Running: true, Mode: "loopback", Service: ServiceLoaded, Checked: []Checked{
 			{Want: vip, Zone: "public", DefaultZone: true, Verdict: closed},
 			{Want: vipUDP, Zone: "public", DefaultZone: true, Verdict: closed},
 			{Want: health, Zone: "public", DefaultZone: true, Verdict: closed},
@@ -178,7 +178,7 @@ func TestFindings(t *testing.T) {
 			{Want: vip, Zone: "internal", Verdict: Verdict{Open, "port 80/tcp"}},
 			{Want: health, Zone: "internal", Verdict: open},
 		}}},
-		{"health on a port the service lacks: add-port", Input{Running: true, Mode: "loopback", Checked: []Checked{
+		{"health on a port the service lacks: add-port", Input{Running: true, Mode: "loopback", Service: ServiceLoaded, Checked: []Checked{
 			{Want: healthOdd, Zone: "dmz", Verdict: closed},
 		}}},
 		{"unknown and errors", Input{Running: true, Mode: "loopback", Checked: []Checked{
@@ -192,6 +192,13 @@ func TestFindings(t *testing.T) {
 		{"firewalld mode, 1.3 accepts", Input{Running: true, Mode: "firewalld",
 			Redirects: &Redirects{Accepted: true, Version: "1.3.3", Why: "firewalld 1.3.3 accepts NATed traffic (ct status dnat accept in filter_INPUT)"},
 		}},
+		{"service installed while firewalld ran: permanent, then reload", Input{Running: true, Mode: "loopback", Service: ServiceInstalled, Checked: []Checked{
+			{Want: health, Zone: "public", Verdict: closed},
+		}}},
+		{"no service installed: add-port", Input{Running: true, Mode: "loopback", Service: ServiceAbsent, Checked: []Checked{
+			{Want: health, Zone: "public", Verdict: closed},
+			{Want: agent, Zone: "public", Verdict: closed},
+		}}},
 		{"firewalld mode, unreadable", Input{Running: true, Mode: "firewalld", RedirectsErr: errors.New("firewalld org.freedesktop.DBus.Properties.Get: timeout")}},
 	}
 	var b strings.Builder
@@ -226,6 +233,12 @@ func TestFindings(t *testing.T) {
 	if f := Findings(cases[5].in); len(f) != 1 || f[0].Subject != "redirects" || !strings.Contains(f[0].Fix[0], "StrictForwardPorts=no") {
 		t.Errorf("strict forward ports: %v", f)
 	}
+	if f := Findings(cases[7].in); len(f) != 1 || strings.Join(f[0].Fix, "|") != "firewall-cmd --permanent --zone=public --add-service=dsr-agent|firewall-cmd --reload" {
+		t.Errorf("service installed, not loaded: %v", f)
+	}
+	if f := Findings(cases[8].in); len(f) != 2 || f[1].Fix[0] != "firewall-cmd --zone=public --add-port=3333/tcp" {
+		t.Errorf("no service: %v", f)
+	}
 	if f := Findings(cases[0].in); f != nil {
 		t.Errorf("firewalld not running: %v; want nothing", f)
 	}
@@ -247,6 +260,21 @@ func TestServiceXML(t *testing.T) {
 	}
 	if n := strings.Count(s, "<port "); n != 2 {
 		t.Errorf("dsr-agent.xml has %d ports, want 2", n)
+	}
+}
+
+func TestIsInvalidService(t *testing.T) {
+	if !isInvalidService(fmt.Errorf("x: %w", dbus.Error{Name: "org.fedoraproject.FirewallD1.Exception", Body: []any{"INVALID_SERVICE: dsr-agent"}})) {
+		t.Error("INVALID_SERVICE not recognised")
+	}
+	for _, e := range []error{
+		dbus.Error{Name: "org.fedoraproject.FirewallD1.Exception", Body: []any{"INVALID_ZONE: x"}},
+		dbus.Error{Name: "org.fedoraproject.FirewallD1.NotAuthorizedException", Body: []any{"INVALID_SERVICE"}},
+		errors.New("INVALID_SERVICE"),
+	} {
+		if isInvalidService(e) {
+			t.Errorf("%v taken for INVALID_SERVICE", e)
+		}
 	}
 }
 

@@ -132,15 +132,6 @@ func startLab(t *testing.T) *lab {
 			t.Fatalf("copy %s: %v\n%s", cp[0], err, out)
 		}
 	}
-	// As the packages install it: /usr/lib/firewalld/services/dsr-agent.xml.
-	xml, err := os.ReadFile("../packaging/firewalld/dsr-agent.xml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(l.dir, "default/services/dsr-agent.xml"), xml, 0o644); err != nil {
-		t.Fatal(err)
-	}
-
 	sock := filepath.Join(l.dir, "bus")
 	l.busAddr = "unix:path=" + sock
 	conf := filepath.Join(l.dir, "bus.conf")
@@ -163,6 +154,7 @@ func startLab(t *testing.T) *lab {
 	startAndReap(t, fw, "firewalld")
 
 	ctx := context.Background()
+	var err error
 	l.c, err = ConnectAddress(ctx, l.busAddr)
 	if err != nil {
 		t.Fatalf("%v\nlog:\n%s", err, l.log)
@@ -222,19 +214,38 @@ func waitFor(t *testing.T, max time.Duration, what string, f func() error) {
 }
 
 // firewallCmd runs firewall-cmd in the namespace against the private bus.
+// installServiceXML puts packaging/firewalld/dsr-agent.xml where the
+// packages install it (/usr/lib/firewalld/services), in the private copy.
+func (l *lab) installServiceXML(t *testing.T) {
+	t.Helper()
+	xml, err := os.ReadFile("../packaging/firewalld/dsr-agent.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(l.dir, "default/services/dsr-agent.xml"), xml, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (l *lab) firewallCmd(t *testing.T, line string) string {
 	t.Helper()
 	args := strings.Fields(line)
 	if args[0] != "firewall-cmd" {
 		t.Fatalf("not a firewall-cmd line: %q", line)
 	}
-	cmd := exec.Command("ip", append([]string{"netns", "exec", l.ns.Name}, args...)...)
-	cmd.Env = append(os.Environ(), "DBUS_SYSTEM_BUS_ADDRESS="+l.busAddr)
-	out, err := cmd.CombinedOutput()
+	out, err := l.firewallCmdErr(line)
 	if err != nil {
 		t.Fatalf("%s: %v\n%s", line, err, out)
 	}
-	return string(out)
+	return out
+}
+
+func (l *lab) firewallCmdErr(line string) (string, error) {
+	args := strings.Fields(line)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", l.ns.Name}, args...)...)
+	cmd.Env = append(os.Environ(), "DBUS_SYSTEM_BUS_ADDRESS="+l.busAddr)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 // listen opens a TCP listener on addr inside the lab's namespace.
@@ -317,30 +328,52 @@ func TestRealFirewalld(t *testing.T) {
 		t.Fatal("port 80 reachable through the default zone; want it rejected")
 	}
 
+	// firewalld runs and the package is not installed yet: the health and
+	// agent-check ports can only be opened by port.
 	in, err := Gather(ctx, l.c, req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := Findings(in)
-	want := map[string][]string{
+	if in.Service != ServiceAbsent {
+		t.Fatalf("dsr-agent service before install: %s, want absent", in.Service)
+	}
+	checkFixes(t, "before install", Findings(in), map[string][]string{
 		"vip 10.99.0.100 port 80/tcp":            {"firewall-cmd --zone=public --add-port=80/tcp", "firewall-cmd --permanent --zone=public --add-port=80/tcp"},
-		"health on 10.99.0.2 port 8558/tcp":      {"firewall-cmd --zone=public --add-service=dsr-agent", "firewall-cmd --permanent --zone=public --add-service=dsr-agent"},
-		"agent-check on 10.99.0.2 port 3333/tcp": {"firewall-cmd --zone=public --add-service=dsr-agent", "firewall-cmd --permanent --zone=public --add-service=dsr-agent"},
-	}
-	if len(got) != len(want) {
-		t.Fatalf("findings before the fix: got %d, want %d:\n%s", len(got), len(want), render(got))
-	}
-	for _, f := range got {
-		w, ok := want[f.Subject]
-		if !ok || strings.Join(f.Fix, "\n") != strings.Join(w, "\n") {
-			t.Errorf("finding %q fix %q; want %q", f.Subject, f.Fix, w)
-		}
-	}
-	t.Logf("findings before the fix:\n%s", render(got))
+		"health on 10.99.0.2 port 8558/tcp":      {"firewall-cmd --zone=public --add-port=8558/tcp", "firewall-cmd --permanent --zone=public --add-port=8558/tcp"},
+		"agent-check on 10.99.0.2 port 3333/tcp": {"firewall-cmd --zone=public --add-port=3333/tcp", "firewall-cmd --permanent --zone=public --add-port=3333/tcp"},
+	})
 
-	// Apply exactly the lines the findings print (both variants; the
-	// service line is printed twice, for health and agent-check, and
-	// firewall-cmd's ALREADY_ENABLED is a warning, exit 0).
+	// The package is installed while firewalld runs: its permanent
+	// configuration picks the file up (it watches the directory), its
+	// runtime does not until a reload, and the fix says so.
+	l.installServiceXML(t)
+	waitFor(t, 30*time.Second, "firewalld's permanent config to see dsr-agent.xml", func() error {
+		st, err := l.c.ServiceStateOf(ctx, ServiceName)
+		if err != nil {
+			return err
+		}
+		if st != ServiceInstalled {
+			return fmt.Errorf("service state %s", st)
+		}
+		return nil
+	})
+	if in, err = Gather(ctx, l.c, req); err != nil {
+		t.Fatal(err)
+	}
+	got := Findings(in)
+	checkFixes(t, "installed, not loaded", got, map[string][]string{
+		"vip 10.99.0.100 port 80/tcp":            {"firewall-cmd --zone=public --add-port=80/tcp", "firewall-cmd --permanent --zone=public --add-port=80/tcp"},
+		"health on 10.99.0.2 port 8558/tcp":      {"firewall-cmd --permanent --zone=public --add-service=dsr-agent", "firewall-cmd --reload"},
+		"agent-check on 10.99.0.2 port 3333/tcp": {"firewall-cmd --permanent --zone=public --add-service=dsr-agent", "firewall-cmd --reload"},
+	})
+	t.Logf("findings, package installed while firewalld ran:\n%s", render(got))
+	// Negative control: the runtime line really would fail here.
+	if out, err := l.firewallCmdErr("firewall-cmd --zone=public --add-service=dsr-agent"); err == nil || !strings.Contains(out, "INVALID_SERVICE") {
+		t.Fatalf("runtime --add-service before reload: %v %s; want INVALID_SERVICE", err, out)
+	}
+
+	// Apply exactly the lines the findings print (the service lines come
+	// twice, for health and agent-check; ALREADY_ENABLED is exit 0).
 	for _, f := range got {
 		for _, line := range f.Fix {
 			l.firewallCmd(t, line)
@@ -355,18 +388,14 @@ func TestRealFirewalld(t *testing.T) {
 	for _, ch := range in.Checked {
 		t.Logf("%s: %s (%s)", subjectOf(ch.Want), ch.Verdict.Status, ch.Verdict.How)
 	}
-	if err := l.dial(t, "10.99.0.2:8558"); err != nil {
-		t.Fatalf("health port after --add-service=dsr-agent: %v", err)
-	}
-	if err := l.dial(t, "10.99.0.2:3333"); err != nil {
-		t.Fatalf("agent-check port after --add-service=dsr-agent: %v", err)
-	}
-	if err := l.dial(t, "10.99.0.2:80"); err != nil {
-		t.Fatalf("port 80 after --add-port=80/tcp: %v", err)
+	for _, p := range []string{"8558", "3333", "80"} {
+		if err := l.dial(t, "10.99.0.2:"+p); err != nil {
+			t.Fatalf("port %s after the fix: %v", p, err)
+		}
 	}
 
-	// The --permanent lines survive a reload (they were written to the
-	// private system config, not /etc/firewalld).
+	// The --permanent lines survive a reload; they went to the private
+	// system config, not /etc/firewalld.
 	l.firewallCmd(t, "firewall-cmd --reload")
 	if in, err = Gather(ctx, l.c, req); err != nil {
 		t.Fatal(err)
@@ -380,6 +409,25 @@ func TestRealFirewalld(t *testing.T) {
 	}
 	if !bytes.Contains(pub, []byte(`<service name="dsr-agent"/>`)) || !bytes.Contains(pub, []byte(`port="80"`)) {
 		t.Fatalf("private public.xml lacks the service or port:\n%s", pub)
+	}
+
+	// Loaded in the runtime, removed from the zone at runtime only: now the
+	// runtime line works and is printed first.
+	l.firewallCmd(t, "firewall-cmd --zone=public --remove-service=dsr-agent")
+	if in, err = Gather(ctx, l.c, req); err != nil {
+		t.Fatal(err)
+	}
+	got = Findings(in)
+	checkFixes(t, "loaded", got, map[string][]string{
+		"health on 10.99.0.2 port 8558/tcp":      {"firewall-cmd --zone=public --add-service=dsr-agent", "firewall-cmd --permanent --zone=public --add-service=dsr-agent"},
+		"agent-check on 10.99.0.2 port 3333/tcp": {"firewall-cmd --zone=public --add-service=dsr-agent", "firewall-cmd --permanent --zone=public --add-service=dsr-agent"},
+	})
+	l.firewallCmd(t, got[0].Fix[0])
+	if in, err = Gather(ctx, l.c, req); err != nil {
+		t.Fatal(err)
+	}
+	if f := Findings(in); len(f) != 0 {
+		t.Fatalf("findings after the runtime line, want none:\n%s", render(f))
 	}
 
 	// A zone with target ACCEPT lets everything in.
@@ -445,6 +493,20 @@ func TestRealNotRunning(t *testing.T) {
 	_, err = c.DefaultZone(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "getDefaultZone") {
 		t.Fatalf("DefaultZone without firewalld: %v; want an error naming the call", err)
+	}
+}
+
+// checkFixes asserts the findings are exactly want: subject -> fix lines.
+func checkFixes(t *testing.T, when string, got []Finding, want map[string][]string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d findings, want %d:\n%s", when, len(got), len(want), render(got))
+	}
+	for _, f := range got {
+		w, ok := want[f.Subject]
+		if !ok || strings.Join(f.Fix, "\n") != strings.Join(w, "\n") {
+			t.Errorf("%s: finding %q fix %q; want %q", when, f.Subject, f.Fix, w)
+		}
 	}
 }
 
