@@ -394,6 +394,18 @@ func TestRealFirewalld(t *testing.T) {
 		}
 	}
 
+	// What status pays per call: 100 VIP ports on one interface cost one
+	// zone read (Gather caches per zone), not 100.
+	many := Request{Mode: "loopback"}
+	for p := uint16(20000); p < 20100; p++ {
+		many.Wants = append(many.Wants, Want{Kind: VIPPort, Iface: "lbnet0", Addr: "10.99.0.100", Port: p})
+	}
+	start := time.Now()
+	if in, err = Gather(ctx, l.c, many); err != nil || len(in.Checked) != 100 {
+		t.Fatalf("100 ports: %d checked, %v", len(in.Checked), err)
+	}
+	t.Logf("Gather, 100 VIP ports on one interface: %v", time.Since(start))
+
 	// The --permanent lines survive a reload; they went to the private
 	// system config, not /etc/firewalld.
 	l.firewallCmd(t, "firewall-cmd --reload")
@@ -430,16 +442,6 @@ func TestRealFirewalld(t *testing.T) {
 		t.Fatalf("findings after the runtime line, want none:\n%s", render(f))
 	}
 
-	// A zone with target ACCEPT lets everything in.
-	l.firewallCmd(t, "firewall-cmd --zone=trusted --change-interface=lbnet0")
-	zone, isDefault, err = l.c.ZoneOfInterface(ctx, "lbnet0")
-	if err != nil || zone != "trusted" || isDefault {
-		t.Fatalf("zone of lbnet0 after --change-interface = %q (default %v), %v; want trusted", zone, isDefault, err)
-	}
-	if v, err := l.c.Allows(ctx, "trusted", 9999, "udp"); err != nil || v.Status != Open || v.How != "zone target ACCEPT" {
-		t.Fatalf("trusted 9999/udp = %+v, %v; want open by target ACCEPT", v, err)
-	}
-
 	// firewalld mode: VIP ports are not judged by zone; redirects are.
 	in, err = Gather(ctx, l.c, Request{Mode: "firewalld", Wants: []Want{{Kind: VIPPort, Iface: "lbnet0", Addr: "10.99.0.100", Port: 443}}})
 	if err != nil {
@@ -456,6 +458,35 @@ func TestRealFirewalld(t *testing.T) {
 	t.Logf("redirects: accepted=%v: %s", in.Redirects.Accepted, in.Redirects.Why)
 	if wantAccepted && len(Findings(in)) != 0 {
 		t.Fatalf("firewalld mode findings, want none:\n%s", render(Findings(in)))
+	}
+
+	// What the kernel does agrees: a redirect in a nat table of our own (as
+	// dsr-agent's `ip dsr-agent` in firewalld mode) from VIP:443 to 8443 is
+	// let in by the public zone although 8443 is not open there; 8443
+	// reached directly is rejected (the negative control: the accept comes
+	// from `ct status dnat`, not from an open port).
+	if wantAccepted {
+		l.listen(t, "0.0.0.0:8443")
+		l.client.Exec(t, "ip", "route", "add", "10.99.0.100/32", "via", "10.99.0.2")
+		l.ns.Exec(t, "nft", "add table ip dsrt-nat; "+
+			"add chain ip dsrt-nat pre { type nat hook prerouting priority dstnat; }; "+
+			"add rule ip dsrt-nat pre ip daddr 10.99.0.100 tcp dport 443 redirect to :8443")
+		if err := l.dial(t, "10.99.0.2:8443"); err == nil {
+			t.Fatal("8443 reachable directly; want it rejected by the public zone")
+		}
+		if err := l.dial(t, "10.99.0.100:443"); err != nil {
+			t.Fatalf("redirected VIP:443 -> 8443 rejected although firewalld %s reports it accepts redirects: %v", ver, err)
+		}
+	}
+
+	// A zone with target ACCEPT lets everything in.
+	l.firewallCmd(t, "firewall-cmd --zone=trusted --change-interface=lbnet0")
+	zone, isDefault, err = l.c.ZoneOfInterface(ctx, "lbnet0")
+	if err != nil || zone != "trusted" || isDefault {
+		t.Fatalf("zone of lbnet0 after --change-interface = %q (default %v), %v; want trusted", zone, isDefault, err)
+	}
+	if v, err := l.c.Allows(ctx, "trusted", 9999, "udp"); err != nil || v.Status != Open || v.How != "zone target ACCEPT" {
+		t.Fatalf("trusted 9999/udp = %+v, %v; want open by target ACCEPT", v, err)
 	}
 
 	if after := treeDigest(t, "/etc/firewalld"); after != etcBefore {
