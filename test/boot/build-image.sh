@@ -22,6 +22,12 @@ IMAGE_SIZE=${DSR_BOOT_IMAGE_SIZE:-2G}
 # busybox for a tiny httpd and a `nc -ll -e` line server on the real servers.
 INCLUDE=systemd-sysv,udev,dbus,iproute2,nftables,kmod,procps,curl,rpm,linux-image-amd64,initramfs-tools,zstd,ca-certificates
 INCLUDE=$INCLUDE,keepalived,ipvsadm,iputils-arping,busybox
+# For the network-manager test (test/netmgr, `make test-netmgr`): NetworkManager
+# (bookworm: 1.42.4, the first that manages `lo`). systemd-networkd is part of
+# the systemd package already. Both stay masked below; the test unmasks them.
+# libpam-systemd: provides logind, which polkitd (a dependency of
+# network-manager) needs; debootstrap does not resolve that virtual package.
+INCLUDE=$INCLUDE,network-manager,libpam-systemd
 
 [ "$(id -u)" = 0 ] || bt_die "building the image needs root (debootstrap)"
 command -v debootstrap >/dev/null || bt_die "debootstrap not installed (apt-get install debootstrap)"
@@ -75,8 +81,12 @@ chroot "$root" passwd -d root >/dev/null # console login for debugging by hand
 mkdir -p "$root/var/log/journal"
 # Nothing in the guest talks to a network; drop units that only slow a boot.
 # keepalived and ipvsadm are only started by the interop test, in namespaces.
+# The network managers are only started by the netmgr test (it unmasks them):
+# masked, they cannot touch the boot and interop tests' addresses.
 for u in getty@tty1.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
-	e2scrub_reap.service fstrim.timer systemd-timesyncd.service keepalived.service ipvsadm.service; do
+	e2scrub_reap.service fstrim.timer systemd-timesyncd.service keepalived.service ipvsadm.service \
+	NetworkManager.service NetworkManager-wait-online.service NetworkManager-dispatcher.service \
+	systemd-networkd.service systemd-networkd.socket systemd-networkd-wait-online.service; do
 	ln -sf /dev/null "$root/etc/systemd/system/$u"
 done
 
