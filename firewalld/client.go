@@ -245,23 +245,25 @@ func (s ServiceState) String() string {
 // ServiceStateOf tells whether the runtime and the permanent configuration
 // know a service. An error other than "no such service" is returned: a
 // refusal must not be mistaken for absence.
-func (c *Client) ServiceStateOf(ctx context.Context, name string) (ServiceState, error) {
-	_, err := c.Service(ctx, name)
+// When loaded, the runtime definition is returned too (an administrator may
+// have overridden the packaged ports in /etc/firewalld/services).
+func (c *Client) ServiceStateOf(ctx context.Context, name string) (ServiceState, *Service, error) {
+	s, err := c.Service(ctx, name)
 	if err == nil {
-		return ServiceLoaded, nil
+		return ServiceLoaded, &s, nil
 	}
 	if !isInvalidService(err) {
-		return ServiceAbsent, err
+		return ServiceAbsent, nil, err
 	}
 	var path dbus.ObjectPath
 	err = c.call(ctx, c.cfg, ifaceConfig+".getServiceByName", &path, name)
 	if err == nil {
-		return ServiceInstalled, nil
+		return ServiceInstalled, nil, nil
 	}
 	if isInvalidService(err) {
-		return ServiceAbsent, nil
+		return ServiceAbsent, nil, nil
 	}
-	return ServiceAbsent, err
+	return ServiceAbsent, nil, err
 }
 
 // isInvalidService: firewalld's FirewallError INVALID_SERVICE, sent as

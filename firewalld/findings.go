@@ -81,8 +81,10 @@ type Input struct {
 	Redirects    *Redirects
 	RedirectsErr error
 	// Service is how far firewalld knows dsr-agent.xml; it picks the fix
-	// for the health and agent-check ports.
-	Service ServiceState
+	// for the health and agent-check ports. ServiceDef is the runtime
+	// definition when loaded (nil: the packaged ports are assumed).
+	Service    ServiceState
+	ServiceDef *Service
 }
 
 // Gather asks a running firewalld about each wanted port (and, in firewalld
@@ -146,13 +148,13 @@ func Gather(ctx context.Context, c *Client, req Request) (Input, error) {
 	}
 	for _, w := range req.Wants {
 		if w.Kind == Health || w.Kind == AgentCheck {
-			st, err := c.ServiceStateOf(ctx, ServiceName)
+			st, def, err := c.ServiceStateOf(ctx, ServiceName)
 			if err != nil && IsNotAuthorized(err) {
 				return in, fmt.Errorf("%w: %w", ErrNotAuthorized, err)
 			}
 			// Another error: leave it absent, so the fix is --add-port,
 			// which works whatever firewalld knows.
-			in.Service = st
+			in.Service, in.ServiceDef = st, def
 			break
 		}
 	}
@@ -230,11 +232,11 @@ func Findings(in Input) []Finding {
 		case ch.Verdict.Status == Unknown:
 			out = append(out, Finding{Warning, subject,
 				fmt.Sprintf("%s may not let it in (%s); check it or open it explicitly", where, ch.Verdict.How),
-				fixLines(ch, in.Service)})
+				fixLines(ch, in.Service, in.ServiceDef)})
 		default:
 			out = append(out, Finding{Warning, subject,
 				fmt.Sprintf("%s does not let it in: %s", where, consequence(ch.Kind)),
-				fixLines(ch, in.Service)})
+				fixLines(ch, in.Service, in.ServiceDef)})
 		}
 	}
 	if in.Mode == "firewalld" {
@@ -285,13 +287,21 @@ func subjectOf(w Want) string {
 // Installed but not yet loaded (the package was installed while firewalld
 // ran), only the permanent configuration has it: the permanent line, then a
 // reload (a runtime --add-service would fail with INVALID_SERVICE).
-func fixLines(ch Checked, svc ServiceState) []string {
+func fixLines(ch Checked, svc ServiceState, def *Service) []string {
 	zone := ch.Zone
 	if zone == "" {
 		return nil
 	}
-	byService := protoOr(ch.Proto) == "tcp" &&
-		((ch.Kind == Health && ch.Port == ServiceHealthPort) || (ch.Kind == AgentCheck && ch.Port == ServiceAgentCheckPort))
+	byService := false
+	if ch.Kind == Health || ch.Kind == AgentCheck {
+		if def != nil {
+			// The definition in force (maybe overridden in /etc).
+			_, byService = serviceOpens(*def, nil, ch.Port, protoOr(ch.Proto), maxIncludeDepth)
+		} else {
+			byService = protoOr(ch.Proto) == "tcp" &&
+				((ch.Kind == Health && ch.Port == ServiceHealthPort) || (ch.Kind == AgentCheck && ch.Port == ServiceAgentCheckPort))
+		}
+	}
 	switch {
 	case byService && svc == ServiceLoaded:
 		arg := "--add-service=" + ServiceName

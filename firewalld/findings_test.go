@@ -239,6 +239,17 @@ func TestFindings(t *testing.T) {
 	if f := Findings(cases[8].in); len(f) != 2 || f[1].Fix[0] != "firewall-cmd --zone=public --add-port=3333/tcp" {
 		t.Errorf("no service: %v", f)
 	}
+	// An administrator's override of the service (health moved to 9000 in
+	// /etc/firewalld/services/dsr-agent.xml): the definition in force
+	// decides, not the packaged ports.
+	over := &Service{Name: "dsr-agent", Ports: []PortProto{{"9000", "tcp"}, {"3333", "tcp"}}}
+	in := Input{Running: true, Mode: "loopback", Service: ServiceLoaded, ServiceDef: over, Checked: []Checked{
+		{Want: healthOdd, Zone: "dmz", Verdict: closed},
+		{Want: health, Zone: "dmz", Verdict: closed},
+	}}
+	if f := Findings(in); len(f) != 2 || f[0].Fix[0] != "firewall-cmd --zone=dmz --add-service=dsr-agent" || f[1].Fix[0] != "firewall-cmd --zone=dmz --add-port=8558/tcp" {
+		t.Errorf("overridden service: %v", f)
+	}
 	if f := Findings(cases[0].in); f != nil {
 		t.Errorf("firewalld not running: %v; want nothing", f)
 	}

@@ -348,7 +348,7 @@ func TestRealFirewalld(t *testing.T) {
 	// runtime does not until a reload, and the fix says so.
 	l.installServiceXML(t)
 	waitFor(t, 30*time.Second, "firewalld's permanent config to see dsr-agent.xml", func() error {
-		st, err := l.c.ServiceStateOf(ctx, ServiceName)
+		st, _, err := l.c.ServiceStateOf(ctx, ServiceName)
 		if err != nil {
 			return err
 		}
