@@ -124,6 +124,19 @@ func (h *Host) Resolve(cfg *Config) (*Desired, error) {
 	return Resolve(cfg, f)
 }
 
+// Load reads the config file and resolves it against the host.
+func (h *Host) Load(path string) (*Config, *Desired, error) {
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := h.Resolve(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, d, nil
+}
+
 // Validate checks the config against the host (interfaces exist, VIPs are
 // not the host's own addresses, listeners are).
 func (h *Host) Validate(cfg *Config) error {

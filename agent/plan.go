@@ -57,6 +57,11 @@ func (p *Plan) String() string {
 	return b.String()
 }
 
+// LogAttrs is the change as the daemon logs it (slog key-value pairs).
+func (c Change) LogAttrs(extra ...any) []any {
+	return append([]any{"kind", c.Kind, "subject", c.Subject, "reason", c.Reason, "command", c.Command}, extra...)
+}
+
 // String renders one change: its command and why.
 func (c Change) String() string {
 	switch {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dsr-agent/dsr-agent/arp"
+	"github.com/dsr-agent/dsr-agent/internal/atomicfile"
 )
 
 // stateFile records what dsr-agent owns so remove, re-apply and a restart
@@ -231,7 +232,7 @@ func (st *stateStore) save(s *State) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(st.path(), append(data, '\n'), 0o600)
+	return atomicfile.Write(st.path(), append(data, '\n'), 0o600)
 }
 
 // clear deletes the state file once dsr-agent owns nothing. The lock file
@@ -244,43 +245,6 @@ func (st *stateStore) clear() error {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("remove %s: %w", f, err)
 		}
-	}
-	return nil
-}
-
-// WriteFileAtomic replaces path with data via temp file, fsync and rename.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("rename into %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
 	}
 	return nil
 }

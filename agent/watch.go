@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/firewall"
@@ -20,22 +21,27 @@ type Watchers struct {
 // NewWatchers returns the watchers; Run starts them.
 func NewWatchers() *Watchers { return &Watchers{sysctls: arp.NewWatcher()} }
 
-// Run runs every watcher until ctx ends.
-func (w *Watchers) Run(ctx context.Context, wake resubscribe.Wake, log *slog.Logger) {
+// Run runs every watcher until ctx ends; sysctlPoll is how often the ARP
+// sysctls are read (the kernel does not announce their change).
+func (w *Watchers) Run(ctx context.Context, wake resubscribe.Wake, log *slog.Logger, sysctlPoll time.Duration) {
 	go loopback.WatchAddrs(ctx, wake, log) // VIPs deleted
 	go loopback.WatchLinks(ctx, wake, log) // NICs re-created, renamed, up/down
 	go firewall.Watch(ctx, wake, log)      // dsr-agent's tables edited, flushed, dormant
-	w.sysctls.Run(ctx, wake, arp.DefaultPoll)
+	w.sysctls.Run(ctx, wake, sysctlPoll)
 }
 
-// Follow points the watchers at what d wants (the sysctls that decide ARP
-// suppression on its interfaces). Call it before the pass that applies d:
-// a change after this read is seen by the next poll, one before it by that
-// pass itself.
+// Changed tells the watchers that the daemon itself just changed the host:
+// values they read before are stale, so the next poll verifies.
+func (w *Watchers) Changed() { w.sysctls.Invalidate() }
+
+// Follow points the watchers at what d wants: exactly the sysctls the
+// policy sets (a change to any other would only wake a no-op pass). Call it
+// before the pass that applies d: a change after this read is seen by the
+// next poll, one before it by that pass itself.
 func (w *Watchers) Follow(d *Desired) {
 	var paths []arp.Path
-	if len(d.Sysctls) > 0 {
-		paths = arp.WatchPaths(d.Interfaces)
+	for _, s := range d.Sysctls {
+		paths = append(paths, s.Path)
 	}
 	w.sysctls.Set(paths)
 }

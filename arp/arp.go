@@ -292,15 +292,3 @@ func (p *Proc) Write(path Path, value string) error {
 		return nil
 	})
 }
-
-// WatchPaths are the sysctls whose values decide whether the kernel answers
-// ARP for a VIP on the given LB-facing interfaces: the kernel takes
-// max(all, iface), and interfaces created later start from "default". A
-// daemon polls these (the kernel sends no netconf notification for them).
-func WatchPaths(ifaces []string) []Path {
-	var out []Path
-	for _, s := range Suppression(ifaces) {
-		out = append(out, s.Path)
-	}
-	return out
-}

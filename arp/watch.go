@@ -30,8 +30,13 @@ const missing = "\x00"
 
 // Watcher notices a change of the watched sysctls and wakes the loop. It
 // does not judge the values (the core decides what is right); it compares
-// each read with the previous one, so a change by anyone -- including the
-// daemon's own repair, which costs one no-op pass -- wakes the loop.
+// each read with the previous one.
+//
+// The daemon's own writes change the values behind its back: after a pass
+// that changed the host, the last values read are stale (a reset repaired and
+// reset again before the next poll would read as "unchanged"). So such a pass
+// marks them stale and the next poll wakes the loop whatever it reads: one
+// verification pass per repair, a no-op unless someone reset a value again.
 //
 // Each file stays open and is re-read with pread at offset 0, which makes
 // the kernel format the current value again: one syscall per value instead
@@ -42,6 +47,7 @@ type Watcher struct {
 	files []string // absolute /proc/sys paths
 	fds   []int    // -1: not open (the interface is gone)
 	last  []string
+	stale bool
 	// changed is signalled when the set of files changes, so a watcher with
 	// nothing to watch sleeps instead of ticking.
 	changed chan struct{}
@@ -89,13 +95,23 @@ func (s *Watcher) closeAll() {
 	}
 }
 
+// Invalidate marks the last values read as stale: the daemon has just
+// changed the host.
+func (s *Watcher) Invalidate() {
+	s.mu.Lock()
+	s.stale = true
+	s.mu.Unlock()
+}
+
 // poll reads every watched sysctl and reports whether any differs from the
-// previous read. Nothing is allocated unless a value changed.
+// previous read, or the previous read is stale. Nothing is allocated unless a
+// value changed.
 func (s *Watcher) poll() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var buf [32]byte
-	changed := false
+	changed := s.stale && len(s.files) > 0
+	s.stale = false
 	for i := range s.files {
 		v := s.read(i, buf[:])
 		if string(v) != s.last[i] {

@@ -124,18 +124,13 @@ func (c *control) handle(conn *net.UnixConn) {
 	if err != nil {
 		return
 	}
-	var mode health.DrainMode
-	switch cmd := strings.TrimSpace(line); cmd {
-	case "status":
+	cmd := strings.TrimSpace(line)
+	if cmd == "status" {
 		_ = enc.Encode(c.reply(""))
 		return
-	case "drain":
-		mode = health.Drained
-	case "maint":
-		mode = health.Maintenance
-	case "undrain":
-		mode = health.InRotation
-	default:
+	}
+	mode, ok := health.ParseRequest(cmd)
+	if !ok {
 		_ = enc.Encode(Reply{Error: fmt.Sprintf("unknown request %q", cmd)})
 		return
 	}
@@ -146,20 +141,13 @@ func (c *control) handle(conn *net.UnixConn) {
 		return
 	}
 	c.state.SetDrain(mode)
-	c.log.Warn("rotation state changed by operator", "drain", drainName(mode))
+	c.log.Warn("rotation state changed by operator", "drain", mode.String())
 	_ = enc.Encode(c.reply(""))
 }
 
 func (c *control) reply(errMsg string) Reply {
 	v := c.state.Verdict()
-	return Reply{Drain: drainName(c.state.Drain()), Healthy: v.Healthy, Reasons: v.Reasons, Error: errMsg}
-}
-
-func drainName(m health.DrainMode) string {
-	if m == health.InRotation {
-		return "in-rotation"
-	}
-	return string(m)
+	return Reply{Drain: c.state.Drain().String(), Healthy: v.Healthy, Reasons: v.Reasons, Error: errMsg}
 }
 
 // Request sends cmd (drain, maint, undrain, status) to the daemon running

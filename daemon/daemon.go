@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	sd "github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/dsr-agent/dsr-agent/agent"
+	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/health"
 )
 
@@ -29,7 +31,7 @@ type Options struct {
 	// the notifications and the sysctl poll miss.
 	Resync time.Duration
 	// SysctlPoll is how often the ARP sysctls are read to see a reset
-	// (default DefaultSysctlPoll).
+	// (default arp.DefaultPoll).
 	SysctlPoll time.Duration
 	// Debounce is how long to let a burst of events (ip addr flush) settle
 	// before a pass; the pass repairs all of them at once.
@@ -48,13 +50,15 @@ const (
 )
 
 type daemon struct {
-	o       Options
-	log     *slog.Logger
-	state   *health.State
-	checker *health.Checker
-	w       *waker
-	sysctls *sysctlWatch
-	desired *Desired
+	o        Options
+	log      *slog.Logger
+	state    *health.State
+	checker  *health.Checker
+	w        *waker
+	watchers *agent.Watchers
+	// cfg is the running config, want what it resolved to on this host.
+	cfg     *agent.Config
+	want    *agent.Desired
 	applied bool // first apply done (READY sent)
 
 	httpSrv     *health.Server
@@ -81,7 +85,7 @@ func Run(ctx context.Context, o Options) error {
 		o.Resync = DefaultResync
 	}
 	if o.SysctlPoll <= 0 {
-		o.SysctlPoll = DefaultSysctlPoll
+		o.SysctlPoll = arp.DefaultPoll
 	}
 	if o.Debounce < 0 {
 		o.Debounce = 0
@@ -93,14 +97,14 @@ func Run(ctx context.Context, o Options) error {
 			}
 		}
 	}
-	desired, err := loadWhenHostReady(ctx, o)
+	cfg, want, err := loadWhenHostReady(ctx, o)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	d := &daemon{o: o, log: o.Log, state: health.NewState(), w: newWaker(), sysctls: newSysctlWatch(), desired: desired, retryDelay: time.Second}
+	d := &daemon{o: o, log: o.Log, state: health.NewState(), w: newWaker(), watchers: agent.NewWatchers(), cfg: cfg, want: want, retryDelay: time.Second}
 	d.checker = health.NewChecker(d.state)
 	defer d.checker.Stop()
 
@@ -127,11 +131,8 @@ func Run(ctx context.Context, o Options) error {
 
 	// Subscribe before the first apply so nothing changed between the apply
 	// and the subscription goes unnoticed.
-	go watchAddrs(ctx, d.w, d.log)
-	go watchLinks(ctx, d.w, d.log)
-	go watchNFT(ctx, d.w, d.log)
-	d.sysctls.set(desired.WatchSysctls)
-	go d.sysctls.run(ctx, d.w, o.SysctlPoll)
+	d.watchers.Follow(want)
+	go d.watchers.Run(ctx, d.w.wake, d.log, o.SysctlPoll)
 
 	sigs := o.Signals
 	if sigs == nil {
@@ -151,7 +152,7 @@ func Run(ctx context.Context, o Options) error {
 	resync := time.NewTicker(o.Resync)
 	defer resync.Stop()
 
-	d.log.Info("dsr-agent daemon starting", "config", o.ConfigPath, "mode", desired.Mode, "vips", desired.VIPs, "resync", o.Resync)
+	d.log.Info("dsr-agent daemon starting", "config", o.ConfigPath, "mode", cfg.Mode, "vips", len(cfg.VIPs), "resync", o.Resync)
 	d.reconcile([]string{"start"})
 
 	for {
@@ -204,20 +205,21 @@ func (d *daemon) stop(why string) {
 func (d *daemon) reconcile(triggers []string) {
 	start := time.Now()
 	trigger := strings.Join(triggers, ",")
-	changes, aerr := d.o.Engine.Apply(d.desired)
+	plan, aerr := d.o.Engine.Apply(d.cfg)
+	changes := plan.Visible()
 	// Changes after a reload are the new config taking effect, not drift.
 	drift := d.applied && !slices.Contains(triggers, "reload")
 	if len(changes) > 0 {
 		// Our own writes may have moved a watched sysctl: have the next
 		// poll verify instead of comparing with a value read before them.
-		d.sysctls.invalidate()
+		d.watchers.Changed()
 	}
 	for _, c := range changes {
 		if drift {
-			d.state.Metrics().Repair(c.Kind)
-			d.log.Warn("drift repaired", "kind", c.Kind, "subject", c.Subject, "command", c.Command, "trigger", trigger)
+			d.state.Metrics().Repair(string(c.Kind))
+			d.log.Warn("drift repaired", c.LogAttrs("trigger", trigger)...)
 		} else {
-			d.log.Info("applied", "kind", c.Kind, "subject", c.Subject, "command", c.Command)
+			d.log.Info("applied", c.LogAttrs()...)
 		}
 	}
 	if aerr == nil && len(changes) == 0 && d.lastInSync {
@@ -227,22 +229,23 @@ func (d *daemon) reconcile(triggers []string) {
 		d.afterSuccess()
 		return
 	}
-	snap, oerr := d.o.Engine.Observe(d.desired)
-	if oerr != nil {
+	snap := health.Snapshot{Time: time.Now()}
+	rep, oerr := d.o.Engine.Status(d.cfg)
+	switch {
+	case oerr != nil:
 		d.log.Error("observe host failed", "err", oerr)
-		snap = health.Snapshot{Time: time.Now(), Mode: d.desired.Mode, Error: oerr.Error()}
+		snap.Report = agent.Report{Mode: string(d.cfg.Mode)}
+		snap.Error = oerr.Error()
+	default:
+		snap.Report = *rep
 	}
 	if aerr != nil {
-		snap.Error = aerr.Error()
+		snap.Error = aerr.Error() // the apply's failure explains the observation's
 	}
 	d.lastInSync = aerr == nil && oerr == nil && snap.InSync
 	d.state.SetSnapshot(snap)
 	d.state.Metrics().Reconcile(trigger, aerr == nil && oerr == nil, time.Since(start).Seconds())
-	if aerr != nil || oerr != nil {
-		err := errors.Join(aerr, oerr)
-		if aerr != nil && oerr != nil && aerr.Error() == oerr.Error() {
-			err = aerr
-		}
+	if err := cmp.Or(aerr, oerr); err != nil {
 		d.log.Error("reconcile failed; will retry", "err", err, "trigger", trigger, "retry_in", d.retryDelay)
 		d.retryTimer = time.NewTimer(d.retryDelay)
 		d.retryDelay = min(d.retryDelay*2, maxRetry)
@@ -257,17 +260,17 @@ func (d *daemon) reconcile(triggers []string) {
 // to infer it from: such host-dependent errors are waited out (systemd's
 // start timeout bounds the wait), while a config that is wrong in itself
 // fails at once.
-func loadWhenHostReady(ctx context.Context, o Options) (*Desired, error) {
+func loadWhenHostReady(ctx context.Context, o Options) (*agent.Config, *agent.Desired, error) {
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
-		desired, err := o.Engine.Load(o.ConfigPath)
+		cfg, want, err := o.Engine.Load(o.ConfigPath)
 		if err == nil || !errors.Is(err, agent.ErrHostMismatch) {
-			return desired, err
+			return cfg, want, err
 		}
 		o.Log.Warn("config does not match the host yet; waiting", "err", err, "retry_in", delay)
 		o.Notify("STATUS=waiting for the host: " + strings.ReplaceAll(err.Error(), "\n", " "))
 		select {
 		case <-ctx.Done():
-			return nil, err
+			return nil, nil, err
 		case <-time.After(delay):
 		}
 	}
@@ -281,8 +284,8 @@ func (d *daemon) afterSuccess() {
 	}
 	if !d.applied {
 		d.applied = true
-		d.o.Notify(fmt.Sprintf("READY=1\nSTATUS=converged: mode %s, %d VIP(s)", d.desired.Mode, d.desired.VIPs))
-		d.log.Info("host converged; ready", "mode", d.desired.Mode, "vips", d.desired.VIPs)
+		d.o.Notify(fmt.Sprintf("READY=1\nSTATUS=converged: mode %s, %d VIP(s)", d.cfg.Mode, len(d.cfg.VIPs)))
+		d.log.Info("host converged; ready", "mode", d.cfg.Mode, "vips", len(d.cfg.VIPs))
 	}
 }
 
@@ -291,26 +294,26 @@ func (d *daemon) afterSuccess() {
 // down.
 func (d *daemon) reload(ctx context.Context) {
 	d.o.Notify("RELOADING=1\nMONOTONIC_USEC=" + sd.SdNotifyMonotonicUsec())
-	next, err := d.o.Engine.Load(d.o.ConfigPath)
+	cfg, next, err := d.o.Engine.Load(d.o.ConfigPath)
 	if err != nil {
 		d.log.Error("reload refused: new config is invalid; keeping the running config", "config", d.o.ConfigPath, "err", err)
 		d.o.Notify("READY=1\nSTATUS=reload refused (invalid config); running the previous config")
 		return
 	}
-	prev := d.desired
-	d.desired = next
+	prev := d.want
+	d.cfg, d.want = cfg, next
 	d.lastInSync = false
-	d.log.Info("reloading config", "config", d.o.ConfigPath, "mode", next.Mode, "vips", next.VIPs)
+	d.log.Info("reloading config", "config", d.o.ConfigPath, "mode", cfg.Mode, "vips", len(cfg.VIPs))
 	d.configureHealth(ctx, prev.Health)
-	d.sysctls.set(next.WatchSysctls)
+	d.watchers.Follow(next)
 	d.reconcile([]string{"reload"})
-	d.o.Notify(fmt.Sprintf("READY=1\nSTATUS=reloaded: mode %s, %d VIP(s)", next.Mode, next.VIPs))
+	d.o.Notify(fmt.Sprintf("READY=1\nSTATUS=reloaded: mode %s, %d VIP(s)", cfg.Mode, len(cfg.VIPs)))
 }
 
 // configureHealth starts, stops or reconfigures the health endpoints and the
-// checks to match d.desired; prev is the previous health section (nil at start).
-func (d *daemon) configureHealth(ctx context.Context, prev *HealthSettings) {
-	h := d.desired.Health
+// checks to match d.want; prev is the previous health section (nil at start).
+func (d *daemon) configureHealth(ctx context.Context, prev *agent.HealthConfig) {
+	h := d.want.Health
 	if h == nil {
 		d.stopHealth()
 		d.checker.Set(ctx, nil)
@@ -321,9 +324,9 @@ func (d *daemon) configureHealth(ctx context.Context, prev *HealthSettings) {
 		d.checker.Set(ctx, h.Checks)
 	}
 	if d.httpSrv == nil {
-		d.httpSrv = health.NewServer(d.state, h.Allowed, d.log)
+		d.httpSrv = health.NewServer(d.state, h.AllowedSources, d.log)
 	}
-	d.httpSrv.SetAllowed(h.Allowed)
+	d.httpSrv.SetAllowed(h.AllowedSources)
 	if d.httpAddr != h.Listen {
 		if d.httpCancel != nil {
 			d.httpCancel()
@@ -337,24 +340,28 @@ func (d *daemon) configureHealth(ctx context.Context, prev *HealthSettings) {
 			}
 		}()
 	}
-	if d.agentAddr != h.AgentListen {
+	agentListen := ""
+	if h.AgentCheck != nil {
+		agentListen = h.AgentCheck.Listen
+	}
+	if d.agentAddr != agentListen {
 		if d.agentCancel != nil {
 			d.agentCancel()
 			d.agentCancel = nil
 		}
-		d.agentAddr = h.AgentListen
-		if h.AgentListen != "" {
+		d.agentAddr = agentListen
+		if agentListen != "" {
 			if d.agentSrv == nil {
-				d.agentSrv = health.NewAgentServer(d.state, h.Allowed, d.log)
+				d.agentSrv = health.NewAgentServer(d.state, h.AllowedSources, d.log)
 			}
 			actx, cancel := context.WithCancel(ctx)
 			d.agentCancel = cancel
 			srv := d.agentSrv
-			go func() { _ = srv.Run(actx, h.AgentListen) }()
+			go func() { _ = srv.Run(actx, agentListen) }()
 		}
 	}
 	if d.agentSrv != nil {
-		d.agentSrv.SetAllowed(h.Allowed)
+		d.agentSrv.SetAllowed(h.AllowedSources)
 	}
 }
 

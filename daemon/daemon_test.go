@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dsr-agent/dsr-agent/agent"
 	"github.com/dsr-agent/dsr-agent/health"
 )
 
@@ -32,39 +34,38 @@ type fakeEngine struct {
 
 var errBadConfig = errors.New("invalid config: bad")
 
-func (f *fakeEngine) Load(path string) (*Desired, error) {
+func (f *fakeEngine) Load(path string) (*agent.Config, *agent.Desired, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if strings.TrimSpace(string(b)) == "bad" {
-		return nil, errBadConfig
+		return nil, nil, errBadConfig
 	}
-	return &Desired{Mode: "loopback", VIPs: 1, Config: string(b), Health: &HealthSettings{Listen: f.listen}}, nil
+	cfg := &agent.Config{Mode: agent.ModeLoopback, VIPs: []agent.VIP{{Address: netip.MustParseAddr("192.0.2.10")}}}
+	return cfg, &agent.Desired{Mode: cfg.Mode, VIPs: cfg.VIPs, Health: &agent.HealthConfig{Listen: f.listen}}, nil
 }
 
-func (f *fakeEngine) Apply(*Desired) ([]Change, error) {
+func (f *fakeEngine) Apply(*agent.Config) (*agent.Plan, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.applies++
 	if f.applies <= f.failFirst {
-		return nil, errors.New("simulated apply failure")
+		return &agent.Plan{}, errors.New("simulated apply failure")
 	}
 	if !f.present {
 		f.present = true
-		return []Change{{Kind: "addr-add", Subject: "192.0.2.10/32 dev lo", Command: "ip addr add 192.0.2.10/32 dev lo"}}, nil
+		return &agent.Plan{Changes: []agent.Change{{Kind: agent.AddrAdd, Subject: "192.0.2.10", Command: "ip addr add 192.0.2.10/32 dev lo"}}}, nil
 	}
-	return nil, nil
+	return &agent.Plan{}, nil
 }
 
-func (f *fakeEngine) Observe(d *Desired) (health.Snapshot, error) {
+func (f *fakeEngine) Status(*agent.Config) (*agent.Report, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return health.Snapshot{Time: time.Now(), Mode: d.Mode, InSync: f.present, Suppression: true,
-		VIPs: []health.VIPStatus{{Address: "192.0.2.10", Present: f.present, Link: "lo"}}}, nil
+	return &agent.Report{Mode: "loopback", InSync: f.present, Suppression: true,
+		VIPs: []agent.VIPState{{Address: "192.0.2.10", Present: f.present, Link: "lo"}}}, nil
 }
-
-func (f *fakeEngine) Close() {}
 
 func freePort(t *testing.T) string {
 	t.Helper()

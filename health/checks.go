@@ -10,19 +10,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
-)
 
-// CheckSpec configures one background service check: exactly one of TCP
-// (host:port to connect to) or HTTP (URL to GET) is set.
-type CheckSpec struct {
-	Name         string
-	TCP          string
-	HTTP         string
-	ExpectStatus int
-	Interval     time.Duration
-	Timeout      time.Duration
-	Rise, Fall   int
-}
+	"github.com/dsr-agent/dsr-agent/agent"
+)
 
 // Checker runs the configured checks in the background and feeds State.
 type Checker struct {
@@ -37,7 +27,7 @@ func NewChecker(state *State) *Checker { return &Checker{state: state} }
 
 // Set stops the running checks and starts specs (used at start and reload).
 // Each check probes once immediately so health is known quickly.
-func (c *Checker) Set(ctx context.Context, specs []CheckSpec) {
+func (c *Checker) Set(ctx context.Context, specs []agent.CheckConfig) {
 	c.Stop()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -53,7 +43,6 @@ func (c *Checker) Set(ctx context.Context, specs []CheckSpec) {
 	ctx, cancel := context.WithCancel(ctx)
 	c.cancel = cancel
 	for _, s := range specs {
-		s = withDefaults(s)
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
@@ -73,26 +62,7 @@ func (c *Checker) Stop() {
 	c.wg.Wait()
 }
 
-func withDefaults(s CheckSpec) CheckSpec {
-	if s.Interval <= 0 {
-		s.Interval = 2 * time.Second
-	}
-	if s.Timeout <= 0 {
-		s.Timeout = time.Second
-	}
-	if s.Rise <= 0 {
-		s.Rise = 2
-	}
-	if s.Fall <= 0 {
-		s.Fall = 3
-	}
-	if s.ExpectStatus == 0 {
-		s.ExpectStatus = http.StatusOK
-	}
-	return s
-}
-
-func (c *Checker) loop(ctx context.Context, s CheckSpec) {
+func (c *Checker) loop(ctx context.Context, s agent.CheckConfig) {
 	probe := tcpProbe(s)
 	if s.HTTP != "" {
 		probe = httpProbe(s)
@@ -121,7 +91,7 @@ func (c *Checker) loop(ctx context.Context, s CheckSpec) {
 // record applies rise/fall: the first result sets the state directly (no
 // reason to keep a fresh daemon pending for rise*interval), later ones need
 // Rise consecutive successes to go up and Fall consecutive failures to go down.
-func record(st *CheckStatus, s CheckSpec, err error, lat time.Duration, at time.Time) {
+func record(st *CheckStatus, s agent.CheckConfig, err error, lat time.Duration, at time.Time) {
 	st.LastLatency, st.LastProbe = lat, at
 	if err == nil {
 		st.LastError = ""
@@ -168,7 +138,7 @@ type statusError struct{ got, want int }
 
 func (e *statusError) Error() string { return fmt.Sprintf("http status %d, want %d", e.got, e.want) }
 
-func tcpProbe(s CheckSpec) func(context.Context) error {
+func tcpProbe(s agent.CheckConfig) func(context.Context) error {
 	var d net.Dialer
 	return func(ctx context.Context) error {
 		conn, err := d.DialContext(ctx, "tcp", s.TCP)
@@ -179,7 +149,7 @@ func tcpProbe(s CheckSpec) func(context.Context) error {
 	}
 }
 
-func httpProbe(s CheckSpec) func(context.Context) error {
+func httpProbe(s agent.CheckConfig) func(context.Context) error {
 	client := &http.Client{
 		// A fresh connection per probe: a kept-alive connection would hide a
 		// service that stopped accepting.

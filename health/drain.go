@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/dsr-agent/dsr-agent/internal/atomicfile"
 )
 
 // DrainFile is the file in the state dir that records the operator's drain,
@@ -37,44 +39,42 @@ func SaveDrain(stateDir string, m DrainMode) error {
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("clear drain state: %w", err)
 		}
-		return syncDir(stateDir)
+		if err := atomicfile.SyncDir(stateDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return nil
 	}
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return fmt.Errorf("create state dir: %w", err)
 	}
-	f, err := os.CreateTemp(stateDir, ".drain-*")
-	if err != nil {
+	if err := atomicfile.Write(path, []byte(string(m)+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write drain state: %w", err)
 	}
-	tmp := f.Name()
-	_, werr := f.WriteString(string(m) + "\n")
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Rename(tmp, path)
-	}
-	if werr != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write drain state: %w", werr)
-	}
-	return syncDir(stateDir)
+	return nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+// String is the state as shown to people and in /status.
+func (m DrainMode) String() string {
+	if m == InRotation {
+		return "in-rotation"
 	}
-	if err != nil {
-		return fmt.Errorf("sync state dir: %w", err)
+	return string(m)
+}
+
+// Request is the control-socket word that asks for m.
+func (m DrainMode) Request() string {
+	if m == InRotation {
+		return "undrain"
 	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync state dir: %w", err)
+	return string(m)
+}
+
+// ParseRequest is the inverse of Request.
+func ParseRequest(word string) (DrainMode, bool) {
+	for _, m := range []DrainMode{InRotation, Drained, Maintenance} {
+		if m.Request() == word {
+			return m, true
+		}
 	}
-	return nil
+	return InRotation, false
 }

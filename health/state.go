@@ -16,32 +16,17 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/dsr-agent/dsr-agent/agent"
 )
 
-// Snapshot is the daemon's last observation of the host's DSR setup.
+// Snapshot is the daemon's last observation of the host's DSR setup: the
+// core's own status report (one Plan, several views), when it was taken, and
+// the last reconcile failure (empty when the last one worked).
 type Snapshot struct {
-	Time        time.Time    `json:"time"`
-	Mode        string       `json:"mode"`
-	InSync      bool         `json:"in_sync"`
-	Suppression bool         `json:"arp_suppression"`
-	VIPs        []VIPStatus  `json:"vips"`
-	Differences []Difference `json:"differences,omitempty"`
-	// Error is the last reconcile failure, empty when the last one worked.
-	Error string `json:"error,omitempty"`
-}
-
-// VIPStatus says whether one VIP is in place.
-type VIPStatus struct {
-	Address string `json:"address"`
-	Present bool   `json:"present"`
-	Link    string `json:"link,omitempty"`
-}
-
-// Difference is one way the host differs from the config.
-type Difference struct {
-	Kind    string `json:"kind"`
-	Subject string `json:"subject"`
-	Detail  string `json:"detail,omitempty"`
+	agent.Report
+	Time  time.Time `json:"time"`
+	Error string    `json:"error,omitempty"`
 }
 
 // DrainMode is the operator's choice of rotation state.
@@ -289,11 +274,8 @@ func (s *State) StatusJSON() ([]byte, error) {
 	v := s.Verdict()
 	s.mu.RLock()
 	doc := StatusDoc{
-		Healthy: v.Healthy, Reasons: v.Reasons, Drain: string(s.drain), Started: s.started,
+		Healthy: v.Healthy, Reasons: v.Reasons, Drain: s.drain.String(), Started: s.started,
 		Host: s.snap, Checks: make([]CheckStatus, 0, len(s.checkOrder)), Stopping: s.stopping,
-	}
-	if doc.Drain == "" {
-		doc.Drain = "in-rotation"
 	}
 	for _, n := range s.checkOrder {
 		doc.Checks = append(doc.Checks, *s.checks[n])

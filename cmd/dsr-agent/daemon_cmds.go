@@ -31,7 +31,7 @@ func daemonCommands() []*cli.Command {
 				"configured; `dsr-agent remove` is the teardown.",
 			Flags: []cli.Flag{
 				&cli.DurationFlag{Name: "resync", Value: daemon.DefaultResync, EnvVars: []string{"DSR_AGENT_RESYNC"},
-					Usage: "period of the full resync that catches changes no notification reports (sysctl resets)"},
+					Usage: "period of the full resync, the backstop for anything the notifications and the 200 ms sysctl poll miss"},
 			},
 			Action: runCmd,
 		},
@@ -75,15 +75,15 @@ func runCmd(c *cli.Context) error {
 		return err
 	}
 	defer lock.Release()
-	engine, err := daemon.NewAgentEngine(c.String("state-dir"))
+	host, err := agent.OpenHost(c.String("state-dir"))
 	if err != nil {
 		return err
 	}
-	defer engine.Close()
+	defer host.Close()
 	return daemon.Run(context.Background(), daemon.Options{
 		ConfigPath: c.String("config"),
 		StateDir:   c.String("state-dir"),
-		Engine:     engine,
+		Engine:     host,
 		Log:        slog.Default(),
 		Resync:     c.Duration("resync"),
 		Debounce:   daemon.DefaultDebounce,
@@ -92,8 +92,7 @@ func runCmd(c *cli.Context) error {
 
 func drainCmd(c *cli.Context, mode health.DrainMode) error {
 	dir := c.String("state-dir")
-	req := map[health.DrainMode]string{health.Drained: "drain", health.Maintenance: "maint", health.InRotation: "undrain"}[mode]
-	reply, err := daemon.Request(dir, req)
+	reply, err := daemon.Request(dir, mode.Request())
 	if errors.Is(err, daemon.ErrNotRunning) {
 		// No daemon: record the choice; the daemon reads it when it starts.
 		if err := health.SaveDrain(dir, mode); err != nil {
