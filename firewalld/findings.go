@@ -2,9 +2,11 @@ package firewalld
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // Kind says why a port must be let in; it picks the fix.
@@ -327,4 +329,31 @@ func protoOr(p string) string {
 		return "tcp"
 	}
 	return strings.ToLower(p)
+}
+
+// Check is the one call for validate and status: connect to the system bus,
+// ask firewalld about req, and return the findings. A host without a system
+// bus or without firewalld has nothing to report (nil, nil). An error is
+// either ErrNotAuthorized (print it once: run as root) or a bus that exists
+// but fails; callers report it as a warning, not as drift.
+func Check(ctx context.Context, req Request) ([]Finding, error) {
+	c, err := Connect(ctx)
+	if err != nil {
+		if noBus(err) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	defer c.Close()
+	in, err := Gather(ctx, c, req)
+	if err != nil {
+		return nil, err
+	}
+	return Findings(in), nil
+}
+
+// noBus: no system bus socket, or nobody listening on it (a container or a
+// minimal host): then there is no firewalld either.
+func noBus(err error) bool {
+	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)
 }

@@ -1,6 +1,7 @@
 package firewalld
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -304,5 +305,20 @@ func TestIsNotAuthorized(t *testing.T) {
 	}
 	if IsNotAuthorized(errors.New("NotAuthorizedException")) {
 		t.Error("a plain error taken for a refusal")
+	}
+}
+
+// TestCheckWithoutBus: a host without a system bus (a container, a minimal
+// install) has no firewalld and nothing to report; it is not an error.
+func TestCheckWithoutBus(t *testing.T) {
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path="+t.TempDir()+"/no-bus")
+	f, err := Check(context.Background(), Request{Mode: "loopback", Wants: []Want{{Kind: Health, Iface: "eth0", Port: 8558}}})
+	if err != nil || f != nil {
+		t.Fatalf("no bus: %v, %v; want nothing", f, err)
+	}
+	// Negative control: a malformed address is an error, not "no bus".
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", "bogus")
+	if _, err := Check(context.Background(), Request{}); err == nil {
+		t.Fatal("malformed bus address: no error")
 	}
 }

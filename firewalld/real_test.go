@@ -15,6 +15,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net"
@@ -442,6 +443,20 @@ func TestRealFirewalld(t *testing.T) {
 		t.Fatalf("findings after the runtime line, want none:\n%s", render(f))
 	}
 
+	// Check, as validate and status call it, through the system bus
+	// address of the environment: everything open, nothing to say.
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", l.busAddr)
+	if f, err := Check(ctx, req); err != nil || len(f) != 0 {
+		t.Fatalf("Check after the fixes: %v, %v; want nothing", f, err)
+	}
+	if f, err := Check(ctx, Request{Mode: "loopback", Wants: []Want{{Kind: VIPPort, Iface: "lbnet0", Addr: "10.99.0.100", Port: 8081}}}); err != nil || len(f) != 1 {
+		t.Fatalf("Check of closed 8081: %v, %v; want one finding", f, err)
+	}
+
+	// An ordinary user (validate needs no privileges): firewalld shows its
+	// zones only to root, and Gather says so once, as ErrNotAuthorized.
+	l.gatherAsNobody(t)
+
 	// firewalld mode: VIP ports are not judged by zone; redirects are.
 	in, err = Gather(ctx, l.c, Request{Mode: "firewalld", Wants: []Want{{Kind: VIPPort, Iface: "lbnet0", Addr: "10.99.0.100", Port: 443}}})
 	if err != nil {
@@ -492,6 +507,53 @@ func TestRealFirewalld(t *testing.T) {
 	if after := treeDigest(t, "/etc/firewalld"); after != etcBefore {
 		t.Fatal("/etc/firewalld changed during the test")
 	}
+}
+
+// helperEnv makes TestHelperGatherAsUser do its work: it is run by
+// gatherAsNobody as a separate process with another uid (D-Bus
+// authenticates the connecting process's uid; a Go process cannot switch
+// the uid of one thread).
+const helperEnv = "DSR_FIREWALLD_HELPER_BUS"
+
+func TestHelperGatherAsUser(t *testing.T) {
+	addr := os.Getenv(helperEnv)
+	if addr == "" {
+		t.Skip("helper for TestRealFirewalld")
+	}
+	c, err := ConnectAddress(context.Background(), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = Gather(context.Background(), c, Request{Mode: "loopback", Wants: []Want{{Kind: Health, Iface: "lbnet0", Port: 8558}}})
+	fmt.Printf("uid %d: not authorized %v: %v\n", os.Geteuid(), errors.Is(err, ErrNotAuthorized), err)
+}
+
+func (l *lab) gatherAsNobody(t *testing.T) {
+	t.Helper()
+	// The test binary and the bus socket must be reachable for uid 65534.
+	bin := filepath.Join(l.dir, "helper.test")
+	if out, err := exec.Command("cp", os.Args[0], bin).CombinedOutput(); err != nil {
+		t.Fatalf("copy test binary: %v\n%s", err, out)
+	}
+	for d := l.dir; d != filepath.Dir(os.TempDir()) && d != "/"; d = filepath.Dir(d) {
+		if strings.HasPrefix(d, os.TempDir()+"/") {
+			if err := os.Chmod(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cmd := exec.Command(bin, "-test.run=^TestHelperGatherAsUser$", "-test.v")
+	cmd.Env = append(os.Environ(), helperEnv+"="+l.busAddr)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper as uid 65534: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "uid 65534: not authorized true:") {
+		t.Fatalf("Gather as uid 65534: want ErrNotAuthorized; got\n%s", out)
+	}
+	t.Logf("as an ordinary user: %s", strings.TrimSpace(strings.Split(string(out), "\n")[1]))
 }
 
 // TestRealNotRunning: a bus without firewalld gives no findings and no
