@@ -133,7 +133,14 @@ func Gather(ctx context.Context, c *Client, req Request) (Input, error) {
 			if !ok {
 				st.z, st.err = c.Zone(ctx, zo.zone)
 				if st.err == nil {
-					st.svcs, st.err = c.Services(ctx, st.z)
+					// A service firewalld cannot describe is left out of
+					// the map; ZoneAllows then says "unknown" for a port
+					// only it might open. A refusal is not that.
+					var err error
+					st.svcs, err = c.Services(ctx, st.z)
+					if err != nil && IsNotAuthorized(err) {
+						st.err = err
+					}
 				}
 				read[zo.zone] = st
 			}

@@ -22,13 +22,13 @@ type Zone struct {
 	Name string
 	// Target is what happens to packets no rule of the zone accepts:
 	// "default" (reject, ICMP allowed), "ACCEPT", "%%REJECT%%" or "DROP".
-	Target    string
-	Services  []string
-	Ports     []PortProto
-	Protocols []string // whole protocols let in ("tcp" opens every TCP port)
-	RichRules []string
-	Sources   []string
-	Interface []string
+	Target     string
+	Services   []string
+	Ports      []PortProto
+	Protocols  []string // whole protocols let in ("tcp" opens every TCP port)
+	RichRules  []string
+	Sources    []string
+	Interfaces []string
 }
 
 // Service is the part of a service definition that opens ports.
@@ -214,7 +214,7 @@ func zoneFromDict(name string, m map[string]dbus.Variant) (Zone, error) {
 	if z.Sources, err = dictStrings(m, "sources"); err != nil {
 		return Zone{}, err
 	}
-	if z.Interface, err = dictStrings(m, "interfaces"); err != nil {
+	if z.Interfaces, err = dictStrings(m, "interfaces"); err != nil {
 		return Zone{}, err
 	}
 	return z, nil
