@@ -297,10 +297,13 @@ health:
 		v := ns.Sysctl(t, "net", "ipv4", "conf", nic, "arp_announce")
 		return v == "2", "arp_announce=" + v
 	})
-	c, metrics := nsGet(t, ns, "", "10.77.0.2:8558", "/metrics")
-	if c != 200 || !strings.Contains(metrics, `dsr_agent_repairs_total{kind="addr-add"}`) || !strings.Contains(metrics, `dsr_agent_vip_present{vip="10.77.100.1"} 1`) {
-		t.Fatalf("metrics %d:\n%s", c, metrics)
-	}
+	// The snapshot is published after the repair pass observes the host, a
+	// moment after the sysctls above are back.
+	eventually(t, 2*time.Second, "metrics show the repairs", func() (bool, string) {
+		c, metrics := nsGet(t, ns, "", "10.77.0.2:8558", "/metrics")
+		ok := c == 200 && strings.Contains(metrics, `dsr_agent_repairs_total{kind="addr-add"}`) && strings.Contains(metrics, `dsr_agent_vip_present{vip="10.77.100.1"} 1`)
+		return ok, fmt.Sprintf("%d:\n%s", c, metrics)
+	})
 
 	// SIGTERM: STOPPING=1, clean exit, kernel state left in place.
 	d.stop()

@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"maps"
+	"slices"
 	"sync"
 )
 
@@ -28,10 +30,9 @@ func (w *waker) wake(trigger string) {
 func (w *waker) take() []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	out := make([]string, 0, len(w.pending))
-	for t := range w.pending {
-		out = append(out, t)
-	}
+	// Sorted: the joined triggers are a metrics label, and map order would
+	// make "address,link" and "link,address" two series.
+	out := slices.Sorted(maps.Keys(w.pending))
 	clear(w.pending)
 	return out
 }

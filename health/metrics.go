@@ -101,11 +101,7 @@ func (m *Metrics) setSnapshot(s *Snapshot) {
 
 func (m *Metrics) setDrain(d DrainMode) {
 	for _, st := range []DrainMode{InRotation, Drained, Maintenance} {
-		name := string(st)
-		if name == "" {
-			name = "in-rotation"
-		}
-		m.drained.WithLabelValues(name).Set(b2f(st == d))
+		m.drained.WithLabelValues(st.String()).Set(b2f(st == d))
 	}
 }
 

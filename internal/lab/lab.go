@@ -27,7 +27,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -242,7 +241,7 @@ func (l *Lab) NameOf(m net.HardwareAddr) string {
 // the hub) a veth whose lab end is in the hub's bridge.
 func (l *Lab) newNode(name string, role Role, host byte) (*Node, error) {
 	nsName := NamePrefix + l.ID + "-" + name
-	h, err := newNamedNS(nsName)
+	h, err := netnsutil.NewNamed(nsName)
 	if err != nil {
 		return nil, fmt.Errorf("create netns %s: %w", nsName, err)
 	}
@@ -430,31 +429,6 @@ func killProcsIn(nsPath string, log *slog.Logger) {
 func processAlive(pid int) bool {
 	err := syscall.Kill(pid, 0)
 	return err == nil || errors.Is(err, syscall.EPERM)
-}
-
-// newNamedNS creates a named namespace without leaving the calling thread in
-// it (netns.NewNamed switches the current thread).
-func newNamedNS(name string) (netns.NsHandle, error) {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return 0, fmt.Errorf("get current netns: %w", err)
-	}
-	defer orig.Close()
-	h, err := netns.NewNamed(name)
-	if err != nil {
-		_ = netns.Set(orig)
-		runtime.UnlockOSThread()
-		return 0, err
-	}
-	if err := netns.Set(orig); err != nil {
-		// Thread stuck in the new namespace: stay locked so Go discards it.
-		h.Close()
-		return 0, fmt.Errorf("return to original netns: %w", err)
-	}
-	runtime.UnlockOSThread()
-	return h, nil
 }
 
 func writeSysctl(components []string, val string) error {

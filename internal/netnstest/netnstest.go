@@ -5,10 +5,8 @@ package netnstest
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -56,7 +54,7 @@ func New(t testing.TB) *NS {
 	t.Helper()
 	RequireRoot(t)
 	name := UniqueName("dsrt-")
-	h, err := newNamed(name)
+	h, err := netnsutil.NewNamed(name)
 	if err != nil {
 		t.Fatalf("create netns %s: %v", name, err)
 	}
@@ -93,28 +91,6 @@ func New(t testing.TB) *NS {
 		}
 	})
 	return ns
-}
-
-// newNamed creates the namespace without leaving the calling goroutine's
-// thread inside it (netns.NewNamed switches the current thread).
-func newNamed(name string) (netns.NsHandle, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return 0, err
-	}
-	defer orig.Close()
-	h, err := netns.NewNamed(name)
-	if err != nil {
-		return 0, err
-	}
-	if err := netns.Set(orig); err != nil {
-		// The thread is stuck in the new namespace; never reuse it.
-		h.Close()
-		return 0, fmt.Errorf("return to original netns: %w", err)
-	}
-	return h, nil
 }
 
 // NFT returns an nftables connection bound to the namespace.

@@ -32,3 +32,30 @@ func Within(h netns.NsHandle, fn func() error) error {
 	runtime.UnlockOSThread()
 	return ferr
 }
+
+// NewNamed creates a named network namespace (bind-mounted under
+// /run/netns) without leaving the calling thread in it: netns.NewNamed
+// switches the current thread. A thread that cannot be switched back stays
+// locked, so the Go runtime discards it rather than reuse it in the wrong
+// namespace.
+func NewNamed(name string) (netns.NsHandle, error) {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return 0, fmt.Errorf("get current netns: %w", err)
+	}
+	defer orig.Close()
+	h, err := netns.NewNamed(name)
+	if err != nil {
+		_ = netns.Set(orig)
+		runtime.UnlockOSThread()
+		return 0, fmt.Errorf("create netns %s: %w", name, err)
+	}
+	if err := netns.Set(orig); err != nil {
+		h.Close()
+		return 0, fmt.Errorf("return to original netns: %w", err)
+	}
+	runtime.UnlockOSThread()
+	return h, nil
+}
