@@ -66,6 +66,8 @@ test-root:
 lint: $(GOBIN_DIR)/staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@# go.mod must say what the code imports (direct modules not // indirect).
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	$(GOBIN_DIR)/staticcheck ./...
 
