@@ -195,14 +195,17 @@ func (s Severity) String() string {
 	return "warning"
 }
 
+// MarshalText makes status --json say "warning", not 0.
+func (s Severity) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
 // Finding is one thing firewalld does to dsr-agent's traffic, with the
 // firewall-cmd lines that fix it (the runtime line and the --permanent one:
 // the runtime line works at once, the permanent one survives a reload).
 type Finding struct {
-	Severity Severity
-	Subject  string // "vip 192.0.2.10 port 80/tcp", "health 192.0.2.21:8558/tcp", "redirects"
-	Message  string
-	Fix      []string
+	Severity Severity `json:"severity"`
+	Subject  string   `json:"subject"` // "vip 192.0.2.10 port 80/tcp", "health on 192.0.2.21 port 8558/tcp", "redirects"
+	Message  string   `json:"message"`
+	Fix      []string `json:"fix,omitempty"`
 }
 
 // String renders a finding the way status prints it.

@@ -2,6 +2,7 @@ package firewalld
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -320,5 +321,12 @@ func TestCheckWithoutBus(t *testing.T) {
 	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", "bogus")
 	if _, err := Check(context.Background(), Request{}); err == nil {
 		t.Fatal("malformed bus address: no error")
+	}
+}
+
+func TestFindingJSON(t *testing.T) {
+	b, err := json.Marshal(Finding{Warning, "redirects", "m", nil})
+	if err != nil || string(b) != `{"severity":"warning","subject":"redirects","message":"m"}` {
+		t.Fatalf("%s %v", b, err)
 	}
 }
