@@ -88,6 +88,9 @@ ok "built $(basename "$rpm1") $(basename "$deb1") and v2 $(basename "$rpm2") $(b
 same "rpm -qlp: file list" "/etc/dsr-agent
 /etc/dsr-agent/config.yaml
 /usr/bin/dsr-agent
+/usr/lib/firewalld
+/usr/lib/firewalld/services
+/usr/lib/firewalld/services/dsr-agent.xml
 /usr/lib/systemd/system/dsr-agent.service
 /usr/share/bash-completion/completions/dsr-agent
 /usr/share/doc/dsr-agent/README.md
@@ -100,6 +103,9 @@ same "rpm -qlp: file list" "/etc/dsr-agent
 same "rpm: config(noreplace), doc, license flags; modes and owners" "<> drwxr-xr-x root:root /etc/dsr-agent
 <cn> -rw-r--r-- root:root /etc/dsr-agent/config.yaml
 <> -rwxr-xr-x root:root /usr/bin/dsr-agent
+<> drwxr-xr-x root:root /usr/lib/firewalld
+<> drwxr-xr-x root:root /usr/lib/firewalld/services
+<> -rw-r--r-- root:root /usr/lib/firewalld/services/dsr-agent.xml
 <> -rw-r--r-- root:root /usr/lib/systemd/system/dsr-agent.service
 <> -rw-r--r-- root:root /usr/share/bash-completion/completions/dsr-agent
 <d> -rw-r--r-- root:root /usr/share/doc/dsr-agent/README.md
@@ -129,6 +135,7 @@ same "rpm %postun is packaging/scripts/rpm/postun.sh" "$(cat packaging/scripts/r
 # ---------------------------------------------------------------- DEB metadata
 same "deb: file list" "./etc/dsr-agent/config.yaml
 ./usr/bin/dsr-agent
+./usr/lib/firewalld/services/dsr-agent.xml
 ./usr/lib/systemd/system/dsr-agent.service
 ./usr/share/bash-completion/completions/dsr-agent
 ./usr/share/doc/dsr-agent/README.md
