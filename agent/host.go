@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/google/nftables"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/firewall"
+	"github.com/dsr-agent/dsr-agent/firewalld"
 	"github.com/dsr-agent/dsr-agent/loopback"
 )
 
@@ -135,6 +137,20 @@ func (h *Host) Load(path string) (*Config, *Desired, error) {
 		return nil, nil, err
 	}
 	return cfg, d, nil
+}
+
+// Firewalld resolves cfg and asks a running firewalld about it (see
+// FirewalldFindings).
+func (h *Host) Firewalld(ctx context.Context, cfg *Config) ([]firewalld.Finding, error) {
+	f, err := h.facts(false)
+	if err != nil {
+		return nil, err
+	}
+	d, err := Resolve(cfg, f)
+	if err != nil {
+		return nil, err
+	}
+	return FirewalldFindings(ctx, d, f)
 }
 
 // Validate checks the config against the host (interfaces exist, VIPs are

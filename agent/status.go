@@ -8,6 +8,7 @@ import (
 
 	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/firewall"
+	"github.com/dsr-agent/dsr-agent/firewalld"
 	"github.com/dsr-agent/dsr-agent/loopback"
 )
 
@@ -23,6 +24,25 @@ type Report struct {
 	// Warnings are costs of a state that is in sync, e.g. arp_ignore 8:
 	// suppression holds, but the host answers ARP for nothing at all.
 	Warnings []string `json:"warnings,omitempty"`
+	// Firewalld is what a running firewalld does to the traffic the config
+	// serves (CLI status only; see AddFirewalld).
+	Firewalld []firewalld.Finding `json:"firewalld,omitempty"`
+}
+
+// AddFirewalld adds firewalld's findings: a port it does not let in is a
+// difference from what the config serves (clients or the director are
+// rejected), so the report is no longer in sync; an error asking it is a
+// warning, not drift.
+func (r *Report) AddFirewalld(fs []firewalld.Finding, err error) {
+	if err != nil {
+		r.Warnings = append(r.Warnings, "firewalld: not checked: "+err.Error())
+	}
+	for _, f := range fs {
+		r.Firewalld = append(r.Firewalld, f)
+		if f.Severity == firewalld.Warning {
+			r.InSync = false
+		}
+	}
 }
 
 // VIPState is one VIP's presence where the mode wants it.
@@ -103,7 +123,7 @@ func (r *Report) String() string {
 		r.writeWarnings(&b)
 		return b.String()
 	}
-	fmt.Fprintf(&b, "NOT in sync (mode %s): %d difference(s)\n", r.Mode, len(r.Differences))
+	fmt.Fprintf(&b, "NOT in sync (mode %s): %d difference(s)\n", r.Mode, len(r.Differences)+len(r.Firewalld))
 	for _, d := range r.Differences {
 		fmt.Fprintf(&b, "  %-20s %s: %s\n", d.Kind, d.Subject, d.Detail)
 	}
@@ -116,6 +136,9 @@ func (r *Report) String() string {
 }
 
 func (r *Report) writeWarnings(b *strings.Builder) {
+	for _, f := range r.Firewalld {
+		fmt.Fprintf(b, "  %s\n", strings.ReplaceAll(f.String(), "\n", "\n  "))
+	}
 	for _, w := range r.Warnings {
 		fmt.Fprintf(b, "  warning: %s\n", w)
 	}

@@ -69,6 +69,15 @@ func validateCmd(c *cli.Context) error {
 		return err
 	}
 	fmt.Fprintf(c.App.Writer, "config %s is valid: mode %s, %d VIP(s)\n", c.String("config"), cfg.Mode, len(cfg.VIPs))
+	// What a running firewalld would do to this config's traffic: warnings,
+	// the config itself is valid.
+	findings, err := host.Firewalld(c.Context, cfg)
+	if err != nil {
+		fmt.Fprintf(c.App.Writer, "warning: firewalld: not checked: %v\n", err)
+	}
+	for _, f := range findings {
+		fmt.Fprintln(c.App.Writer, f.String())
+	}
 	return nil
 }
 
@@ -125,6 +134,7 @@ func statusCmd(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	report.AddFirewalld(host.Firewalld(c.Context, cfg))
 	if c.Bool("json") {
 		enc := json.NewEncoder(c.App.Writer)
 		enc.SetIndent("", "  ")
