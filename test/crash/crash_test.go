@@ -183,7 +183,10 @@ func (r *crashRun) report() {
 	for files, n := range r.leftovers {
 		r.t.Logf("note: %d remove(s) left files in the state dir: %s", n, files)
 	}
-	if r.killed*2 < r.kills {
+	// A quarter at least: run times vary with the machine's load between
+	// the measured uninterrupted runs and the killed ones, but a run whose
+	// kills mostly land after the command is vacuous.
+	if r.killed*4 < r.kills {
 		r.t.Errorf("only %d of %d kills interrupted the command: the delays do not cover its run", r.killed, r.kills)
 	}
 }
