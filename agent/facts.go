@@ -15,8 +15,9 @@ import (
 // addresses (one dump), links, routes, and what dsr-agent owns.
 type Facts struct {
 	Addrs []loopback.Addr
-	// Links are the interface names, lo included.
+	// Links are the interface names, lo included; Index their ifindex.
 	Links []string
+	Index map[string]int
 	// DefaultLink is the interface of the best default route ("" if none).
 	DefaultLink string
 	// Gateways are the next hops of every route in the main table.
@@ -49,7 +50,7 @@ func (h *Host) facts(moveAside bool) (*Facts, error) {
 			st.addAddr(a.Link, a.Prefix.String())
 		}
 	}
-	f := &Facts{Addrs: addrs, State: st, Gateways: map[netip.Addr]bool{}}
+	f := &Facts{Addrs: addrs, State: st, Gateways: map[netip.Addr]bool{}, Index: map[string]int{}}
 	links, err := h.nl.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
@@ -57,6 +58,7 @@ func (h *Host) facts(moveAside bool) (*Facts, error) {
 	byIndex := map[int]string{}
 	for _, l := range links {
 		f.Links = append(f.Links, l.Attrs().Name)
+		f.Index[l.Attrs().Name] = l.Attrs().Index
 		byIndex[l.Attrs().Index] = l.Attrs().Name
 	}
 	if err := h.readRoutes(f, byIndex); err != nil {

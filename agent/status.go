@@ -103,6 +103,7 @@ func (p *planned) report() *Report {
 	}
 	r.InSync = len(r.Differences) == 0
 	r.Warnings = append(p.sysctlCaveats(), p.notes(noteStatus)...)
+	r.Warnings = append(r.Warnings, netmgrWarnings(p.want, p.facts)...)
 	return r
 }
 
