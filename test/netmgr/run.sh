@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# make test-netmgr: NetworkManager and systemd-networkd reconfiguring the links
+# dsr-agent uses, while `dsr-agent run` keeps the host converged -- in one boot
+# of the boot test's cached Debian VM (NetworkManager 1.42, systemd 252).
+#
+#   test/netmgr/run.sh [DEB]     (default: the newest dist/*.deb, from make deb)
+#
+# The guest side (guest/netmgr.sh) installs the .deb, lets each network manager
+# in turn manage the LB-facing veth lb0 (and lo), runs their reconfiguring
+# actions, and measures per action the longest time the VIP was missing and any
+# lapse of ARP suppression while it was present. docs/netmgr.md has the checks.
+#
+# Environment (the boot test's, shared):
+#   DSR_BOOT_SKIP=1 / DSR_BOOT_REQUIRE=1   skip / make a skip a failure (CI)
+#   DSR_BOOT_ACCEL=auto|kvm|tcg            DSR_BOOT_CACHE=DIR (image cache)
+#   DSR_NETMGR_TIMEOUT=1200                hard limit for the VM run, seconds
+#   DSR_NETMGR_KEEP=1                      keep the run directory on success too
+# Output: one "ok"/"not ok" line per check, the gaps per action, and last
+# "netmgr-test: N passed, N failed". Exit 0 all passed, 1 otherwise.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+boot="$repo/test/boot"
+# shellcheck source=../boot/lib.sh
+. "$boot/lib.sh"
+
+skip() {
+	echo "test-netmgr: SKIPPED: $*"
+	if [ "${DSR_BOOT_REQUIRE:-0}" = 1 ]; then
+		echo "test-netmgr: DSR_BOOT_REQUIRE=1, so a skip is a failure"
+		exit 1
+	fi
+	exit 0
+}
+
+[ "${DSR_BOOT_SKIP:-0}" = 1 ] && skip "DSR_BOOT_SKIP=1"
+[ "$(uname -s)-$(uname -m)" = Linux-x86_64 ] || skip "needs Linux x86_64 (this is $(uname -s)-$(uname -m))"
+[ "$(id -u)" = 0 ] || skip "needs root (debootstrap builds the image)"
+for t in qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 flock timeout; do
+	command -v "$t" >/dev/null || skip "$t not installed (as root: make deps-boot, or apt-get install $("$repo/mk/install-deps.sh" --list boot | tr '\n' ' '))"
+done
+DEB=${1:-${DSR_BOOT_DEB:-$(ls -t "$repo"/dist/*.deb 2>/dev/null | head -n1 || true)}}
+[ -n "$DEB" ] && [ -f "$DEB" ] || skip "no .deb to test (run make deb, or pass DEB)"
+TIMEOUT=${DSR_NETMGR_TIMEOUT:-1200}
+
+t_start=$(date +%s)
+image=$("$boot/build-image.sh" | tail -n1) || bt_die "image build failed"
+t_image=$(date +%s)
+
+run=$(mktemp -d "${TMPDIR:-/tmp}/dsr-netmgr.XXXXXX")
+qpid=""
+cleanup() {
+	local rc=$?
+	if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null; then
+		kill "$qpid" 2>/dev/null || true
+		sleep 1
+		kill -9 "$qpid" 2>/dev/null || true
+	fi
+	if [ "$rc" = 0 ] && [ "${DSR_NETMGR_KEEP:-0}" != 1 ]; then
+		rm -rf "$run"
+	else
+		echo "test-netmgr: logs kept in $run (console.log, markers.log)"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+qemu-img create -q -f qcow2 -F raw -b "$image/rootfs.img" "$run/root.qcow2"
+payload="$run/payload"
+mkdir -p "$payload"
+cp "$here/guest/netmgr.sh" "$payload/phases.sh"
+cp "$DEB" "$payload/dsr-agent.deb"
+size_mb=$(( $(du -sm "$payload" | cut -f1) + 32 ))
+mkfs.ext4 -q -L BTPAYLOAD -E root_owner=0:0 -d "$payload" "$run/payload.img" "${size_mb}M" 2>/dev/null
+
+accel=$(bt_accel "$image" "$run/kvm-probe.log")
+t_boot=$(date +%s)
+bt_log "booting $(cat "$image/kernel-version") under $accel: NetworkManager, then systemd-networkd, vs dsr-agent run ($(basename "$DEB"))"
+bt_qemu_start "$run" "$image" "$accel" "$TIMEOUT"
+bt_follow "$t_boot" 'PASS|FAIL'
+wait "$qpid" && qrc=0 || qrc=$?
+qpid=""
+t_end=$(date +%s)
+
+markers="$run/markers.log"
+if ! grep -q '^@@BT ' "$markers"; then
+	grep -ao '@@BT .*' "$run/console.log" | tr -d '\r' >"$run/markers-console.log" || true
+	markers="$run/markers-console.log"
+fi
+npass=$(grep -c '^@@BT PASS ' "$markers" || true)
+nfail=$(grep -c '^@@BT FAIL ' "$markers" || true)
+echo
+echo "== network managers vs dsr-agent run, Debian bookworm ($(cat "$image/kernel-version"), $accel)"
+awk '/^@@BT (PASS|FAIL) / {
+	k = ($2 == "PASS") ? "ok" : "not ok"; n = $3
+	sub(/^@@BT [A-Z]+ [^ ]+ ?/, ""); printf "%-6s %d - %-30s %s\n", k, ++i, n, $0 }' "$markers" | cut -c1-300
+echo "-- metrics"
+awk '/^@@BT METRIC / { printf "  %-44s %s\n", $3, $4 }' "$markers"
+echo "-- notes"
+grep '^@@BT INFO ' "$markers" | cut -c11-250 | grep -E '^(dsr-agent |NetworkManager |networkd: |sysctl sampler)' | sed 's/^/  /' || true
+echo "-- times: image $((t_image - t_start)) s ($( [ "$((t_image - t_start))" -gt 30 ] && echo cold build || echo cached)), VM run $((t_end - t_boot)) s, total $((t_end - t_start)) s"
+
+problems=()
+[ "$qrc" = 0 ] || problems+=("qemu exited $qrc$([ "$qrc" = 124 ] && echo " (timeout ${TIMEOUT}s)")")
+grep -q '^@@BT END' "$markers" || problems+=("the guest never reached the end")
+# Every check must have run: one that silently did not run is a failure.
+for want in calibrate-loopback calibrate-arptables nm-lb0-con-up nm-lb0-reapply nm-lb0-bounce nm-restart \
+	nm-lo-con-up nm-lo-reapply nm-lo-restart nm-lo-control-agent-stopped \
+	nm-arp-lb0-con-up nm-arp-lb0-reapply nm-arp-lb0-bounce nm-arp-restart nm-arp-control-agent-stopped \
+	nd-arp-reconfigure nd-arp-reload nd-arp-restart nd-arp-bounce nd-arp-control-agent-stopped \
+	nd-lo-reconfigure nd-lb0-reconfigure nd-reload nd-restart nd-lb0-bounce nd-lo-agent-stopped \
+	nd-keep-lo-reconfigure nd-keep-restart nd-keep-lo-agent-stopped nd-keep-restart-agent-stopped \
+	nd-keep-arp-reconfigure nd-keep-arp-agent-stopped remove; do
+	grep -Eq "^@@BT (PASS|FAIL) $want( |$)" "$markers" || problems+=("check $want never ran")
+done
+if [ "$nfail" != 0 ] || [ "${#problems[@]}" != 0 ]; then
+	for p in "${problems[@]}"; do echo "  PROBLEM: $p"; done
+	echo "-- guest INFO lines"
+	grep '^@@BT INFO ' "$markers" | cut -c11-250 | tail -n 80
+	echo "-- last 30 console lines"
+	tail -n 30 "$run/console.log" | tr -d '\r' | cut -c1-200
+	echo "netmgr-test: $npass passed, $((nfail + ${#problems[@]})) failed"
+	exit 1
+fi
+echo "netmgr-test: $npass passed, 0 failed"
