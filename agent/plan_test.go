@@ -2,6 +2,7 @@ package agent
 
 import (
 	"encoding/json"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -258,4 +259,22 @@ func TestStatusViewsGolden(t *testing.T) {
 	view("arp-ignore-8")
 	golden.Assert(t, "status-views.txt", text.String())
 	golden.Assert(t, "status-views.json", js.String())
+}
+
+// TestLogViewGolden: the daemon's log lines are a rendering of the same
+// plan (Change.LogAttrs through slog's text handler).
+func TestLogViewGolden(t *testing.T) {
+	h := newSimHost()
+	p, _ := h.plan(t, mustConfig(t, planConfigs["loopback"]))
+	var b strings.Builder
+	log := slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		return a
+	}}))
+	for _, c := range p.Visible() {
+		log.Warn("drift repaired", c.LogAttrs("trigger", "address")...)
+	}
+	golden.Assert(t, "log-view.txt", b.String())
 }

@@ -10,12 +10,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/dsr-agent/dsr-agent/agent"
+	"github.com/dsr-agent/dsr-agent/internal/golden"
 )
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -326,4 +328,23 @@ func TestDrainPersistence(t *testing.T) {
 			t.Fatalf("saved %q, loaded %q %v", m, got, err)
 		}
 	}
+}
+
+// TestStatusJSONGolden: /status is a rendering of the core's report (the
+// same agent.Report as `dsr-agent status --json`) plus checks and drain.
+func TestStatusJSONGolden(t *testing.T) {
+	s := NewState()
+	snap := okSnapshot()
+	snap.Differences = []agent.Difference{{Kind: "vip-missing", Subject: "192.0.2.11", Detail: "missing from lo", Fix: "ip addr add 192.0.2.11/32 dev lo label lo:dsr1"}}
+	snap.VIPs = append(snap.VIPs, agent.VIPState{Address: "192.0.2.11", Link: "lo"})
+	snap.InSync = false
+	s.SetSnapshot(snap)
+	s.SetDrain(Drained)
+	b, err := s.StatusJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Times are the run's own.
+	got := regexp.MustCompile(`"\d{4}-\d\d-\d\dT[^"]*"`).ReplaceAllString(string(b), `"<time>"`)
+	golden.Assert(t, "status.json", got)
 }
