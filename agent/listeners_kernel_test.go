@@ -1,9 +1,13 @@
 package agent
 
 import (
+	"net"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 )
 
 // listenerCfg serves 80/tcp and 53/udp on an IPv4 VIP and 443/tcp on an
@@ -117,5 +121,67 @@ func TestListenersFirewalldKernel(t *testing.T) {
 	th.listen("tcp4", "198.51.100.21:8080")
 	if r := th.status(firewalldCfg); !r.InSync {
 		t.Fatalf("service on the redirect's target: not in sync:\n%s", r)
+	}
+}
+
+// TestListenersFollowTheRedirect: real connections through firewalld mode's
+// redirect, from a client namespace, land where the check says a service
+// must listen: a service on the address the check names is reached, one on
+// another address of the same NIC (or on the VIP) is not, and the check says
+// missing for exactly those. IPv4 (primary vs. secondary address) and IPv6
+// (the kernel's pick among two global addresses).
+func TestListenersFollowTheRedirect(t *testing.T) {
+	th := newTestHostNoServices(t)
+	th.ns.Exec(t, "sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=1", "net.ipv6.ip_nonlocal_bind=1")
+	client := netnstest.New(t)
+	// Not 203.0.113.0/24: newTestHost's foreign ip filter table drops it.
+	netnstest.Connect(t, th.ns, "cl0", []string{"100.64.0.1/24", "2001:db8:2::1/64"}, client, "eth0", []string{"100.64.0.2/24", "2001:db8:2::2/64"})
+	// A secondary IPv4 address, and a second global IPv6 one (the kernel
+	// lists the newest global first).
+	th.ns.Exec(t, "ip", "addr", "add", "100.64.0.9/24", "dev", "cl0")
+	th.ns.Exec(t, "ip", "addr", "add", "2001:db8:2::9/64", "dev", "cl0")
+	client.Exec(t, "ip", "route", "add", "192.0.2.10/32", "via", "100.64.0.1")
+	client.Exec(t, "ip", "-6", "route", "add", "2001:db8::10/128", "via", "2001:db8:2::1")
+	// The LB-facing NIC is where the packets arrive: cl0 here.
+	cfg := "mode: firewalld\ninterfaces: [cl0]\nvips: [{address: 192.0.2.10, ports: [{port: 80, to_port: 8080}]}, {address: '2001:db8::10', ports: [{port: 443, to_port: 8443}]}]\n"
+	th.apply(cfg)
+	reach := func(vip string) bool {
+		var err error
+		client.Do(t, func() {
+			var c net.Conn
+			if c, err = net.DialTimeout("tcp", vip, 300*time.Millisecond); err == nil {
+				c.Close()
+			}
+		})
+		return err == nil
+	}
+	for _, c := range []struct {
+		vip, subject string
+		right, wrong []string
+	}{
+		{"192.0.2.10:80", "192.0.2.10:80/tcp", []string{"100.64.0.1:8080", "0.0.0.0:8080", "[::]:8080"}, []string{"100.64.0.9:8080", "192.0.2.10:8080", "198.51.100.21:8080"}},
+		{"[2001:db8::10]:443", "[2001:db8::10]:443/tcp", []string{"[2001:db8:2::9]:8443", "[::]:8443"}, []string{"[2001:db8:2::1]:8443", "[2001:db8::10]:8443"}},
+	} {
+		for _, w := range c.wrong {
+			stop := th.listen("tcp", w)
+			r := th.status(cfg)
+			if got := listenerDiffs(r); !slices.Contains(got, c.subject) {
+				t.Errorf("service on %s: the check counts it for %s\n%s", w, c.subject, r)
+			}
+			if reach(c.vip) {
+				t.Errorf("service on %s: a client reached it through %s, but the check says missing", w, c.vip)
+			}
+			stop()
+		}
+		for _, r := range c.right {
+			stop := th.listen("tcp", r)
+			if got := listenerDiffs(th.status(cfg)); slices.Contains(got, c.subject) {
+				t.Errorf("service on %s: the check says %s is missing", r, c.subject)
+			}
+			if !reach(c.vip) {
+				t.Errorf("service on %s: no client reaches it through %s, but the check says present", r, c.vip)
+			}
+			stop()
+		}
 	}
 }
