@@ -157,7 +157,7 @@ func listenerView(d *Desired, f *Facts, socks []listener.Socket) (states []Liste
 					st.Present = false
 					diffs = append(diffs, Difference{Kind: ListenerMissing, Subject: st.Subject,
 						Detail: "nothing listens on " + want,
-						Fix:    fmt.Sprintf("start the service, listening on %s (dsr-agent does not start services)", want)})
+						Fix:    fmt.Sprintf("make the service listen on %s and start it; dsr-agent does not start services", want)})
 				}
 			}
 			st.Expect = strings.Join(expect, "; ")

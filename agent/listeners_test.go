@@ -35,7 +35,10 @@ func TestStatusListenersGolden(t *testing.T) {
 		pl := h.planned(t, cfg)
 		pl.listenersRead, pl.sockets = true, socks
 		r := pl.report()
-		b, err := json.MarshalIndent(r.Listeners, "", "  ")
+		b, err := json.MarshalIndent(struct {
+			Listeners   []ListenerState `json:"listeners"`
+			Differences []Difference    `json:"differences"`
+		}{r.Listeners, r.Differences}, "", "  ")
 		if err != nil {
 			t.Fatal(err)
 		}
