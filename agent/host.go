@@ -23,10 +23,10 @@ type Host struct {
 	addrs  *loopback.Manager
 	tables *firewall.Manager
 	store  *stateStore
-	// diag reads the sockets that serve the VIP ports (status only); nil
-	// when it could not be opened (diagErr says why: a warning, not drift).
-	diag    *listener.Diag
-	diagErr error
+	// diag reads the sockets that serve the VIP ports: opened by the first
+	// status that needs it (apply never does), in nsFD (-1: our own).
+	diag *listener.Diag
+	nsFD int
 }
 
 // OpenHost binds to the caller's own network namespace.
@@ -63,15 +63,13 @@ func OpenHostAt(stateDir string, ns netns.NsHandle) (*Host, error) {
 	if ns.IsOpen() {
 		nsFD = int(ns)
 	}
-	diag, diagErr := listener.Open(nsFD)
 	return &Host{
-		nl:      nl,
-		sysctl:  proc,
-		addrs:   &loopback.Manager{NL: nl},
-		tables:  &firewall.Manager{Conn: conn},
-		store:   &stateStore{dir: stateDir},
-		diag:    diag,
-		diagErr: diagErr,
+		nl:     nl,
+		sysctl: proc,
+		addrs:  &loopback.Manager{NL: nl},
+		tables: &firewall.Manager{Conn: conn},
+		store:  &stateStore{dir: stateDir},
+		nsFD:   nsFD,
 	}, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/firewall"
 	"github.com/dsr-agent/dsr-agent/firewalld"
+	"github.com/dsr-agent/dsr-agent/listener"
 	"github.com/dsr-agent/dsr-agent/loopback"
 )
 
@@ -85,8 +86,13 @@ func (h *Host) readListeners(p *planned) {
 	}
 	p.listenersRead = true
 	if h.diag == nil {
-		p.listenerErr = h.diagErr
-		return
+		d, err := listener.Open(h.nsFD)
+		if err != nil {
+			// Not drift: say it was not checked.
+			p.listenerErr = err
+			return
+		}
+		h.diag = d
 	}
 	p.sockets, p.listenerErr = h.diag.List(protos, v4)
 }
