@@ -83,6 +83,10 @@ type HealthConfig struct {
 	AllowedSources []netip.Prefix
 	Checks         []CheckConfig
 	AgentCheck     *AgentCheckConfig
+	// ListenerGrace is how long after the daemon starts a VIP port without
+	// a listener stays out of /healthz (services may start after
+	// dsr-agent at boot); 0 reports it at once. Status always reports it.
+	ListenerGrace time.Duration
 }
 
 // CheckConfig is one local service check.
@@ -104,6 +108,7 @@ type AgentCheckConfig struct {
 // Defaults.
 const (
 	DefaultHealthPort    = 8558
+	DefaultListenerGrace = 30 * time.Second
 	defaultCheckInterval = 2 * time.Second
 	defaultCheckTimeout  = time.Second
 	defaultRise          = 2
@@ -174,6 +179,7 @@ type rawHealth struct {
 	AllowedSources []string       `yaml:"allowed_sources"`
 	Checks         []rawCheck     `yaml:"checks"`
 	AgentCheck     *rawAgentCheck `yaml:"agent_check"`
+	ListenerGrace  *string        `yaml:"listener_grace"`
 }
 
 type rawCheck struct {
@@ -234,7 +240,7 @@ var knownKeys = map[string]string{
 	"Config":     "mode, interfaces, vips, health",
 	"VIP":        "address, real_ip, ports",
 	"Port":       "port, protocol, to_port",
-	"Health":     "listen, allowed_sources, checks, agent_check",
+	"Health":     "listen, allowed_sources, checks, agent_check, listener_grace",
 	"Check":      "name, tcp, http, expect_status, interval, timeout, rise, fall",
 	"AgentCheck": "listen",
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseConfigDefaults(t *testing.T) {
@@ -154,6 +155,30 @@ func TestParseConfigReportsAllErrors(t *testing.T) {
 	for _, w := range []string{"mode", "vips[0].address", "vips[1].ports[0].port"} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error lacks %s: %v", w, err)
+		}
+	}
+}
+
+// TestParseListenerGrace: health.listener_grace defaults to 30s, 0 means at
+// once, anything but a non-negative duration names the field.
+func TestParseListenerGrace(t *testing.T) {
+	for in, want := range map[string]time.Duration{"": DefaultListenerGrace, "0": 0, "2m": 2 * time.Minute, "500ms": 500 * time.Millisecond} {
+		y := "vips: []\nhealth:\n  listen: 192.0.2.21:8558\n"
+		if in != "" {
+			y += "  listener_grace: " + in + "\n"
+		}
+		cfg, err := ParseConfig([]byte(y))
+		if err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		if cfg.Health.ListenerGrace != want {
+			t.Errorf("listener_grace %q = %v, want %v", in, cfg.Health.ListenerGrace, want)
+		}
+	}
+	for _, in := range []string{"-1s", "soon", "30"} {
+		_, err := ParseConfig([]byte("vips: []\nhealth:\n  listen: 192.0.2.21:8558\n  listener_grace: " + in + "\n"))
+		if err == nil || !strings.Contains(err.Error(), "health.listener_grace") || !strings.Contains(err.Error(), in) {
+			t.Errorf("listener_grace %q: %v", in, err)
 		}
 	}
 }

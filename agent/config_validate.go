@@ -199,7 +199,15 @@ func parseHostAddr(s string) (netip.Addr, error) {
 }
 
 func (rh *rawHealth) validate(errs *fieldErrors) *HealthConfig {
-	h := &HealthConfig{Listen: rh.Listen}
+	h := &HealthConfig{Listen: rh.Listen, ListenerGrace: DefaultListenerGrace}
+	if rh.ListenerGrace != nil {
+		d, err := time.ParseDuration(*rh.ListenerGrace)
+		if err != nil || d < 0 {
+			errs.add("health.listener_grace", *rh.ListenerGrace, "a duration such as 30s or 2m (0: report a missing listener at once)")
+		} else {
+			h.ListenerGrace = d
+		}
+	}
 	if rh.Listen != "" {
 		if _, err := netip.ParseAddrPort(rh.Listen); err != nil {
 			errs.add("health.listen", rh.Listen, "ip:port of this host (e.g. 192.0.2.21:8558 or [2001:db8::21]:8558)")

@@ -11,6 +11,7 @@ import (
 	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/firewall"
 	"github.com/dsr-agent/dsr-agent/firewalld"
+	"github.com/dsr-agent/dsr-agent/listener"
 	"github.com/dsr-agent/dsr-agent/loopback"
 )
 
@@ -22,6 +23,10 @@ type Host struct {
 	addrs  *loopback.Manager
 	tables *firewall.Manager
 	store  *stateStore
+	// diag reads the sockets that serve the VIP ports: opened by the first
+	// status that needs it (apply never does), in nsFD (-1: our own).
+	diag *listener.Diag
+	nsFD int
 }
 
 // OpenHost binds to the caller's own network namespace.
@@ -54,12 +59,17 @@ func OpenHostAt(stateDir string, ns netns.NsHandle) (*Host, error) {
 		}
 		return nil, fmt.Errorf("open netlink and nftables sockets: %w", err)
 	}
+	nsFD := -1
+	if ns.IsOpen() {
+		nsFD = int(ns)
+	}
 	return &Host{
 		nl:     nl,
 		sysctl: proc,
 		addrs:  &loopback.Manager{NL: nl},
 		tables: &firewall.Manager{Conn: conn},
 		store:  &stateStore{dir: stateDir},
+		nsFD:   nsFD,
 	}, nil
 }
 
@@ -67,6 +77,9 @@ func OpenHostAt(stateDir string, ns netns.NsHandle) (*Host, error) {
 func (h *Host) Close() {
 	h.nl.Close()
 	_ = h.tables.Conn.CloseLasting()
+	if h.diag != nil {
+		_ = h.diag.Close()
+	}
 	h.store.close()
 }
 
@@ -77,6 +90,11 @@ type planned struct {
 	want    *Desired
 	sysctls *sysctlSurface
 	tables  *tableSurface
+	// The sockets serving the VIP ports (status only: a listener is not a
+	// kernel change, so plans never read them).
+	listenersRead bool
+	sockets       []listener.Socket
+	listenerErr   error
 }
 
 // plan reads the host once, resolves the config against it (validating the

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"errors"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -24,6 +26,18 @@ type testHost struct {
 
 func newTestHost(t *testing.T) *testHost {
 	t.Helper()
+	th := newTestHostNoServices(t)
+	// firewalld mode's ports (firewalldCfg) have their services, on the
+	// dual-stack wildcard: a missing listener is a status difference.
+	th.listen("tcp", ":8080")
+	th.listen("tcp", ":443")
+	th.listen("udp", ":53")
+	return th
+}
+
+// newTestHostNoServices is newTestHost without a listening socket.
+func newTestHostNoServices(t *testing.T) *testHost {
+	t.Helper()
 	ns := netnstest.New(t)
 	ns.AddDummy(t, "eth0.100", "198.51.100.21/24", "2001:db8:1::21/64")
 	ns.Exec(t, "ip", "route", "add", "default", "via", "198.51.100.1")
@@ -38,6 +52,26 @@ func newTestHost(t *testing.T) *testHost {
 	}
 	t.Cleanup(h.Close)
 	return &testHost{t: t, ns: ns, host: h, state: state}
+}
+
+// listen opens a TCP listener or a UDP socket in the namespace until the
+// test ends and returns a function closing it earlier.
+func (th *testHost) listen(network, addr string) func() {
+	th.t.Helper()
+	var c io.Closer
+	var err error
+	th.ns.Do(th.t, func() {
+		if strings.HasPrefix(network, "udp") {
+			c, err = net.ListenPacket(network, addr)
+		} else {
+			c, err = net.Listen(network, addr)
+		}
+	})
+	if err != nil {
+		th.t.Fatalf("listen %s %s: %v", network, addr, err)
+	}
+	th.t.Cleanup(func() { c.Close() })
+	return func() { c.Close() }
 }
 
 // foreign is everything on the host dsr-agent does not own, as the kernel

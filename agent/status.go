@@ -9,6 +9,7 @@ import (
 	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/firewall"
 	"github.com/dsr-agent/dsr-agent/firewalld"
+	"github.com/dsr-agent/dsr-agent/listener"
 	"github.com/dsr-agent/dsr-agent/loopback"
 )
 
@@ -27,6 +28,10 @@ type Report struct {
 	// Firewalld is what a running firewalld does to the traffic the config
 	// serves (CLI status only; see AddFirewalld).
 	Firewalld []firewalld.Finding `json:"firewalld,omitempty"`
+	// Listeners says, per configured VIP port, whether a socket receives
+	// its traffic (read-only: apply never changes services). A missing one
+	// is a listener-missing difference.
+	Listeners []ListenerState `json:"listeners,omitempty"`
 }
 
 // AddFirewalld adds firewalld's findings: a port it does not let in is a
@@ -68,7 +73,28 @@ func (h *Host) Status(cfg *Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	h.readListeners(p)
 	return p.report(), nil
+}
+
+// readListeners dumps the sockets the config's ports need (nothing for a
+// config without ports or `vips: []`): one dump per protocol and family.
+func (h *Host) readListeners(p *planned) {
+	protos, v4 := listenerDumpSpec(p.want)
+	if len(protos) == 0 {
+		return
+	}
+	p.listenersRead = true
+	if h.diag == nil {
+		d, err := listener.Open(h.nsFD)
+		if err != nil {
+			// Not drift: say it was not checked.
+			p.listenerErr = err
+			return
+		}
+		h.diag = d
+	}
+	p.sockets, p.listenerErr = h.diag.List(protos, v4)
 }
 
 // report is the status view of a plan: each pending change is a difference.
@@ -101,9 +127,19 @@ func (p *planned) report() *Report {
 			r.VIPs = append(r.VIPs, VIPState{Address: v.Address.String(), Present: p.tables.tableInSync(fam)})
 		}
 	}
+	var listenerWarnings []string
+	switch {
+	case p.listenerErr != nil:
+		listenerWarnings = []string{"listeners: not checked: " + p.listenerErr.Error()}
+	case p.listenersRead:
+		var diffs []Difference
+		r.Listeners, diffs, listenerWarnings = listenerView(p.want, p.facts, p.sockets)
+		r.Differences = append(r.Differences, diffs...)
+	}
 	r.InSync = len(r.Differences) == 0
 	r.Warnings = append(p.sysctlCaveats(), p.notes(noteStatus)...)
 	r.Warnings = append(r.Warnings, netmgrWarnings(p.want, p.facts)...)
+	r.Warnings = append(r.Warnings, listenerWarnings...)
 	return r
 }
 
@@ -132,7 +168,18 @@ func (r *Report) String() string {
 		b.WriteString("  ARP suppression is NOT fully in force: this host may answer ARP for a VIP\n")
 	}
 	r.writeWarnings(&b)
-	b.WriteString("run `dsr-agent apply` to fix (or `dsr-agent apply --dry-run` to see the commands)\n")
+	listeners := 0
+	for _, d := range r.Differences {
+		if d.Kind == ListenerMissing {
+			listeners++
+		}
+	}
+	if listeners < len(r.Differences) || len(r.Firewalld) > 0 {
+		b.WriteString("run `dsr-agent apply` to fix (or `dsr-agent apply --dry-run` to see the commands)\n")
+	}
+	if listeners > 0 {
+		b.WriteString("a missing listener is the service's to fix (apply does not start services): start it, listening on the VIP or the wildcard\n")
+	}
 	return b.String()
 }
 

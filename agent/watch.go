@@ -8,6 +8,7 @@ import (
 	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/firewall"
 	"github.com/dsr-agent/dsr-agent/internal/resubscribe"
+	"github.com/dsr-agent/dsr-agent/listener"
 	"github.com/dsr-agent/dsr-agent/loopback"
 )
 
@@ -15,18 +16,25 @@ import (
 // surface, each waking the reconcile loop with what changed. They watch the
 // network namespace of the calling process (the daemon's own).
 type Watchers struct {
-	sysctls *arp.Watcher
+	sysctls   *arp.Watcher
+	listeners *listener.Watcher
+	// ListenerPoll is how often the sockets of the served ports are read
+	// (default listener.DefaultPoll); set it before Run.
+	ListenerPoll time.Duration
 }
 
 // NewWatchers returns the watchers; Run starts them.
-func NewWatchers() *Watchers { return &Watchers{sysctls: arp.NewWatcher()} }
+func NewWatchers() *Watchers {
+	return &Watchers{sysctls: arp.NewWatcher(), listeners: &listener.Watcher{}, ListenerPoll: listener.DefaultPoll}
+}
 
 // Run runs every watcher until ctx ends; sysctlPoll is how often the ARP
 // sysctls are read (the kernel does not announce their change).
 func (w *Watchers) Run(ctx context.Context, wake resubscribe.Wake, log *slog.Logger, sysctlPoll time.Duration) {
-	go loopback.WatchAddrs(ctx, wake, log) // VIPs deleted
-	go loopback.WatchLinks(ctx, wake, log) // NICs re-created, renamed, up/down
-	go firewall.Watch(ctx, wake, log)      // dsr-agent's tables edited, flushed, dormant
+	go loopback.WatchAddrs(ctx, wake, log)             // VIPs deleted
+	go loopback.WatchLinks(ctx, wake, log)             // NICs re-created, renamed, up/down
+	go firewall.Watch(ctx, wake, log)                  // dsr-agent's tables edited, flushed, dormant
+	go w.listeners.Run(ctx, wake, log, w.ListenerPoll) // services started or stopped on the VIP ports
 	w.sysctls.Run(ctx, wake, sysctlPoll)
 }
 
@@ -44,4 +52,24 @@ func (w *Watchers) Follow(d *Desired) {
 		paths = append(paths, s.Path)
 	}
 	w.sysctls.Set(paths)
+	w.listeners.Set(listenerPorts(d))
+}
+
+// listenerPorts are the ports whose sockets status checks: each VIP port,
+// or in firewalld mode the redirect's to_port (`vips: []`: none).
+func listenerPorts(d *Desired) []listener.Port {
+	if d.HandsOff {
+		return nil
+	}
+	var out []listener.Port
+	for _, v := range d.VIPs {
+		for _, p := range v.Ports {
+			port := p.Port
+			if d.Mode == ModeFirewalld {
+				port = p.ToPort
+			}
+			out = append(out, listener.Port{Proto: listener.Proto(p.Protocol), Port: port})
+		}
+	}
+	return out
 }

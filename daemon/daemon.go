@@ -33,6 +33,10 @@ type Options struct {
 	// SysctlPoll is how often the ARP sysctls are read to see a reset
 	// (default arp.DefaultPoll).
 	SysctlPoll time.Duration
+	// ListenerPoll is how often the sockets of the VIP ports are read to
+	// notice a service that started or stopped (default
+	// listener.DefaultPoll).
+	ListenerPoll time.Duration
 	// Debounce is how long to let a burst of events (ip addr flush) settle
 	// before a pass; the pass repairs all of them at once.
 	Debounce time.Duration
@@ -132,6 +136,9 @@ func Run(ctx context.Context, o Options) error {
 	// Subscribe before the first apply so nothing changed between the apply
 	// and the subscription goes unnoticed.
 	d.watchers.Follow(want)
+	if o.ListenerPoll > 0 {
+		d.watchers.ListenerPoll = o.ListenerPoll
+	}
 	go d.watchers.Run(ctx, d.w.wake, d.log, o.SysctlPoll)
 
 	sigs := o.Signals
@@ -209,7 +216,14 @@ func (d *daemon) stop(why string) {
 func (d *daemon) reconcile(triggers []string) {
 	start := time.Now()
 	trigger := strings.Join(triggers, ",")
-	plan, aerr := d.o.Engine.Apply(d.cfg)
+	// A service that started or stopped is no kernel drift: apply has
+	// nothing to do for it, only the observation changes.
+	listenerOnly := d.applied && d.retryTimer == nil && slices.Equal(triggers, []string{"listener"})
+	var plan *agent.Plan
+	var aerr error
+	if !listenerOnly {
+		plan, aerr = d.o.Engine.Apply(d.cfg)
+	}
 	changes := plan.Visible()
 	// Changes after a reload are the new config taking effect, not drift.
 	drift := d.applied && !slices.Contains(triggers, "reload")
@@ -226,7 +240,7 @@ func (d *daemon) reconcile(triggers []string) {
 			d.log.Info("applied", c.LogAttrs()...)
 		}
 	}
-	if aerr == nil && len(changes) == 0 && d.lastInSync {
+	if aerr == nil && len(changes) == 0 && d.lastInSync && !slices.Contains(triggers, "listener") {
 		// Nothing changed and the host was in sync: the published snapshot
 		// still holds; skip the second kernel dump.
 		d.state.Metrics().Reconcile(trigger, true, time.Since(start).Seconds())

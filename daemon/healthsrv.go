@@ -17,6 +17,7 @@ func (d *daemon) configureHealth(ctx context.Context, prev *agent.HealthConfig) 
 		d.checker.Set(ctx, nil)
 		return
 	}
+	d.state.SetListenerGrace(h.ListenerGrace)
 	// Restarting unchanged checks would make them pending and flap /healthz.
 	if prev == nil || !reflect.DeepEqual(prev.Checks, h.Checks) {
 		d.checker.Set(ctx, h.Checks)

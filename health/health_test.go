@@ -337,6 +337,15 @@ func TestStatusJSONGolden(t *testing.T) {
 	snap := okSnapshot()
 	snap.Differences = []agent.Difference{{Kind: "vip-missing", Subject: "192.0.2.11", Detail: "missing from lo", Fix: "ip addr add 192.0.2.11/32 dev lo label lo:dsr1"}}
 	snap.VIPs = append(snap.VIPs, agent.VIPState{Address: "192.0.2.11", Link: "lo"})
+	// A listener missing after the grace period (0 here: at once).
+	snap.Differences = append(snap.Differences, agent.Difference{Kind: agent.ListenerMissing, Subject: "192.0.2.10:80/tcp",
+		Detail: "nothing listens on 192.0.2.10:80 or the wildcard (0.0.0.0:80, or [::]:80 without IPV6_V6ONLY)",
+		Fix:    "make the service listen on 192.0.2.10:80 or the wildcard (0.0.0.0:80, or [::]:80 without IPV6_V6ONLY) and start it; dsr-agent does not start services"})
+	snap.Listeners = []agent.ListenerState{
+		{Subject: "192.0.2.10:80/tcp", VIP: "192.0.2.10", Port: 80, Protocol: "tcp", Expect: "192.0.2.10:80 or the wildcard (0.0.0.0:80, or [::]:80 without IPV6_V6ONLY)"},
+		{Subject: "192.0.2.10:53/udp", VIP: "192.0.2.10", Port: 53, Protocol: "udp", Expect: "192.0.2.10:53 or the wildcard (0.0.0.0:53, or [::]:53 without IPV6_V6ONLY)",
+			Present: true, Sockets: []string{"192.0.2.10:53/udp"}},
+	}
 	snap.InSync = false
 	s.SetSnapshot(snap)
 	s.SetDrain(Drained)

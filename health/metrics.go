@@ -1,6 +1,7 @@
 package health
 
 import (
+	"strconv"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,7 @@ type Metrics struct {
 	inSync       prometheus.Gauge
 	suppression  prometheus.Gauge
 	vipPresent   *prometheus.GaugeVec
+	listenerUp   *prometheus.GaugeVec
 	checkUp      *prometheus.GaugeVec
 	checkLatency *prometheus.GaugeVec
 	checkProbes  *prometheus.CounterVec
@@ -26,8 +28,9 @@ type Metrics struct {
 	lastSnapshot prometheus.Gauge
 	connRejects  *prometheus.CounterVec
 
-	mu      sync.Mutex
-	vipSeen map[string]bool
+	mu           sync.Mutex
+	vipSeen      map[string]bool
+	listenerSeen map[[3]string]bool
 }
 
 // NewMetrics builds a private registry (not the global default, so tests and
@@ -43,6 +46,8 @@ func NewMetrics() *Metrics {
 			Help: "1 when ARP suppression for the VIPs is in force."}),
 		vipPresent: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dsr_agent_vip_present",
 			Help: "1 when the VIP is configured as the mode requires."}, []string{"vip"}),
+		listenerUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dsr_agent_listener_present",
+			Help: "1 when a socket receives the VIP port's traffic (on the VIP or the wildcard; firewalld mode: the redirect's target)."}, []string{"vip", "port", "proto"}),
 		checkUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dsr_agent_check_up",
 			Help: "Debounced state of a service check: 1 up, 0 down or pending."}, []string{"check"}),
 		checkLatency: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dsr_agent_check_latency_seconds",
@@ -61,9 +66,10 @@ func NewMetrics() *Metrics {
 			Help: "Unix time of the last observation of the host."}),
 		connRejects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dsr_agent_connections_rejected_total",
 			Help: "Connections reset at accept, by listener (http, agent) and reason (source: outside allowed_sources; limit: the listener's connection cap was reached)."}, []string{"listener", "reason"}),
-		vipSeen: map[string]bool{},
+		vipSeen:      map[string]bool{},
+		listenerSeen: map[[3]string]bool{},
 	}
-	m.Registry.MustRegister(m.healthy, m.inSync, m.suppression, m.vipPresent, m.checkUp, m.checkLatency,
+	m.Registry.MustRegister(m.healthy, m.inSync, m.suppression, m.vipPresent, m.listenerUp, m.checkUp, m.checkLatency,
 		m.checkProbes, m.repairs, m.reconciles, m.reconcileDur, m.drained, m.lastSnapshot, m.connRejects,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.setDrain(InRotation)
@@ -97,6 +103,18 @@ func (m *Metrics) setSnapshot(s *Snapshot) {
 		}
 	}
 	m.vipSeen = now
+	seen := make(map[[3]string]bool, len(s.Listeners))
+	for _, l := range s.Listeners {
+		k := [3]string{l.VIP, strconv.Itoa(int(l.Port)), l.Protocol}
+		seen[k] = true
+		m.listenerUp.WithLabelValues(k[:]...).Set(b2f(l.Present))
+	}
+	for k := range m.listenerSeen {
+		if !seen[k] {
+			m.listenerUp.DeleteLabelValues(k[:]...)
+		}
+	}
+	m.listenerSeen = seen
 }
 
 func (m *Metrics) setDrain(d DrainMode) {

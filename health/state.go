@@ -77,6 +77,11 @@ type State struct {
 	drain      DrainMode
 	started    time.Time
 	stopping   bool
+	// listenerGrace keeps a missing listener out of the verdict for this
+	// long after start (services may start after dsr-agent at boot);
+	// graceTimer recomputes the verdict when it ends.
+	listenerGrace time.Duration
+	graceTimer    *time.Timer
 
 	verdict atomic.Pointer[Verdict]
 	metrics *Metrics
@@ -112,6 +117,26 @@ func (s *State) SetDrain(m DrainMode) {
 	s.mu.Unlock()
 	s.metrics.setDrain(m)
 }
+
+// SetListenerGrace sets how long after the start a VIP port without a
+// listener is not a reason (0: at once). The verdict is recomputed when the
+// grace period ends, so a still-missing listener turns /healthz 503 then.
+func (s *State) SetListenerGrace(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.listenerGrace = d
+	if s.graceTimer != nil {
+		s.graceTimer.Stop()
+		s.graceTimer = nil
+	}
+	if left := time.Until(s.started.Add(d)); left > 0 {
+		s.graceTimer = time.AfterFunc(left, s.recompute)
+	}
+	s.recomputeLocked()
+}
+
+// inListenerGrace reports whether missing listeners are still forgiven.
+func (s *State) inListenerGrace() bool { return time.Since(s.started) < s.listenerGrace }
 
 // Drain returns the current rotation choice.
 func (s *State) Drain() DrainMode {
@@ -199,6 +224,15 @@ func (s *State) recomputeLocked() {
 			}
 		}
 	}
+	listenerDown := false
+	if s.snap != nil && !s.inListenerGrace() {
+		for _, l := range s.snap.Listeners {
+			if !l.Present {
+				reasons = append(reasons, "no listener for "+l.Subject)
+				listenerDown = true
+			}
+		}
+	}
 	checkDown := false
 	for _, name := range s.checkOrder {
 		c := s.checks[name]
@@ -221,7 +255,7 @@ func (s *State) recomputeLocked() {
 	} else {
 		v.Body = []byte(strings.Join(reasons, "; ") + "\n")
 	}
-	v.Agent = []byte(agentReply(s.drain, setupBroken || checkDown) + "\n")
+	v.Agent = []byte(agentReply(s.drain, setupBroken || listenerDown || checkDown) + "\n")
 	s.verdict.Store(v)
 	s.metrics.setHealthy(v.Healthy)
 }
@@ -267,6 +301,9 @@ type StatusDoc struct {
 	Host     *Snapshot     `json:"host"`
 	Checks   []CheckStatus `json:"checks"`
 	Stopping bool          `json:"stopping,omitempty"`
+	// ListenerGraceEnds is when a missing listener starts to count
+	// against /healthz (absent with health.listener_grace 0).
+	ListenerGraceEnds time.Time `json:"listener_grace_ends,omitzero"`
 }
 
 // StatusJSON renders /status from cached state.
@@ -276,6 +313,9 @@ func (s *State) StatusJSON() ([]byte, error) {
 	doc := StatusDoc{
 		Healthy: v.Healthy, Reasons: v.Reasons, Drain: s.drain.String(), Started: s.started,
 		Host: s.snap, Checks: make([]CheckStatus, 0, len(s.checkOrder)), Stopping: s.stopping,
+	}
+	if s.listenerGrace > 0 {
+		doc.ListenerGraceEnds = s.started.Add(s.listenerGrace)
 	}
 	for _, n := range s.checkOrder {
 		doc.Checks = append(doc.Checks, *s.checks[n])

@@ -1,0 +1,173 @@
+package agent
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/dsr-agent/dsr-agent/listener"
+)
+
+// ListenerMissing is the difference kind of a VIP port nothing serves. It is
+// not a kernel change: apply does not start services, so it never appears in
+// a plan, only in status, the daemon's snapshot and health.
+const ListenerMissing = "listener-missing"
+
+// ListenerState is whether something on the host receives one VIP port's
+// traffic ("Make sure your services include the VIP to bind to").
+type ListenerState struct {
+	// Subject names the VIP port: 192.0.2.10:80/tcp, [2001:db8::10]:53/udp.
+	Subject  string `json:"subject"`
+	VIP      string `json:"vip"`
+	Port     uint16 `json:"port"`
+	Protocol string `json:"protocol"`
+	// Expect is where a socket must listen for the traffic to be received:
+	// the VIP or the wildcard; in firewalld mode the redirect's target
+	// (to_port on the incoming interface's primary address or the wildcard).
+	Expect  string `json:"expect"`
+	Present bool   `json:"present"`
+	// Sockets are the sockets that receive it (ss(8) notation).
+	Sockets []string `json:"sockets,omitempty"`
+}
+
+// listenerDumpSpec is what one dump must cover for d: the protocols of its
+// ports, and whether any IPv4 address is served (IPv6 sockets are always
+// read: a dual-stack wildcard serves IPv4 too). No protocols: nothing to
+// check (no ports, or `vips: []`).
+func listenerDumpSpec(d *Desired) (protos []listener.Proto, v4 bool) {
+	if d.HandsOff {
+		return nil, false
+	}
+	for _, v := range d.VIPs {
+		for _, p := range v.Ports {
+			lp := listener.Proto(p.Protocol)
+			if !slices.Contains(protos, lp) {
+				protos = append(protos, lp)
+			}
+			v4 = v4 || v.Address.Is4()
+		}
+	}
+	slices.Sort(protos)
+	return protos, v4
+}
+
+// listenerTarget is one destination a VIP port's packets have when the
+// kernel looks up their socket, and the interface they arrive on (0: any).
+type listenerTarget struct {
+	dst netip.AddrPort
+	// ifs are the interfaces the packets arrive on: a socket bound to
+	// another one (SO_BINDTODEVICE) does not receive them (nil: any).
+	ifs map[uint32]bool
+	via string // what the address is, for the detail
+}
+
+// listenerTargets is where the kernel delivers a VIP port's packets. In
+// loopback and arptables modes: the VIP itself, arriving on an LB-facing
+// NIC. In firewalld mode the redirect rewrites the destination to to_port on
+// the primary address of the incoming interface (the kernel's first IPv4 of
+// the interface; for IPv6 its first global address), so each LB-facing NIC
+// is one target; without an address of the family there is no target but
+// the wildcard.
+func listenerTargets(d *Desired, f *Facts, v VIP, p Port) []listenerTarget {
+	if d.Mode != ModeFirewalld {
+		t := listenerTarget{dst: netip.AddrPortFrom(v.Address, p.Port)}
+		for _, i := range d.Interfaces {
+			if t.ifs == nil {
+				t.ifs = map[uint32]bool{}
+			}
+			t.ifs[uint32(f.Index[i])] = true
+		}
+		return []listenerTarget{t}
+	}
+	var out []listenerTarget
+	for _, i := range d.Interfaces {
+		for _, a := range f.Addrs {
+			ip := a.Prefix.Addr()
+			if a.Link != i || ip.Is4() != v.Address.Is4() || (ip.Is6() && !ip.IsGlobalUnicast()) || ip.IsLinkLocalUnicast() {
+				continue
+			}
+			out = append(out, listenerTarget{dst: netip.AddrPortFrom(ip, p.ToPort), ifs: map[uint32]bool{uint32(f.Index[i]): true},
+				via: i + "'s primary address, where the redirect sends it"})
+			break
+		}
+	}
+	if len(out) == 0 {
+		// Only a wildcard socket is sure to receive it.
+		unspec := netip.IPv4Unspecified()
+		if v.Address.Is6() {
+			unspec = netip.IPv6Unspecified()
+		}
+		out = append(out, listenerTarget{dst: netip.AddrPortFrom(unspec, p.ToPort)})
+	}
+	return out
+}
+
+// wildcards renders the wildcard sockets that would serve dst.
+func wildcards(dst netip.AddrPort) string {
+	if dst.Addr().Is4() {
+		return fmt.Sprintf("0.0.0.0:%d, or [::]:%d without IPV6_V6ONLY", dst.Port(), dst.Port())
+	}
+	return fmt.Sprintf("[::]:%d", dst.Port())
+}
+
+// listenerView compares what the config serves with the sockets the kernel
+// reported: one state per VIP port, a difference for each one nothing
+// receives, and the UDP warning: a datagram server on the wildcard answers
+// from the VIP only if it uses IP_PKTINFO (which sock_diag cannot see), so
+// it is a note, not drift. firewalld mode's redirect is immune (conntrack
+// restores the VIP as the reply's source).
+func listenerView(d *Desired, f *Facts, socks []listener.Socket) (states []ListenerState, diffs []Difference, warnings []string) {
+	if d.HandsOff {
+		return nil, nil, nil
+	}
+	for _, v := range d.VIPs {
+		for _, p := range v.Ports {
+			proto := listener.Proto(p.Protocol)
+			vipPort := netip.AddrPortFrom(v.Address, p.Port)
+			st := ListenerState{Subject: vipPort.String() + "/" + string(p.Protocol), VIP: v.Address.String(), Port: p.Port, Protocol: string(p.Protocol), Present: true}
+			var expect []string
+			onlyWildcard := true
+			for _, t := range listenerTargets(d, f, v, p) {
+				var want string
+				switch {
+				case t.dst.Addr().IsUnspecified():
+					want = "the wildcard (" + wildcards(t.dst) + ")"
+				case t.via != "":
+					want = fmt.Sprintf("%s (%s) or the wildcard (%s)", t.dst, t.via, wildcards(t.dst))
+				default:
+					want = fmt.Sprintf("%s or the wildcard (%s)", t.dst, wildcards(t.dst))
+				}
+				expect = append(expect, want)
+				found := false
+				for _, s := range socks {
+					if !s.Receives(proto, t.dst) || (s.Ifindex != 0 && t.ifs != nil && !t.ifs[s.Ifindex]) {
+						continue
+					}
+					if t.dst.Addr().IsUnspecified() && !s.Wildcard() {
+						continue
+					}
+					found = true
+					onlyWildcard = onlyWildcard && s.Wildcard()
+					if str := s.String(); !slices.Contains(st.Sockets, str) {
+						st.Sockets = append(st.Sockets, str)
+					}
+				}
+				if !found {
+					st.Present = false
+					diffs = append(diffs, Difference{Kind: ListenerMissing, Subject: st.Subject,
+						Detail: "nothing listens on " + want,
+						Fix:    fmt.Sprintf("make the service listen on %s and start it; dsr-agent does not start services", want)})
+				}
+			}
+			st.Expect = strings.Join(expect, "; ")
+			if st.Present && proto == listener.UDP && onlyWildcard && d.Mode != ModeFirewalld {
+				warnings = append(warnings, fmt.Sprintf("%s is served by a socket on the wildcard (%s): unless the server uses IP_PKTINFO (IPV6_RECVPKTINFO), "+
+					"its replies leave from this host's own address and clients drop them; bind it to %s (unbound: interface-automatic: yes), see docs/lab.md",
+					st.Subject, strings.Join(st.Sockets, ", "), v.Address))
+			}
+			states = append(states, st)
+		}
+	}
+	return states, diffs, warnings
+}
