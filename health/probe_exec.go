@@ -3,7 +3,6 @@ package health
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os/exec"
 	"strings"
 	"sync"
@@ -47,7 +46,7 @@ func (p *execProber) Probe(ctx context.Context) (Result, error) {
 	cmd.Stdout, cmd.Stderr = out, out
 	err := cmd.Run()
 	if ctx.Err() != nil {
-		return Result{}, fmt.Errorf("%w (process group killed)", ctx.Err())
+		return Result{}, ctx.Err() // the group was killed by cmd.Cancel
 	}
 	var ee *exec.ExitError
 	switch {
