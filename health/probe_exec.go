@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -34,6 +35,7 @@ func NewExecProber(argv []string) (Prober, error) {
 func (p *execProber) Probe(ctx context.Context) (Result, error) {
 	cmd := exec.CommandContext(ctx, p.argv[0], p.argv[1:]...)
 	cmd.Dir = "/"
+	cmd.Env = checkEnv()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error {
 		// The group's id is the leader's pid (Setpgid).
@@ -66,6 +68,22 @@ func (p *execProber) Probe(ctx context.Context) (Result, error) {
 	default:
 		return Result{}, failf("exec %s: %v", p.argv[0], unwrapAll(err))
 	}
+}
+
+// checkEnv is the daemon's environment without systemd's per-service
+// variables: a check command must not talk to the service manager as if it
+// were the daemon (sd_notify) or take its sockets.
+func checkEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		switch {
+		case name == "NOTIFY_SOCKET", strings.HasPrefix(name, "WATCHDOG_"), strings.HasPrefix(name, "LISTEN_"):
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
 }
 
 // unwrapAll drops "fork/exec /path:" prefixes down to the errno.

@@ -254,7 +254,13 @@ func TestExecProber(t *testing.T) {
 			t.Errorf("%q: no weight, want %d", tc.script, tc.weight)
 		}
 	}
-	p, _ := NewExecProber([]string{"/nonexistent/check"})
+	// systemd's per-service variables do not reach the command.
+	t.Setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+	p, _ := NewExecProber([]string{sh, "-c", `test -z "$NOTIFY_SOCKET" || { echo "NOTIFY_SOCKET=$NOTIFY_SOCKET"; exit 1; }`})
+	if _, reason := probeOnce(t, p, time.Second); reason != "" {
+		t.Errorf("NOTIFY_SOCKET passed to the command: %s", reason)
+	}
+	p, _ = NewExecProber([]string{"/nonexistent/check"})
 	if _, reason := probeOnce(t, p, time.Second); reason != "exec /nonexistent/check: no such file or directory" {
 		t.Errorf("missing command: %q", reason)
 	}
