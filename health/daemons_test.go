@@ -125,6 +125,9 @@ func opensslCert(t *testing.T, dir, name string, days int) (string, string) {
 // expires in 3 days warns (the check stays up), verify refuses a
 // self-signed one, and a stopped nginx is down.
 func TestTLSCheckRealNginx(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs nginx (make test-root)")
+	}
 	ns := netnstest.New(t)
 	nginx := needBinary(t, "/usr/sbin/nginx", "nginx-light")
 	dir := t.TempDir()
@@ -195,6 +198,9 @@ http {
 // TestDNSCheckRealUnbound: Debian's unbound (started as internal/lab does:
 // foreground, no chroot, no privilege drop) with a static local zone.
 func TestDNSCheckRealUnbound(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs unbound (make test-root)")
+	}
 	ns := netnstest.New(t)
 	unbound := needBinary(t, "/usr/sbin/unbound", "unbound")
 	dir := t.TempDir()
@@ -263,6 +269,9 @@ remote-control:
 // an exec check, and a dynamic weight (MISC_CHECK exit code 2-255) computed
 // from the live server; stopped, both are down with redis-cli's reason.
 func TestExecCheckRealRedis(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs redis-server (make test-root)")
+	}
 	ns := netnstest.New(t)
 	server := needBinary(t, "/usr/bin/redis-server", "redis-server")
 	cli := needBinary(t, "/usr/bin/redis-cli", "redis-tools")
