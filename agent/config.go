@@ -89,16 +89,45 @@ type HealthConfig struct {
 	ListenerGrace time.Duration
 }
 
-// CheckConfig is one local service check.
+// CheckConfig is one local service check. Kind names the check and Target
+// what it probes; the kind-specific fields are zero for other kinds.
 type CheckConfig struct {
-	Name         string
-	TCP          string // host:port to connect to
-	HTTP         string // URL to GET
+	Name   string
+	Kind   CheckKind
+	Target string // host:port (tcp, tls, dns, udp), URL (http), the command line (exec, display only)
+	// http
 	ExpectStatus int
-	Interval     time.Duration
-	Timeout      time.Duration
-	Rise, Fall   int
+	// tls
+	ServerName        string        // SNI and, with Verify, the name the certificate must match
+	Verify            bool          // verify the chain (system roots) and the name; off by default
+	CertExpiryWarning time.Duration // warn (the check stays up) when the certificate expires within this
+	// dns
+	Query string // the name asked
+	Type  string // the record type asked (A, AAAA, TXT, ...)
+	// Expect: dns: one answer record of Type must equal it (an address, a
+	// name, TXT text); empty: any answer.
+	Expect string
+	// exec
+	Command []string // argv; run without a shell
+	// udp
+	Payload     string
+	ExpectReply bool
+	Interval    time.Duration
+	Timeout     time.Duration
+	Rise, Fall  int
 }
+
+// CheckKind names a kind of check; it is the YAML key that carries the target.
+type CheckKind string
+
+const (
+	CheckTCP  CheckKind = "tcp"
+	CheckHTTP CheckKind = "http"
+	CheckTLS  CheckKind = "tls"
+	CheckDNS  CheckKind = "dns"
+	CheckExec CheckKind = "exec"
+	CheckUDP  CheckKind = "udp"
+)
 
 // AgentCheckConfig enables the HAProxy agent-check listener.
 type AgentCheckConfig struct {
@@ -183,14 +212,29 @@ type rawHealth struct {
 }
 
 type rawCheck struct {
-	Name         string     `yaml:"name"`
-	TCP          string     `yaml:"tcp"`
-	HTTP         string     `yaml:"http"`
-	ExpectStatus *strictInt `yaml:"expect_status"`
-	Interval     string     `yaml:"interval"`
-	Timeout      string     `yaml:"timeout"`
-	Rise         *strictInt `yaml:"rise"`
-	Fall         *strictInt `yaml:"fall"`
+	Name string `yaml:"name"`
+	// The kind keys: exactly one is set.
+	TCP  string      `yaml:"tcp"`
+	HTTP string      `yaml:"http"`
+	TLS  string      `yaml:"tls"`
+	DNS  string      `yaml:"dns"`
+	Exec *strictList `yaml:"exec"`
+	UDP  string      `yaml:"udp"`
+
+	ExpectStatus      *strictInt  `yaml:"expect_status"`
+	ServerName        string      `yaml:"server_name"`
+	Verify            *strictBool `yaml:"verify"`
+	CertExpiryWarning string      `yaml:"cert_expiry_warning"`
+	Query             string      `yaml:"query"`
+	Type              string      `yaml:"type"`
+	Expect            *string     `yaml:"expect"`
+	Payload           *string     `yaml:"payload"`
+	ExpectReply       *strictBool `yaml:"expect_reply"`
+
+	Interval string     `yaml:"interval"`
+	Timeout  string     `yaml:"timeout"`
+	Rise     *strictInt `yaml:"rise"`
+	Fall     *strictInt `yaml:"fall"`
 }
 
 type rawAgentCheck struct {
@@ -237,11 +281,12 @@ func readCapped(path string, limit int64) ([]byte, error) {
 var yamlKeyErr = regexp.MustCompile(`field (\S+) not found in type agent\.raw(\w+)`)
 
 var knownKeys = map[string]string{
-	"Config":     "mode, interfaces, vips, health",
-	"VIP":        "address, real_ip, ports",
-	"Port":       "port, protocol, to_port",
-	"Health":     "listen, allowed_sources, checks, agent_check, listener_grace",
-	"Check":      "name, tcp, http, expect_status, interval, timeout, rise, fall",
+	"Config": "mode, interfaces, vips, health",
+	"VIP":    "address, real_ip, ports",
+	"Port":   "port, protocol, to_port",
+	"Health": "listen, allowed_sources, checks, agent_check, listener_grace",
+	"Check": "name, one of tcp, http, tls, dns, exec, udp; expect_status (http); server_name, verify, cert_expiry_warning (tls); " +
+		"query, type, expect (dns); payload, expect_reply (udp); interval, timeout, rise, fall",
 	"AgentCheck": "listen",
 }
 

@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +32,69 @@ health:
 	c := cfg.Health.Checks[0]
 	if c.Interval.String() != "2s" || c.Timeout.String() != "1s" || c.Rise != 2 || c.Fall != 3 {
 		t.Errorf("check defaults = %+v", c)
+	}
+}
+
+// Every check kind, as DESIGN.md's contract spells it.
+func TestParseConfigCheckKinds(t *testing.T) {
+	cfg, err := ParseConfig([]byte(`
+vips: []
+health:
+  checks:
+    - {name: web, tcp: 127.0.0.1:8080}
+    - {name: api, http: "http://127.0.0.1:8080/healthz", expect_status: 204}
+    - {name: site, tls: 127.0.0.1:443, server_name: www.example.com}
+    - {name: site2, tls: "[::1]:443", verify: true, cert_expiry_warning: 30d}
+    - {name: dns, dns: 127.0.0.1:53, query: example.com, type: A}
+    - {name: dns6, dns: 127.0.0.1:53, query: example.com, type: aaaa, expect: "2001:DB8::1"}
+    - {name: redis, exec: [/usr/bin/redis-cli, -p, 6379, ping], timeout: 2s}
+    - {name: syslog, udp: 127.0.0.1:514, payload: "ping", expect_reply: false}
+    - {name: echo, udp: 127.0.0.1:7}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Health.Checks
+	want := []CheckConfig{
+		{Name: "web", Kind: CheckTCP, Target: "127.0.0.1:8080"},
+		{Name: "api", Kind: CheckHTTP, Target: "http://127.0.0.1:8080/healthz", ExpectStatus: 204},
+		{Name: "site", Kind: CheckTLS, Target: "127.0.0.1:443", ServerName: "www.example.com", CertExpiryWarning: 14 * 24 * time.Hour},
+		{Name: "site2", Kind: CheckTLS, Target: "[::1]:443", ServerName: "::1", Verify: true, CertExpiryWarning: 30 * 24 * time.Hour},
+		{Name: "dns", Kind: CheckDNS, Target: "127.0.0.1:53", Query: "example.com", Type: "A"},
+		{Name: "dns6", Kind: CheckDNS, Target: "127.0.0.1:53", Query: "example.com", Type: "AAAA", Expect: "2001:db8::1"},
+		{Name: "redis", Kind: CheckExec, Target: "/usr/bin/redis-cli -p 6379 ping", Command: []string{"/usr/bin/redis-cli", "-p", "6379", "ping"}},
+		{Name: "syslog", Kind: CheckUDP, Target: "127.0.0.1:514", Payload: "ping", ExpectReply: false},
+		{Name: "echo", Kind: CheckUDP, Target: "127.0.0.1:7", ExpectReply: true},
+	}
+	if len(c) != len(want) {
+		t.Fatalf("%d checks, want %d", len(c), len(want))
+	}
+	for i, w := range want {
+		w.Interval, w.Timeout, w.Rise, w.Fall = 2*time.Second, time.Second, 2, 3
+		if w.Name == "redis" {
+			w.Timeout = 2 * time.Second
+		}
+		if !reflect.DeepEqual(c[i], w) {
+			t.Errorf("check %d:\n got %+v\nwant %+v", i, c[i], w)
+		}
+	}
+}
+
+// The shipped example for the seed's stack (nginx TLS, Varnish, Apache,
+// Redis, MariaDB, DNS) must stay a valid config.
+func TestSeedStackExample(t *testing.T) {
+	cfg, err := LoadConfig("../packaging/examples/seed-stack.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[CheckKind]int{}
+	for _, c := range cfg.Health.Checks {
+		kinds[c.Kind]++
+	}
+	for _, k := range []CheckKind{CheckTLS, CheckTCP, CheckHTTP, CheckExec, CheckDNS} {
+		if kinds[k] == 0 {
+			t.Errorf("example has no %s check", k)
+		}
 	}
 }
 
@@ -72,7 +136,26 @@ func TestParseConfigErrors(t *testing.T) {
 		{"real_ip outside arptables", "vips: [{address: 192.0.2.10, real_ip: 198.51.100.2}]\n", []string{"vips[0].real_ip", "arptables"}},
 		{"bad listen", "health: {listen: nowhere}\n", []string{"health.listen", `"nowhere"`, "ip:port"}},
 		{"bad source", "health: {allowed_sources: [10.0.0.0/33]}\n", []string{"health.allowed_sources[0]", `"10.0.0.0/33"`}},
-		{"check without target", "health: {checks: [{name: web}]}\n", []string{"health.checks[0]", "exactly one of tcp or http"}},
+		{"check without target", "health: {checks: [{name: web}]}\n", []string{"health.checks[0]", "exactly one of tcp, http, tls, dns, exec or udp"}},
+		{"check with two kinds", "vips: []\nhealth: {checks: [{name: web, tcp: '127.0.0.1:80', tls: '127.0.0.1:443'}]}\n", []string{"health.checks[0]", "not 2 (tcp, tls)"}},
+		{"tls bad target", "vips: []\nhealth: {checks: [{name: site, tls: '127.0.0.1'}]}\n", []string{"health.checks[0].tls", `"127.0.0.1"`, "host:port"}},
+		{"tls bad server_name", "vips: []\nhealth: {checks: [{name: site, tls: '127.0.0.1:443', server_name: 'a b'}]}\n", []string{"health.checks[0].server_name", `"a b"`, "a DNS name"}},
+		{"tls bad verify", "vips: []\nhealth: {checks: [{name: site, tls: '127.0.0.1:443', verify: maybe}]}\n", []string{"health.checks[0].verify", `"maybe"`, "true or false"}},
+		{"tls bad expiry", "vips: []\nhealth: {checks: [{name: site, tls: '127.0.0.1:443', cert_expiry_warning: 2w}]}\n", []string{"health.checks[0].cert_expiry_warning", `"2w"`, "14d"}},
+		{"server_name on tcp", "vips: []\nhealth: {checks: [{name: web, tcp: '127.0.0.1:80', server_name: www.example.com}]}\n", []string{"health.checks[0].server_name", "only with tls checks (this is a tcp check)"}},
+		{"dns without query", "vips: []\nhealth: {checks: [{name: dns, dns: '127.0.0.1:53'}]}\n", []string{"health.checks[0].query", "the name to ask"}},
+		{"dns bad type", "vips: []\nhealth: {checks: [{name: dns, dns: '127.0.0.1:53', query: example.com, type: AXFR}]}\n", []string{"health.checks[0].type", `"AXFR"`, "a record type"}},
+		{"dns expect not v4", "vips: []\nhealth: {checks: [{name: dns, dns: '127.0.0.1:53', query: example.com, type: A, expect: '2001:db8::1'}]}\n", []string{"health.checks[0].expect", `"2001:db8::1"`, "IPv4"}},
+		{"dns expect on SOA", "vips: []\nhealth: {checks: [{name: dns, dns: '127.0.0.1:53', query: example.com, type: SOA, expect: x}]}\n", []string{"health.checks[0].expect", "expect only with type"}},
+		{"query on udp", "vips: []\nhealth: {checks: [{name: u, udp: '127.0.0.1:514', query: x}]}\n", []string{"health.checks[0].query", "only with dns checks"}},
+		{"exec as a string", "vips: []\nhealth: {checks: [{name: redis, exec: 'redis-cli ping'}]}\n", []string{"health.checks[0].exec", `"redis-cli ping"`, "a list", "without a shell"}},
+		{"exec empty", "vips: []\nhealth: {checks: [{name: redis, exec: []}]}\n", []string{"health.checks[0].exec", "a command"}},
+		{"exec relative", "vips: []\nhealth: {checks: [{name: redis, exec: [redis-cli, ping]}]}\n", []string{"health.checks[0].exec[0]", `"redis-cli"`, "absolute path"}},
+		{"udp bad expect_reply", "vips: []\nhealth: {checks: [{name: u, udp: '127.0.0.1:514', expect_reply: 1}]}\n", []string{"health.checks[0].expect_reply", `"1"`, "true or false"}},
+		{"payload on tcp", "vips: []\nhealth: {checks: [{name: u, tcp: '127.0.0.1:514', payload: x}]}\n", []string{"health.checks[0].payload", "only with udp checks"}},
+		{"expect_status on tls", "vips: []\nhealth: {checks: [{name: u, tls: '127.0.0.1:443', expect_status: 200}]}\n", []string{"health.checks[0].expect_status", "only with http checks"}},
+		{"unknown check key", "vips: []\nhealth: {checks: [{name: u, tls: '127.0.0.1:443', sni: x}]}\n", []string{`unknown key "sni"`, "server_name"}},
+		{"duplicate check name", "vips: []\nhealth: {checks: [{name: u, tcp: '127.0.0.1:1'}, {name: u, tcp: '127.0.0.1:2'}]}\n", []string{"health.checks[1].name", "unique"}},
 		{"check bad interval", "health: {checks: [{name: web, tcp: '127.0.0.1:80', interval: soon}]}\n", []string{"health.checks[0].interval", `"soon"`}},
 		{"check timeout > interval", "health: {checks: [{name: web, tcp: '127.0.0.1:80', interval: 1s, timeout: 5s}]}\n", []string{"health.checks[0].timeout", "no longer than the interval"}},
 		{"wrong type", "vips: [{address: 192.0.2.10, ports: [{port: http}]}]\n", []string{"vips[0].ports[0].port", `"http"`, "a port number"}},

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"time"
 )
 
 func (raw *rawConfig) validate() (*Config, error) {
@@ -232,48 +231,11 @@ func (rh *rawHealth) validate(errs *fieldErrors) *HealthConfig {
 	}
 	names := map[string]bool{}
 	for i, rc := range rh.Checks {
-		field := fmt.Sprintf("health.checks[%d]", i)
-		c := CheckConfig{Name: rc.Name, TCP: rc.TCP, HTTP: rc.HTTP, Interval: defaultCheckInterval, Timeout: defaultCheckTimeout}
-		c.ExpectStatus, _ = rc.ExpectStatus.value(errs, field+".expect_status", 200, 100, 599, "an HTTP status 100-599")
-		c.Rise, _ = rc.Rise.value(errs, field+".rise", defaultRise, 1, 100, "1-100 consecutive successes")
-		c.Fall, _ = rc.Fall.value(errs, field+".fall", defaultFall, 1, 100, "1-100 consecutive failures")
-		if c.Name == "" {
-			errs.add(field+".name", "", "a name for the check")
-		} else if names[c.Name] {
-			errs.add(field+".name", c.Name, "a unique check name")
+		c := rc.validate(fmt.Sprintf("health.checks[%d]", i), errs)
+		if c.Name != "" && names[c.Name] {
+			errs.add(fmt.Sprintf("health.checks[%d].name", i), c.Name, "a unique check name")
 		}
 		names[c.Name] = true
-		switch {
-		case (rc.TCP == "") == (rc.HTTP == ""):
-			errs.add(field, rc.Name, "exactly one of tcp or http")
-		case rc.TCP != "":
-			if _, _, err := splitHostPort(rc.TCP); err != nil {
-				errs.add(field+".tcp", rc.TCP, "host:port")
-			}
-		default:
-			if !strings.HasPrefix(rc.HTTP, "http://") && !strings.HasPrefix(rc.HTTP, "https://") {
-				errs.add(field+".http", rc.HTTP, "an http:// or https:// URL")
-			}
-		}
-		if rc.TCP != "" && rc.ExpectStatus != nil {
-			errs.add(field+".expect_status", rc.ExpectStatus.raw, "expect_status only with http checks")
-		}
-		parseDur := func(name, s string, dst *time.Duration) {
-			if s == "" {
-				return
-			}
-			d, err := time.ParseDuration(s)
-			if err != nil || d <= 0 {
-				errs.add(field+"."+name, s, "a positive duration such as 2s or 500ms")
-				return
-			}
-			*dst = d
-		}
-		parseDur("interval", rc.Interval, &c.Interval)
-		parseDur("timeout", rc.Timeout, &c.Timeout)
-		if c.Timeout > c.Interval {
-			errs.add(field+".timeout", c.Timeout.String(), "a timeout no longer than the interval ("+c.Interval.String()+")")
-		}
 		h.Checks = append(h.Checks, c)
 	}
 	if rh.AgentCheck != nil {

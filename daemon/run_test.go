@@ -409,11 +409,16 @@ health:
   allowed_sources: [10.77.0.3/32, 127.0.0.0/8]
   checks:
     - {name: web, tcp: "127.0.0.1:9090", interval: 100ms, timeout: 100ms, rise: 1, fall: 1}
+    - {name: weighted, exec: [/bin/sh, -c, "exit 7"], interval: 100ms, timeout: 100ms, rise: 1, fall: 1}
 `
 	d := startDaemon(t, ns, dir, fmt.Sprintf(base, ""), "--resync", "1h")
 	d.waitNote("READY=1", 10*time.Second)
 	hz := "10.77.0.2:8558"
 	eventually(t, 3*time.Second, "healthz up", healthFrom(t, ns, "10.77.0.3", hz, 200, "up"))
+	// An exec check run by the daemon: MISC_CHECK exit 7 is up with weight 5.
+	if c, body := nsGet(t, ns, "10.77.0.3", hz, "/status"); c != 200 || !strings.Contains(body, `"kind": "exec"`) || !strings.Contains(body, `"weight": 5`) {
+		t.Fatalf("/status %d lacks the exec check's weight 5:\n%s", c, body)
+	}
 	if c, _ := nsGet(t, ns, "10.77.0.3", hz, "/healthz"); c != 200 {
 		t.Fatalf("allowed source got %d", c)
 	}

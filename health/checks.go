@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"sync"
 	"syscall"
 	"time"
@@ -33,11 +31,7 @@ func (c *Checker) Set(ctx context.Context, specs []agent.CheckConfig) {
 	defer c.mu.Unlock()
 	list := make([]CheckStatus, 0, len(specs))
 	for _, s := range specs {
-		st := CheckStatus{Name: s.Name, Kind: "tcp", Target: s.TCP}
-		if s.HTTP != "" {
-			st.Kind, st.Target = "http", s.HTTP
-		}
-		list = append(list, st)
+		list = append(list, CheckStatus{Name: s.Name, Kind: string(s.Kind), Target: s.Target})
 	}
 	c.state.resetChecks(list)
 	ctx, cancel := context.WithCancel(ctx)
@@ -63,23 +57,24 @@ func (c *Checker) Stop() {
 }
 
 func (c *Checker) loop(ctx context.Context, s agent.CheckConfig) {
-	probe := tcpProbe(s)
-	if s.HTTP != "" {
-		probe = httpProbe(s)
-	}
+	prober, perr := NewProber(s)
 	t := time.NewTicker(s.Interval)
 	defer t.Stop()
 	for {
 		pctx, cancel := context.WithTimeout(ctx, s.Timeout)
 		start := time.Now()
-		err := probe(pctx)
+		var res Result
+		err := perr
+		if err == nil {
+			res, err = prober.Probe(pctx)
+		}
 		lat := time.Since(start)
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
 		c.state.metrics.probe(s.Name, err == nil)
-		c.state.updateCheck(s.Name, func(st *CheckStatus) { record(st, s, err, lat, start) })
+		c.state.updateCheck(s.Name, func(st *CheckStatus) { record(st, s, res, err, lat, start) })
 		select {
 		case <-ctx.Done():
 			return
@@ -91,8 +86,9 @@ func (c *Checker) loop(ctx context.Context, s agent.CheckConfig) {
 // record applies rise/fall: the first result sets the state directly (no
 // reason to keep a fresh daemon pending for rise*interval), later ones need
 // Rise consecutive successes to go up and Fall consecutive failures to go down.
-func record(st *CheckStatus, s agent.CheckConfig, err error, lat time.Duration, at time.Time) {
+func record(st *CheckStatus, s agent.CheckConfig, res Result, err error, lat time.Duration, at time.Time) {
 	st.LastLatency, st.LastProbe = lat, at
+	st.Warning, st.Weight = res.Warning, res.Weight
 	if err == nil {
 		st.LastError = ""
 		st.Successes++
@@ -116,9 +112,9 @@ func record(st *CheckStatus, s agent.CheckConfig, err error, lat time.Duration, 
 // describe turns a probe error into a short reason for /healthz, e.g.
 // "connection refused" rather than "dial tcp 127.0.0.1:8080: connect: connection refused".
 func describe(err error, timeout time.Duration) string {
-	var se *statusError
-	if errors.As(err, &se) {
-		return se.Error()
+	var pe *probeError
+	if errors.As(err, &pe) {
+		return pe.Error()
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ETIMEDOUT) {
 		return fmt.Sprintf("timeout after %s", timeout)
@@ -132,46 +128,4 @@ func describe(err error, timeout time.Duration) string {
 		return errno.Error()
 	}
 	return err.Error()
-}
-
-type statusError struct{ got, want int }
-
-func (e *statusError) Error() string { return fmt.Sprintf("http status %d, want %d", e.got, e.want) }
-
-func tcpProbe(s agent.CheckConfig) func(context.Context) error {
-	var d net.Dialer
-	return func(ctx context.Context) error {
-		conn, err := d.DialContext(ctx, "tcp", s.TCP)
-		if err != nil {
-			return err
-		}
-		return conn.Close()
-	}
-}
-
-func httpProbe(s agent.CheckConfig) func(context.Context) error {
-	client := &http.Client{
-		// A fresh connection per probe: a kept-alive connection would hide a
-		// service that stopped accepting.
-		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
-		// The status of the URL itself is what the operator configured.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	return func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.HTTP, nil)
-		if err != nil {
-			return err
-		}
-		req.Header.Set("User-Agent", "dsr-agent-check")
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		resp.Body.Close()
-		if resp.StatusCode != s.ExpectStatus {
-			return &statusError{resp.StatusCode, s.ExpectStatus}
-		}
-		return nil
-	}
 }

@@ -121,7 +121,7 @@ func TestMethodsAndAllowedSources(t *testing.T) {
 func TestRiseFall(t *testing.T) {
 	spec := agent.CheckConfig{Name: "web", Rise: 2, Fall: 3, Timeout: time.Second}
 	st := CheckStatus{Name: "web", Pending: true}
-	fail := &statusError{500, 200}
+	fail := failf("http status 500, want 200")
 	steps := []struct {
 		err    error
 		wantUp bool
@@ -131,7 +131,7 @@ func TestRiseFall(t *testing.T) {
 		{nil, false}, {fail, false}, {nil, false}, {nil, true}, // rise 2, counted consecutively
 	}
 	for i, s := range steps {
-		record(&st, spec, s.err, time.Millisecond, time.Now())
+		record(&st, spec, Result{}, s.err, time.Millisecond, time.Now())
 		if st.Up != s.wantUp || st.Pending {
 			t.Fatalf("step %d (err %v): up=%v pending=%v, want up=%v", i, s.err, st.Up, st.Pending, s.wantUp)
 		}
@@ -173,8 +173,8 @@ func TestChecksTCPAndHTTP(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c.Set(ctx, []agent.CheckConfig{
-		{Name: "tcp", TCP: ln.Addr().String(), Interval: 20 * time.Millisecond, Timeout: 200 * time.Millisecond, Rise: 1, Fall: 1},
-		{Name: "api", HTTP: hs.URL + "/ok", ExpectStatus: 200, Interval: 20 * time.Millisecond, Timeout: 200 * time.Millisecond, Rise: 1, Fall: 2},
+		{Name: "tcp", Kind: agent.CheckTCP, Target: ln.Addr().String(), Interval: 20 * time.Millisecond, Timeout: 200 * time.Millisecond, Rise: 1, Fall: 1},
+		{Name: "api", Kind: agent.CheckHTTP, Target: hs.URL + "/ok", ExpectStatus: 200, Interval: 20 * time.Millisecond, Timeout: 200 * time.Millisecond, Rise: 1, Fall: 2},
 	})
 	defer c.Stop()
 	waitVerdict(t, s, "both checks up", func(v *Verdict) bool { return v.Healthy })

@@ -52,14 +52,20 @@ type Verdict struct {
 // CheckStatus is the state of one background service check.
 type CheckStatus struct {
 	Name string `json:"name"`
-	Kind string `json:"kind"` // tcp or http
+	Kind string `json:"kind"` // tcp, http, tls, dns, exec or udp
 	// Target is the address or URL probed.
 	Target string `json:"target"`
 	// Up is the debounced state (rise/fall applied); Pending until the first probe.
 	Up      bool `json:"up"`
 	Pending bool `json:"pending"`
 	// LastError is the last probe's failure, empty when it succeeded.
-	LastError   string        `json:"last_error,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+	// Warning is the last probe's warning: it succeeded, but something needs
+	// attention soon (a tls check's certificate about to expire).
+	Warning string `json:"warning,omitempty"`
+	// Weight is the dynamic weight of an exec check's last probe (keepalived
+	// MISC_CHECK: exit code 2-255 means up with weight code-2); nil otherwise.
+	Weight      *int          `json:"weight,omitempty"`
 	LastLatency time.Duration `json:"last_latency_ns"`
 	LastProbe   time.Time     `json:"last_probe"`
 	// Successes and Failures count consecutive probe results.
@@ -174,7 +180,7 @@ func (s *State) updateCheck(name string, fn func(*CheckStatus)) {
 	before := *c
 	fn(c)
 	after := *c
-	if before.Up != after.Up || before.Pending != after.Pending || before.LastError != after.LastError {
+	if before.Up != after.Up || before.Pending != after.Pending || before.LastError != after.LastError || before.Warning != after.Warning {
 		s.recomputeLocked()
 	}
 	s.mu.Unlock()
@@ -294,8 +300,11 @@ func agentReply(d DrainMode, down bool) string {
 
 // StatusDoc is the /status JSON document.
 type StatusDoc struct {
-	Healthy  bool          `json:"healthy"`
-	Reasons  []string      `json:"reasons"`
+	Healthy bool     `json:"healthy"`
+	Reasons []string `json:"reasons"`
+	// Warnings say what needs attention while the host stays healthy
+	// ("check site: certificate … expires in 5d").
+	Warnings []string      `json:"warnings,omitempty"`
 	Drain    string        `json:"drain"`
 	Started  time.Time     `json:"started"`
 	Host     *Snapshot     `json:"host"`
@@ -318,7 +327,11 @@ func (s *State) StatusJSON() ([]byte, error) {
 		doc.ListenerGraceEnds = s.started.Add(s.listenerGrace)
 	}
 	for _, n := range s.checkOrder {
-		doc.Checks = append(doc.Checks, *s.checks[n])
+		c := *s.checks[n]
+		doc.Checks = append(doc.Checks, c)
+		if c.Warning != "" {
+			doc.Warnings = append(doc.Warnings, fmt.Sprintf("check %s: %s", c.Name, c.Warning))
+		}
 	}
 	s.mu.RUnlock()
 	if doc.Reasons == nil {
