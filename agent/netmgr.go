@@ -13,8 +13,8 @@ import (
 // (tests point it at a temporary tree).
 var netmgrRoot = "/"
 
-// netmgrWarnings says, for each interface that carries dsr-agent's VIPs or
-// sysctls, whether a network manager manages it and so will drop addresses
+// netmgrWarnings says, for each interface that carries dsr-agent's VIPs,
+// whether a network manager manages it and so will drop addresses
 // it does not know when it (re)configures the link: NetworkManager
 // (/run/NetworkManager/devices/<ifindex>, "managed=true"; it can manage lo
 // from 1.42) and systemd-networkd (/run/systemd/netif/links/<ifindex>, a
@@ -26,27 +26,24 @@ func netmgrWarnings(d *Desired, f *Facts) []string {
 	if d.HandsOff || len(d.Addrs) == 0 {
 		return nil
 	}
+	// Only links that carry VIPs: the managers drop addresses, not the ARP
+	// sysctls (measured in test/netmgr).
 	links := map[string]bool{}
 	for _, a := range d.Addrs {
 		links[a.Link] = true
 	}
-	for _, i := range d.Interfaces {
-		links[i] = true
-	}
 	var out []string
 	for _, name := range f.Links {
-		if !links[name] {
-			continue
-		}
 		idx, ok := f.Index[name]
-		if !ok {
+		if !links[name] || !ok {
 			continue
 		}
-		if nmManages(idx) {
+		if nmManages(idx, name == "lo") {
 			out = append(out, fmt.Sprintf("NetworkManager manages %s: `nmcli connection up` or `device reapply` drops dsr-agent's addresses (repaired by the daemon); "+
 				"keep it unmanaged (unmanaged-devices=interface-name:%s) or see docs/netmgr.md", name, name))
 		}
-		if file, keep := networkdManages(idx); file != "" && !keep {
+		// networkd was not seen to remove foreign addresses from lo.
+		if file, keep := networkdManages(idx); name != "lo" && file != "" && !keep {
 			out = append(out, fmt.Sprintf("systemd-networkd manages %s (%s) without KeepConfiguration=: `networkctl reconfigure` and restarts drop dsr-agent's addresses (repaired by the daemon); "+
 				"set KeepConfiguration=static in [Network], see docs/netmgr.md", name, file))
 		}
@@ -54,9 +51,15 @@ func netmgrWarnings(d *Desired, f *Facts) []string {
 	return out
 }
 
-// nmManages reads NetworkManager's device state file.
-func nmManages(ifindex int) bool {
-	return keyValue(filepath.Join(netmgrRoot, "run/NetworkManager/devices", strconv.Itoa(ifindex)), "managed", "=") == "true"
+// nmManages reads NetworkManager's device state file. NetworkManager 1.42
+// reports lo as managed even when it only watches it; only a connection
+// profile it activated there (connection-uuid) reconfigures lo.
+func nmManages(ifindex int, isLo bool) bool {
+	state := filepath.Join(netmgrRoot, "run/NetworkManager/devices", strconv.Itoa(ifindex))
+	if keyValue(state, "managed", "=") != "true" {
+		return false
+	}
+	return !isLo || keyValue(state, "connection-uuid", "=") != ""
 }
 
 // networkdManages reads networkd's link state: the .network file of a link

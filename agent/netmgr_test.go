@@ -25,15 +25,21 @@ func TestNetmgrWarnings(t *testing.T) {
 	}
 	h := newSimHost()
 	h.facts.Index = map[string]int{"lo": 1, "eth0.100": 2}
-	d, err := Resolve(mustConfig(t, planConfigs["loopback"]), h.facts)
+	h.facts.Addrs = append(h.facts.Addrs, addr("eth0.100", "198.51.100.22/24", ""))
+	d, err := Resolve(mustConfig(t, planConfigs["arptables"]), h.facts) // IPv4 VIPs on the NIC, IPv6 on lo
 	if err != nil {
 		t.Fatal(err)
 	}
 	if w := netmgrWarnings(d, h.facts); len(w) != 0 {
 		t.Fatalf("no manager, warnings %q", w)
 	}
+	// NetworkManager 1.42 calls lo managed while it only watches it.
 	write("run/NetworkManager/devices/1", "[device]\nmanaged=true\nperm-hw-addr-fake=\n")
 	write("run/NetworkManager/devices/2", "[device]\nmanaged=false\n")
+	if w := netmgrWarnings(d, h.facts); len(w) != 0 {
+		t.Fatalf("lo only watched by NetworkManager, warnings %q", w)
+	}
+	write("run/NetworkManager/devices/1", "[device]\nmanaged=true\nconnection-uuid=5f0c4d3e-0000-4000-8000-000000000001\n")
 	write("run/systemd/netif/links/2", "ADMIN_STATE=configured\nOPER_STATE=routable\nNETWORK_FILE=/etc/systemd/network/10-eth0.network\n")
 	write("etc/systemd/network/10-eth0.network", "[Match]\nName=eth0.100\n[Network]\nAddress=198.51.100.21/24\n")
 	w := strings.Join(netmgrWarnings(d, h.facts), "\n")

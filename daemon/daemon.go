@@ -19,6 +19,7 @@ import (
 	"github.com/dsr-agent/dsr-agent/agent"
 	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/health"
+	"github.com/dsr-agent/dsr-agent/loopback"
 )
 
 // Options configure Run.
@@ -185,7 +186,12 @@ func Run(ctx context.Context, o Options) error {
 			}
 			// Empty when the triggers were already handled by the pass that
 			// followed an earlier wake-up.
-			if triggers := d.w.take(); len(triggers) > 0 {
+			triggers := d.w.take()
+			if d.retryTimer == nil {
+				// An added address only matters to a pass that failed.
+				triggers = slices.DeleteFunc(triggers, func(t string) bool { return t == loopback.AddressAdded })
+			}
+			if len(triggers) > 0 {
 				d.reconcile(triggers)
 			}
 		case <-resync.C:

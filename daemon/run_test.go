@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
+	"github.com/dsr-agent/dsr-agent/loopback"
 )
 
 // These tests run the real binary (`dsr-agent run`) inside a throwaway
@@ -509,4 +510,30 @@ func TestRunWaitsForLateNIC(t *testing.T) {
 		t.Fatalf("VIP missing after READY:\n%s", out)
 	}
 	d.stop()
+}
+
+// TestRunRetriesWhenOwnAddressReturns: a network manager that reconfigures
+// the NIC deletes its own address along with the VIP; arptables mode (and
+// health.listen) cannot resolve without it, so the pass fails. The repair
+// must follow the address's return, not wait for the retry backoff.
+func TestRunRetriesWhenOwnAddressReturns(t *testing.T) {
+	ns := setupNS(t)
+	d := startDaemon(t, ns, t.TempDir(), `mode: arptables
+interfaces: [eth0]
+vips:
+  - address: 10.77.100.1
+`, "--resync", "1h")
+	d.waitNote("READY=1", 10*time.Second)
+	// What `nmcli connection up` does to the link: every address goes.
+	ns.Exec(t, "ip", "addr", "flush", "dev", nic)
+	eventually(t, 5*time.Second, "the pass fails for want of the NIC's address", func() (bool, string) {
+		return strings.Contains(d.log.String(), "reconcile failed"), d.log.String()
+	})
+	// Let the backoff grow past the first retry, then give the address back.
+	time.Sleep(1500 * time.Millisecond)
+	ns.Exec(t, "ip", "addr", "add", "10.77.0.2/24", "dev", nic)
+	eventually(t, 5*time.Second, "VIP back on the NIC", func() (bool, string) { return hasAddr(ns, nic, "10.77.100.1/32") })
+	if !strings.Contains(d.log.String(), "trigger="+loopback.AddressAdded) {
+		t.Fatalf("the VIP came back, but not from the address event:\n%s", d.log.String())
+	}
 }

@@ -12,10 +12,17 @@ import (
 	"github.com/dsr-agent/dsr-agent/internal/resubscribe"
 )
 
+// AddressAdded is the trigger for an address added anywhere. It is not drift
+// (dsr-agent never removes addresses it does not own), so a daemon whose
+// last pass worked ignores it -- its own repairs add addresses -- but one
+// whose last pass failed for want of a host fact (a network manager deleted
+// the NIC's own address, which arptables mode and health.listen need) retries
+// the moment the address is back instead of at its next backoff.
+const AddressAdded = "address-added"
+
 // WatchAddrs wakes with "address" when an address is deleted anywhere: that
-// is how a VIP disappears (ip addr del/flush, a network manager). Additions
-// are not drift (dsr-agent never removes addresses it does not own), and
-// ignoring them keeps the daemon's own repairs from waking it again.
+// is how a VIP disappears (ip addr del/flush, a network manager); and with
+// AddressAdded when one is added.
 func WatchAddrs(ctx context.Context, wake resubscribe.Wake, log *slog.Logger) {
 	for ctx.Err() == nil {
 		ch := make(chan netlink.AddrUpdate, 256)
@@ -42,6 +49,8 @@ func WatchAddrs(ctx context.Context, wake resubscribe.Wake, log *slog.Logger) {
 					}
 					if !u.NewAddr {
 						wake("address")
+					} else {
+						wake(AddressAdded)
 					}
 				}
 			}

@@ -94,6 +94,7 @@ same "rpm -qlp: file list" "/etc/dsr-agent
 /usr/lib/systemd/system/dsr-agent.service
 /usr/share/bash-completion/completions/dsr-agent
 /usr/share/doc/dsr-agent/README.md
+/usr/share/doc/dsr-agent/examples/seed-stack.yaml
 /usr/share/doc/dsr-agent/packaging.md
 /usr/share/licenses/dsr-agent/LICENSE
 /usr/share/man/man8/dsr-agent.8.gz
@@ -109,6 +110,7 @@ same "rpm: config(noreplace), doc, license flags; modes and owners" "<> drwxr-xr
 <> -rw-r--r-- root:root /usr/lib/systemd/system/dsr-agent.service
 <> -rw-r--r-- root:root /usr/share/bash-completion/completions/dsr-agent
 <d> -rw-r--r-- root:root /usr/share/doc/dsr-agent/README.md
+<d> -rw-r--r-- root:root /usr/share/doc/dsr-agent/examples/seed-stack.yaml
 <d> -rw-r--r-- root:root /usr/share/doc/dsr-agent/packaging.md
 <l> -rw-r--r-- root:root /usr/share/licenses/dsr-agent/LICENSE
 <> -rw-r--r-- root:root /usr/share/man/man8/dsr-agent.8.gz
@@ -140,6 +142,7 @@ same "deb: file list" "./etc/dsr-agent/config.yaml
 ./usr/share/bash-completion/completions/dsr-agent
 ./usr/share/doc/dsr-agent/README.md
 ./usr/share/doc/dsr-agent/copyright
+./usr/share/doc/dsr-agent/examples/seed-stack.yaml
 ./usr/share/doc/dsr-agent/packaging.md
 ./usr/share/man/man8/dsr-agent.8.gz
 ./var/lib/dsr-agent/" "$(dpkg-deb -c "$deb1" | awk '$1 !~ /^d/ || $NF == "./var/lib/dsr-agent/" {print $NF}' | sort)"
