@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -192,15 +194,48 @@ func (h *Host) Plan(cfg *Config) (*Plan, error) {
 // when already in sync). The whole config is validated against one snapshot
 // before the first change. On error the returned plan lists what was done.
 func (h *Host) Apply(cfg *Config) (*Plan, error) {
+	p, _, err := h.Converge(cfg, nil)
+	return p, err
+}
+
+// Converge is Apply for the daemon: when a host fact the config depends on
+// is briefly missing (a network manager reconfiguring the NIC deletes its
+// own address, which arptables mode's real IP and health.listen resolve
+// from), it keeps converging to last, the previous resolution, rather than
+// leave the VIPs missing until the fact returns. It returns the desired
+// state it converged to.
+func (h *Host) Converge(cfg *Config, last *Desired) (*Plan, *Desired, error) {
 	unlock, err := h.store.lock()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer unlock()
-	p, err := h.plan(cfg, true)
+	f, err := h.facts(true)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	d, rerr := Resolve(cfg, f)
+	if rerr != nil {
+		if last == nil || !errors.Is(rerr, ErrHostMismatch) {
+			return nil, nil, rerr
+		}
+		d = last
+	}
+	p, err := h.planWith(f, d)
+	if err != nil {
+		return nil, nil, err
+	}
+	done, err := h.run(p)
+	if rerr != nil {
+		done.Notes = append(done.Notes, "kept the last resolution while the host does not match the config: "+firstErrLine(rerr))
+	}
+	return done, d, err
+}
+
+func firstErrLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
+
+// run executes a plan with the ownership bookkeeping around it.
+func (h *Host) run(p *planned) (*Plan, error) {
 	st := p.facts.State
 	pruned := forgetVanished(p.facts, p.want.Addrs)
 	if st.Recovered != "" {

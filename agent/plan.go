@@ -29,6 +29,14 @@ func (p *Plan) Empty() bool {
 	return true
 }
 
+// NotesOrNil is the plan's notes (none for a nil plan).
+func (p *Plan) NotesOrNil() []string {
+	if p == nil {
+		return nil
+	}
+	return p.Notes
+}
+
 // Visible is the changes an operator sees (bookkeeping left out).
 func (p *Plan) Visible() []Change {
 	var out []Change

@@ -228,7 +228,14 @@ func (d *daemon) reconcile(triggers []string) {
 	var plan *agent.Plan
 	var aerr error
 	if !listenerOnly {
-		plan, aerr = d.o.Engine.Apply(d.cfg)
+		var want *agent.Desired
+		plan, want, aerr = d.o.Engine.Converge(d.cfg, d.want)
+		if want != nil {
+			d.want = want
+		}
+		for _, n := range plan.NotesOrNil() {
+			d.log.Warn("host", "note", n, "trigger", trigger)
+		}
 	}
 	changes := plan.Visible()
 	// Changes after a reload are the new config taking effect, not drift.

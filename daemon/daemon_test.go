@@ -46,18 +46,18 @@ func (f *fakeEngine) Load(path string) (*agent.Config, *agent.Desired, error) {
 	return cfg, &agent.Desired{Mode: cfg.Mode, VIPs: cfg.VIPs, Health: &agent.HealthConfig{Listen: f.listen}}, nil
 }
 
-func (f *fakeEngine) Apply(*agent.Config) (*agent.Plan, error) {
+func (f *fakeEngine) Converge(_ *agent.Config, last *agent.Desired) (*agent.Plan, *agent.Desired, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.applies++
 	if f.applies <= f.failFirst {
-		return &agent.Plan{}, errors.New("simulated apply failure")
+		return &agent.Plan{}, nil, errors.New("simulated apply failure")
 	}
 	if !f.present {
 		f.present = true
-		return &agent.Plan{Changes: []agent.Change{{Kind: agent.AddrAdd, Subject: "192.0.2.10", Command: "ip addr add 192.0.2.10/32 dev lo"}}}, nil
+		return &agent.Plan{Changes: []agent.Change{{Kind: agent.AddrAdd, Subject: "192.0.2.10", Command: "ip addr add 192.0.2.10/32 dev lo"}}}, last, nil
 	}
-	return &agent.Plan{}, nil
+	return &agent.Plan{}, last, nil
 }
 
 func (f *fakeEngine) Status(*agent.Config) (*agent.Report, error) {

@@ -18,8 +18,10 @@ type Engine interface {
 	// for a bad config wrap agent.ErrInvalidConfig (and ErrHostMismatch when
 	// the host may still catch up).
 	Load(path string) (*agent.Config, *agent.Desired, error)
-	// Apply converges the host and returns the changes it made.
-	Apply(*agent.Config) (*agent.Plan, error)
+	// Converge converges the host and returns the changes it made and the
+	// desired state it converged to; while a host fact is briefly missing
+	// it keeps converging to last (agent.Host.Converge).
+	Converge(cfg *agent.Config, last *agent.Desired) (*agent.Plan, *agent.Desired, error)
 	// Status compares host and config without changing anything.
 	Status(*agent.Config) (*agent.Report, error)
 }

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
-	"github.com/dsr-agent/dsr-agent/loopback"
 )
 
 // These tests run the real binary (`dsr-agent run`) inside a throwaway
@@ -512,11 +511,12 @@ func TestRunWaitsForLateNIC(t *testing.T) {
 	d.stop()
 }
 
-// TestRunRetriesWhenOwnAddressReturns: a network manager that reconfigures
-// the NIC deletes its own address along with the VIP; arptables mode (and
-// health.listen) cannot resolve without it, so the pass fails. The repair
-// must follow the address's return, not wait for the retry backoff.
-func TestRunRetriesWhenOwnAddressReturns(t *testing.T) {
+// TestRunKeepsVIPsWhileOwnAddressIsGone: a network manager that reconfigures
+// the NIC deletes its own address along with the VIP. arptables mode's real
+// IP cannot be resolved without it, so the daemon keeps converging to the
+// last resolution: the VIP (and the ARP table that hides it) come back at
+// once, not when the manager re-adds the NIC's address.
+func TestRunKeepsVIPsWhileOwnAddressIsGone(t *testing.T) {
 	ns := setupNS(t)
 	d := startDaemon(t, ns, t.TempDir(), `mode: arptables
 interfaces: [eth0]
@@ -526,14 +526,22 @@ vips:
 	d.waitNote("READY=1", 10*time.Second)
 	// What `nmcli connection up` does to the link: every address goes.
 	ns.Exec(t, "ip", "addr", "flush", "dev", nic)
-	eventually(t, 5*time.Second, "the pass fails for want of the NIC's address", func() (bool, string) {
-		return strings.Contains(d.log.String(), "reconcile failed"), d.log.String()
+	eventually(t, 5*time.Second, "VIP back on the NIC while its own address is still gone", func() (bool, string) {
+		return hasAddr(ns, nic, "10.77.100.1/32")
 	})
-	// Let the backoff grow past the first retry, then give the address back.
-	time.Sleep(1500 * time.Millisecond)
-	ns.Exec(t, "ip", "addr", "add", "10.77.0.2/24", "dev", nic)
-	eventually(t, 5*time.Second, "VIP back on the NIC", func() (bool, string) { return hasAddr(ns, nic, "10.77.100.1/32") })
-	if !strings.Contains(d.log.String(), "trigger="+loopback.AddressAdded) {
-		t.Fatalf("the VIP came back, but not from the address event:\n%s", d.log.String())
+	if ok, out := hasAddr(ns, nic, "10.77.0.2/24"); ok {
+		t.Fatalf("the NIC's own address is back: the test proves nothing\n%s", out)
 	}
+	if !strings.Contains(d.log.String(), "kept the last resolution") {
+		t.Fatalf("no word of the kept resolution:\n%s", d.log.String())
+	}
+	if out := ns.Exec(t, "nft", "list", "table", "arp", "dsr-agent"); !strings.Contains(out, "10.77.100.1 : 10.77.0.2") {
+		t.Fatalf("ARP table lost the VIP or its real IP:\n%s", out)
+	}
+	// The address comes back: nothing more to do, and a fresh resolution.
+	ns.Exec(t, "ip", "addr", "add", "10.77.0.2/24", "dev", nic)
+	eventually(t, 5*time.Second, "in sync again", func() (bool, string) {
+		out, err := ns.ExecErr(dsrAgentBinary(t), "--config", d.cfgPath, "--state-dir", d.stateDir, "status")
+		return err == nil, out
+	})
 }
