@@ -3,7 +3,6 @@ package health
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dsr-agent/dsr-agent/agent"
+	"github.com/dsr-agent/dsr-agent/internal/dnswire"
 )
 
 // dnsProber asks one question over UDP (keepalived DNS_CHECK): the check is
@@ -33,7 +33,7 @@ func NewDNSProber(addr, name, qtype, expect string) (Prober, error) {
 	if !ok {
 		return nil, fmt.Errorf("dns: unknown type %q", qtype)
 	}
-	if _, err := dnsAppendName(nil, name); err != nil {
+	if _, err := dnswire.AppendName(nil, name); err != nil {
 		return nil, err
 	}
 	return &dnsProber{addr: addr, name: dnsFQDN(name), typeName: strings.ToUpper(qtype), qtype: t, expect: expect}, nil
@@ -61,7 +61,7 @@ func (p *dnsProber) Probe(ctx context.Context) (Result, error) {
 	q := binary.BigEndian.AppendUint16(nil, id)
 	q = append(q, 0x01, 0x00)             // RD
 	q = append(q, 0, 1, 0, 0, 0, 0, 0, 0) // QDCOUNT 1
-	q, _ = dnsAppendName(q, p.name)
+	q, _ = dnswire.AppendName(q, p.name)
 	q = binary.BigEndian.AppendUint16(q, p.qtype)
 	q = binary.BigEndian.AppendUint16(q, dnsClassIN)
 	if _, err := conn.Write(q); err != nil {
@@ -101,7 +101,7 @@ func (p *dnsProber) judge(msg []byte) error {
 	}
 	off := 12
 	for range qd {
-		qn, o, err := dnsReadName(msg, off)
+		qn, o, err := dnswire.ReadName(msg, off)
 		if err != nil {
 			return failf("bad answer: %v", err)
 		}
@@ -115,7 +115,7 @@ func (p *dnsProber) judge(msg []byte) error {
 	}
 	var values []string
 	for range an {
-		_, o, err := dnsReadName(msg, off)
+		_, o, err := dnswire.ReadName(msg, off)
 		if err != nil {
 			return failf("bad answer: %v", err)
 		}
@@ -158,11 +158,11 @@ func dnsValue(msg []byte, typ uint16, rd, rdlen int) (string, bool) {
 			return a.String(), true
 		}
 	case 2, 5, 12: // NS, CNAME, PTR
-		if n, _, err := dnsReadName(msg, rd); err == nil {
+		if n, _, err := dnswire.ReadName(msg, rd); err == nil {
 			return strings.ToLower(n), true
 		}
 	case 15: // MX: preference, exchange
-		if n, _, err := dnsReadName(msg, rd+2); err == nil && rdlen > 2 {
+		if n, _, err := dnswire.ReadName(msg, rd+2); err == nil && rdlen > 2 {
 			return strings.ToLower(n), true
 		}
 	case 16: // TXT: the record's strings concatenated
@@ -178,54 +178,4 @@ func dnsValue(msg []byte, typ uint16, rd, rdlen int) (string, bool) {
 		return s.String(), true
 	}
 	return "", false
-}
-
-func dnsAppendName(b []byte, name string) ([]byte, error) {
-	name = strings.TrimSuffix(name, ".")
-	if name != "" {
-		for l := range strings.SplitSeq(name, ".") {
-			if l == "" || len(l) > 63 {
-				return nil, fmt.Errorf("dns: bad label %q in %q", l, name)
-			}
-			b = append(b, byte(len(l)))
-			b = append(b, l...)
-		}
-	}
-	return append(b, 0), nil
-}
-
-// dnsReadName decodes the (possibly compressed) name at off and returns it
-// with the offset just past it.
-func dnsReadName(msg []byte, off int) (string, int, error) {
-	var labels []string
-	end := -1
-	for hops := 0; ; hops++ {
-		if off >= len(msg) || hops > 128 {
-			return "", 0, errors.New("name runs past the message")
-		}
-		n := int(msg[off])
-		switch {
-		case n == 0:
-			if end < 0 {
-				end = off + 1
-			}
-			return strings.Join(labels, ".") + ".", end, nil
-		case n&0xc0 == 0xc0:
-			if off+1 >= len(msg) {
-				return "", 0, errors.New("truncated compression pointer")
-			}
-			if end < 0 {
-				end = off + 2
-			}
-			off = int(binary.BigEndian.Uint16(msg[off:]) & 0x3fff)
-		case n&0xc0 != 0:
-			return "", 0, fmt.Errorf("bad label type %#x", n)
-		default:
-			if off+1+n > len(msg) {
-				return "", 0, errors.New("label runs past the message")
-			}
-			labels = append(labels, string(msg[off+1:off+1+n]))
-			off += 1 + n
-		}
-	}
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/dsr-agent/dsr-agent/agent"
+	"github.com/dsr-agent/dsr-agent/internal/dnswire"
 )
 
 func probeOnce(t *testing.T, p Prober, timeout time.Duration) (Result, string) {
@@ -152,7 +153,7 @@ func dnsResponder(t *testing.T, fn func(qname string, qtype uint16) (rcode byte,
 				return
 			}
 			q := buf[:n]
-			name, end, err := dnsReadName(q, 12)
+			name, end, err := dnswire.ReadName(q, 12)
 			if err != nil {
 				continue
 			}

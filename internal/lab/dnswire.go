@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/dsr-agent/dsr-agent/internal/dnswire"
 )
 
 // A minimal DNS wire format (RFC 1035): enough to ask one TXT question and
@@ -28,61 +30,11 @@ func dnsQuery(id uint16, name string, qtype uint16) ([]byte, error) {
 	b = append(b, 0x01, 0x00)             // RD
 	b = append(b, 0, 1, 0, 0, 0, 0, 0, 0) // QDCOUNT 1
 	var err error
-	if b, err = appendName(b, name); err != nil {
+	if b, err = dnswire.AppendName(b, name); err != nil {
 		return nil, err
 	}
 	b = binary.BigEndian.AppendUint16(b, qtype)
 	return binary.BigEndian.AppendUint16(b, dnsClassIN), nil
-}
-
-func appendName(b []byte, name string) ([]byte, error) {
-	name = strings.TrimSuffix(name, ".")
-	if name != "" {
-		for l := range strings.SplitSeq(name, ".") {
-			if l == "" || len(l) > 63 {
-				return nil, fmt.Errorf("dns: bad label %q in %q", l, name)
-			}
-			b = append(b, byte(len(l)))
-			b = append(b, l...)
-		}
-	}
-	return append(b, 0), nil
-}
-
-// readName decodes the (possibly compressed) name at off and returns it with
-// the offset just past it in the message.
-func readName(msg []byte, off int) (string, int, error) {
-	var labels []string
-	end := -1
-	for hops := 0; ; hops++ {
-		if off >= len(msg) || hops > 64 {
-			return "", 0, errors.New("dns: name runs past the message")
-		}
-		n := int(msg[off])
-		switch {
-		case n == 0:
-			if end < 0 {
-				end = off + 1
-			}
-			return strings.Join(labels, ".") + ".", end, nil
-		case n&0xc0 == 0xc0:
-			if off+1 >= len(msg) {
-				return "", 0, errors.New("dns: truncated compression pointer")
-			}
-			if end < 0 {
-				end = off + 2
-			}
-			off = int(binary.BigEndian.Uint16(msg[off:]) & 0x3fff)
-		case n&0xc0 != 0:
-			return "", 0, fmt.Errorf("dns: bad label type %#x", n)
-		default:
-			if off+1+n > len(msg) {
-				return "", 0, errors.New("dns: label runs past the message")
-			}
-			labels = append(labels, string(msg[off+1:off+1+n]))
-			off += 1 + n
-		}
-	}
 }
 
 // dnsQuestion is the single question of a query.
@@ -105,7 +57,7 @@ func parseQuery(msg []byte) (dnsQuestion, error) {
 	if qd := binary.BigEndian.Uint16(msg[4:]); qd != 1 {
 		return dnsQuestion{}, fmt.Errorf("dns: %d questions, want 1", qd)
 	}
-	name, off, err := readName(msg, 12)
+	name, off, err := dnswire.ReadName(msg, 12)
 	if err != nil {
 		return dnsQuestion{}, err
 	}
@@ -171,7 +123,7 @@ func parseTXTAnswer(msg []byte, id uint16, name string) ([]string, error) {
 	qd, an := binary.BigEndian.Uint16(msg[4:]), binary.BigEndian.Uint16(msg[6:])
 	off := 12
 	for range qd {
-		qn, o, err := readName(msg, off)
+		qn, o, err := dnswire.ReadName(msg, off)
 		if err != nil {
 			return nil, err
 		}
@@ -182,7 +134,7 @@ func parseTXTAnswer(msg []byte, id uint16, name string) ([]string, error) {
 	}
 	var txts []string
 	for range an {
-		_, o, err := readName(msg, off)
+		_, o, err := dnswire.ReadName(msg, off)
 		if err != nil {
 			return nil, err
 		}

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dsr-agent/dsr-agent/internal/dnswire"
 	"golang.org/x/sys/unix"
 )
 
@@ -98,7 +99,7 @@ func TestDNSWire(t *testing.T) {
 	// A compression loop must not hang the parser.
 	loop := append([]byte(nil), q[:12]...)
 	loop = append(loop, 0xc0, 12)
-	if _, _, err := readName(loop, 12); err == nil {
+	if _, _, err := dnswire.ReadName(loop, 12); err == nil {
 		t.Error("compression loop accepted")
 	}
 }
