@@ -12,30 +12,16 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/dsr-agent/dsr-agent/internal/lab"
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
-)
-
-// AgentBinEnv names a prebuilt dsr-agent (make test-e2e sets it); without it
-// the tests build one into a temporary directory.
-const AgentBinEnv = "DSR_AGENT_BIN"
-
-var (
-	agentOnce sync.Once
-	agentBin  string
-	agentErr  error
-	buildDir  string
 )
 
 func TestMain(m *testing.M) {
@@ -73,38 +59,13 @@ func TestMain(m *testing.M) {
 			fmt.Printf("e2e: host links, addresses, routes, %d net sysctls and nftables ruleset unchanged\n", before.Sysctls())
 		}
 	}
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	netnstest.RemoveBuiltAgent()
 	os.Exit(code)
 }
 
 func agent(t *testing.T) *lab.Agent {
 	t.Helper()
-	netnstest.RequireRoot(t)
-	agentOnce.Do(func() {
-		if p := os.Getenv(AgentBinEnv); p != "" {
-			agentBin, agentErr = filepath.Abs(p)
-			return
-		}
-		buildDir, agentErr = os.MkdirTemp("", "dsr-e2e-bin-")
-		if agentErr != nil {
-			return
-		}
-		agentBin = filepath.Join(buildDir, "dsr-agent")
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		cmd := exec.Command("go", "build", "-o", agentBin, "./cmd/dsr-agent")
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			agentErr = fmt.Errorf("go build ./cmd/dsr-agent: %w\n%s", err, out)
-		}
-	})
-	if agentErr != nil {
-		t.Fatalf("dsr-agent binary: %v", agentErr)
-	}
-	return &lab.Agent{Bin: agentBin, Dir: t.TempDir()}
+	return &lab.Agent{Bin: netnstest.AgentBinary(t), Dir: t.TempDir()}
 }
 
 type testLogWriter struct{ t *testing.T }

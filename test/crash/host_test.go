@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -27,17 +26,6 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
-)
-
-// AgentBinEnv names a prebuilt dsr-agent (make test-crash sets it); without
-// it the test builds one into a temporary directory.
-const AgentBinEnv = "DSR_AGENT_BIN"
-
-var (
-	agentOnce sync.Once
-	agentBin  string
-	agentErr  error
-	buildDir  string
 )
 
 // live are the namespaces the tests have made and not yet deleted: an
@@ -66,38 +54,14 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}()
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	netnstest.RemoveBuiltAgent()
 	os.Exit(code)
 }
 
 // agentBinary returns the dsr-agent under test, building it on first use.
 func agentBinary(t *testing.T) string {
 	t.Helper()
-	netnstest.RequireRoot(t)
-	agentOnce.Do(func() {
-		if p := os.Getenv(AgentBinEnv); p != "" {
-			agentBin, agentErr = filepath.Abs(p)
-			return
-		}
-		buildDir, agentErr = os.MkdirTemp("", "dsr-crash-bin-")
-		if agentErr != nil {
-			return
-		}
-		agentBin = filepath.Join(buildDir, "dsr-agent")
-		_, file, _, _ := runtime.Caller(0)
-		cmd := exec.Command("go", "build", "-o", agentBin, "./cmd/dsr-agent")
-		cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			agentErr = fmt.Errorf("go build ./cmd/dsr-agent: %w\n%s", err, out)
-		}
-	})
-	if agentErr != nil {
-		t.Fatalf("dsr-agent binary: %v", agentErr)
-	}
-	return agentBin
+	return netnstest.AgentBinary(t)
 }
 
 const (
