@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -75,6 +76,20 @@ func (h *Host) Status(cfg *Config) (*Report, error) {
 	}
 	h.readListeners(p)
 	return p.report(), nil
+}
+
+// StatusWithFirewalld is Status plus what a running firewalld does to the
+// config's traffic, from the same read of the host (the CLI's status; the
+// daemon never waits on D-Bus).
+func (h *Host) StatusWithFirewalld(ctx context.Context, cfg *Config) (*Report, error) {
+	p, err := h.plan(cfg, false)
+	if err != nil {
+		return nil, err
+	}
+	h.readListeners(p)
+	r := p.report()
+	r.AddFirewalld(FirewalldFindings(ctx, p.want, p.facts))
+	return r, nil
 }
 
 // readListeners dumps the sockets the config's ports need (nothing for a

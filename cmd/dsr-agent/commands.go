@@ -130,11 +130,10 @@ func statusCmd(c *cli.Context) error {
 		return err
 	}
 	defer host.Close()
-	report, err := host.Status(cfg)
+	report, err := host.StatusWithFirewalld(c.Context, cfg)
 	if err != nil {
 		return err
 	}
-	report.AddFirewalld(host.Firewalld(c.Context, cfg))
 	if c.Bool("json") {
 		enc := json.NewEncoder(c.App.Writer)
 		enc.SetIndent("", "  ")
