@@ -132,12 +132,41 @@ const (
 // AgentCheckConfig enables the HAProxy agent-check listener.
 type AgentCheckConfig struct {
 	Listen string
+	// Weight adds a weight ("up 75%") to the answer; nil: no weight, the
+	// director keeps its configured one.
+	Weight *WeightConfig
+}
+
+// WeightConfig says what the agent-check weight is computed from. Each
+// enabled signal gives a headroom in percent (100 idle, 0 saturated); the
+// weight is the smallest of them (the most loaded resource decides),
+// smoothed, and never below Min.
+type WeightConfig struct {
+	CPU bool // idle share of all CPUs over the last sample (/proc/stat)
+	// Load: the 1-minute load average per online CPU; headroom 0 at one
+	// runnable task per CPU.
+	Load bool
+	// Connections: headroom 0 at this many established TCP connections to
+	// the VIPs (sock_diag); 0 off.
+	Connections int
+	// Exec names an exec check whose dynamic weight (exit code-2,
+	// keepalived MISC_CHECK) is a signal; empty off.
+	Exec string
+	// Smoothing is the time constant of the exponential moving average of
+	// the raw weight, sampled every WeightSampleInterval; 0 no smoothing.
+	Smoothing time.Duration
+	Min       int // floor in percent, 0..100
 }
 
 // Defaults.
 const (
 	DefaultHealthPort    = 8558
 	DefaultListenerGrace = 30 * time.Second
+	// DefaultWeightSmoothing keeps a one-second spike from moving the
+	// weight more than about a tenth of the way.
+	DefaultWeightSmoothing = 10 * time.Second
+	DefaultWeightMin       = 1
+	WeightSampleInterval   = time.Second
 	defaultCheckInterval = 2 * time.Second
 	defaultCheckTimeout  = time.Second
 	defaultRise          = 2
@@ -238,7 +267,17 @@ type rawCheck struct {
 }
 
 type rawAgentCheck struct {
-	Listen string `yaml:"listen"`
+	Listen string     `yaml:"listen"`
+	Weight *rawWeight `yaml:"weight"`
+}
+
+type rawWeight struct {
+	CPU         *strictBool `yaml:"cpu"`
+	Load        *strictBool `yaml:"load"`
+	Connections *strictInt  `yaml:"connections"`
+	Exec        string      `yaml:"exec"`
+	Smoothing   *string     `yaml:"smoothing"`
+	Min         *strictInt  `yaml:"min"`
 }
 
 // LoadConfig reads and validates the config file. It touches nothing on the
@@ -287,7 +326,8 @@ var knownKeys = map[string]string{
 	"Health": "listen, allowed_sources, checks, agent_check, listener_grace",
 	"Check": "name, one of tcp, http, tls, dns, exec, udp; expect_status (http); server_name, verify, cert_expiry_warning (tls); " +
 		"query, type, expect (dns); payload, expect_reply (udp); interval, timeout, rise, fall",
-	"AgentCheck": "listen",
+	"AgentCheck": "listen, weight",
+	"Weight":     "cpu, load, connections, exec, smoothing, min",
 }
 
 // yamlTypeErr matches yaml.v3's "cannot unmarshal !!str `http` into int".

@@ -174,6 +174,12 @@ func TestParseConfigErrors(t *testing.T) {
 		{"health port zero", "vips: []\nhealth: {listen: '192.0.2.21:0'}\n", []string{"health.listen", "port 1-65535"}},
 		{"agent check on health's address", "vips: []\nhealth: {listen: '192.0.2.21:8558', agent_check: {listen: '192.0.2.21:8558'}}\n", []string{"health.agent_check.listen", "other than health.listen"}},
 		{"agent check on a VIP", "vips: [{address: 192.0.2.10}]\nhealth: {listen: '192.0.2.21:8558', agent_check: {listen: '192.0.2.10:3333'}}\n", []string{"health.agent_check.listen", "not a VIP"}},
+		{"weight without a signal", "vips: []\nhealth: {listen: '192.0.2.21:8558', agent_check: {listen: '192.0.2.21:3333', weight: {min: 5}}}\n", []string{"health.agent_check.weight", "at least one of"}},
+		{"weight from a missing exec check", "vips: []\nhealth: {listen: '192.0.2.21:8558', checks: [{name: web, tcp: '127.0.0.1:80'}], agent_check: {listen: '192.0.2.21:3333', weight: {exec: web}}}\n", []string{"health.agent_check.weight.exec", `"web"`, "exec check"}},
+		{"weight floor above 100", "vips: []\nhealth: {listen: '192.0.2.21:8558', agent_check: {listen: '192.0.2.21:3333', weight: {cpu: true, min: 101}}}\n", []string{"health.agent_check.weight.min", "101", "0..100"}},
+		{"weight smoothing negative", "vips: []\nhealth: {listen: '192.0.2.21:8558', agent_check: {listen: '192.0.2.21:3333', weight: {load: true, smoothing: -1s}}}\n", []string{"health.agent_check.weight.smoothing", "-1s"}},
+		{"weight cpu not a bool", "vips: []\nhealth: {listen: '192.0.2.21:8558', agent_check: {listen: '192.0.2.21:3333', weight: {cpu: yes please}}}\n", []string{"health.agent_check.weight.cpu", "true or false"}},
+		{"weight unknown key", "vips: []\nhealth: {listen: '192.0.2.21:8558', agent_check: {listen: '192.0.2.21:3333', weight: {memory: true}}}\n", []string{"memory", "cpu, load, connections"}},
 		{"map for list", "vips: {address: 192.0.2.10}\n", []string{"line 1", "expected a list of VIPs"}},
 		{"second document", "vips: []\n---\nmode: bogus\n", []string{"more than one YAML document"}},
 		{"this-network vip", "vips: [{address: 0.0.0.1}]\n", []string{"vips[0].address", "0.0.0.0/8"}},
@@ -263,5 +269,23 @@ func TestParseListenerGrace(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "health.listener_grace") || !strings.Contains(err.Error(), in) {
 			t.Errorf("listener_grace %q: %v", in, err)
 		}
+	}
+}
+
+func TestParseAgentCheckWeight(t *testing.T) {
+	y := "vips: []\nhealth:\n  listen: 192.0.2.21:8558\n  checks: [{name: redis, exec: [/usr/bin/redis-cli, ping]}]\n" +
+		"  agent_check: {listen: 192.0.2.21:3333, weight: {cpu: true, connections: 500, exec: redis}}\n"
+	cfg, err := ParseConfig([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := cfg.Health.AgentCheck.Weight
+	want := WeightConfig{CPU: true, Connections: 500, Exec: "redis", Smoothing: DefaultWeightSmoothing, Min: DefaultWeightMin}
+	if w == nil || *w != want {
+		t.Fatalf("weight = %+v, want %+v", w, want)
+	}
+	cfg, err = ParseConfig([]byte("vips: []\nhealth: {listen: '192.0.2.21:8558', agent_check: {listen: '192.0.2.21:3333'}}\n"))
+	if err != nil || cfg.Health.AgentCheck.Weight != nil {
+		t.Fatalf("no weight key: weight %+v, err %v", cfg.Health.AgentCheck.Weight, err)
 	}
 }

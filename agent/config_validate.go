@@ -244,8 +244,46 @@ func (rh *rawHealth) validate(errs *fieldErrors) *HealthConfig {
 			errs.add("health.agent_check.listen", rh.AgentCheck.Listen, "ip:port for the HAProxy agent-check listener")
 		}
 		h.AgentCheck = &AgentCheckConfig{Listen: rh.AgentCheck.Listen}
+		if rh.AgentCheck.Weight != nil {
+			h.AgentCheck.Weight = rh.AgentCheck.Weight.validate("health.agent_check.weight", h.Checks, errs)
+		}
 	}
 	return h
+}
+
+func (rw *rawWeight) validate(field string, checks []CheckConfig, errs *fieldErrors) *WeightConfig {
+	w := &WeightConfig{
+		CPU:       rw.CPU.value(errs, field+".cpu", false),
+		Load:      rw.Load.value(errs, field+".load", false),
+		Smoothing: DefaultWeightSmoothing,
+	}
+	w.Connections, _ = rw.Connections.value(errs, field+".connections", 0, 0, 10_000_000,
+		"a whole number of established connections at which the weight reaches its floor (0: off)")
+	w.Min, _ = rw.Min.value(errs, field+".min", DefaultWeightMin, 0, 100, "a whole percentage 0..100")
+	if rw.Smoothing != nil {
+		d, err := time.ParseDuration(*rw.Smoothing)
+		if err != nil || d < 0 || d > time.Hour {
+			errs.add(field+".smoothing", *rw.Smoothing, "a duration 0s..1h (the moving average's time constant; 0s: none)")
+		} else {
+			w.Smoothing = d
+		}
+	}
+	if rw.Exec != "" {
+		found := false
+		for _, c := range checks {
+			if c.Name == rw.Exec && c.Kind == CheckExec {
+				found = true
+			}
+		}
+		if !found {
+			errs.add(field+".exec", rw.Exec, "the name of an exec check in health.checks")
+		}
+		w.Exec = rw.Exec
+	}
+	if !w.CPU && !w.Load && w.Connections == 0 && rw.Exec == "" {
+		errs.add(field, "{}", "at least one of cpu: true, load: true, connections: N, exec: CHECK")
+	}
+	return w
 }
 
 func splitHostPort(s string) (string, int, error) {
