@@ -167,10 +167,10 @@ const (
 	DefaultWeightSmoothing = 10 * time.Second
 	DefaultWeightMin       = 1
 	WeightSampleInterval   = time.Second
-	defaultCheckInterval = 2 * time.Second
-	defaultCheckTimeout  = time.Second
-	defaultRise          = 2
-	defaultFall          = 3
+	defaultCheckInterval   = 2 * time.Second
+	defaultCheckTimeout    = time.Second
+	defaultRise            = 2
+	defaultFall            = 3
 )
 
 // The raw YAML shapes. Strings are parsed by hand so errors can name the
