@@ -41,6 +41,9 @@ type Config struct {
 	Interfaces []string
 	VIPs       []VIP
 	Health     *HealthConfig
+	// ReturnVia: replies of an L7 LB in transparent mode go back through it
+	// (nil: off).
+	ReturnVia *ReturnViaConfig
 }
 
 // VIP is one virtual address and the ports served on it.
@@ -180,12 +183,13 @@ type rawConfig struct {
 	Interfaces []string `yaml:"interfaces"`
 	// VIPs is a pointer so a missing key can be told from an explicit
 	// `vips: []`: only the latter means "no VIPs".
-	VIPs   *[]rawVIP  `yaml:"vips"`
-	Health *rawHealth `yaml:"health"`
+	VIPs      *[]rawVIP     `yaml:"vips"`
+	Health    *rawHealth    `yaml:"health"`
+	ReturnVia *rawReturnVia `yaml:"return_via"`
 }
 
 func (raw *rawConfig) empty() bool {
-	return raw.Mode == "" && raw.Interfaces == nil && raw.VIPs == nil && raw.Health == nil
+	return raw.Mode == "" && raw.Interfaces == nil && raw.VIPs == nil && raw.Health == nil && raw.ReturnVia == nil
 }
 
 type rawVIP struct {
@@ -320,10 +324,12 @@ func readCapped(path string, limit int64) ([]byte, error) {
 var yamlKeyErr = regexp.MustCompile(`field (\S+) not found in type agent\.raw(\w+)`)
 
 var knownKeys = map[string]string{
-	"Config": "mode, interfaces, vips, health",
-	"VIP":    "address, real_ip, ports",
-	"Port":   "port, protocol, to_port",
-	"Health": "listen, allowed_sources, checks, agent_check, listener_grace",
+	"Config":     "mode, interfaces, vips, health, return_via",
+	"ReturnVia":  "gateway, gateway6, ports, table",
+	"ReturnPort": "port, protocol",
+	"VIP":        "address, real_ip, ports",
+	"Port":       "port, protocol, to_port",
+	"Health":     "listen, allowed_sources, checks, agent_check, listener_grace",
 	"Check": "name, one of tcp, http, tls, dns, exec, udp; expect_status (http); server_name, verify, cert_expiry_warning (tls); " +
 		"query, type, expect (dns); payload, expect_reply (udp); interval, timeout, rise, fall",
 	"AgentCheck": "listen, weight",
@@ -337,6 +343,7 @@ var goTypeWords = map[string]string{
 	"int": "a number", "*int": "a number", "string": "a string",
 	"[]string": "a list of strings", "[]agent.rawVIP": "a list of VIPs",
 	"[]agent.rawPort": "a list of ports", "[]agent.rawCheck": "a list of checks",
+	"[]agent.rawReturnPort": "a list of ports",
 }
 
 // yamlMessage rewrites yaml.v3 errors in the config's own terms: unknown

@@ -56,6 +56,16 @@ func (raw *rawConfig) validate() (*Config, error) {
 		cfg.Health = raw.Health.validate(&errs)
 		checkListeners(cfg, &errs)
 	}
+	if raw.ReturnVia != nil {
+		vips := map[netip.Addr]bool{}
+		for _, v := range cfg.VIPs {
+			vips[v.Address] = true
+		}
+		cfg.ReturnVia = raw.ReturnVia.validate(vips, &errs)
+		if raw.VIPs != nil && len(*raw.VIPs) == 0 {
+			errs.add("return_via", "", "no return_via with `vips: []` (an empty VIP list plans nothing at all; list the VIPs or drop return_via)")
+		}
+	}
 	if err := errs.err(); err != nil {
 		return nil, err
 	}

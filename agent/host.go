@@ -15,6 +15,7 @@ import (
 	"github.com/dsr-agent/dsr-agent/firewalld"
 	"github.com/dsr-agent/dsr-agent/listener"
 	"github.com/dsr-agent/dsr-agent/loopback"
+	"github.com/dsr-agent/dsr-agent/route"
 )
 
 // Host is the kernel state dsr-agent manages in one network namespace, plus
@@ -115,7 +116,7 @@ func (h *Host) plan(cfg *Config, moveAside bool) (*planned, error) {
 
 func (h *Host) planWith(f *Facts, d *Desired) (*planned, error) {
 	sysctls, tables := &sysctlSurface{proc: h.sysctl}, &tableSurface{mgr: h.tables}
-	surfaces := []surface{&addrSurface{mgr: h.addrs, addrs: f.Addrs}, sysctls, tables}
+	surfaces := []surface{&addrSurface{mgr: h.addrs, addrs: f.Addrs}, sysctls, tables, &routeSurface{mgr: &route.Manager{NL: h.nl}}}
 	for _, s := range surfaces {
 		if d.HandsOff {
 			break // nothing will be diffed

@@ -9,6 +9,7 @@ import (
 	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/firewall"
 	"github.com/dsr-agent/dsr-agent/loopback"
+	"github.com/dsr-agent/dsr-agent/route"
 )
 
 // Desired is the host state a config asks for on this host: the policy's
@@ -23,6 +24,11 @@ type Desired struct {
 	// Addrs are the VIP addresses; labels are assigned when planning.
 	Addrs  []loopback.Addr
 	Tables map[firewall.Family]firewall.Spec
+	// Rules and Routes are return_via's policy routing; RouteTables the
+	// tables it uses (whose foreign routes make it refuse).
+	Rules       []route.Rule
+	Routes      []route.Route
+	RouteTables []int
 	// Health is the health section with host defaults filled in (a copy;
 	// nil when the config has none).
 	Health *HealthConfig
@@ -41,6 +47,7 @@ func Resolve(cfg *Config, f *Facts) (*Desired, error) {
 	resolveInterfaces(cfg, f, d, &errs)
 	checkVIPs(cfg, f, d, &errs)
 	d.Health = resolveHealth(cfg, f, d, &errs)
+	resolveReturnVia(cfg, f, d, &errs)
 	if err := errs.hostErr(); err != nil {
 		return nil, err
 	}

@@ -23,6 +23,9 @@ const (
 	PhaseRedirect
 	// PhaseAddVIPs: the VIPs, once nothing can answer ARP for them.
 	PhaseAddVIPs
+	// PhaseReturnPath: return_via's policy routing (rules and the LB's
+	// table); it has no bearing on ARP.
+	PhaseReturnPath
 	// PhaseRemoveTables: tables of a mode no longer configured.
 	PhaseRemoveTables
 	// PhaseRestore: sysctl values found before dsr-agent, written back last.
@@ -40,6 +43,10 @@ const (
 	AddrAdd       ChangeKind = "addr-add"
 	TableDelete   ChangeKind = "table-delete"
 	SysctlRestore ChangeKind = "sysctl-restore"
+	RuleAdd       ChangeKind = "rule-add"
+	RuleDel       ChangeKind = "rule-del"
+	RouteReplace  ChangeKind = "route-replace"
+	RouteDel      ChangeKind = "route-del"
 )
 
 // Change is one step of a plan. The surface that made it gave it its own

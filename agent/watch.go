@@ -10,6 +10,7 @@ import (
 	"github.com/dsr-agent/dsr-agent/internal/resubscribe"
 	"github.com/dsr-agent/dsr-agent/listener"
 	"github.com/dsr-agent/dsr-agent/loopback"
+	"github.com/dsr-agent/dsr-agent/route"
 )
 
 // Watchers are the surfaces' change notifications, for the daemon: one per
@@ -34,6 +35,7 @@ func (w *Watchers) Run(ctx context.Context, wake resubscribe.Wake, log *slog.Log
 	go loopback.WatchAddrs(ctx, wake, log)             // VIPs deleted
 	go loopback.WatchLinks(ctx, wake, log)             // NICs re-created, renamed, up/down
 	go firewall.Watch(ctx, wake, log)                  // dsr-agent's tables edited, flushed, dormant
+	go route.Watch(ctx, wake, log)                     // return_via's rules and routes deleted or changed
 	go w.listeners.Run(ctx, wake, log, w.ListenerPoll) // services started or stopped on the VIP ports
 	w.sysctls.Run(ctx, wake, sysctlPoll)
 }

@@ -1,0 +1,77 @@
+package agent
+
+import (
+	"net/netip"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/dsr-agent/dsr-agent/route"
+)
+
+// returnPriority is where dsr-agent's rules sit: before the main table
+// (32766), after the local table (0) and well clear of the low numbers
+// other tools use.
+const returnPriority = DefaultReturnTable
+
+// resolveReturnVia turns return_via into rules and routes on this host: a
+// table whose default route is the LB, on the LB-facing interface that
+// reaches it; and either one rule per own address and service port (only
+// those replies use the table) or, without ports, rules that make the LB
+// the default route of everything while the main table's specific routes
+// still win (`lookup main suppress_prefixlength 0` first).
+func resolveReturnVia(cfg *Config, f *Facts, d *Desired, errs *fieldErrors) {
+	rv := cfg.ReturnVia
+	if rv == nil {
+		return
+	}
+	d.RouteTables = []int{rv.Table}
+	for _, gw := range []struct {
+		field string
+		addr  netip.Addr
+	}{{"return_via.gateway", rv.Gateway}, {"return_via.gateway6", rv.Gateway6}} {
+		if !gw.addr.IsValid() {
+			continue
+		}
+		v6 := gw.addr.Is6()
+		link, own := "", []netip.Addr(nil)
+		for _, ifc := range d.Interfaces {
+			for _, a := range f.Addrs {
+				if a.Link != ifc || a.Prefix.Addr().Is6() != v6 || f.State.owns(a.Link, a.Prefix.String()) {
+					continue
+				}
+				if a.Prefix.Addr().IsLinkLocalUnicast() {
+					if gw.addr.IsLinkLocalUnicast() && link == "" {
+						link = ifc
+					}
+					continue // replies to clients never leave from a link-local address
+				}
+				own = append(own, a.Prefix.Addr())
+				if link == "" && a.Prefix.Masked().Contains(gw.addr) {
+					link = ifc
+				}
+			}
+		}
+		switch {
+		case link == "":
+			errs.add(gw.field, gw.addr.String(), "the L7 load balancer on the segment of an LB-facing interface ("+strings.Join(d.Interfaces, ", ")+"): no address there covers it")
+			continue
+		case len(own) == 0:
+			errs.add(gw.field, gw.addr.String(), "a gateway for a family this host has an address of on "+strings.Join(d.Interfaces, ", "))
+			continue
+		}
+		d.Routes = append(d.Routes, route.Route{Gateway: gw.addr, Link: link, Table: rv.Table})
+		if rv.Whole() {
+			d.Rules = append(d.Rules,
+				route.Rule{IPv6: v6, Priority: returnPriority - 1, Table: unix.RT_TABLE_MAIN, SuppressPrefixLen: 0},
+				route.Rule{IPv6: v6, Priority: returnPriority, Table: rv.Table, SuppressPrefixLen: -1})
+			continue
+		}
+		for _, a := range own {
+			for _, p := range rv.Ports {
+				d.Rules = append(d.Rules, route.Rule{IPv6: v6, Priority: returnPriority, Src: netip.PrefixFrom(a, a.BitLen()),
+					IPProto: p.Protocol.Number(), SPort: p.Port, Table: rv.Table, SuppressPrefixLen: -1})
+			}
+		}
+	}
+}

@@ -1,0 +1,119 @@
+package agent
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+const returnViaCfg = loopbackCfg + "return_via: {gateway: 198.51.100.252, gateway6: '2001:db8:1::252', ports: [{port: 443}, {port: 53, protocol: udp}]}\n"
+
+// return_via on the real kernel: the rules and the table, in sync after one
+// apply; every drift (a rule deleted, the route's gateway changed by hand,
+// the table flushed) is a named difference that apply repairs; the kernel
+// routes a reply from a listed port via the LB and anything else by the
+// main table; remove leaves the policy database as it found it.
+func TestReturnViaKernel(t *testing.T) {
+	th := newTestHost(t)
+	th.ns.Exec(t, "ip", "rule", "add", "priority", "100", "from", "198.51.100.21", "ipproto", "tcp", "sport", "22", "lookup", "main")
+	th.ns.Exec(t, "ip", "route", "add", "203.0.113.0/24", "via", "198.51.100.1", "table", "9000")
+	rulesBefore := th.ns.Exec(t, "ip", "rule", "show") + th.ns.Exec(t, "ip", "-6", "rule", "show")
+	foreign := th.foreign()
+
+	p := th.apply(returnViaCfg)
+	for _, want := range []string{
+		"ip route replace default via 198.51.100.252 dev eth0.100 table 8558 proto 213",
+		"ip -6 route replace default via 2001:db8:1::252 dev eth0.100 table 8558 proto 213",
+		"ip rule add priority 8558 from 198.51.100.21 ipproto tcp sport 443 lookup 8558 proto 213",
+		"ip rule add priority 8558 from 198.51.100.21 ipproto udp sport 53 lookup 8558 proto 213",
+		"ip -6 rule add priority 8558 from 2001:db8:1::21 ipproto tcp sport 443 lookup 8558 proto 213",
+	} {
+		if !strings.Contains(p.String(), want) {
+			t.Errorf("apply output lacks %q:\n%s", want, p)
+		}
+	}
+	th.requireInSync(returnViaCfg)
+
+	route := func(args ...string) string {
+		return th.ns.Exec(t, "ip", append([]string{"route", "get"}, args...)...)
+	}
+	if got := route("203.0.113.9", "from", "198.51.100.21", "ipproto", "tcp", "sport", "443"); !strings.Contains(got, "via 198.51.100.252") {
+		t.Errorf("a reply from 443 does not go via the LB: %s", got)
+	}
+	if got := route("203.0.113.9", "from", "198.51.100.21", "ipproto", "tcp", "sport", "40000", "dport", "443"); !strings.Contains(got, "via 198.51.100.1 ") {
+		t.Errorf("a connection the host opens to port 443 goes via the LB: %s", got)
+	}
+	if got := route("203.0.113.9", "from", "192.0.2.10", "ipproto", "tcp", "sport", "443"); !strings.Contains(got, "via 198.51.100.1 ") {
+		t.Errorf("a DSR reply from the VIP goes via the L7 LB: %s", got)
+	}
+
+	drift := func(kind string, breakIt ...string) {
+		t.Helper()
+		th.ns.Exec(t, breakIt[0], breakIt[1:]...)
+		r := th.status(returnViaCfg)
+		found := false
+		for _, d := range r.Differences {
+			found = found || d.Kind == kind
+		}
+		if r.InSync || !found {
+			t.Errorf("after %v: in sync %v, want a %s difference:\n%s", breakIt, r.InSync, kind, r)
+		}
+		th.apply(returnViaCfg)
+		th.requireInSync(returnViaCfg)
+	}
+	drift("rule-missing", "ip", "rule", "del", "priority", "8558", "from", "198.51.100.21", "ipproto", "tcp", "sport", "443", "lookup", "8558")
+	drift("route-missing", "ip", "route", "replace", "default", "via", "198.51.100.77", "dev", "eth0.100", "table", "8558", "proto", "213")
+	drift("route-missing", "ip", "-6", "route", "flush", "table", "8558")
+	drift("rule-unexpected", "ip", "rule", "add", "priority", "8558", "from", "198.51.100.21", "ipproto", "tcp", "sport", "8443", "lookup", "8558", "proto", "213")
+
+	// The whole default route, as the seed does: everything but the main
+	// table's specific routes goes via the LB.
+	whole := loopbackCfg + "return_via: {gateway: 198.51.100.252}\n"
+	th.apply(whole)
+	th.requireInSync(whole)
+	if got := route("203.0.113.9", "from", "198.51.100.21"); !strings.Contains(got, "via 198.51.100.252") {
+		t.Errorf("whole default route: not via the LB: %s", got)
+	}
+	if got := route("198.51.100.50"); strings.Contains(got, "via") {
+		t.Errorf("whole default route: the LB's own segment is routed via a gateway: %s", got)
+	}
+	if strings.Contains(th.ns.Exec(t, "ip", "-6", "rule", "show"), "8558") {
+		t.Error("IPv6 rules left after gateway6 was dropped from the config")
+	}
+
+	if _, err := th.host.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if got := th.ns.Exec(t, "ip", "rule", "show") + th.ns.Exec(t, "ip", "-6", "rule", "show"); got != rulesBefore {
+		t.Errorf("rules after remove:\n%s\nwant:\n%s", got, rulesBefore)
+	}
+	if got := th.ns.Exec(t, "ip", "route", "show", "table", "8558"); got != "" {
+		t.Errorf("table 8558 after remove: %s", got)
+	}
+	if got := th.foreign(); got != foreign {
+		t.Errorf("foreign state changed:\n%s\nwant:\n%s", got, foreign)
+	}
+	if !strings.Contains(th.ns.Exec(t, "ip", "route", "show", "table", "9000"), "203.0.113.0/24") {
+		t.Error("a foreign table lost its route")
+	}
+}
+
+// A table that already holds someone else's routes is refused before any
+// change, naming the field; and a gateway off the LB-facing segment is a
+// host mismatch.
+func TestReturnViaRefusesForeignTableAndOffLinkGateway(t *testing.T) {
+	th := newTestHost(t)
+	th.ns.Exec(t, "ip", "route", "add", "203.0.113.0/24", "via", "198.51.100.1", "table", "9000")
+	before := th.foreign()
+	cfg := mustConfig(t, loopbackCfg+"return_via: {gateway: 198.51.100.252, table: 9000, ports: [{port: 443}]}\n")
+	if _, err := th.host.Apply(cfg); err == nil || !strings.Contains(err.Error(), "return_via.table") || !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("apply into a foreign table: %v", err)
+	}
+	if got := th.foreign(); got != before {
+		t.Errorf("a refused apply changed the host:\n%s", got)
+	}
+	cfg = mustConfig(t, loopbackCfg+"return_via: {gateway: 10.1.1.1, ports: [{port: 443}]}\n")
+	if _, err := th.host.Apply(cfg); err == nil || !errors.Is(err, ErrHostMismatch) || !strings.Contains(err.Error(), "return_via.gateway") || !strings.Contains(err.Error(), `"10.1.1.1"`) {
+		t.Fatalf("off-link gateway: %v", err)
+	}
+}

@@ -1,0 +1,84 @@
+package route
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+
+	"github.com/dsr-agent/dsr-agent/internal/resubscribe"
+)
+
+// Watch wakes with "route" when a rule or route carrying dsr-agent's mark is
+// added or deleted (`ip rule del`, `ip route flush table N`, a network
+// manager rewriting the policy database). Rules and routes of others do not
+// wake it. A link going down takes its IPv4 routes with it without a
+// notification; the link watcher covers that.
+func Watch(ctx context.Context, wake resubscribe.Wake, log *slog.Logger) {
+	groups := []uint{unix.RTNLGRP_IPV4_RULE, unix.RTNLGRP_IPV6_RULE, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE}
+	for ctx.Err() == nil {
+		s, err := nl.Subscribe(unix.NETLINK_ROUTE, groups...)
+		if err == nil {
+			err = s.SetReceiveBufferSize(resubscribe.RcvBuf, true)
+		}
+		if err == nil {
+			// Closing the socket does not end a blocked recvfrom, so wake
+			// up now and then to see whether ctx is done.
+			err = s.SetReceiveTimeout(&unix.Timeval{Sec: 1})
+		}
+		if err != nil {
+			log.Error("netlink rule/route subscription failed; retrying", "err", err)
+			if s != nil {
+				s.Close()
+			}
+			resubscribe.Sleep(ctx, resubscribe.Delay)
+			continue
+		}
+		for ctx.Err() == nil {
+			msgs, _, err := s.Receive()
+			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil {
+				break
+			}
+			for _, m := range msgs {
+				if ours(m.Header.Type, m.Data) {
+					wake("route")
+				}
+			}
+		}
+		s.Close()
+		if ctx.Err() == nil {
+			log.Warn("netlink rule/route subscription closed; reopening with a full resync")
+			wake(resubscribe.Trigger)
+			resubscribe.Sleep(ctx, resubscribe.Delay)
+		}
+	}
+}
+
+// ours reports whether a rule or route message carries dsr-agent's mark:
+// routes have it in the rtmsg header, rules (struct fib_rule_hdr, the same
+// 12 bytes) in FRA_PROTOCOL.
+func ours(typ uint16, data []byte) bool {
+	switch typ {
+	case unix.RTM_NEWROUTE, unix.RTM_DELROUTE:
+		return len(data) >= unix.SizeofRtMsg && nl.DeserializeRtMsg(data).Protocol == Proto
+	case unix.RTM_NEWRULE, unix.RTM_DELRULE:
+		if len(data) < unix.SizeofRtMsg {
+			return false
+		}
+		attrs, err := nl.ParseRouteAttr(data[unix.SizeofRtMsg:])
+		if err != nil {
+			return false
+		}
+		for _, a := range attrs {
+			if a.Attr.Type == nl.FRA_PROTOCOL && len(a.Value) > 0 {
+				return a.Value[0] == Proto
+			}
+		}
+	}
+	return false
+}
