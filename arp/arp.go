@@ -91,8 +91,9 @@ var Rules = []Rule{
 		// Loose mode has a trap: when dev has no IPv4 address at all
 		// ("if (no_addr) goto last_resort", then "if (rpf) goto e_rpf") every
 		// non-zero value drops the packet. tunl0 must carry an IPv4 address
-		// (e.g. the VIP /32) for 2 to work; an address-less tunl0 needs 0 on
-		// the device and on all.
+		// (the VIP /32 is enough: tunl0 is NOARP, so it is never announced)
+		// for 2 to work; an address-less tunl0 needs 0 on the device and on
+		// all (TestRPFilterKernel shows each case).
 		Key: "rp_filter", Target: 2, Decap: true,
 		Suppresses: func(v int) bool { return v != 1 },
 		Caveat:     func(int) string { return "" },
@@ -138,8 +139,10 @@ func Suppression(ifaces []string) []Setting {
 // Decapsulation returns the settings that keep the kernel from dropping
 // packets decapsulated onto devs (tunl0: IPIP and GUE both land there): "all"
 // first, judged but never written, then each device, written to 2 (loose)
-// when max(all, device) is 1 (strict). Loose on a device needs an IPv4
-// address on that device (see the rp_filter rule).
+// when max(all, device) is 1 (strict). Loose mode accepts only on a device
+// that holds an IPv4 address (the VIP /32 will do); on an address-less one
+// the kernel drops under any non-zero value (see the rp_filter rule), which
+// these settings cannot express: the caller must give the device an address.
 func Decapsulation(devs []string) []Setting {
 	var out []Setting
 	for i := range Rules {

@@ -142,24 +142,28 @@ func TestRPFilterProcInNamespace(t *testing.T) {
 // or the kernel counts it as IPReversePathFilter, whichever happens.
 func TestRPFilterKernel(t *testing.T) {
 	cases := []struct {
-		name       string
-		all, dev   string
-		devAddress bool
-		accepted   bool
+		name     string
+		all, dev string
+		// devCIDR is the device's only IPv4 address ("" for none). The VIP
+		// /32 itself (tunl0 holding the VIP instead of lo) is enough.
+		devCIDR  string
+		accepted bool
 	}{
-		{"strict on the device drops (negative control)", "0", "1", true, false},
-		{"strict on all drops: max(all, dev)", "1", "0", true, false},
-		{"loose on the device overrides strict all", "1", "2", true, true},
-		{"3 behaves as loose", "1", "3", true, true},
-		{"off accepts", "0", "0", true, true},
-		{"loose on an address-less device drops", "0", "2", false, false},
-		{"off on an address-less device accepts", "0", "0", false, true},
+		{"strict on the device drops (negative control)", "0", "1", "10.1.0.1/24", false},
+		{"strict on all drops: max(all, dev)", "1", "0", "10.1.0.1/24", false},
+		{"loose on the device overrides strict all", "1", "2", "10.1.0.1/24", true},
+		{"3 behaves as loose", "1", "3", "10.1.0.1/24", true},
+		{"off accepts", "0", "0", "10.1.0.1/24", true},
+		{"loose on an address-less device drops", "1", "2", "", false},
+		{"loose on an address-less device drops even with all off", "0", "2", "", false},
+		{"off on an address-less device accepts", "0", "0", "", true},
+		{"loose on a device holding only the VIP accepts", "1", "2", rpVIP + "/32", true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got := rpFilterDelivers(t, c.all, c.dev, c.devAddress)
+			got := rpFilterDelivers(t, c.all, c.dev, c.devCIDR)
 			if got != c.accepted {
-				t.Fatalf("all=%s dev=%s address=%v: delivered = %v, want %v", c.all, c.dev, c.devAddress, got, c.accepted)
+				t.Fatalf("all=%s dev=%s address %q: delivered = %v, want %v", c.all, c.dev, c.devCIDR, got, c.accepted)
 			}
 		})
 	}
@@ -173,18 +177,20 @@ const (
 
 // rpFilterDelivers builds the two namespaces, sends one datagram and reports
 // whether it was delivered (true) or dropped by rp_filter (false).
-func rpFilterDelivers(t *testing.T, all, dev string, devAddress bool) bool {
+func rpFilterDelivers(t *testing.T, all, dev, devCIDR string) bool {
 	srv, cli := netnstest.New(t), netnstest.New(t)
 	var srvCIDRs []string
-	if devAddress {
-		srvCIDRs = []string{"10.1.0.1/24"}
+	if devCIDR != "" {
+		srvCIDRs = []string{devCIDR}
 	}
 	netnstest.Connect(t, cli, "c0", []string{rpClient + "/24"}, srv, "s0", srvCIDRs)
 	// The route back to the client leaves by another interface, as a
 	// decapsulated client's does (via the default route, not tunl0).
 	srv.AddDummy(t, "o0")
 	srv.Exec(t, "ip", "route", "add", "198.51.100.0/24", "dev", "o0")
-	srv.Exec(t, "ip", "addr", "add", rpVIP+"/32", "dev", "lo")
+	if devCIDR != rpVIP+"/32" {
+		srv.Exec(t, "ip", "addr", "add", rpVIP+"/32", "dev", "lo")
+	}
 	s0, err := srv.Netlink.LinkByName("s0")
 	if err != nil {
 		t.Fatal(err)
