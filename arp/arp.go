@@ -32,6 +32,9 @@ type Rule struct {
 	// Caveat is non-empty for a value that suppresses at a cost the operator
 	// must hear about.
 	Caveat func(v int) string
+	// Decap marks a rule that guards decapsulated packets (tunnel mode), not
+	// ARP: Suppression leaves it out, Decapsulation returns it.
+	Decap bool
 }
 
 // Rules is the table of what really suppresses, with the kernel's reasons
@@ -70,6 +73,31 @@ var Rules = []Rule{
 		Suppresses: func(v int) bool { return v == 2 },
 		Caveat:     func(int) string { return "" },
 	},
+	{
+		// For rp_filter, Suppresses means "does not drop a decapsulated packet
+		// whose source is routed via another interface" (a client of a VIP
+		// reached over IPIP/GUE: the reply route to it is the default route,
+		// not tunl0). The kernel (net/ipv4/fib_frontend.c) takes
+		// r = IN_DEV_RPFILTER(idev) = max(all, dev) (IN_DEV_MAXCONF):
+		//   0      fib_validate_source() accepts without a reverse lookup
+		//          (unless the source is one of this host's own addresses).
+		//   1      __fib_validate_source(): the route back to the source is not
+		//          via dev, and "if (rpf == 1) goto e_rpf": dropped (-EXDEV,
+		//          counted as IPReversePathFilter).
+		//   2      loose: any route back to the source will do: accepted.
+		//   >2     the code tests only "rpf == 1" and "rpf != 0", so 3, 255 and
+		//          even negative values behave as 2 (the sysctl is a plain
+		//          proc_dointvec: the kernel accepts any int).
+		// Loose mode has a trap: when dev has no IPv4 address at all
+		// ("if (no_addr) goto last_resort", then "if (rpf) goto e_rpf") every
+		// non-zero value drops the packet. tunl0 must carry an IPv4 address
+		// (the VIP /32 is enough: tunl0 is NOARP, so it is never announced)
+		// for 2 to work; an address-less tunl0 needs 0 on the device and on
+		// all (TestRPFilterKernel shows each case).
+		Key: "rp_filter", Target: 2, Decap: true,
+		Suppresses: func(v int) bool { return v != 1 },
+		Caveat:     func(int) string { return "" },
+	},
 }
 
 // Setting is one sysctl dsr-agent wants to suppress ARP, judged by Rule.
@@ -82,6 +110,11 @@ type Setting struct {
 	// interfaces must suppress by their own value, as the RHEL guide sets
 	// them, so the intent is visible on each.
 	Inherited bool
+	// JudgedOnly marks a value that is read, so the settings after it are
+	// judged by max(it, theirs), but never written: "all" for rp_filter,
+	// where the device's own value fixes the maximum alone (max(1, 2) = 2),
+	// and lowering "all" would loosen every interface of the host.
+	JudgedOnly bool
 }
 
 // Value is what dsr-agent writes.
@@ -94,7 +127,31 @@ func Suppression(ifaces []string) []Setting {
 	var out []Setting
 	for _, iface := range append([]string{"all", "default"}, ifaces...) {
 		for i := range Rules {
+			if Rules[i].Decap {
+				continue
+			}
 			out = append(out, Setting{Path: ConfPath(iface, Rules[i].Key), Rule: &Rules[i], Inherited: iface == "default"})
+		}
+	}
+	return out
+}
+
+// Decapsulation returns the settings that keep the kernel from dropping
+// packets decapsulated onto devs (tunl0: IPIP and GUE both land there): "all"
+// first, judged but never written, then each device, written to 2 (loose)
+// when max(all, device) is 1 (strict). Loose mode accepts only on a device
+// that holds an IPv4 address (the VIP /32 will do); on an address-less one
+// the kernel drops under any non-zero value (see the rp_filter rule), which
+// these settings cannot express: the caller must give the device an address.
+func Decapsulation(devs []string) []Setting {
+	var out []Setting
+	for i := range Rules {
+		if !Rules[i].Decap {
+			continue
+		}
+		out = append(out, Setting{Path: ConfPath("all", Rules[i].Key), Rule: &Rules[i], JudgedOnly: true})
+		for _, d := range devs {
+			out = append(out, Setting{Path: ConfPath(d, Rules[i].Key), Rule: &Rules[i]})
 		}
 	}
 	return out
@@ -137,6 +194,10 @@ func Needed(want []Setting, cur map[string]string) []Verdict {
 		v, err := strconv.Atoi(c)
 		var reason string
 		switch {
+		case s.JudgedOnly:
+			// Recorded below as the value "all" keeps; never written. A
+			// missing or garbled one only makes the devices unjudgeable,
+			// and so written.
 		case c == "":
 			reason = "missing"
 		case err != nil:
@@ -145,6 +206,18 @@ func Needed(want []Setting, cur map[string]string) []Verdict {
 			eff, ok := Effective(allAfter[s.Rule.Key], c)
 			if !ok || !s.Rule.Suppresses(eff) {
 				reason = fmt.Sprintf("is %s, want %s (interfaces created later would use max(all, default) = %d)", c, s.Value(), eff)
+			}
+		case s.Rule.Decap:
+			if a, ok := allAfter[s.Rule.Key]; ok {
+				eff, ok := Effective(a, c)
+				switch {
+				case !ok:
+					reason = fmt.Sprintf("is %s, want %s (all is %q: only the device's own %s makes max(all, %s) loose)", c, s.Value(), a, s.Value(), iface)
+				case !s.Rule.Suppresses(eff):
+					reason = fmt.Sprintf("is %s, want %s (max(all, %s) = %d drops decapsulated packets)", c, s.Value(), iface, eff)
+				}
+			} else if !s.Rule.Suppresses(v) {
+				reason = fmt.Sprintf("is %s, want %s", c, s.Value())
 			}
 		case !s.Rule.Suppresses(v):
 			reason = fmt.Sprintf("is %s, want %s", c, s.Value())

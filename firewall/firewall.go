@@ -1,5 +1,7 @@
 // Package firewall owns dsr-agent's nftables tables: an arp filter table for
-// the arptables mode and ip/ip6 nat tables for the firewalld mode. Each table
+// the arptables mode, ip/ip6 nat tables for the firewalld mode and ip/ip6
+// MSS-clamp tables for the tunnel mode (same names as the nat tables: the
+// modes are exclusive). Each table
 // is replaced atomically in one batch and compared with the kernel's copy to
 // find hand edits: rules and elements, and also what switches a table off
 // while its rules still list (table flags such as dormant, a chain's type,
