@@ -14,6 +14,7 @@ import (
 	"github.com/dsr-agent/dsr-agent/firewall"
 	"github.com/dsr-agent/dsr-agent/internal/golden"
 	"github.com/dsr-agent/dsr-agent/loopback"
+	"github.com/dsr-agent/dsr-agent/route"
 )
 
 func mustConfig(t *testing.T, y string) *Config {
@@ -35,6 +36,7 @@ type simHost struct {
 	facts   *Facts
 	sysctls map[string]string
 	tables  map[firewall.Family]bool
+	routes  *route.Observed
 }
 
 // newSimHost is a host with only its NIC address and default sysctls (0).
@@ -49,6 +51,7 @@ func newSimHost() *simHost {
 		},
 		sysctls: map[string]string{},
 		tables:  map[firewall.Family]bool{},
+		routes:  &route.Observed{},
 	}
 }
 
@@ -82,7 +85,7 @@ func (s *simHost) planned(t *testing.T, cfg *Config) *planned {
 		}
 	}
 	sysctls, tables := &sysctlSurface{cur: cur}, &tableSurface{present: s.tables, why: why}
-	surfaces := []surface{&addrSurface{addrs: s.facts.Addrs}, sysctls, tables}
+	surfaces := []surface{&addrSurface{addrs: s.facts.Addrs}, sysctls, tables, &routeSurface{obs: s.routes}}
 	return &planned{plan: planFrom(surfaces, d, s.facts.State), facts: s.facts, want: d, sysctls: sysctls, tables: tables}
 }
 
@@ -121,6 +124,10 @@ func (s *simHost) apply(t *testing.T, p *Plan, d *Desired) {
 					s.tables[fam] = c.Kind == TableReplace
 				}
 			}
+		case c.Kind == RuleAdd || c.Kind == RuleDel || c.Kind == RouteReplace || c.Kind == RouteDel:
+			// The route surface's changes take the kernel to exactly the
+			// desired rules and routes.
+			s.routes = &route.Observed{Rules: d.Rules, Routes: d.Routes}
 		default:
 			t.Fatalf("simHost cannot play %s", c.Kind)
 		}
@@ -204,7 +211,9 @@ func TestRouterStates(t *testing.T) {
 		{"05-firewalld", "mode: firewalld\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10, ports: [{port: 80}]}, {address: '2001:db8::10', ports: [{port: 443, to_port: 8443}]}]\n"},
 		{"06-empty-vip-list", "mode: firewalld\ninterfaces: [eth0.100]\nvips: []\n"},
 		{"07-loopback-again", "mode: loopback\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\n"},
-		{"08-remove", ""},
+		{"08-return-via-ports", "mode: loopback\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\nreturn_via: {gateway: 198.51.100.252, ports: [{port: 443}, {port: 80}]}\n"},
+		{"09-return-via-whole-default", "mode: loopback\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\nreturn_via: {gateway: 198.51.100.252}\n"},
+		{"10-remove", ""},
 	}
 	h := newSimHost()
 	var transcript strings.Builder

@@ -55,17 +55,9 @@ func (s *routeSurface) observe(d *Desired, _ *State) error {
 func (s *routeSurface) diff(d *Desired, _ *State) []Change {
 	delRules, addRules, delRoutes, putRoutes := route.Diff(d.Rules, d.Routes, s.obs)
 	var out []Change
-	// Rules go before the route they lead to, and come after it.
-	for _, r := range delRules {
-		out = append(out, Change{Kind: RuleDel, Subject: "rule " + r.String(), Reason: "not in the config",
-			Command: r.Command("del"), phase: PhaseReturnPath, drift: "rule-unexpected",
-			apply: func() error { return s.mgr.DelRule(r) }})
-	}
-	for _, r := range delRoutes {
-		out = append(out, Change{Kind: RouteDel, Subject: "route " + r.String(), Reason: "not in the config",
-			Command: r.Command("del"), phase: PhaseReturnPath, drift: "route-unexpected",
-			apply: func() error { return s.mgr.DelRoute(r) }})
-	}
+	// Add before delete (a changed rule set or gateway never leaves a
+	// moment without a return path); a route before the rules that lead
+	// to it, rules before the route they led to.
 	for _, r := range putRoutes {
 		reason := "missing"
 		for _, o := range s.obs.Routes {
@@ -81,6 +73,16 @@ func (s *routeSurface) diff(d *Desired, _ *State) []Change {
 		out = append(out, Change{Kind: RuleAdd, Subject: "rule " + r.String(), Reason: "missing",
 			Command: r.Command("add"), phase: PhaseReturnPath, drift: "rule-missing",
 			apply: func() error { return s.mgr.AddRule(r) }})
+	}
+	for _, r := range delRules {
+		out = append(out, Change{Kind: RuleDel, Subject: "rule " + r.String(), Reason: "not in the config",
+			Command: r.Command("del"), phase: PhaseReturnPath, drift: "rule-unexpected",
+			apply: func() error { return s.mgr.DelRule(r) }})
+	}
+	for _, r := range delRoutes {
+		out = append(out, Change{Kind: RouteDel, Subject: "route " + r.String(), Reason: "not in the config",
+			Command: r.Command("del"), phase: PhaseReturnPath, drift: "route-unexpected",
+			apply: func() error { return s.mgr.DelRoute(r) }})
 	}
 	return out
 }
