@@ -172,7 +172,9 @@ func freeAddr(t *testing.T) string {
 }
 
 // serverStatus reads the status column of `show stat` for backend/server.
-func serverStatus(sock, backend, server string) string { return serverField(sock, backend, server, "status") }
+func serverStatus(sock, backend, server string) string {
+	return serverField(sock, backend, server, "status")
+}
 
 // statsCommand sends one command to the stats socket and returns the answer.
 func statsCommand(sock, command string) string {
