@@ -72,6 +72,8 @@ type daemon struct {
 	agentCancel context.CancelFunc
 	httpAddr    string
 	agentAddr   string
+	// weight is the agent-check weight's sampler, nil when off.
+	weight *weightLoop
 
 	retryDelay time.Duration
 	retryTimer *time.Timer
@@ -133,6 +135,7 @@ func Run(ctx context.Context, o Options) error {
 
 	d.configureHealth(ctx, nil)
 	defer d.stopHealth()
+	defer d.stopWeight()
 
 	// Subscribe before the first apply so nothing changed between the apply
 	// and the subscription goes unnoticed.

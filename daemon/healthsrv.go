@@ -15,6 +15,7 @@ func (d *daemon) configureHealth(ctx context.Context, prev *agent.HealthConfig) 
 	if h == nil {
 		d.stopHealth()
 		d.checker.Set(ctx, nil)
+		d.configureWeight(ctx)
 		return
 	}
 	d.state.SetListenerGrace(h.ListenerGrace)
@@ -62,6 +63,7 @@ func (d *daemon) configureHealth(ctx context.Context, prev *agent.HealthConfig) 
 	if d.agentSrv != nil {
 		d.agentSrv.SetAllowed(h.AllowedSources)
 	}
+	d.configureWeight(ctx)
 }
 
 func (d *daemon) stopHealth() {

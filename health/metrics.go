@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/dsr-agent/dsr-agent/health/weight"
 )
 
 // Metrics are dsr-agent's Prometheus metrics. Values are set when state
@@ -27,6 +29,11 @@ type Metrics struct {
 	drained      *prometheus.GaugeVec
 	lastSnapshot prometheus.Gauge
 	connRejects  *prometheus.CounterVec
+	// The weight's gauges have no series while the weight is off: a 0
+	// would read as "send this server nothing".
+	weightPct    *prometheus.GaugeVec
+	weightSignal *prometheus.GaugeVec
+	weightConns  *prometheus.GaugeVec
 
 	mu           sync.Mutex
 	vipSeen      map[string]bool
@@ -66,11 +73,18 @@ func NewMetrics() *Metrics {
 			Help: "Unix time of the last observation of the host."}),
 		connRejects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dsr_agent_connections_rejected_total",
 			Help: "Connections reset at accept, by listener (http, agent) and reason (source: outside allowed_sources; limit: the listener's connection cap was reached)."}, []string{"listener", "reason"}),
+		weightPct: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dsr_agent_weight_percent",
+			Help: "The weight the HAProxy agent-check answers, in percent of the server's configured weight (absent without health.agent_check.weight)."}, nil),
+		weightSignal: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dsr_agent_weight_signal_percent",
+			Help: "Headroom of each load signal in the last sample (100 idle, 0 saturated); the weight follows the smallest, smoothed."}, []string{"signal"}),
+		weightConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dsr_agent_weight_connections",
+			Help: "Established TCP connections to the VIPs in the last sample (the weight's connections signal)."}, nil),
 		vipSeen:      map[string]bool{},
 		listenerSeen: map[[3]string]bool{},
 	}
 	m.Registry.MustRegister(m.healthy, m.inSync, m.suppression, m.vipPresent, m.listenerUp, m.checkUp, m.checkLatency,
 		m.checkProbes, m.repairs, m.reconciles, m.reconcileDur, m.drained, m.lastSnapshot, m.connRejects,
+		m.weightPct, m.weightSignal, m.weightConns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.setDrain(InRotation)
 	return m
@@ -115,6 +129,33 @@ func (m *Metrics) setSnapshot(s *Snapshot) {
 		}
 	}
 	m.listenerSeen = seen
+}
+
+func (m *Metrics) setWeight(w *weight.Status) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if w == nil {
+		m.weightPct.Reset()
+		m.weightConns.Reset()
+		m.weightSignal.Reset()
+		return
+	}
+	m.weightPct.WithLabelValues().Set(float64(w.Percent))
+	for name, v := range w.Signals {
+		m.weightSignal.WithLabelValues(name).Set(v)
+	}
+	// A signal without a value this sample (a failed read, an exec check
+	// without a weight) has no series rather than a stale one.
+	for _, name := range []string{weight.SignalCPU, weight.SignalLoad, weight.SignalConnections, weight.SignalExec} {
+		if _, ok := w.Signals[name]; !ok {
+			m.weightSignal.DeleteLabelValues(name)
+		}
+	}
+	if w.Connections != nil {
+		m.weightConns.WithLabelValues().Set(float64(*w.Connections))
+	} else {
+		m.weightConns.Reset()
+	}
 }
 
 func (m *Metrics) setDrain(d DrainMode) {

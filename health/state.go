@@ -12,12 +12,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/dsr-agent/dsr-agent/agent"
+	"github.com/dsr-agent/dsr-agent/health/weight"
 )
 
 // Snapshot is the daemon's last observation of the host's DSR setup: the
@@ -88,6 +90,13 @@ type State struct {
 	// graceTimer recomputes the verdict when it ends.
 	listenerGrace time.Duration
 	graceTimer    *time.Timer
+	// weight is the agent-check weight's last computation, nil when the
+	// config has none. weightWasOn remembers that a weight was answered:
+	// HAProxy keeps the last weight it was told, so once the weight is
+	// turned off the answer says 100% to give the director its configured
+	// weight back.
+	weight      *weight.Status
+	weightWasOn bool
 
 	verdict atomic.Pointer[Verdict]
 	metrics *Metrics
@@ -139,6 +148,55 @@ func (s *State) SetListenerGrace(d time.Duration) {
 		s.graceTimer = time.AfterFunc(left, s.recompute)
 	}
 	s.recomputeLocked()
+}
+
+// SetWeight publishes the agent-check weight (the sampler loop calls it
+// every sample); nil turns the weight off. The verdict is recomputed only
+// when the answered percentage changes.
+func (s *State) SetWeight(w *weight.Status) {
+	s.mu.Lock()
+	before := s.weightWord()
+	s.weight = w
+	if w != nil {
+		s.weightWasOn = true
+	}
+	if s.weightWord() != before {
+		s.recomputeLocked()
+	}
+	s.mu.Unlock()
+	s.metrics.setWeight(w)
+}
+
+// Weight returns the last published weight (nil: off).
+func (s *State) Weight() *weight.Status {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.weight
+}
+
+// CheckWeight returns the named check's dynamic weight (exec checks:
+// keepalived MISC_CHECK's exit code-2) from its last probe; ok is false
+// while it has none: pending, down, or its last probe failed or exited 0.
+func (s *State) CheckWeight(name string) (w int, ok bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	c := s.checks[name]
+	if c == nil || c.Pending || !c.Up || c.Weight == nil {
+		return 0, false
+	}
+	return *c.Weight, true
+}
+
+// weightWord is the weight part of the agent answer ("75%"), empty when
+// the weight never was on.
+func (s *State) weightWord() string {
+	switch {
+	case s.weight != nil:
+		return strconv.Itoa(s.weight.Percent) + "%"
+	case s.weightWasOn:
+		return "100%"
+	}
+	return ""
 }
 
 // inListenerGrace reports whether missing listeners are still forgiven.
@@ -261,7 +319,7 @@ func (s *State) recomputeLocked() {
 	} else {
 		v.Body = []byte(strings.Join(reasons, "; ") + "\n")
 	}
-	v.Agent = []byte(agentReply(s.drain, setupBroken || listenerDown || checkDown) + "\n")
+	v.Agent = []byte(agentReply(s.drain, setupBroken || listenerDown || checkDown, s.weightWord()) + "\n")
 	s.verdict.Store(v)
 	s.metrics.setHealthy(v.Healthy)
 }
@@ -282,20 +340,29 @@ func firstLine(s string) string {
 // agentReply follows HAProxy's agent-check protocol: one operational word
 // (up/down) and one administrative word (ready/drain/maint). "ready" is sent
 // whenever the operator has not drained, so a DRAIN or MAINT set earlier by
-// this agent is lifted when the operator undrains.
-func agentReply(d DrainMode, down bool) string {
+// this agent is lifted when the operator undrains. The weight ("75%",
+// relative to the server's configured weight) follows when there is one,
+// also while down or drained: HAProxy records it either way, so the server
+// comes back at the weight its load deserves. "maint" stays alone: the
+// server takes nothing and its checks stop.
+func agentReply(d DrainMode, down bool, weight string) string {
 	op := "up"
 	if down {
 		op = "down"
 	}
+	var reply string
 	switch d {
 	case Drained:
-		return op + " drain"
+		reply = op + " drain"
 	case Maintenance:
 		return "maint"
 	default:
-		return op + " ready"
+		reply = op + " ready"
 	}
+	if weight != "" {
+		reply += " " + weight
+	}
+	return reply
 }
 
 // StatusDoc is the /status JSON document.
@@ -313,6 +380,9 @@ type StatusDoc struct {
 	// ListenerGraceEnds is when a missing listener starts to count
 	// against /healthz (absent with health.listener_grace 0).
 	ListenerGraceEnds time.Time `json:"listener_grace_ends,omitzero"`
+	// Weight is the agent-check weight and what it was computed from
+	// (absent without health.agent_check.weight).
+	Weight *weight.Status `json:"weight,omitempty"`
 }
 
 // StatusJSON renders /status from cached state.
@@ -322,6 +392,7 @@ func (s *State) StatusJSON() ([]byte, error) {
 	doc := StatusDoc{
 		Healthy: v.Healthy, Reasons: v.Reasons, Drain: s.drain.String(), Started: s.started,
 		Host: s.snap, Checks: make([]CheckStatus, 0, len(s.checkOrder)), Stopping: s.stopping,
+		Weight: s.weight,
 	}
 	if s.listenerGrace > 0 {
 		doc.ListenerGraceEnds = s.started.Add(s.listenerGrace)

@@ -6,7 +6,10 @@
 //
 // One dump per protocol and address family, filtered by state in the
 // kernel (TCP LISTEN, UDP unconnected), so the many established
-// connections of a busy server are never copied out.
+// connections of a busy server are never copied out. CountEstablished
+// (the agent-check weight's connections signal) dumps established TCP
+// sockets, filtered by local address or port in the kernel, and copies out
+// only those to the VIPs.
 package listener
 
 import (

@@ -1,0 +1,118 @@
+package listener
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/dsr-agent/dsr-agent/internal/netnstest"
+)
+
+// TestCountEstablishedKernel: in a throwaway namespace, connections to the
+// VIPs (IPv4, IPv6, IPv4 through a dual-stack socket) are counted by the
+// kernel's filter; connections to the host's own address, the client ends
+// of the connections, listening sockets and other ports are not; a
+// firewalld-style port match counts the connections to that port on any
+// address. The user-space fallback counts the same.
+func TestCountEstablishedKernel(t *testing.T) {
+	ns := netnstest.New(t)
+	for _, a := range []string{"10.77.100.1/32", "10.77.0.2/32"} {
+		ns.Exec(t, "ip", "addr", "add", a, "dev", "lo")
+	}
+	for _, a := range []string{"fd00:77::100/128", "fd00:77::2/128"} {
+		ns.Exec(t, "ip", "addr", "add", a, "dev", "lo", "nodad")
+	}
+	var closers []interface{ Close() error }
+	t.Cleanup(func() {
+		for _, c := range closers {
+			c.Close()
+		}
+	})
+	listen := func(network, addr string) {
+		var l net.Listener
+		var err error
+		ns.Do(t, func() { l, err = net.Listen(network, addr) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		closers = append(closers, l)
+	}
+	// connect opens n connections from src to dst; they stay in the
+	// listener's accept queue, established (the kernel counts them).
+	connect := func(n int, src, dst string) {
+		t.Helper()
+		for range n {
+			var c net.Conn
+			var err error
+			ns.Do(t, func() {
+				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+				c, err = d.Dial("tcp", dst)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			closers = append(closers, c)
+		}
+	}
+	listen("tcp4", "0.0.0.0:80")
+	listen("tcp6", "[::]:80") // v6only: Go sets IPV6_V6ONLY for tcp6
+	listen("tcp", ":81")      // dual-stack: IPv4 arrives v4-mapped
+	listen("tcp4", "0.0.0.0:8080")
+	connect(3, "10.77.0.2", "10.77.100.1:80")
+	connect(2, "fd00:77::2", "[fd00:77::100]:80")
+	connect(4, "10.77.0.2", "10.77.100.1:81") // AF_INET6 sockets, ::ffff:10.77.100.1
+	connect(5, "10.77.0.2", "10.77.0.2:80")   // the host's own address: not a VIP
+	connect(6, "10.77.0.2", "10.77.0.2:8080")
+
+	d, err := Open(int(ns.Handle))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	vips := []netip.Addr{netip.MustParseAddr("10.77.100.1"), netip.MustParseAddr("fd00:77::100")}
+	// Many VIPs without connections: the program grows (a long accept
+	// jump) and the kernel still takes it.
+	many := append([]netip.Addr(nil), vips...)
+	for i := range 500 {
+		many = append(many, netip.AddrFrom4([4]byte{10, 78, byte(i >> 8), byte(i)}))
+	}
+	for _, c := range []struct {
+		name  string
+		addrs []netip.Addr
+		ports []uint16
+		want  int
+	}{
+		{"vips", vips, nil, 3 + 2 + 4},
+		{"ipv4 vip", vips[:1], nil, 3 + 4},
+		{"ipv6 vip", vips[1:], nil, 2},
+		{"500 more vips", many, nil, 3 + 2 + 4},
+		{"port 8080", nil, []uint16{8080}, 6},
+		{"vips or port 8080", vips, []uint16{8080}, 3 + 2 + 4 + 6},
+		{"port 80 on any address", nil, []uint16{80}, 3 + 2 + 5},
+		{"nothing to match", nil, nil, 0},
+		{"no connections", []netip.Addr{netip.MustParseAddr("10.77.100.9")}, []uint16{9}, 0},
+	} {
+		got, err := d.CountEstablished(c.addrs, c.ports)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if got != c.want {
+			t.Errorf("%s: counted %d, want %d", c.name, got, c.want)
+		}
+		if len(c.addrs)+len(c.ports) == 0 {
+			continue
+		}
+		// The user-space match (used for programs too big for the kernel)
+		// agrees.
+		got, err = d.countEstablished(nil, matchFunc(c.addrs, c.ports))
+		if err != nil {
+			t.Fatalf("%s in user space: %v", c.name, err)
+		}
+		if got != c.want {
+			t.Errorf("%s in user space: counted %d, want %d", c.name, got, c.want)
+		}
+	}
+	if n := len(matchProgram(make([]netip.Addr, 5000), nil)); n <= maxBytecode {
+		t.Errorf("5000 addresses make a %d-byte program: the fallback is never taken", n)
+	}
+}
