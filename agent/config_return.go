@@ -77,7 +77,7 @@ func (rr *rawReturnVia) validate(vips map[netip.Addr]bool, errs *fieldErrors) *R
 		errs.add("return_via", "{}", "gateway (IPv4) and/or gateway6 (IPv6): the L7 load balancer replies go back through")
 	}
 	r.Table, _ = rr.Table.value(errs, "return_via.table", DefaultReturnTable, 1, 0x7fffffff,
-		"a routing table number other than main, local and default (253-255)")
+		"a routing table number 1-2147483647 other than compat, default, main and local (252-255)")
 	if r.Table >= unix.RT_TABLE_COMPAT && r.Table <= unix.RT_TABLE_LOCAL {
 		errs.add("return_via.table", fmt.Sprint(r.Table), "a routing table number other than compat, default, main and local (252-255)")
 	}
@@ -102,7 +102,9 @@ func (rr *rawReturnVia) validate(vips map[netip.Addr]bool, errs *fieldErrors) *R
 		if ok && seen[p] {
 			errs.add(field, fmt.Sprintf("%d/%s", p.Port, p.Protocol), "each port listed once")
 		}
-		seen[p] = true
+		if ok {
+			seen[p] = true
+		}
 		r.Ports = append(r.Ports, p)
 	}
 	return r

@@ -93,6 +93,10 @@ type planned struct {
 	want    *Desired
 	sysctls *sysctlSurface
 	tables  *tableSurface
+	// blocked is a surface that could plan nothing (a foreign route in
+	// return_via's table): the other changes run, and the command fails
+	// with it.
+	blocked error
 	// The sockets serving the VIP ports (status only: a listener is not a
 	// kernel change, so plans never read them).
 	listenersRead bool
@@ -116,7 +120,8 @@ func (h *Host) plan(cfg *Config, moveAside bool) (*planned, error) {
 
 func (h *Host) planWith(f *Facts, d *Desired) (*planned, error) {
 	sysctls, tables := &sysctlSurface{proc: h.sysctl}, &tableSurface{mgr: h.tables}
-	surfaces := []surface{&addrSurface{mgr: h.addrs, addrs: f.Addrs}, sysctls, tables, &routeSurface{mgr: &route.Manager{NL: h.nl}}}
+	routes := &routeSurface{mgr: &route.Manager{NL: h.nl}}
+	surfaces := []surface{&addrSurface{mgr: h.addrs, addrs: f.Addrs}, sysctls, tables, routes}
 	for _, s := range surfaces {
 		if d.HandsOff {
 			break // nothing will be diffed
@@ -125,7 +130,7 @@ func (h *Host) planWith(f *Facts, d *Desired) (*planned, error) {
 			return nil, err
 		}
 	}
-	return &planned{plan: planFrom(surfaces, d, f.State), facts: f, want: d, sysctls: sysctls, tables: tables}, nil
+	return &planned{plan: planFrom(surfaces, d, f.State), facts: f, want: d, sysctls: sysctls, tables: tables, blocked: routes.blocked}, nil
 }
 
 // notes are what the operator must hear beside the plan.
@@ -184,6 +189,9 @@ func (h *Host) Validate(cfg *Config) error {
 // Plan computes what Apply would change, changing nothing.
 func (h *Host) Plan(cfg *Config) (*Plan, error) {
 	p, err := h.plan(cfg, false)
+	if err == nil {
+		err = p.blocked
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -244,7 +252,7 @@ func (h *Host) run(p *planned) (*Plan, error) {
 	}
 	done, err := h.execute(p.plan, st, pruned || st.Recovered != "")
 	done.Notes = p.notes(noteApply)
-	return done, err
+	return done, errors.Join(err, p.blocked)
 }
 
 // Remove undoes everything dsr-agent owns: its addresses first (no instant

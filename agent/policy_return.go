@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -52,11 +53,18 @@ func resolveReturnVia(cfg *Config, f *Facts, d *Desired, errs *fieldErrors) {
 				}
 			}
 		}
+		ownAddr := false
+		for _, a := range f.Addrs {
+			ownAddr = ownAddr || a.Prefix.Addr() == gw.addr
+		}
 		switch {
+		case ownAddr:
+			errs.add(gw.field, gw.addr.String(), "the L7 load balancer's address, not this host's own (a default route via itself black-holes every reply)")
+			continue
 		case link == "":
 			errs.add(gw.field, gw.addr.String(), "the L7 load balancer on the segment of an LB-facing interface ("+strings.Join(d.Interfaces, ", ")+"): no address there covers it")
 			continue
-		case len(own) == 0:
+		case len(own) == 0 && !rv.Whole():
 			errs.add(gw.field, gw.addr.String(), "a gateway for a family this host has an address of on "+strings.Join(d.Interfaces, ", "))
 			continue
 		}
@@ -67,8 +75,21 @@ func resolveReturnVia(cfg *Config, f *Facts, d *Desired, errs *fieldErrors) {
 				route.Rule{IPv6: v6, Priority: returnPriority, Table: rv.Table, SuppressPrefixLen: -1})
 			continue
 		}
-		for _, a := range own {
-			for _, p := range rv.Ports {
+		unspecified := netip.IPv4Unspecified()
+		if v6 {
+			unspecified = netip.IPv6Unspecified()
+		}
+		for _, p := range rv.Ports {
+			srcs := own
+			if p.Protocol == UDP {
+				// A UDP service bound to the wildcard (without IP_PKTINFO)
+				// routes its replies with no source address yet (the
+				// kernel picks it after the lookup): `from 0.0.0.0/32`
+				// matches exactly that lookup, and never a reply from a
+				// VIP-bound socket.
+				srcs = append(slices.Clone(own), unspecified)
+			}
+			for _, a := range srcs {
 				d.Rules = append(d.Rules, route.Rule{IPv6: v6, Priority: returnPriority, Src: netip.PrefixFrom(a, a.BitLen()),
 					IPProto: p.Protocol.Number(), SPort: p.Port, Table: rv.Table, SuppressPrefixLen: -1})
 			}

@@ -71,6 +71,9 @@ type Difference struct {
 // Status compares the host with cfg and changes nothing.
 func (h *Host) Status(cfg *Config) (*Report, error) {
 	p, err := h.plan(cfg, false)
+	if err == nil {
+		err = p.blocked
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -83,6 +86,9 @@ func (h *Host) Status(cfg *Config) (*Report, error) {
 // daemon never waits on D-Bus).
 func (h *Host) StatusWithFirewalld(ctx context.Context, cfg *Config) (*Report, error) {
 	p, err := h.plan(cfg, false)
+	if err == nil {
+		err = p.blocked
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,9 @@ import (
 type routeSurface struct {
 	mgr *route.Manager
 	obs *route.Observed
+	// blocked says why the surface plans nothing (a foreign route in its
+	// table); the plan's other changes still run.
+	blocked error
 }
 
 func (s *routeSurface) observe(d *Desired, _ *State) error {
@@ -44,29 +47,35 @@ func (s *routeSurface) observe(d *Desired, _ *State) error {
 			}
 		}
 	}
+	s.obs, s.blocked = obs, nil
 	if len(foreign) > 0 {
-		return fmt.Errorf("%w: return_via.table: %d holds routes dsr-agent did not make (%s): expected a table of its own (set return_via.table)",
+		// Only this surface stands still: the VIPs and their suppression
+		// are still kept (the daemon must repair a deleted VIP whatever
+		// the state of the policy routing).
+		s.blocked = fmt.Errorf("%w: return_via.table: %d holds routes dsr-agent did not make (%s): expected a table of its own (set return_via.table)",
 			ErrInvalidConfig, d.RouteTables[0], strings.Join(foreign, "; "))
 	}
-	s.obs = obs
 	return nil
 }
 
 func (s *routeSurface) diff(d *Desired, _ *State) []Change {
+	if s.blocked != nil {
+		return nil
+	}
 	delRules, addRules, delRoutes, putRoutes := route.Diff(d.Rules, d.Routes, s.obs)
 	var out []Change
 	// Add before delete (a changed rule set or gateway never leaves a
 	// moment without a return path); a route before the rules that lead
 	// to it, rules before the route they led to.
 	for _, r := range putRoutes {
-		reason := "missing"
+		reason, drift := "missing", "route-missing"
 		for _, o := range s.obs.Routes {
 			if o.Table == r.Table && o.IPv6() == r.IPv6() {
-				reason = "is via " + o.Gateway.String() + " dev " + o.Link
+				reason, drift = "is via "+o.Gateway.String()+" dev "+o.Link, "route-wrong"
 			}
 		}
 		out = append(out, Change{Kind: RouteReplace, Subject: "route " + r.String(), Reason: reason,
-			Command: r.Command("replace"), phase: PhaseReturnPath, drift: "route-missing",
+			Command: r.Command("replace"), phase: PhaseReturnPath, drift: drift,
 			apply: func() error { return s.mgr.ReplaceRoute(r) }})
 	}
 	for _, r := range addRules {

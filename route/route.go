@@ -94,7 +94,9 @@ func (r Rule) String() string {
 }
 
 func hostOrPrefix(p netip.Prefix) string {
-	if p.IsSingleIP() {
+	// 0.0.0.0/32 (a lookup with no source address yet) stays explicit:
+	// `from 0.0.0.0` would read as "from all".
+	if p.IsSingleIP() && !p.Addr().IsUnspecified() {
 		return p.Addr().String()
 	}
 	return p.String()
@@ -141,7 +143,7 @@ type Manager struct {
 func (m *Manager) Observe(tables []int) (*Observed, error) {
 	o := &Observed{}
 	for _, v6 := range []bool{false, true} {
-		rules, err := m.NL.RuleList(family(v6))
+		rules, err := retryDump(func() ([]netlink.Rule, error) { return m.NL.RuleList(family(v6)) })
 		if err != nil {
 			return nil, fmt.Errorf("list %s rules: %w", familyFlag(v6), err)
 		}
@@ -153,9 +155,13 @@ func (m *Manager) Observe(tables []int) (*Observed, error) {
 		}
 	}
 	names := map[int]string{}
-	for _, t := range tables {
+	tables = slices.Clone(tables)
+	slices.Sort(tables)
+	for _, t := range slices.Compact(tables) {
 		for _, v6 := range []bool{false, true} {
-			routes, err := m.NL.RouteListFiltered(family(v6), &netlink.Route{Table: t}, netlink.RT_FILTER_TABLE)
+			routes, err := retryDump(func() ([]netlink.Route, error) {
+				return m.NL.RouteListFiltered(family(v6), &netlink.Route{Table: t}, netlink.RT_FILTER_TABLE)
+			})
 			if err != nil {
 				return nil, fmt.Errorf("list %s routes of table %d: %w", familyFlag(v6), t, err)
 			}
@@ -177,6 +183,20 @@ func (m *Manager) Observe(tables []int) (*Observed, error) {
 		}
 	}
 	return o, nil
+}
+
+// retryDump repeats a dump the kernel interrupted (the table changed while
+// it was read: netlink returns a partial list with ErrDumpInterrupted).
+func retryDump[T any](dump func() ([]T, error)) ([]T, error) {
+	var out []T
+	var err error
+	for range 5 {
+		out, err = dump()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return out, err
+		}
+	}
+	return out, err
 }
 
 func isDefault(dst *net.IPNet) bool {
@@ -291,6 +311,11 @@ func Diff(wantRules []Rule, wantRoutes []Route, o *Observed) (delRules, addRules
 			delRules = append(delRules, r)
 		}
 	}
+	// Rules go in the reverse of their lookup order: the whole-default-route
+	// pair must never be left as `lookup 8558` without the `lookup main
+	// suppress_prefixlength 0` before it, which would send even on-link
+	// traffic to the LB.
+	slices.SortStableFunc(delRules, func(a, b Rule) int { return b.Priority - a.Priority })
 	for _, r := range wantRules {
 		if !slices.Contains(o.Rules, r) {
 			addRules = append(addRules, r)

@@ -143,7 +143,25 @@ func TestWatchWakesForOwnOnly(t *testing.T) {
 		})
 	}()
 	defer func() { cancel(); <-done }()
-	time.Sleep(200 * time.Millisecond) // let the subscription open
+	// Wait until the subscription is open: toggle one of ours until it wakes.
+	probe := portRule(false, "192.0.2.21/32", 9)
+	for ready := false; !ready; {
+		if err := m.AddRule(probe); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.DelRule(probe); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-woke:
+			ready = true
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	for len(woke) > 0 {
+		<-woke
+	}
 	ns.Exec(t, "ip", "rule", "add", "priority", "100", "from", "192.0.2.21", "lookup", "main")
 	ns.Exec(t, "ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.1")
 	if err := m.AddRule(portRule(false, "192.0.2.21/32", 443)); err != nil {
@@ -157,8 +175,9 @@ func TestWatchWakesForOwnOnly(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no wake for dsr-agent's rule")
 	}
-	// Only one event so far: the foreign rule and route came first and
-	// did not wake it.
+	// The foreign rule and route came first, on the same socket, and did
+	// not wake it: this wake is the only one.
+	time.Sleep(100 * time.Millisecond)
 	if n := len(woke); n != 0 {
 		t.Errorf("%d more wakes: foreign changes woke the watcher", n)
 	}

@@ -95,6 +95,14 @@ func (s *Sampler) Sample(now time.Time) Status {
 		}
 	}
 	st.Raw = Raw(st.Signals)
+	if len(st.Signals) == 0 && s.smooth.primed {
+		// No signal this time (an unreadable sample, a CPU counter that
+		// went backwards): keep the average rather than pull it toward
+		// the 100 that "no constraint" means.
+		st.Smoothed = s.smooth.value
+		st.Percent = Final(st.Smoothed, s.cfg.Min)
+		return st
+	}
 	var dt time.Duration
 	if !s.last.IsZero() {
 		dt = now.Sub(s.last)

@@ -213,6 +213,17 @@ func TestSampler(t *testing.T) {
 	if hasKey(st.Signals, SignalLoad) || !strings.Contains(st.Errors[SignalLoad], "read load average") {
 		t.Fatalf("missing loadavg: signals %v errors %v", st.Signals, st.Errors)
 	}
+	// A sample with no signal at all (the only one unreadable) keeps the
+	// average where it was: it is not a sample of an idle host.
+	s3 := NewSampler(agent.WeightConfig{Load: true, Smoothing: 10 * time.Second, Min: 1}, Sources{Proc: Proc{Root: f.root}})
+	f.write("proc/loadavg", "3.00 0.50 0.25 2/300 4242\n") // headroom 25
+	if st = s3.Sample(t0); st.Percent != 25 {
+		t.Fatalf("loaded: percent %d, want 25", st.Percent)
+	}
+	os.Remove(filepath.Join(f.root, "proc/loadavg"))
+	if st = s3.Sample(t0.Add(5 * time.Second)); st.Percent != 25 || len(st.Signals) != 0 {
+		t.Fatalf("no signal: percent %d (signals %v), want the last average 25", st.Percent, st.Signals)
+	}
 	// Overloaded everywhere: the floor holds.
 	f.write("proc/loadavg", "9.00 0.50 0.25 2/300 4242\n")
 	conns = 1000
