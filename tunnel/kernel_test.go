@@ -67,7 +67,7 @@ func (k kns) converge(t *testing.T, spec Spec, owned *Owned) []string {
 		t.Fatal(err)
 	}
 	for _, s := range steps {
-		if err := s.Apply(k.h); err != nil {
+		if err := s.ApplyIn(k.h, k.Handle); err != nil {
 			t.Fatal(err)
 		}
 		owned.Record(s)
@@ -149,7 +149,7 @@ func TestApplyRepairRemoveIPv4GUE(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range Remove(st, owned) {
-		if err := s.Apply(k.h); err != nil {
+		if err := s.ApplyIn(k.h, k.Handle); err != nil {
 			t.Fatal(err)
 		}
 		owned.Record(s)

@@ -47,6 +47,7 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -436,8 +437,12 @@ func ModuleLoaded(name string) bool {
 // Modprobe is the command LoadModule runs (a variable for tests).
 var Modprobe = "modprobe"
 
-// Apply makes the change through h.
-func (s Step) Apply(h *netlink.Handle) error {
+// Apply makes the change through h, a handle on the caller's namespace.
+func (s Step) Apply(h *netlink.Handle) error { return s.ApplyIn(h, netns.None()) }
+
+// ApplyIn makes the change through h, bound to the namespace ns (the
+// fou add request is sent on a socket of its own, opened in ns).
+func (s Step) ApplyIn(h *netlink.Handle, ns netns.NsHandle) error {
 	switch s.Kind {
 	case LoadModule:
 		out, err := exec.Command(Modprobe, s.Module).CombinedOutput()
@@ -493,8 +498,7 @@ func (s Step) Apply(h *netlink.Handle) error {
 	case AddFou:
 		// EALREADY (a socket that appeared since Observe) stays an error:
 		// recording it as ours would delete someone else's port later.
-		err := h.FouAdd(netlink.Fou{Family: s.Fou.af(), Port: int(s.Fou.Port), EncapType: netlink.FOU_ENCAP_GUE})
-		if err != nil {
+		if err := fouAdd(ns, s.Fou); err != nil {
 			return fmt.Errorf("%s: %w", s.Command(), err)
 		}
 		return nil
