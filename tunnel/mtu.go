@@ -18,8 +18,8 @@ const (
 //	IPIP, IPv6 outer: 40     GUE, IPv6 outer: 40+8+4 = 52
 //
 // The director does not fragment what it encapsulates (IPVS answers an
-// oversized DF packet with ICMP "fragmentation needed", which a client behind
-// a filtering firewall may never see; Katran drops it). So a client segment
+// oversized DF packet with ICMP "fragmentation needed" to the client, which a
+// filtering firewall may eat; Katran does not fragment either). So a client segment
 // that fills a 1500-byte path MTU no longer fits the director -> real server
 // path once wrapped.
 func Overhead(encap Encap, ipv6 bool) int {
@@ -43,12 +43,12 @@ func Overhead(encap Encap, ipv6 bool) int {
 //
 // The real server advertises it in its SYN-ACK (the MSS clamp on output,
 // firewall/'s job), and the client then never sends a segment the
-// encapsulation would push over the MTU. This is the remedy both large
-// deployments document: Katran's README asks for the real servers' MSS to be
-// lowered by the encapsulation overhead (or for a larger MTU between the load
-// balancer and the servers), and Cloudflare (Unimog, GUE) lowers the MSS its
-// servers advertise rather than rely on path MTU discovery, whose ICMP
-// messages reach the load balancer, not the server that could act on them.
+// encapsulation would push over the MTU. Katran's documentation asks for the
+// real servers' MSS to be lowered by the encapsulation overhead (or for a
+// larger MTU between load balancer and servers); Cloudflare's "Path MTU
+// discovery in practice" shows why PMTU discovery is no substitute behind a
+// load balancer: the ICMP "too big" reaches the load balancer or another
+// server, not the one holding the connection.
 // Configured as tunnel.mss, a smaller value (1400 is a common round figure)
 // leaves room for further encapsulation on the way.
 func DefaultMSS(ifaceMTU int, encap Encap, ipv6 bool) int {
