@@ -230,8 +230,16 @@ start_services() {
 	ip netns exec "$ns" busybox httpd -f -p 80 -h "$W/$ns/www" >"$W/$ns/httpd.log" 2>&1 &
 }
 healthz() { nsx dir curl -s -m 3 -o /dev/null -w '%{http_code}' "http://${RSIP[$1]}:8558/healthz"; }
-wait_healthz() { # NS CODE SECONDS
-	for _ in $(seq $(( $3 * 5 ))); do [ "$(healthz "$1")" = "$2" ] && return 0; sleep 0.2; done
+wait_healthz() { # NS CODE SECONDS (gives up at once when the agent has exited)
+	local pid
+	for _ in $(seq $(( $3 * 5 ))); do
+		[ "$(healthz "$1")" = "$2" ] && return 0
+		pid=${AGENTPID[$1]:-}
+		if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+			echo "dsr-agent run on $1 exited: $(tail -n 3 "$W/$1/agent.log" | tr '\n' ' ')"; return 1
+		fi
+		sleep 0.2
+	done
 	echo "healthz of $1 is $(healthz "$1"), want $2"; nsx dir curl -s -m 3 "http://${RSIP[$1]}:8558/healthz"; return 1
 }
 agentcheck() { nsx dir timeout 3 bash -c "exec 3<>/dev/tcp/${RSIP[$1]}/3333 && read -r l <&3 && echo \"\$l\""; }
@@ -256,6 +264,10 @@ for ns in rs1 rs2; do
 	check "agent-up-$ns" "dsr-agent run on $ns: /healthz 200 from the director" wait_healthz "$ns" 200 60 || infofile "$W/$ns/agent.log"
 done
 metric agents_start_to_healthy_ms $(( $(now_ms) - t0 ))
+if ! kill -0 "${AGENTPID[rs1]}" 2>/dev/null && ! kill -0 "${AGENTPID[rs2]}" 2>/dev/null; then
+	fail agents-running "no dsr-agent is running (does this binary know mode: tunnel? DSR_TUNNEL_MANUAL=1 runs the scenario without it); the remaining checks are not run"
+	finish
+fi
 for ns in rs1 rs2; do
 	check "rs-setup-$ns" "$ns: tunl0 up, VIP on lo, arp_ignore/announce, effective rp_filter on tunl0 0" nsx "$ns" bash -c "
 		ip -o link show tunl0 | grep -q ',UP' || { echo tunl0 down; exit 1; }
@@ -292,6 +304,7 @@ acis() { # acis NS PATTERN: the agent-check line matches PATTERN
 	local l
 	l=$(agentcheck "$1")
 	echo "agent-check said '$l'"
+	# shellcheck disable=SC2053 # PATTERN is a glob on purpose
 	[[ $l == $2 ]]
 }
 check agentcheck-up "agent-check on rs1" acis rs1 'up*'
