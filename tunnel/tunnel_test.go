@@ -211,3 +211,24 @@ func TestOverheadAndMSS(t *testing.T) {
 		}
 	}
 }
+
+func TestCommands(t *testing.T) {
+	for _, tc := range []struct {
+		s    Step
+		want string
+	}{
+		{Step{Kind: LoadModule, Module: ModIP6Tnl}, "modprobe ip6_tunnel"},
+		{Step{Kind: CreateLink, Link: DevIPv4}, "ip link add tunl0 type ipip"},
+		{Step{Kind: CreateLink, Link: DevIPv6}, "ip -6 link add ip6tnl0 type ip6tnl mode any"},
+		{Step{Kind: SetUp, Link: DevIPv6}, "ip link set ip6tnl0 up"},
+		{Step{Kind: SetDown, Link: DevIPv4}, "ip link set tunl0 down"},
+		{Step{Kind: DeleteLink, Link: DevIPv6}, "ip link del ip6tnl0"},
+		{Step{Kind: AddFou, Fou: FouKey{6, 6080}}, "ip -6 fou add port 6080 gue"},
+		{Step{Kind: DelFou, Fou: FouKey{4, 5555}}, "ip fou del port 5555"},
+		{Step{Kind: DelFou, Fou: FouKey{6, 5555}}, "ip -6 fou del port 5555"},
+	} {
+		if got := tc.s.Command(); got != tc.want {
+			t.Errorf("Command() = %q, want %q", got, tc.want)
+		}
+	}
+}
