@@ -34,7 +34,10 @@
 // bound to another network namespace (netlink.NewHandleAt(ns,
 // unix.NETLINK_ROUTE, unix.NETLINK_GENERIC)): the fou requests are generic
 // netlink, and vishvananda/netlink sends a request for a family the handle
-// lacks on a fresh socket in the calling thread's namespace.
+// lacks on a fresh socket in the calling thread's namespace. For the same
+// reason a handle on another namespace goes with Step.ApplyIn(h, ns): adding a
+// GUE port opens a socket of its own (see fouAdd); Step.Apply is for the
+// caller's own namespace (the daemon's case).
 package tunnel
 
 import (
