@@ -1,0 +1,408 @@
+#!/bin/bash
+# In-VM side of `make test-tunnel` (copied to the payload disk as phases.sh).
+#
+# 1. tunnel.test (the tunnel package's kernel tests) with DSR_TUNNEL_REQUIRE=1.
+# 2. L3 DSR across a router, network namespaces:
+#      client 10.77.1.10 -- router (10.77.1.1 / 10.77.2.1 / 10.77.3.1, forwarding)
+#      director 10.77.2.2, VIP 10.77.2.100/32 on eth0, IPVS lb_kind TUN (ipvsadm -i)
+#      rs1 10.77.3.21, rs2 10.77.3.22: another subnet; VIP on lo, tunl0 up,
+#      busybox httpd :80, `dsr-agent run` (health :8558, agent-check :3333)
+#    MANUAL=1 (DSR_TUNNEL_MANUAL): the agent runs in loopback mode (VIP on lo,
+#    arp sysctls, health) and this script does the tunnel part by hand:
+#    tunl0 up, fou port, rp_filter, the MSS clamp. Otherwise the agent runs
+#    with mode: tunnel and must do all of it.
+# Markers: "@@BT PASS|FAIL|SKIP name detail", "@@BT METRIC", "@@BT INFO", "@@BT END".
+# SC2086: the addresses and ports are constants of this script.
+# shellcheck disable=SC2317,SC2016,SC2086
+set -u
+P=/run/boot-test/payload
+W=/run/tunnel
+mkdir -p "$W"
+PORT=/dev/virtio-ports/boottest
+for _ in $(seq 50); do [ -e "$PORT" ] && break; sleep 0.1; done
+emit() {
+	local line="@@BT $*"
+	if [ -e "$PORT" ]; then printf '%s\n' "$line" >"$PORT"; fi
+	printf '%s\n' "$line" >/dev/console
+}
+pass() { emit PASS "$1" "${*:2}"; }
+fail() { emit FAIL "$1" "${*:2}"; }
+skip() { emit SKIP "$1" "${*:2}"; }
+info() { emit INFO "$*"; }
+metric() { emit METRIC "$1" "$2"; }
+check() { # check NAME DETAIL CMD...: pass if CMD succeeds; its output goes into the detail
+	local name=$1 detail=$2 out
+	shift 2
+	if out=$("$@" 2>&1); then pass "$name" "$detail${out:+ ($(echo "$out" | tr '\n' ' ' | cut -c1-200))}"
+	else fail "$name" "$detail: $(echo "$out" | tr '\n' ' ' | cut -c1-300)"; return 1; fi
+}
+infofile() { tail -n "${2:-30}" "$1" 2>/dev/null | while IFS= read -r l; do info "$(basename "$1"): $l"; done; }
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+finish() { emit END; sync; systemctl --no-block poweroff; exit 0; }
+
+MANUAL=$(cat "$P/manual" 2>/dev/null || echo 0)
+MSS=1400
+GUEPORT=6080
+VIP=10.77.2.100
+DIR_IP=10.77.2.2
+CLIENT_IP=10.77.1.10
+declare -A RSIP=([rs1]=10.77.3.21 [rs2]=10.77.3.22)
+AGENT=/usr/local/bin/dsr-agent
+install -m 0755 "$P/dsr-agent" "$AGENT"
+install -m 0755 "$P/tunnel.test" /usr/local/bin/tunnel.test
+info "mode: $([ "$MANUAL" = 1 ] && echo "MANUAL (tunnel steps by hand, agent in loopback mode)" || echo "agent (mode: tunnel)")"
+info "kernel $(uname -r); $(ipvsadm --version 2>&1 | head -n1); dsr-agent $("$AGENT" --version 2>&1 | head -n1)"
+t_begin=$(now_ms)
+
+# --- 1. the tunnel package's kernel tests ----------------------------------------
+t0=$(now_ms)
+( cd /tmp && DSR_TUNNEL_REQUIRE=1 DSR_AGENT_REQUIRE_ROOT=1 /usr/local/bin/tunnel.test -test.v -test.count=1 -test.timeout 120s ) >"$W/gotest.log" 2>&1
+gorc=$?
+metric go_tests_ms $(( $(now_ms) - t0 ))
+gomsg() { # the log lines of one test (they come before its --- FAIL line)
+	awk -v n="$1" '$0 == "=== RUN   " n { on = 1; next } on && /^(=== RUN|--- |PASS|FAIL)/ { on = 0 } on' "$W/gotest.log"
+}
+while read -r verdict name secs; do
+	case $verdict in
+	PASS) pass "go-$name" "tunnel.test $name $secs" ;;
+	FAIL) fail "go-$name" "tunnel.test $name $secs: $(gomsg "$name" | tr -s ' \n' ' ' | cut -c1-400)" ;;
+	SKIP) fail "go-$name" "tunnel.test $name skipped, and DSR_TUNNEL_REQUIRE=1: $(grep -A1 -- "--- SKIP: $name" "$W/gotest.log" | tail -n1)" ;;
+	esac
+done < <(sed -n 's/^--- \(PASS\|FAIL\|SKIP\): \([^ ]*\) \(.*\)$/\1 \2 \3/p' "$W/gotest.log")
+grep -o 'METRIC [a-z_]* [0-9]*.*' "$W/gotest.log" | while read -r _ n v rest; do metric "$n" "$v"; info "fou poll: $n $v $rest"; done
+grep -E 'ip link del tunl0:' "$W/gotest.log" | head -n1 | sed 's/^ *//' | while read -r l; do info "$l"; done
+[ "$gorc" = 0 ] || { fail go-tests "tunnel.test exited $gorc"; infofile "$W/gotest.log" 20; }
+
+# --- 2. topology -------------------------------------------------------------------
+nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+link() { # link NS1 DEV1 ADDR1 NS2 DEV2 ADDR2: a veth cable
+	ip link add "$2" netns "$1" type veth peer name "$5" netns "$4" || return 1
+	nsx "$1" ip addr add "$3" dev "$2" && nsx "$1" ip link set "$2" up &&
+		nsx "$4" ip addr add "$6" dev "$5" && nsx "$4" ip link set "$5" up
+}
+setup() {
+	modprobe ip_vs && modprobe ip_vs_rr || return 1
+	local ns
+	for ns in client router dir rs1 rs2; do
+		ip netns add "$ns" && nsx "$ns" ip link set lo up || return 1
+	done
+	link client eth0 $CLIENT_IP/24 router r-c 10.77.1.1/24 &&
+		link dir eth0 $DIR_IP/24 router r-d 10.77.2.1/24 &&
+		link rs1 eth0 ${RSIP[rs1]}/24 router r-s1 10.77.3.1/24 &&
+		link rs2 eth0 ${RSIP[rs2]}/24 router r-s2 10.77.3.2/24 || return 1
+	# Two router ports in 10.77.3.0/24 (one per server cable): host routes.
+	nsx router ip route del 10.77.3.0/24 dev r-s2 2>/dev/null
+	nsx router ip route replace ${RSIP[rs1]}/32 dev r-s1
+	nsx router ip route replace ${RSIP[rs2]}/32 dev r-s2
+	nsx router sysctl -qw net.ipv4.ip_forward=1
+	nsx dir sysctl -qw net.ipv4.ip_forward=1
+	# The router forwards replies sourced from the VIP out of a server port: it
+	# must not filter them by reverse path (a real edge would allow the VIP).
+	local d
+	for d in all default r-c r-d r-s1 r-s2; do nsx router sysctl -qw "net.ipv4.conf.$d.rp_filter=0"; done
+	nsx client ip route add default via 10.77.1.1
+	nsx dir ip route add default via 10.77.2.1
+	nsx rs1 ip route add default via 10.77.3.1
+	nsx rs2 ip route add default via 10.77.3.2
+	nsx dir ip addr add $VIP/32 dev eth0
+	# Counters: replies from the VIP crossing the router from a server port,
+	# and (must stay 0) any VIP-sourced packet the director sees.
+	nsx router nft -f - <<EOF || return 1
+table ip watch {
+	chain fw {
+		type filter hook forward priority 0
+		iifname "r-s*" ip saddr $VIP tcp sport 80 counter
+	}
+}
+EOF
+	nsx dir nft -f - <<EOF || return 1
+table ip watch {
+	chain pre {
+		type filter hook prerouting priority -300
+		ip saddr $VIP tcp sport 80 counter
+	}
+	chain out {
+		type filter hook output priority -300
+		ip saddr $VIP tcp sport 80 counter
+	}
+}
+EOF
+	# The client counts SYN-ACKs from the VIP, and those carrying MSS $MSS.
+	nsx client nft -f - <<EOF || return 1
+table ip watch {
+	chain in {
+		type filter hook input priority 0
+		ip saddr $VIP tcp flags & (syn | ack) == syn | ack counter
+		ip saddr $VIP tcp flags & (syn | ack) == syn | ack tcp option maxseg size $MSS counter
+	}
+}
+EOF
+	for ns in rs1 rs2; do
+		nsx "$ns" nft -f - <<EOF || return 1
+table ip watch {
+	chain in {
+		type filter hook input priority -300
+		ip protocol 4 counter
+		udp dport $GUEPORT counter
+	}
+}
+EOF
+	done
+}
+check topology "client - router - director; real servers in another subnet (10.77.3.0/24); ip_vs loaded" setup || finish
+nft_counters() { nsx "$1" nft list table ip watch | grep -o 'packets [0-9]*' | awk '{ print $2 }' | tr '\n' ' '; }
+
+# --- director: IPVS, tunnel forwarding -------------------------------------------------
+director() { # director ipip|gue
+	local extra=""
+	[ "$1" = gue ] && extra="--tun-type gue --tun-port $GUEPORT"
+	nsx dir ipvsadm -C
+	nsx dir ipvsadm -A -t $VIP:80 -s rr || return 1
+	local ns
+	for ns in rs1 rs2; do
+		# shellcheck disable=SC2086
+		nsx dir ipvsadm -a -t $VIP:80 -r "${RSIP[$ns]}" -i -w 1 $extra || return 1
+	done
+	nsx dir ipvsadm -Ln >"$W/ipvs-$1.txt"
+}
+
+# --- real servers ------------------------------------------------------------------
+rs_config() { # rs_config NS ENCAP
+	if [ "$MANUAL" = 1 ]; then
+		echo "mode: loopback"
+	else
+		echo "mode: tunnel"
+		echo "tunnel: {encap: $2, port: $GUEPORT, mss: $MSS}"
+	fi
+	cat <<EOF
+interfaces: [eth0]
+vips:
+  - address: $VIP
+    ports: [{port: 80}]
+health:
+  listen: ${RSIP[$1]}:8558
+  agent_check: {listen: ${RSIP[$1]}:3333}
+EOF
+}
+declare -A AGENTPID
+start_agent() { # start_agent NS ENCAP
+	local ns=$1
+	mkdir -p "$W/$ns/state"
+	rs_config "$ns" "$2" >"$W/$ns/config.yaml"
+	ip netns exec "$ns" "$AGENT" --config "$W/$ns/config.yaml" --state-dir "$W/$ns/state" run >>"$W/$ns/agent.log" 2>&1 &
+	AGENTPID[$ns]=$!
+}
+stop_agent() {
+	local pid=${AGENTPID[$1]:-}
+	[ -n "$pid" ] || return 0
+	kill "$pid" 2>/dev/null
+	for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	kill -9 "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	AGENTPID[$1]=""
+}
+agent() { local ns=$1; shift; nsx "$ns" "$AGENT" --config "$W/$ns/config.yaml" --state-dir "$W/$ns/state" "$@"; }
+# manual_tunnel NS ENCAP: the agent's tunnel job, by hand.
+manual_tunnel() {
+	local ns=$1
+	modprobe ipip && modprobe fou || return 1
+	nsx "$ns" ip link set tunl0 up
+	# max(all, tunl0) must be 0: tunl0 has no address, and for a device
+	# without one the kernel drops in loose mode (2) too (see the rp-* checks).
+	nsx "$ns" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.tunl0.rp_filter=0
+	if [ "$2" = gue ]; then
+		nsx "$ns" ip fou show | grep -q "port $GUEPORT gue" || nsx "$ns" ip fou add port $GUEPORT gue || return 1
+	fi
+	nsx "$ns" nft -f - <<EOF
+table ip dsrmss {
+	chain out {
+		type filter hook output priority mangle
+		ip saddr $VIP tcp flags & (syn | ack) == syn | ack tcp option maxseg size > $MSS tcp option maxseg size set $MSS
+	}
+}
+EOF
+}
+start_services() {
+	local ns=$1
+	mkdir -p "$W/$ns/www"
+	echo "$ns" >"$W/$ns/www/index.html"
+	head -c 300000 /dev/urandom | base64 >"$W/$ns/www/big.txt"
+	ip netns exec "$ns" busybox httpd -f -p 80 -h "$W/$ns/www" >"$W/$ns/httpd.log" 2>&1 &
+}
+healthz() { nsx dir curl -s -m 3 -o /dev/null -w '%{http_code}' "http://${RSIP[$1]}:8558/healthz"; }
+wait_healthz() { # NS CODE SECONDS (gives up at once when the agent has exited)
+	local pid
+	for _ in $(seq $(( $3 * 5 ))); do
+		[ "$(healthz "$1")" = "$2" ] && return 0
+		pid=${AGENTPID[$1]:-}
+		if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+			echo "dsr-agent run on $1 exited: $(tail -n 3 "$W/$1/agent.log" | tr '\n' ' ')"; return 1
+		fi
+		sleep 0.2
+	done
+	echo "healthz of $1 is $(healthz "$1"), want $2"; nsx dir curl -s -m 3 "http://${RSIP[$1]}:8558/healthz"; return 1
+}
+agentcheck() { nsx dir timeout 3 bash -c "exec 3<>/dev/tcp/${RSIP[$1]}/3333 && read -r l <&3 && echo \"\$l\""; }
+who() { # who N: N requests to the VIP; prints the answering server or ERR
+	for _ in $(seq "$1"); do nsx client curl -s -m 3 "http://$VIP/" || echo ERR; done
+}
+tally() { # tally WHO-OUTPUT...: "rs1 N rs2 N err N"
+	local a=0 b=0 e=0 x
+	for x in "$@"; do case $x in rs1) a=$((a + 1)) ;; rs2) b=$((b + 1)) ;; *) e=$((e + 1)) ;; esac; done
+	echo "rs1 $a rs2 $b err $e"
+}
+both_no_err() { [[ $1 =~ ^rs1\ [1-9][0-9]*\ rs2\ [1-9][0-9]*\ err\ 0$ ]]; }
+
+for ns in rs1 rs2; do start_services "$ns"; done
+director ipip || fail director-ipip "ipvsadm failed"
+t0=$(now_ms)
+for ns in rs1 rs2; do
+	[ "$MANUAL" = 1 ] && { manual_tunnel "$ns" ipip || fail "manual-$ns" "manual tunnel setup failed"; }
+	start_agent "$ns" ipip
+done
+for ns in rs1 rs2; do
+	check "agent-up-$ns" "dsr-agent run on $ns: /healthz 200 from the director" wait_healthz "$ns" 200 60 || infofile "$W/$ns/agent.log"
+done
+metric agents_start_to_healthy_ms $(( $(now_ms) - t0 ))
+if ! kill -0 "${AGENTPID[rs1]}" 2>/dev/null && ! kill -0 "${AGENTPID[rs2]}" 2>/dev/null; then
+	fail agents-running "no dsr-agent is running (does this binary know mode: tunnel? DSR_TUNNEL_MANUAL=1 runs the scenario without it); the remaining checks are not run"
+	finish
+fi
+for ns in rs1 rs2; do
+	check "rs-setup-$ns" "$ns: tunl0 up, VIP on lo, arp_ignore/announce, effective rp_filter on tunl0 0" nsx "$ns" bash -c "
+		ip -o link show tunl0 | grep -q ',UP' || { echo tunl0 down; exit 1; }
+		ip -o -4 addr show dev lo | grep -q ' $VIP/32 ' || { echo no VIP on lo; exit 1; }
+		a=\$(cat /proc/sys/net/ipv4/conf/all/rp_filter) t=\$(cat /proc/sys/net/ipv4/conf/tunl0/rp_filter)
+		m=\$(( a > t ? a : t )); echo rp_filter all=\$a tunl0=\$t max=\$m
+		[ \$m = 0 ] && [ \$(cat /proc/sys/net/ipv4/conf/all/arp_ignore) -ge 1 ]"
+done
+
+# --- IPIP ---------------------------------------------------------------------------
+mapfile -t got < <(who 10)
+t=$(tally "${got[@]}")
+if both_no_err "$t"; then pass ipip-vip "10 HTTP requests to $VIP through IPIP: $t"
+else fail ipip-vip "10 requests through IPIP: $t (${got[*]})"; infofile "$W/ipvs-ipip.txt"; fi
+read -r ip1 _ < <(nft_counters rs1)
+if [ "${ip1:-0}" -gt 0 ]; then pass ipip-encap "rs1 received $ip1 IPIP (proto 4) packets"
+else fail ipip-encap "rs1 received no IPIP packets"; fi
+read -r rfwd < <(nft_counters router)
+dcount=$(nft_counters dir)
+stats=$(nsx dir ipvsadm -Ln --stats --exact -t "$VIP:80" | awk '/^TCP/ { print $4, $5 }')
+if [ "${rfwd:-0}" -gt 0 ] && [ "$dcount" = "0 0 " ] && [ "${stats#* }" = 0 ]; then
+	pass ipip-bypass "replies from $VIP:80 routed rs -> router -> client ($rfwd packets); director saw none (counters $dcount; IPVS InPkts/OutPkts $stats)"
+else fail ipip-bypass "router forwarded ${rfwd:-?} replies; director counters '$dcount'; IPVS stats $stats"; fi
+read -r syn synmss < <(nft_counters client)
+if [ "${syn:-0}" -gt 0 ] && [ "$syn" = "$synmss" ]; then pass ipip-mss "all $syn SYN-ACKs from $VIP carried MSS $MSS"
+else fail ipip-mss "SYN-ACKs from $VIP: $syn, with MSS $MSS: $synmss"; fi
+big=$(nsx client curl -s -m 20 "http://$VIP/big.txt" | wc -c)
+want=$(wc -c <"$W/rs1/www/big.txt")
+if [ "$big" = "$want" ]; then pass ipip-bulk "a ${want}-byte download through the VIP is complete"
+else fail ipip-bulk "downloaded $big of $want bytes"; fi
+
+# --- health, drain, agent-check ---------------------------------------------------------
+acis() { # acis NS PATTERN: the agent-check line matches PATTERN
+	local l
+	l=$(agentcheck "$1")
+	echo "agent-check said '$l'"
+	# shellcheck disable=SC2053 # PATTERN is a glob on purpose
+	[[ $l == $2 ]]
+}
+check agentcheck-up "agent-check on rs1" acis rs1 'up*'
+agent rs1 drain >"$W/drain.out" 2>&1
+check drain-healthz "dsr-agent drain on rs1: /healthz 503" wait_healthz rs1 503 10
+check drain-agentcheck "agent-check on rs1 after drain" acis rs1 '*drain*'
+agent rs1 undrain >>"$W/drain.out" 2>&1
+check undrain-healthz "dsr-agent undrain on rs1: /healthz 200" wait_healthz rs1 200 10
+
+# --- repair (agent mode) ------------------------------------------------------------------
+if [ "$MANUAL" = 1 ]; then
+	skip tunl0-repaired "MANUAL=1: the agent does not own tunl0"
+else
+	nsx rs1 ip link set tunl0 down
+	back=""
+	for _ in $(seq 50); do nsx rs1 ip -o link show tunl0 | grep -q ',UP' && { back=1; break; }; sleep 0.1; done
+	if [ -n "$back" ]; then pass tunl0-repaired "ip link set tunl0 down on rs1: the agent set it up again"
+	else fail tunl0-repaired "tunl0 still down 5 s after ip link set tunl0 down"; infofile "$W/rs1/agent.log" 10; fi
+fi
+
+# --- GUE -------------------------------------------------------------------------------------
+for ns in rs1 rs2; do nsx "$ns" ip fou del port $GUEPORT 2>/dev/null; done
+director gue || fail director-gue "ipvsadm --tun-type gue failed (ipvsadm $(ipvsadm --version 2>&1 | head -n1))"
+mapfile -t got < <(who 2)
+t=$(tally "${got[@]}")
+if [ "$t" = "rs1 0 rs2 0 err 2" ]; then pass gue-needs-port "director on GUE, real servers without a fou port: requests fail ($t)"
+else fail gue-needs-port "director on GUE, no fou port on the servers, yet: $t"; fi
+for ns in rs1 rs2; do
+	if [ "$MANUAL" = 1 ]; then manual_tunnel "$ns" gue || fail "manual-gue-$ns" "ip fou add failed"
+	else stop_agent "$ns"; start_agent "$ns" gue; fi
+done
+for ns in rs1 rs2; do
+	check "gue-port-$ns" "$ns: ip fou show lists port $GUEPORT gue" bash -c "
+		for _ in \$(seq 100); do ip netns exec $ns ip fou show | grep -q 'port $GUEPORT gue' && exit 0; sleep 0.1; done
+		ip netns exec $ns ip fou show; exit 1"
+done
+wait_healthz rs1 200 30 >/dev/null; wait_healthz rs2 200 30 >/dev/null
+read -r syn0 synmss0 < <(nft_counters client)
+mapfile -t got < <(who 10)
+t=$(tally "${got[@]}")
+if both_no_err "$t"; then pass gue-vip "10 HTTP requests to $VIP through GUE (udp $GUEPORT): $t"
+else fail gue-vip "10 requests through GUE: $t (${got[*]})"; infofile "$W/ipvs-gue.txt"; fi
+read -r _ gue1 < <(nft_counters rs1)
+if [ "${gue1:-0}" -gt 0 ]; then pass gue-encap "rs1 received $gue1 packets to udp $GUEPORT"
+else fail gue-encap "rs1 received nothing on udp $GUEPORT"; fi
+read -r syn synmss < <(nft_counters client)
+syn=$(( syn - syn0 )) synmss=$(( synmss - synmss0 ))
+if [ "${syn:-0}" -gt 0 ] && [ "$syn" = "$synmss" ]; then pass gue-mss "all $syn SYN-ACKs from $VIP carried MSS $MSS"
+else fail gue-mss "SYN-ACKs from $VIP: $syn, with MSS $MSS: $synmss"; fi
+
+# --- rp_filter: the kernel uses max(all, tunl0) -------------------------------------------------
+# All requests to rs1 (rs2 weight 0); rs1's agent stopped so it does not repair.
+stop_agent rs1
+nsx dir ipvsadm -e -t $VIP:80 -r "${RSIP[rs2]}" -i -w 0 --tun-type gue --tun-port $GUEPORT
+rpf() { nsx rs1 nstat -az TcpExtIPReversePathFilter | awk '/IPReversePathFilter/ { print $2 }'; }
+rp_try() { # rp_try ALL TUNL0: prints "ANSWER drops"
+	nsx rs1 sysctl -qw net.ipv4.conf.all.rp_filter="$1" net.ipv4.conf.tunl0.rp_filter="$2"
+	local before after r
+	before=$(rpf)
+	r=$(nsx client curl -s -m 2 "http://$VIP/" || echo ERR)
+	after=$(rpf)
+	echo "$r $(( after - before ))"
+}
+rp_case() { # rp_case NAME ALL TUNL0 WANT(answer|drop) WHY
+	local r d what=dropped
+	[ "$4" = answer ] && what="rs1 answers"
+	read -r r d <<<"$(rp_try "$2" "$3")"
+	if { [ "$4" = answer ] && [ "$r" = rs1 ]; } || { [ "$4" = drop ] && [ "$r" = ERR ] && [ "$d" -gt 0 ]; }; then
+		pass "$1" "rp_filter all=$2 tunl0=$3: $what; TcpExtIPReversePathFilter +$d ($5)"
+	else
+		fail "$1" "rp_filter all=$2 tunl0=$3: got '$r', reverse-path drops +$d, want $4 ($5)"
+	fi
+}
+rp_case rp-off-answers 0 0 answer "what dsr-agent must leave"
+rp_case rp-loose-tunl0-drops 0 2 drop "loose is not enough: tunl0 has no address, and __fib_validate_source drops for a device without one unless rp_filter is 0"
+rp_case rp-all-loose-drops 2 0 drop "max(all, tunl0) = 2: the all value counts (systemd's 50-default.conf sets all=2)"
+rp_case rp-all-strict-drops 1 0 drop "max(all, tunl0) = 1 (RHEL's default all=1)"
+rp_case rp-strict-tunl0-drops 0 1 drop "strict on tunl0"
+# Loose works once tunl0 has an address (the VIP as well, as some guides do).
+nsx rs1 ip addr add $VIP/32 dev tunl0
+rp_case rp-loose-with-address-answers 0 2 answer "with $VIP/32 on tunl0 the loose check passes"
+nsx rs1 ip addr del $VIP/32 dev tunl0
+read -r r d <<<"$(rp_try 0 0)"
+[ "$r" = rs1 ] || fail rp-restore "rp_filter all=0 tunl0=0: rs1 did not answer again ($r)"
+nsx dir ipvsadm -e -t $VIP:80 -r "${RSIP[rs2]}" -i -w 1 --tun-type gue --tun-port $GUEPORT
+
+# --- remove --------------------------------------------------------------------------------------
+if [ "$MANUAL" = 1 ]; then
+	skip remove-tunnel "MANUAL=1: the agent does not own tunl0 or the fou port"
+else
+	stop_agent rs2
+	nsx rs2 ip fou add port 7070 gue # someone else's
+	agent rs2 remove >"$W/remove.out" 2>&1
+	check remove-tunnel "dsr-agent remove on rs2: fou $GUEPORT gone, foreign 7070 kept, tunl0 down" bash -c "
+		f=\$(ip netns exec rs2 ip fou show)
+		! grep -q 'port $GUEPORT' <<<\"\$f\" && grep -q 'port 7070 gue' <<<\"\$f\" &&
+		! ip netns exec rs2 ip -o link show tunl0 | grep -q ',UP' || { echo \"\$f\"; cat $W/remove.out; exit 1; }"
+fi
+for ns in rs1 rs2; do stop_agent "$ns"; done
+metric tunnel_in_vm_ms $(( $(now_ms) - t_begin ))
+finish

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# make test-tunnel: L3 DSR (issue 13) in one boot of the boot test's cached
+# Debian VM (this host's kernel has no ipip, fou, ip6_tunnel or ip_vs; the
+# Debian kernel has them).
+#
+#   test/tunnel/run.sh [DSR_AGENT_BINARY]     (default: bin/dsr-agent)
+#
+# In the VM: (1) the tunnel package's kernel tests (tunnel.test, built here,
+# run there with DSR_TUNNEL_REQUIRE=1: a skip is a failure); (2) namespaces
+# client - router - director (IPVS lb_kind TUN, IPIP then GUE) and two real
+# servers in another subnet running `dsr-agent run`. See guest/tunnel.sh and
+# docs/tunnel.md.
+#
+# Environment (the boot test's, shared):
+#   DSR_BOOT_SKIP=1 / DSR_BOOT_REQUIRE=1   skip / make a skip a failure (CI)
+#   DSR_BOOT_ACCEL=auto|kvm|tcg            DSR_BOOT_CACHE=DIR (image cache)
+#   DSR_TUNNEL_MANUAL=1                    the tunnel part by hand, agent in loopback
+#                                          mode (proves the scenario before the agent
+#                                          has mode: tunnel)
+#   DSR_TUNNEL_TIMEOUT=600                 hard limit for the VM run, seconds
+#   DSR_TUNNEL_KEEP=1                      keep the run directory on success too
+# Output: one line per check ("ok"/"not ok"/"skip"); the last line is
+# "tunnel-test: N passed, N failed". Exit 0 all passed, 1 otherwise.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+boot="$repo/test/boot"
+# shellcheck source=../boot/lib.sh
+. "$boot/lib.sh"
+
+skip() {
+	echo "test-tunnel: SKIPPED: $*"
+	if [ "${DSR_BOOT_REQUIRE:-0}" = 1 ]; then
+		echo "test-tunnel: DSR_BOOT_REQUIRE=1, so a skip is a failure"
+		exit 1
+	fi
+	exit 0
+}
+
+[ "${DSR_BOOT_SKIP:-0}" = 1 ] && skip "DSR_BOOT_SKIP=1"
+[ "$(uname -s)-$(uname -m)" = Linux-x86_64 ] || skip "needs Linux x86_64 (this is $(uname -s)-$(uname -m))"
+[ "$(id -u)" = 0 ] || skip "needs root (debootstrap builds the image)"
+for t in qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 flock timeout; do
+	command -v "$t" >/dev/null || skip "$t not installed (as root: make deps-boot, or apt-get install $("$repo/mk/install-deps.sh" --list boot | tr '\n' ' '))"
+done
+AGENT=${1:-$repo/bin/dsr-agent}
+[ -x "$AGENT" ] || skip "no dsr-agent binary at $AGENT (run make build)"
+TIMEOUT=${DSR_TUNNEL_TIMEOUT:-600}
+MANUAL=${DSR_TUNNEL_MANUAL:-0}
+GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
+[ -x "$GO" ] || command -v "$GO" >/dev/null || skip "no go toolchain to build tunnel.test"
+
+t_start=$(date +%s)
+image=$("$boot/build-image.sh" | tail -n1) || bt_die "image build failed"
+t_image=$(date +%s)
+
+run=$(mktemp -d "${TMPDIR:-/tmp}/dsr-tunnel.XXXXXX")
+qpid=""
+cleanup() {
+	local rc=$?
+	if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null; then
+		kill "$qpid" 2>/dev/null || true
+		sleep 1
+		kill -9 "$qpid" 2>/dev/null || true
+	fi
+	if [ "$rc" = 0 ] && [ "${DSR_TUNNEL_KEEP:-0}" != 1 ]; then
+		rm -rf "$run"
+	else
+		echo "test-tunnel: logs kept in $run (console.log, markers.log)"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+qemu-img create -q -f qcow2 -F raw -b "$image/rootfs.img" "$run/root.qcow2"
+# The payload disk: the image's boot-test runner runs its phases.sh.
+payload="$run/payload"
+mkdir -p "$payload"
+cp "$here/guest/tunnel.sh" "$payload/phases.sh"
+cp "$AGENT" "$payload/dsr-agent"
+echo "$MANUAL" >"$payload/manual"
+(cd "$repo" && CGO_ENABLED=0 "$GO" test -c -o "$payload/tunnel.test" ./tunnel) || bt_die "go test -c ./tunnel failed"
+size_mb=$(( $(du -sm "$payload" | cut -f1) + 32 ))
+mkfs.ext4 -q -L BTPAYLOAD -E root_owner=0:0 -d "$payload" "$run/payload.img" "${size_mb}M" 2>/dev/null
+
+accel=$(bt_accel "$image" "$run/kvm-probe.log")
+t_boot=$(date +%s)
+bt_log "booting $(cat "$image/kernel-version") under $accel: tunnel.test, then IPVS TUN (IPIP, GUE) across a router to 2 dsr-agent real servers$([ "$MANUAL" = 1 ] && echo " (MANUAL)")"
+bt_qemu_start "$run" "$image" "$accel" "$TIMEOUT"
+bt_follow "$t_boot" 'PASS|FAIL|SKIP'
+wait "$qpid" && qrc=0 || qrc=$?
+qpid=""
+t_end=$(date +%s)
+
+markers="$run/markers.log"
+if ! grep -q '^@@BT ' "$markers"; then
+	grep -ao '@@BT .*' "$run/console.log" | tr -d '\r' >"$run/markers-console.log" || true
+	markers="$run/markers-console.log"
+fi
+npass=$(grep -c '^@@BT PASS ' "$markers" || true)
+nfail=$(grep -c '^@@BT FAIL ' "$markers" || true)
+nskip=$(grep -c '^@@BT SKIP ' "$markers" || true)
+echo
+echo "== tunnel test: IPVS lb_kind TUN (IPIP, GUE) + dsr-agent$([ "$MANUAL" = 1 ] && echo " [MANUAL]") in Debian bookworm ($(cat "$image/kernel-version"), $accel)"
+awk '/^@@BT (PASS|FAIL|SKIP) / {
+	k = ($2 == "PASS") ? "ok" : ($2 == "FAIL") ? "not ok" : "skip"; n = $3
+	sub(/^@@BT [A-Z]+ [^ ]+ ?/, ""); printf "%-6s %d - %-24s %s\n", k, ++i, n, $0 }' "$markers" | cut -c1-260
+echo "-- metrics"
+awk '/^@@BT METRIC / { printf "  %-34s %s\n", $3, $4 }' "$markers"
+echo "-- notes"
+grep '^@@BT INFO ' "$markers" | cut -c11-250 | grep -E '^(mode:|kernel|fou poll|ip link del)' | sed 's/^/  /' || true
+echo "-- times: image $((t_image - t_start)) s ($( [ "$((t_image - t_start))" -gt 30 ] && echo cold build || echo cached)), VM run $((t_end - t_boot)) s, total $((t_end - t_start)) s"
+
+problems=()
+[ "$qrc" = 0 ] || problems+=("qemu exited $qrc$([ "$qrc" = 124 ] && echo " (timeout ${TIMEOUT}s)")")
+grep -q '^@@BT END' "$markers" || problems+=("the guest never reached the end")
+# Every check must have run (a check that silently did not run is a failure).
+for want in go-TestFallbackDevicePerNamespace go-TestApplyRepairRemoveIPv4GUE go-TestForeignFouConflict \
+	go-TestApplyRemoveIPv6GUE go-TestCreateWithoutFallback go-TestWatch go-TestFouPollCost \
+	topology agent-up-rs1 agent-up-rs2 ipip-vip ipip-encap ipip-bypass ipip-mss ipip-bulk agentcheck-up \
+	drain-healthz drain-agentcheck undrain-healthz gue-needs-port gue-vip gue-encap gue-mss \
+	rp-off-answers rp-loose-tunl0-drops rp-all-loose-drops rp-all-strict-drops rp-strict-tunl0-drops rp-loose-with-address-answers; do
+	grep -Eq "^@@BT (PASS|FAIL) $want( |$)" "$markers" || problems+=("check $want never ran")
+done
+if [ "$nfail" != 0 ] || [ "${#problems[@]}" != 0 ]; then
+	for p in "${problems[@]}"; do echo "  PROBLEM: $p"; done
+	echo "-- guest INFO lines"
+	grep '^@@BT INFO ' "$markers" | cut -c11-250 | tail -n 60
+	echo "-- last 30 console lines"
+	tail -n 30 "$run/console.log" | tr -d '\r' | cut -c1-200
+	echo "tunnel-test: $npass passed, $((nfail + ${#problems[@]})) failed, $nskip skipped"
+	exit 1
+fi
+echo "tunnel-test: $npass passed, 0 failed, $nskip skipped"
