@@ -129,3 +129,29 @@ func BenchmarkNoopReapply(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkApplyFromCleanTunnel: mode tunnel (IPIP) from a fresh namespace:
+// tunl0 up, the ARP and rp_filter sysctls, the MSS clamp table, N VIPs on
+// tunl0. Needs the ipip module: it runs in the tunnel VM test (make
+// test-tunnel), beside the loopback figure of the same run.
+func BenchmarkApplyFromCleanTunnel(b *testing.B) {
+	requireTunnelModules(b)
+	for _, mode := range []Mode{ModeLoopback, ModeTunnel} {
+		for _, n := range []int{1, 100, 1000} {
+			b.Run(fmt.Sprintf("mode=%s/vips=%d", mode, n), func(b *testing.B) {
+				cfg := &Config{Mode: mode, Interfaces: []string{"eth0"}, VIPs: benchVIPs(n)}
+				if mode == ModeTunnel {
+					cfg.Tunnel = &TunnelConfig{Encap: "ipip"}
+				}
+				for b.Loop() {
+					b.StopTimer()
+					h, _ := benchHost(b)
+					b.StartTimer()
+					if _, err := h.Apply(cfg); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}

@@ -44,6 +44,8 @@ type Config struct {
 	// ReturnVia: replies of an L7 LB in transparent mode go back through it
 	// (nil: off).
 	ReturnVia *ReturnViaConfig
+	// Tunnel is mode tunnel's encapsulation (nil in the other modes).
+	Tunnel *TunnelConfig
 }
 
 // VIP is one virtual address and the ports served on it.
@@ -186,10 +188,11 @@ type rawConfig struct {
 	VIPs      *[]rawVIP     `yaml:"vips"`
 	Health    *rawHealth    `yaml:"health"`
 	ReturnVia *rawReturnVia `yaml:"return_via"`
+	Tunnel    *rawTunnel    `yaml:"tunnel"`
 }
 
 func (raw *rawConfig) empty() bool {
-	return raw.Mode == "" && raw.Interfaces == nil && raw.VIPs == nil && raw.Health == nil && raw.ReturnVia == nil
+	return raw.Mode == "" && raw.Interfaces == nil && raw.VIPs == nil && raw.Health == nil && raw.ReturnVia == nil && raw.Tunnel == nil
 }
 
 type rawVIP struct {
@@ -324,7 +327,8 @@ func readCapped(path string, limit int64) ([]byte, error) {
 var yamlKeyErr = regexp.MustCompile(`field (\S+) not found in type agent\.raw(\w+)`)
 
 var knownKeys = map[string]string{
-	"Config":     "mode, interfaces, vips, health, return_via",
+	"Config":     "mode, interfaces, vips, health, return_via, tunnel",
+	"Tunnel":     "encap, port, mss",
 	"ReturnVia":  "gateway, gateway6, ports, table",
 	"ReturnPort": "port, protocol",
 	"VIP":        "address, real_ip, ports",

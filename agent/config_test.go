@@ -119,7 +119,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"malformed yaml", "vips: [\n", []string{"line"}},
 		{"unknown top key", "mode: loopback\nvipz: []\n", []string{`unknown key "vipz"`, "mode, interfaces, vips, health"}},
 		{"unknown vip key", "vips:\n  - adress: 192.0.2.10\n", []string{`unknown key "adress"`, "address, real_ip, ports"}},
-		{"bad mode", "mode: ipvs\n", []string{"mode", `"ipvs"`, "loopback, arptables or firewalld"}},
+		{"bad mode", "mode: ipvs\n", []string{"mode", `"ipvs"`, "loopback, arptables, firewalld or tunnel"}},
 		{"not an address", "vips: [{address: web01}]\n", []string{"vips[0].address", `"web01"`, "host address"}},
 		{"network not host", "vips: [{address: 192.0.2.0/24}]\n", []string{"vips[0].address", `"192.0.2.0/24"`, "not a network"}},
 		{"loopback vip", "vips: [{address: 127.0.0.5}]\n", []string{"vips[0].address", "loopback"}},
@@ -190,6 +190,12 @@ func TestParseConfigErrors(t *testing.T) {
 		{"return_via duplicate port", "vips: [{address: 192.0.2.10}]\nreturn_via: {gateway: 192.0.2.1, ports: [{port: 80}, {port: 80, protocol: tcp}]}\n", []string{"return_via.ports[1]", "80/tcp", "once"}},
 		{"return_via with no VIPs", "vips: []\nreturn_via: {gateway: 192.0.2.1}\n", []string{"return_via", "vips: []"}},
 		{"return_via unknown key", "vips: [{address: 192.0.2.10}]\nreturn_via: {gw: 192.0.2.1}\n", []string{"gw", "gateway, gateway6, ports, table"}},
+		{"tunnel section in loopback mode", "vips: [{address: 192.0.2.10}]\ntunnel: {encap: ipip}\n", []string{"tunnel", "only with mode: tunnel", "loopback"}},
+		{"tunnel bad encap", "mode: tunnel\nvips: [{address: 192.0.2.10}]\ntunnel: {encap: gre}\n", []string{"tunnel.encap", `"gre"`, "ipip or gue"}},
+		{"tunnel port out of range with ipip", "mode: tunnel\nvips: [{address: 192.0.2.10}]\ntunnel: {encap: ipip, port: 70000}\n", []string{"tunnel.port", "70000", "1-65535"}},
+		{"tunnel gue port zero", "mode: tunnel\nvips: [{address: 192.0.2.10}]\ntunnel: {encap: gue, port: 0}\n", []string{"tunnel.port", "1-65535"}},
+		{"tunnel mss too small", "mode: tunnel\nvips: [{address: 192.0.2.10}]\ntunnel: {mss: 100}\n", []string{"tunnel.mss", "100", "536-8960"}},
+		{"tunnel unknown key", "mode: tunnel\nvips: [{address: 192.0.2.10}]\ntunnel: {type: gue}\n", []string{"type", "encap, port, mss"}},
 		{"map for list", "vips: {address: 192.0.2.10}\n", []string{"line 1", "expected a list of VIPs"}},
 		{"second document", "vips: []\n---\nmode: bogus\n", []string{"more than one YAML document"}},
 		{"this-network vip", "vips: [{address: 0.0.0.1}]\n", []string{"vips[0].address", "0.0.0.0/8"}},
@@ -297,5 +303,22 @@ func TestParseAgentCheckWeight(t *testing.T) {
 	cfg, err = ParseConfig([]byte("vips: []\nhealth: {listen: '192.0.2.21:8558', agent_check: {listen: '192.0.2.21:3333'}}\n"))
 	if err != nil || cfg.Health.AgentCheck.Weight != nil {
 		t.Fatalf("no weight key: weight %+v, err %v", cfg.Health.AgentCheck.Weight, err)
+	}
+}
+
+func TestParseTunnel(t *testing.T) {
+	for y, want := range map[string]TunnelConfig{
+		"mode: tunnel\nvips: [{address: 192.0.2.10}]\n":                                               {Encap: "ipip"},
+		"mode: tunnel\nvips: [{address: 192.0.2.10}]\ntunnel: {encap: gue}\n":                         {Encap: "gue", Port: DefaultGUEPort},
+		"mode: tunnel\nvips: [{address: 192.0.2.10}]\ntunnel: {encap: gue, port: 5555, mss: 1400}\n":  {Encap: "gue", Port: 5555, MSS: 1400},
+		"mode: tunnel\nvips: [{address: 192.0.2.10}]\ntunnel: {encap: ipip, port: 6080, mss: 1400}\n": {Encap: "ipip", MSS: 1400},
+	} {
+		cfg, err := ParseConfig([]byte(y))
+		if err != nil {
+			t.Fatalf("%s: %v", y, err)
+		}
+		if cfg.Tunnel == nil || *cfg.Tunnel != want {
+			t.Errorf("%s: tunnel = %+v, want %+v", y, cfg.Tunnel, want)
+		}
 	}
 }

@@ -15,9 +15,17 @@ func (raw *rawConfig) validate() (*Config, error) {
 	switch cfg.Mode {
 	case "":
 		cfg.Mode = ModeLoopback
-	case ModeLoopback, ModeARPTables, ModeFirewalld:
+	case ModeLoopback, ModeARPTables, ModeFirewalld, ModeTunnel:
 	default:
-		errs.add("mode", raw.Mode, "loopback, arptables or firewalld")
+		errs.add("mode", raw.Mode, "loopback, arptables, firewalld or tunnel")
+	}
+	switch {
+	case raw.Tunnel != nil && cfg.Mode == ModeTunnel:
+		cfg.Tunnel = raw.Tunnel.validate(&errs)
+	case raw.Tunnel != nil:
+		errs.add("tunnel", "", "a tunnel section only with mode: tunnel (mode is "+string(cfg.Mode)+")")
+	case cfg.Mode == ModeTunnel:
+		cfg.Tunnel = (&rawTunnel{}).validate(&errs)
 	}
 	seenIf := map[string]bool{}
 	for i, name := range raw.Interfaces {

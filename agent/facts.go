@@ -18,6 +18,8 @@ type Facts struct {
 	// Links are the interface names, lo included; Index their ifindex.
 	Links []string
 	Index map[string]int
+	// MTU of each interface (mode tunnel's default MSS).
+	MTU map[string]int
 	// DefaultLink is the interface of the best default route ("" if none).
 	DefaultLink string
 	// Gateways are the next hops of every route in the main table.
@@ -50,7 +52,7 @@ func (h *Host) facts(moveAside bool) (*Facts, error) {
 			st.addAddr(a.Link, a.Prefix.String())
 		}
 	}
-	f := &Facts{Addrs: addrs, State: st, Gateways: map[netip.Addr]bool{}, Index: map[string]int{}}
+	f := &Facts{Addrs: addrs, State: st, Gateways: map[netip.Addr]bool{}, Index: map[string]int{}, MTU: map[string]int{}}
 	links, err := h.nl.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
@@ -59,6 +61,7 @@ func (h *Host) facts(moveAside bool) (*Facts, error) {
 	for _, l := range links {
 		f.Links = append(f.Links, l.Attrs().Name)
 		f.Index[l.Attrs().Name] = l.Attrs().Index
+		f.MTU[l.Attrs().Name] = l.Attrs().MTU
 		byIndex[l.Attrs().Index] = l.Attrs().Name
 	}
 	if err := h.readRoutes(f, byIndex); err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/firewall"
@@ -30,6 +31,8 @@ type Host struct {
 	// status that needs it (apply never does), in nsFD (-1: our own).
 	diag *listener.Diag
 	nsFD int
+	// ns is the namespace bound to (netns.None(): our own).
+	ns netns.NsHandle
 }
 
 // OpenHost binds to the caller's own network namespace.
@@ -45,7 +48,9 @@ func OpenHostAt(stateDir string, ns netns.NsHandle) (*Host, error) {
 	var err error
 	proc := arp.NewProc()
 	if ns.IsOpen() {
-		nl, err = netlink.NewHandleAt(ns)
+		// NETLINK_GENERIC too: mode tunnel's fou requests would otherwise
+		// go out on a socket of the calling thread's namespace.
+		nl, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE, unix.NETLINK_XFRM, unix.NETLINK_NETFILTER, unix.NETLINK_GENERIC)
 		if err == nil {
 			conn, err = firewall.Dial(int(ns))
 		}
@@ -73,6 +78,7 @@ func OpenHostAt(stateDir string, ns netns.NsHandle) (*Host, error) {
 		tables: &firewall.Manager{Conn: conn},
 		store:  &stateStore{dir: stateDir},
 		nsFD:   nsFD,
+		ns:     ns,
 	}, nil
 }
 
@@ -121,7 +127,7 @@ func (h *Host) plan(cfg *Config, moveAside bool) (*planned, error) {
 func (h *Host) planWith(f *Facts, d *Desired) (*planned, error) {
 	sysctls, tables := &sysctlSurface{proc: h.sysctl}, &tableSurface{mgr: h.tables}
 	routes := &routeSurface{mgr: &route.Manager{NL: h.nl}}
-	surfaces := []surface{&addrSurface{mgr: h.addrs, addrs: f.Addrs}, sysctls, tables, routes}
+	surfaces := []surface{&tunnelSurface{nl: h.nl, ns: h.ns}, &addrSurface{mgr: h.addrs, addrs: f.Addrs}, sysctls, tables, routes}
 	for _, s := range surfaces {
 		if d.HandsOff {
 			break // nothing will be diffed

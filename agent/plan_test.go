@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/dsr-agent/dsr-agent/internal/golden"
 	"github.com/dsr-agent/dsr-agent/loopback"
 	"github.com/dsr-agent/dsr-agent/route"
+	"github.com/dsr-agent/dsr-agent/tunnel"
 )
 
 func mustConfig(t *testing.T, y string) *Config {
@@ -37,6 +39,7 @@ type simHost struct {
 	sysctls map[string]string
 	tables  map[firewall.Family]bool
 	routes  *route.Observed
+	tun     tunnel.State
 }
 
 // newSimHost is a host with only its NIC address and default sysctls (0).
@@ -46,12 +49,14 @@ func newSimHost() *simHost {
 			Addrs:       []loopback.Addr{addr("eth0.100", "198.51.100.21/24", "")},
 			Links:       []string{"lo", "eth0.100"},
 			DefaultLink: "eth0.100",
+			MTU:         map[string]int{"eth0.100": 1500},
 			Gateways:    map[netip.Addr]bool{netip.MustParseAddr("198.51.100.1"): true},
 			State:       &State{SavedSysctls: map[string]string{}},
 		},
 		sysctls: map[string]string{},
 		tables:  map[firewall.Family]bool{},
 		routes:  &route.Observed{},
+		tun:     tunnel.State{Modules: map[string]bool{}, Links: map[string]tunnel.Link{}},
 	}
 }
 
@@ -85,7 +90,15 @@ func (s *simHost) planned(t *testing.T, cfg *Config) *planned {
 		}
 	}
 	sysctls, tables := &sysctlSurface{cur: cur}, &tableSurface{present: s.tables, why: why}
-	surfaces := []surface{&addrSurface{addrs: s.facts.Addrs}, sysctls, tables, &routeSurface{obs: s.routes}}
+	spec := tunnel.Spec{}
+	if d.Tunnel != nil {
+		spec = *d.Tunnel
+	}
+	steps, err := tunnel.Needed(spec, s.tun, s.facts.State.Tunnel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	surfaces := []surface{&tunnelSurface{steps: steps}, &addrSurface{addrs: s.facts.Addrs}, sysctls, tables, &routeSurface{obs: s.routes}}
 	return &planned{plan: planFrom(surfaces, d, s.facts.State), facts: s.facts, want: d, sysctls: sysctls, tables: tables}
 }
 
@@ -123,6 +136,32 @@ func (s *simHost) apply(t *testing.T, p *Plan, d *Desired) {
 				if firewall.TableRef(fam) == c.Subject {
 					s.tables[fam] = c.Kind == TableReplace
 				}
+			}
+		case c.Kind == tunnelKinds[tunnel.LoadModule]:
+			// Loading the module creates its fallback device, down.
+			s.tun.Modules[strings.Fields(c.Command)[1]] = true
+			for mod, dev := range map[string]string{tunnel.ModIPIP: tunnel.DevIPv4, tunnel.ModIP6Tnl: tunnel.DevIPv6} {
+				if s.tun.Modules[mod] && s.tun.Links[dev].Name == "" {
+					s.tun.Links[dev] = tunnel.Link{Name: dev, Type: map[string]string{tunnel.DevIPv4: "ipip", tunnel.DevIPv6: "ip6tnl"}[dev]}
+				}
+			}
+		case c.Kind == tunnelKinds[tunnel.SetUp] || c.Kind == tunnelKinds[tunnel.SetDown]:
+			l := s.tun.Links[strings.Fields(c.Command)[3]]
+			l.Up = c.Kind == tunnelKinds[tunnel.SetUp]
+			s.tun.Links[l.Name] = l
+		case c.Kind == tunnelKinds[tunnel.AddFou] || c.Kind == tunnelKinds[tunnel.DelFou]:
+			f := strings.Fields(c.Command)
+			port, _ := strconv.Atoi(f[len(f)-1])
+			if c.Kind == tunnelKinds[tunnel.AddFou] {
+				port, _ = strconv.Atoi(f[len(f)-2])
+			}
+			key := tunnel.FouKey{Family: 4, Port: uint16(port)}
+			if f[1] == "-6" {
+				key.Family = 6
+			}
+			s.tun.Fou = slices.DeleteFunc(s.tun.Fou, func(p tunnel.FouPort) bool { return p.FouKey == key })
+			if c.Kind == tunnelKinds[tunnel.AddFou] {
+				s.tun.Fou = append(s.tun.Fou, tunnel.FouPort{FouKey: key, Encap: "gue"})
 			}
 		case c.Kind == RuleAdd || c.Kind == RuleDel || c.Kind == RouteReplace || c.Kind == RouteDel:
 			// The route surface's changes take the kernel to exactly the
@@ -211,9 +250,12 @@ func TestRouterStates(t *testing.T) {
 		{"05-firewalld", "mode: firewalld\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10, ports: [{port: 80}]}, {address: '2001:db8::10', ports: [{port: 443, to_port: 8443}]}]\n"},
 		{"06-empty-vip-list", "mode: firewalld\ninterfaces: [eth0.100]\nvips: []\n"},
 		{"07-loopback-again", "mode: loopback\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\n"},
-		{"08-return-via-ports", "mode: loopback\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\nreturn_via: {gateway: 198.51.100.252, ports: [{port: 443}, {port: 80}]}\n"},
-		{"09-return-via-whole-default", "mode: loopback\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\nreturn_via: {gateway: 198.51.100.252}\n"},
-		{"10-remove", ""},
+		{"08-tunnel-ipip", "mode: tunnel\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {address: '2001:db8::10'}]\n"},
+		{"09-tunnel-gue", "mode: tunnel\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {address: '2001:db8::10'}]\ntunnel: {encap: gue, mss: 1400}\n"},
+		{"10-tunnel-v4-only", "mode: tunnel\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\ntunnel: {encap: gue, mss: 1400}\n"},
+		{"11-return-via-ports", "mode: loopback\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\nreturn_via: {gateway: 198.51.100.252, ports: [{port: 443}, {port: 80}]}\n"},
+		{"12-return-via-whole-default", "mode: loopback\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\nreturn_via: {gateway: 198.51.100.252}\n"},
+		{"13-remove", ""},
 	}
 	h := newSimHost()
 	var transcript strings.Builder

@@ -10,6 +10,7 @@ import (
 	"github.com/dsr-agent/dsr-agent/firewall"
 	"github.com/dsr-agent/dsr-agent/loopback"
 	"github.com/dsr-agent/dsr-agent/route"
+	"github.com/dsr-agent/dsr-agent/tunnel"
 )
 
 // Desired is the host state a config asks for on this host: the policy's
@@ -29,6 +30,8 @@ type Desired struct {
 	Rules       []route.Rule
 	Routes      []route.Route
 	RouteTables []int
+	// Tunnel is mode tunnel's decapsulation (nil in the other modes).
+	Tunnel *tunnel.Spec
 	// Health is the health section with host defaults filled in (a copy;
 	// nil when the config has none).
 	Health *HealthConfig
@@ -86,6 +89,8 @@ func Resolve(cfg *Config, f *Facts) (*Desired, error) {
 		if len(arpTable.Entries) > 0 {
 			d.Tables[arpTable.Family()] = arpTable
 		}
+	case ModeTunnel:
+		resolveTunnel(cfg, f, d)
 	case ModeFirewalld:
 		nat4, nat6 := &firewall.NATTable{}, &firewall.NATTable{IPv6: true}
 		for _, v := range cfg.VIPs {

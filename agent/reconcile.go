@@ -16,6 +16,9 @@ const (
 	// PhaseRemoveVIPs: VIPs that must go leave first, while the
 	// suppression that covered them is still in force.
 	PhaseRemoveVIPs Phase = iota
+	// PhaseDevices: mode tunnel's decapsulation devices and GUE port; they
+	// carry no address yet, and the sysctls and VIPs after them need them.
+	PhaseDevices
 	// PhaseSuppress: ARP suppression (sysctls, then the arp table) is in
 	// force before any VIP is added.
 	PhaseSuppress
@@ -28,6 +31,8 @@ const (
 	PhaseReturnPath
 	// PhaseRemoveTables: tables of a mode no longer configured.
 	PhaseRemoveTables
+	// PhaseRemoveDevices: devices and ports of a tunnel no longer wanted.
+	PhaseRemoveDevices
 	// PhaseRestore: sysctl values found before dsr-agent, written back last.
 	PhaseRestore
 	numPhases

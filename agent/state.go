@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"github.com/dsr-agent/dsr-agent/tunnel"
+
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -34,6 +36,9 @@ type State struct {
 	// so a crash in between leaves an entry for an address that may be
 	// missing, never an address nobody owns.
 	Addresses []OwnedAddr `json:"addresses,omitempty"`
+	// Tunnel is what mode tunnel brought up or added (devices, GUE ports),
+	// recorded before the change.
+	Tunnel tunnel.Owned `json:"tunnel,omitzero"`
 
 	// LostSysctls are sysctls whose values from before dsr-agent were lost
 	// with an unreadable state file: remove cannot restore them and says so.

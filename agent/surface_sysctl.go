@@ -17,6 +17,10 @@ type sysctlSurface struct {
 	// cur holds the current values of desired and saved sysctls, by
 	// Path.Key ("" when the sysctl does not exist, e.g. its interface is gone).
 	cur map[string]string
+	// inherit holds, for a desired sysctl whose interface does not exist
+	// yet (tunl0 before its module loads), the value a new interface starts
+	// from: `default`'s. That is what remove restores.
+	inherit map[string]string
 }
 
 func (s *sysctlSurface) observe(d *Desired, st *State) error {
@@ -35,6 +39,18 @@ func (s *sysctlSurface) observe(d *Desired, st *State) error {
 		}
 		s.cur[k] = v
 	}
+	s.inherit = map[string]string{}
+	for _, w := range d.Sysctls {
+		k := w.Path.Key()
+		if s.cur[k] != "" || len(w.Path) < 2 {
+			continue
+		}
+		def := slices.Clone(w.Path)
+		def[len(def)-2] = "default"
+		if v, err := s.proc.Read(def); err == nil {
+			s.inherit[k] = v
+		}
+	}
 	return nil
 }
 
@@ -46,6 +62,9 @@ func (s *sysctlSurface) diff(d *Desired, st *State) []Change {
 	}
 	for _, v := range arp.Needed(d.Sysctls, s.cur) {
 		path, value, found := v.Setting.Path, v.Setting.Value(), s.cur[v.Setting.Path.Key()]
+		if found == "" {
+			found = s.inherit[path.Key()]
+		}
 		out = append(out, Change{Kind: SysctlSet, Subject: path.String(), Reason: v.Reason, Command: sysctlCommand(path, value),
 			phase: PhaseSuppress, drift: "sysctl-wrong", unsuppressed: true,
 			own: func(st *State) (bool, error) {

@@ -3,7 +3,11 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/firewall"
@@ -11,6 +15,7 @@ import (
 	"github.com/dsr-agent/dsr-agent/listener"
 	"github.com/dsr-agent/dsr-agent/loopback"
 	"github.com/dsr-agent/dsr-agent/route"
+	"github.com/dsr-agent/dsr-agent/tunnel"
 )
 
 // Watchers are the surfaces' change notifications, for the daemon: one per
@@ -22,6 +27,8 @@ type Watchers struct {
 	// ListenerPoll is how often the sockets of the served ports are read
 	// (default listener.DefaultPoll); set it before Run.
 	ListenerPoll time.Duration
+	// fouOn: mode tunnel keeps a GUE port, whose deletion only a poll sees.
+	fouOn atomic.Bool
 }
 
 // NewWatchers returns the watchers; Run starts them.
@@ -32,10 +39,18 @@ func NewWatchers() *Watchers {
 // Run runs every watcher until ctx ends; sysctlPoll is how often the ARP
 // sysctls are read (the kernel does not announce their change).
 func (w *Watchers) Run(ctx context.Context, wake resubscribe.Wake, log *slog.Logger, sysctlPoll time.Duration) {
-	go loopback.WatchAddrs(ctx, wake, log)             // VIPs deleted
-	go loopback.WatchLinks(ctx, wake, log)             // NICs re-created, renamed, up/down
-	go firewall.Watch(ctx, wake, log)                  // dsr-agent's tables edited, flushed, dormant
-	go route.Watch(ctx, wake, log)                     // return_via's rules and routes deleted or changed
+	go loopback.WatchAddrs(ctx, wake, log) // VIPs deleted
+	go loopback.WatchLinks(ctx, wake, log) // NICs re-created, renamed, up/down
+	go firewall.Watch(ctx, wake, log)      // dsr-agent's tables edited, flushed, dormant
+	go route.Watch(ctx, wake, log)         // return_via's rules and routes deleted or changed
+	if nl, err := netlink.NewHandle(unix.NETLINK_ROUTE, unix.NETLINK_GENERIC); err != nil {
+		log.Error("tunnel watcher: netlink handle", "err", err)
+	} else {
+		go func() { // tunl0/ip6tnl0 down or gone, the GUE port deleted
+			defer nl.Close()
+			tunnel.Watcher{NL: nl, FouOn: &w.fouOn}.Run(ctx, wake, log)
+		}()
+	}
 	go w.listeners.Run(ctx, wake, log, w.ListenerPoll) // services started or stopped on the VIP ports
 	w.sysctls.Run(ctx, wake, sysctlPoll)
 }
@@ -55,6 +70,7 @@ func (w *Watchers) Follow(d *Desired) {
 	}
 	w.sysctls.Set(paths)
 	w.listeners.Set(listenerPorts(d))
+	w.fouOn.Store(!d.HandsOff && d.Tunnel != nil && d.Tunnel.GUEPort != 0)
 }
 
 // listenerPorts are the ports whose sockets status checks: each VIP port,

@@ -48,6 +48,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -421,20 +422,57 @@ func ModuleLoaded(name string) bool {
 	if _, err := os.Stat("/sys/module/" + name); err == nil {
 		return true
 	}
+	return builtinModules()[name]
+}
+
+// builtinModules is modules.builtin, read once: the fou poll asks every
+// second, and the file does not change while the kernel runs.
+var builtinModules = sync.OnceValue(func() map[string]bool {
+	out := map[string]bool{}
 	var u unix.Utsname
 	if unix.Uname(&u) != nil {
-		return false
+		return out
 	}
 	b, err := os.ReadFile("/lib/modules/" + unix.ByteSliceToString(u.Release[:]) + "/modules.builtin")
 	if err != nil {
-		return false
+		return out
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasSuffix(l, "/"+name+".ko") {
-			return true
+		if i := strings.LastIndex(l, "/"); i >= 0 && strings.HasSuffix(l, ".ko") {
+			out[strings.TrimSuffix(l[i+1:], ".ko")] = true
 		}
 	}
-	return false
+	return out
+})
+
+// probeLink is the name of the device briefly created to make the kernel
+// load a tunnel module (the module's own fallback device then appears).
+const probeLink = "dsr-probe0"
+
+// autoload makes the kernel load module through its module aliases: a link
+// of the module's kind (rtnl-link-ipip, rtnl-link-ip6tnl), created and at
+// once deleted, or the fou generic netlink family (its family alias).
+func autoload(h *netlink.Handle, module string) error {
+	var l netlink.Link
+	switch module {
+	case ModIPIP:
+		l = &netlink.Iptun{LinkAttrs: netlink.LinkAttrs{Name: probeLink}}
+	case ModIP6Tnl:
+		l = &netlink.Ip6tnl{LinkAttrs: netlink.LinkAttrs{Name: probeLink}}
+	case ModFou:
+		_, err := netlink.FouFamilyId()
+		return err
+	default:
+		return fmt.Errorf("no on-demand load for module %s", module)
+	}
+	add, del := netlink.LinkAdd, netlink.LinkDel // nil h: the caller's namespace
+	if h != nil {
+		add, del = h.LinkAdd, h.LinkDel
+	}
+	if err := add(l); err != nil {
+		return fmt.Errorf("ip link add %s type %s: %w", probeLink, l.Type(), err)
+	}
+	return del(l)
 }
 
 // Modprobe is the command LoadModule runs (a variable for tests).
@@ -448,6 +486,15 @@ func (s Step) Apply(h *netlink.Handle) error { return s.ApplyIn(h, netns.None())
 func (s Step) ApplyIn(h *netlink.Handle, ns netns.NsHandle) error {
 	switch s.Kind {
 	case LoadModule:
+		// First ask the kernel to load it on demand, as `ip link add ...
+		// type ipip` does: request_module runs in the kernel, so it also
+		// works from the hardened unit (ProtectKernelModules, no
+		// CAP_SYS_MODULE), where modprobe itself is refused.
+		// A link of its kind or its netlink family exists now: loaded (or
+		// built in, which /sys/module does not always show).
+		if autoload(h, s.Module) == nil {
+			return nil
+		}
 		out, err := exec.Command(Modprobe, s.Module).CombinedOutput()
 		if err == nil {
 			return nil

@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -36,6 +37,9 @@ type Watcher struct {
 	NS *netns.NsHandle
 	// Poll is the fou poll interval; 0 means FouPollInterval.
 	Poll time.Duration
+	// FouOn, when set, gates the fou poll: a host without a GUE port to
+	// keep does not list fou sockets every second.
+	FouOn *atomic.Bool
 }
 
 // Watch runs a Watcher on h in the caller's namespace until ctx ends.
@@ -138,7 +142,10 @@ func (w Watcher) pollFou(ctx context.Context, wake resubscribe.Wake, log *slog.L
 	last, failing, first := "", false, true
 	for {
 		cur, ok := "no-fou-module", true
-		if ModuleLoaded(ModFou) {
+		if w.FouOn != nil && !w.FouOn.Load() {
+			// Off: the next poll after it is turned on is a fresh start.
+			ok, first = false, true
+		} else if ModuleLoaded(ModFou) {
 			ports, err := ListFou(w.NL)
 			if err != nil {
 				if !failing {

@@ -80,6 +80,8 @@ cp "$here/guest/tunnel.sh" "$payload/phases.sh"
 cp "$AGENT" "$payload/dsr-agent"
 echo "$MANUAL" >"$payload/manual"
 (cd "$repo" && CGO_ENABLED=0 "$GO" test -c -o "$payload/tunnel.test" ./tunnel) || bt_die "go test -c ./tunnel failed"
+# mode tunnel's kernel tests in the agent package (apply, drift, remove).
+(cd "$repo" && CGO_ENABLED=0 "$GO" test -c -o "$payload/agent.test" ./agent) || bt_die "go test -c ./agent failed"
 size_mb=$(( $(du -sm "$payload" | cut -f1) + 32 ))
 mkfs.ext4 -q -L BTPAYLOAD -E root_owner=0:0 -d "$payload" "$run/payload.img" "${size_mb}M" 2>/dev/null
 
@@ -108,7 +110,7 @@ awk '/^@@BT (PASS|FAIL|SKIP) / {
 echo "-- metrics"
 awk '/^@@BT METRIC / { printf "  %-34s %s\n", $3, $4 }' "$markers"
 echo "-- notes"
-grep '^@@BT INFO ' "$markers" | cut -c11-250 | grep -E '^(mode:|kernel|fou poll|ip link del)' | sed 's/^/  /' || true
+grep '^@@BT INFO ' "$markers" | cut -c11-250 | grep -E '^(mode:|kernel|fou poll|ip link del|bench:)' | sed 's/^/  /' || true
 echo "-- times: image $((t_image - t_start)) s ($( [ "$((t_image - t_start))" -gt 30 ] && echo cold build || echo cached)), VM run $((t_end - t_boot)) s, total $((t_end - t_start)) s"
 
 problems=()
@@ -119,7 +121,8 @@ for want in go-TestFallbackDevicePerNamespace go-TestApplyRepairRemoveIPv4GUE go
 	go-TestApplyRemoveIPv6GUE go-TestCreateWithoutFallback go-TestWatch go-TestFouPollCost \
 	topology agent-up-rs1 agent-up-rs2 ipip-vip ipip-encap ipip-bypass ipip-mss ipip-bulk agentcheck-up \
 	drain-healthz drain-agentcheck undrain-healthz gue-needs-port gue-vip gue-encap gue-mss \
-	rp-off-answers rp-loose-tunl0-drops rp-all-loose-drops rp-all-strict-drops rp-strict-tunl0-drops rp-loose-with-address-answers; do
+	$([ "$MANUAL" = 1 ] && echo rp-off-answers rp-loose-tunl0-drops rp-all-loose-drops rp-all-strict-drops rp-strict-tunl0-drops rp-loose-with-address-answers) \
+	$([ "$MANUAL" = 1 ] || echo go-TestTunnelModeKernel tunl0-repaired fou-repaired rp-agent-answers rp-rhel-default-drops rp-agent-step-answers rp-loose-without-address-drops remove-tunnel); do
 	grep -Eq "^@@BT (PASS|FAIL) $want( |$)" "$markers" || problems+=("check $want never ran")
 done
 if [ "$nfail" != 0 ] || [ "${#problems[@]}" != 0 ]; then

@@ -50,6 +50,7 @@ declare -A RSIP=([rs1]=10.77.3.21 [rs2]=10.77.3.22)
 AGENT=/usr/local/bin/dsr-agent
 install -m 0755 "$P/dsr-agent" "$AGENT"
 install -m 0755 "$P/tunnel.test" /usr/local/bin/tunnel.test
+install -m 0755 "$P/agent.test" /usr/local/bin/agent.test
 info "mode: $([ "$MANUAL" = 1 ] && echo "MANUAL (tunnel steps by hand, agent in loopback mode)" || echo "agent (mode: tunnel)")"
 info "kernel $(uname -r); $(ipvsadm --version 2>&1 | head -n1); dsr-agent $("$AGENT" --version 2>&1 | head -n1)"
 t_begin=$(now_ms)
@@ -58,6 +59,8 @@ t_begin=$(now_ms)
 t0=$(now_ms)
 ( cd /tmp && DSR_TUNNEL_REQUIRE=1 DSR_AGENT_REQUIRE_ROOT=1 /usr/local/bin/tunnel.test -test.v -test.count=1 -test.timeout 120s ) >"$W/gotest.log" 2>&1
 gorc=$?
+# The agent's mode tunnel tests (each in its own namespace, like the rest).
+( cd /tmp && DSR_TUNNEL_REQUIRE=1 DSR_AGENT_REQUIRE_ROOT=1 /usr/local/bin/agent.test -test.v -test.count=1 -test.timeout 180s -test.run 'Tunnel' ) >>"$W/gotest.log" 2>&1 || gorc=$?
 metric go_tests_ms $(( $(now_ms) - t0 ))
 gomsg() { # the log lines of one test (they come before its --- FAIL line)
 	awk -v n="$1" '$0 == "=== RUN   " n { on = 1; next } on && /^(=== RUN|--- |PASS|FAIL)/ { on = 0 } on' "$W/gotest.log"
@@ -72,6 +75,14 @@ done < <(sed -n 's/^--- \(PASS\|FAIL\|SKIP\): \([^ ]*\) \(.*\)$/\1 \2 \3/p' "$W/
 grep -o 'METRIC [a-z_]* [0-9]*.*' "$W/gotest.log" | while read -r _ n v rest; do metric "$n" "$v"; info "fou poll: $n $v $rest"; done
 grep -E 'ip link del tunl0:' "$W/gotest.log" | head -n1 | sed 's/^ *//' | while read -r l; do info "$l"; done
 [ "$gorc" = 0 ] || { fail go-tests "tunnel.test exited $gorc"; infofile "$W/gotest.log" 20; }
+
+# Apply from clean, mode tunnel beside loopback in the same run (bench/RESULTS.md).
+if [ "$MANUAL" != 1 ]; then
+	( cd /tmp && DSR_TUNNEL_REQUIRE=1 /usr/local/bin/agent.test -test.run '^$' -test.bench ApplyFromCleanTunnel -test.benchtime 5x -test.count 3 ) >"$W/bench.log" 2>&1
+	grep '^BenchmarkApplyFromCleanTunnel' "$W/bench.log" | while read -r name _ ns _; do
+		info "bench: $name $ns ns/op"
+	done
+fi
 
 # --- 2. topology -------------------------------------------------------------------
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
@@ -269,12 +280,16 @@ if ! kill -0 "${AGENTPID[rs1]}" 2>/dev/null && ! kill -0 "${AGENTPID[rs2]}" 2>/d
 	finish
 fi
 for ns in rs1 rs2; do
-	check "rs-setup-$ns" "$ns: tunl0 up, VIP on lo, arp_ignore/announce, effective rp_filter on tunl0 0" nsx "$ns" bash -c "
+	# By hand: the VIP on lo and rp_filter 0. The agent: the VIP on tunl0
+	# (loose rp_filter needs an address there), max(all, tunl0) not strict.
+	vipdev=tunl0
+	[ "$MANUAL" = 1 ] && vipdev=lo
+	check "rs-setup-$ns" "$ns: tunl0 up, VIP on $vipdev, arp_ignore/announce, effective rp_filter on tunl0 not strict" nsx "$ns" bash -c "
 		ip -o link show tunl0 | grep -q ',UP' || { echo tunl0 down; exit 1; }
-		ip -o -4 addr show dev lo | grep -q ' $VIP/32 ' || { echo no VIP on lo; exit 1; }
+		ip -o -4 addr show dev $vipdev | grep -q ' $VIP/32 ' || { echo no VIP on $vipdev; exit 1; }
 		a=\$(cat /proc/sys/net/ipv4/conf/all/rp_filter) t=\$(cat /proc/sys/net/ipv4/conf/tunl0/rp_filter)
 		m=\$(( a > t ? a : t )); echo rp_filter all=\$a tunl0=\$t max=\$m
-		[ \$m = 0 ] && [ \$(cat /proc/sys/net/ipv4/conf/all/arp_ignore) -ge 1 ]"
+		[ \$m != 1 ] && [ \$(cat /proc/sys/net/ipv4/conf/all/arp_ignore) -ge 1 ]"
 done
 
 # --- IPIP ---------------------------------------------------------------------------
@@ -318,10 +333,13 @@ check undrain-healthz "dsr-agent undrain on rs1: /healthz 200" wait_healthz rs1 
 if [ "$MANUAL" = 1 ]; then
 	skip tunl0-repaired "MANUAL=1: the agent does not own tunl0"
 else
+	t0=$(now_ms)
 	nsx rs1 ip link set tunl0 down
 	back=""
-	for _ in $(seq 50); do nsx rs1 ip -o link show tunl0 | grep -q ',UP' && { back=1; break; }; sleep 0.1; done
-	if [ -n "$back" ]; then pass tunl0-repaired "ip link set tunl0 down on rs1: the agent set it up again"
+	for _ in $(seq 500); do nsx rs1 ip -o link show tunl0 | grep -q ',UP' && { back=1; break; }; sleep 0.01; done
+	if [ -n "$back" ]; then
+		metric tunl0_repair_ms $(( $(now_ms) - t0 ))
+		pass tunl0-repaired "ip link set tunl0 down on rs1: the agent set it up again in $(( $(now_ms) - t0 )) ms"
 	else fail tunl0-repaired "tunl0 still down 5 s after ip link set tunl0 down"; infofile "$W/rs1/agent.log" 10; fi
 fi
 
@@ -355,6 +373,19 @@ syn=$(( syn - syn0 )) synmss=$(( synmss - synmss0 ))
 if [ "${syn:-0}" -gt 0 ] && [ "$syn" = "$synmss" ]; then pass gue-mss "all $syn SYN-ACKs from $VIP carried MSS $MSS"
 else fail gue-mss "SYN-ACKs from $VIP: $syn, with MSS $MSS: $synmss"; fi
 
+# --- GUE port repair (agent mode): fou sends no notifications, the agent polls ---------------
+if [ "$MANUAL" != 1 ]; then
+	t0=$(now_ms)
+	nsx rs2 ip fou del port $GUEPORT
+	back=""
+	for _ in $(seq 500); do nsx rs2 ip fou show | grep -q "port $GUEPORT gue" && { back=1; break; }; sleep 0.01; done
+	if [ -n "$back" ]; then
+		ms=$(( $(now_ms) - t0 ))
+		metric fou_repair_ms $ms
+		pass fou-repaired "ip fou del port $GUEPORT on rs2: the agent added it again in $ms ms (1 s poll)"
+	else fail fou-repaired "GUE port $GUEPORT still missing on rs2 5 s after ip fou del"; infofile "$W/rs2/agent.log" 10; fi
+fi
+
 # --- rp_filter: the kernel uses max(all, tunl0) -------------------------------------------------
 # All requests to rs1 (rs2 weight 0); rs1's agent stopped so it does not repair.
 stop_agent rs1
@@ -378,17 +409,39 @@ rp_case() { # rp_case NAME ALL TUNL0 WANT(answer|drop) WHY
 		fail "$1" "rp_filter all=$2 tunl0=$3: got '$r', reverse-path drops +$d, want $4 ($5)"
 	fi
 }
-rp_case rp-off-answers 0 0 answer "what dsr-agent must leave"
-rp_case rp-loose-tunl0-drops 0 2 drop "loose is not enough: tunl0 has no address, and __fib_validate_source drops for a device without one unless rp_filter is 0"
-rp_case rp-all-loose-drops 2 0 drop "max(all, tunl0) = 2: the all value counts (systemd's 50-default.conf sets all=2)"
-rp_case rp-all-strict-drops 1 0 drop "max(all, tunl0) = 1 (RHEL's default all=1)"
-rp_case rp-strict-tunl0-drops 0 1 drop "strict on tunl0"
-# Loose works once tunl0 has an address (the VIP as well, as some guides do).
-nsx rs1 ip addr add $VIP/32 dev tunl0
-rp_case rp-loose-with-address-answers 0 2 answer "with $VIP/32 on tunl0 the loose check passes"
-nsx rs1 ip addr del $VIP/32 dev tunl0
-read -r r d <<<"$(rp_try 0 0)"
-[ "$r" = rs1 ] || fail rp-restore "rp_filter all=0 tunl0=0: rs1 did not answer again ($r)"
+if [ "$MANUAL" = 1 ]; then
+	rp_case rp-off-answers 0 0 answer "what dsr-agent must leave"
+	rp_case rp-loose-tunl0-drops 0 2 drop "loose is not enough: tunl0 has no address, and __fib_validate_source drops for a device without one unless rp_filter is 0"
+	rp_case rp-all-loose-drops 2 0 drop "max(all, tunl0) = 2: the all value counts (systemd's 50-default.conf sets all=2)"
+	rp_case rp-all-strict-drops 1 0 drop "max(all, tunl0) = 1 (RHEL's default all=1)"
+	rp_case rp-strict-tunl0-drops 0 1 drop "strict on tunl0"
+	# Loose works once tunl0 has an address (the VIP as well, as some guides do).
+	nsx rs1 ip addr add $VIP/32 dev tunl0
+	rp_case rp-loose-with-address-answers 0 2 answer "with $VIP/32 on tunl0 the loose check passes"
+	nsx rs1 ip addr del $VIP/32 dev tunl0
+else
+	# The agent put the VIP on tunl0 and wrote tunl0's rp_filter 2, keeping
+	# all as it was: max(all, tunl0) is loose, and loose passes on a device
+	# with an address.
+	agent_all=$(nsx rs1 cat /proc/sys/net/ipv4/conf/all/rp_filter)
+	agent_tunl0=$(nsx rs1 cat /proc/sys/net/ipv4/conf/tunl0/rp_filter)
+	rp_case rp-agent-answers "$agent_all" "$agent_tunl0" answer "as dsr-agent left it"
+	rp_case rp-rhel-default-drops 1 0 drop "negative control: dsr-agent's rp_filter step undone, RHEL's all=1: max = strict"
+	rp_case rp-agent-step-answers 1 2 answer "dsr-agent's step alone (tunl0=2) under a strict all"
+	# The VIP on lo instead (the loopback-mode way): tunl0 has no address.
+	nsx rs1 ip addr add $VIP/32 dev lo
+	nsx rs1 ip addr del $VIP/32 dev tunl0
+	rp_case rp-loose-without-address-drops 0 2 drop "why the VIP sits on tunl0: with it on lo, __fib_validate_source drops on address-less tunl0 unless rp_filter is 0"
+	nsx rs1 ip addr add $VIP/32 dev tunl0 label tunl0:dsr0
+	nsx rs1 ip addr del $VIP/32 dev lo
+	nsx rs1 sysctl -qw net.ipv4.conf.all.rp_filter="$agent_all" net.ipv4.conf.tunl0.rp_filter="$agent_tunl0"
+	start_agent rs1 gue
+	wait_healthz rs1 200 30 >/dev/null
+fi
+if [ "$MANUAL" = 1 ]; then
+	read -r r d <<<"$(rp_try 0 0)"
+	[ "$r" = rs1 ] || fail rp-restore "rp_filter all=0 tunl0=0: rs1 did not answer again ($r)"
+fi
 nsx dir ipvsadm -e -t $VIP:80 -r "${RSIP[rs2]}" -i -w 1 --tun-type gue --tun-port $GUEPORT
 
 # --- remove --------------------------------------------------------------------------------------

@@ -1,0 +1,62 @@
+package agent
+
+import (
+	"net/netip"
+
+	"github.com/dsr-agent/dsr-agent/arp"
+	"github.com/dsr-agent/dsr-agent/firewall"
+	"github.com/dsr-agent/dsr-agent/loopback"
+	"github.com/dsr-agent/dsr-agent/tunnel"
+)
+
+// resolveTunnel is mode tunnel: loopback mode's ARP suppression on the
+// LB-facing interfaces, plus what an encapsulating director needs.
+//   - IPv4 VIPs go on tunl0 (a NOARP device, so nothing answers ARP for
+//     them there): loose rp_filter accepts a decapsulated packet only on a
+//     device with an IPv4 address (fib_validate_source's no_addr path drops
+//     it otherwise), and tunl0's own value 2 makes max(all, tunl0) loose
+//     without lowering `all`.
+//   - IPv6 VIPs go on lo: IPv6 has no rp_filter, and ip6tnl0 delivers to
+//     any local address.
+//   - SYN-ACKs from the VIPs advertise an MSS that still fits once the
+//     director wraps the client's segments.
+func resolveTunnel(cfg *Config, f *Facts, d *Desired) {
+	t := cfg.Tunnel
+	spec := &tunnel.Spec{}
+	var vips4, vips6 []netip.Addr
+	for _, v := range cfg.VIPs {
+		if v.Address.Is4() {
+			spec.IPv4 = true
+			vips4 = append(vips4, v.Address)
+			d.Addrs = append(d.Addrs, loopback.Addr{Link: tunnel.DevIPv4, Prefix: loopback.HostPrefix(v.Address)})
+		} else {
+			spec.IPv6 = true
+			vips6 = append(vips6, v.Address)
+			d.Addrs = append(d.Addrs, loopback.Addr{Link: "lo", Prefix: loopback.HostPrefix(v.Address)})
+		}
+	}
+	if t.Encap == tunnel.EncapGUE {
+		spec.GUEPort = t.Port
+	}
+	d.Tunnel = spec
+	d.Sysctls = arp.Suppression(d.Interfaces)
+	if spec.IPv4 {
+		d.Sysctls = append(d.Sysctls, arp.Decapsulation([]string{tunnel.DevIPv4})...)
+	}
+	mtu := f.MTU[d.Interfaces[0]]
+	for _, fam := range []struct {
+		v6   bool
+		vips []netip.Addr
+	}{{false, vips4}, {true, vips6}} {
+		if len(fam.vips) == 0 {
+			continue
+		}
+		mss := t.MSS
+		if mss == 0 {
+			// An unusable MTU (unknown, or tiny) still gets a valid clamp.
+			mss = max(tunnel.DefaultMSS(mtu, t.Encap, fam.v6), minMSS)
+		}
+		clamp := firewall.NewMSSClamp(fam.v6, fam.vips, uint16(mss))
+		d.Tables[clamp.Family()] = clamp
+	}
+}
