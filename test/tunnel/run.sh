@@ -121,6 +121,7 @@ for want in go-TestFallbackDevicePerNamespace go-TestApplyRepairRemoveIPv4GUE go
 	go-TestApplyRemoveIPv6GUE go-TestCreateWithoutFallback go-TestWatch go-TestFouPollCost \
 	topology agent-up-rs1 agent-up-rs2 ipip-vip ipip-encap ipip-bypass ipip-mss ipip-bulk agentcheck-up \
 	drain-healthz drain-agentcheck undrain-healthz gue-needs-port gue-vip gue-encap gue-mss \
+	keepalived-up keepalived-gue keepalived-vip keepalived-drain keepalived-drained keepalived-undrain \
 	$([ "$MANUAL" = 1 ] && echo rp-off-answers rp-loose-tunl0-drops rp-all-loose-drops rp-all-strict-drops rp-strict-tunl0-drops rp-loose-with-address-answers) \
 	$([ "$MANUAL" = 1 ] || echo go-TestTunnelModeKernel tunl0-repaired fou-repaired rp-agent-answers rp-rhel-default-drops rp-agent-step-answers rp-loose-without-address-drops remove-tunnel); do
 	grep -Eq "^@@BT (PASS|FAIL) $want( |$)" "$markers" || problems+=("check $want never ran")

@@ -444,6 +444,77 @@ if [ "$MANUAL" = 1 ]; then
 fi
 nsx dir ipvsadm -e -t $VIP:80 -r "${RSIP[rs2]}" -i -w 1 --tun-type gue --tun-port $GUEPORT
 
+# --- keepalived: the seed's director for real, lb_kind TUN with GUE ----------------------------
+# keepalived (checkers only) programs IPVS with lvs_method TUN type gue and
+# checks each server's dsr-agent /healthz; inhibit_on_failure makes a drained
+# server weight 0 (established connections finish), as in the DR interop test.
+nsx dir ipvsadm -C
+cat >"$W/keepalived.conf" <<EOF
+global_defs {
+	router_id tunnel-dir
+}
+virtual_server $VIP 80 {
+	delay_loop 1
+	lb_algo rr
+	lvs_method TUN type gue port $GUEPORT
+	protocol TCP
+	alpha
+EOF
+for ns in rs1 rs2; do
+	cat >>"$W/keepalived.conf" <<EOF
+	real_server ${RSIP[$ns]} 80 {
+		weight 1
+		inhibit_on_failure
+		HTTP_GET {
+			url {
+				path /healthz
+				status_code 200
+			}
+			connect_port 8558
+			connect_timeout 2
+			retry 1
+			delay_before_retry 1
+		}
+	}
+EOF
+done
+echo "}" >>"$W/keepalived.conf"
+ip netns exec dir keepalived -C -n -l -D -f "$W/keepalived.conf" -p "$W/k.pid" -c "$W/kc.pid" -r "$W/kv.pid" >>"$W/keepalived.log" 2>&1 &
+KPID=$!
+kweight() { # kweight NS: the IPVS weight keepalived gave NS, or "absent"
+	nsx dir ipvsadm -Ln -t "$VIP:80" 2>/dev/null |
+		awk -v rs="${RSIP[$1]}:80" '$1 == "->" && $2 == rs { print $4; f = 1 } END { if (!f) print "absent" }'
+}
+wait_kweight() { # wait_kweight NS WEIGHT SECONDS
+	local i
+	for i in $(seq $(( $3 * 5 ))); do [ "$(kweight "$1")" = "$2" ] && return 0; sleep 0.2; done
+	echo "weight of $1 is $(kweight "$1"), want $2"; nsx dir ipvsadm -Ln; return 1
+}
+if wait_kweight rs1 1 30 >"$W/kw.out" && wait_kweight rs2 1 30 >>"$W/kw.out"; then
+	pass keepalived-up "keepalived lvs_method TUN type gue: both servers' /healthz checks pass, weight 1"
+else fail keepalived-up "$(tr '\n' ' ' <"$W/kw.out")"; infofile "$W/keepalived.log" 10; fi
+read -r ipip0 gue0 < <(nft_counters rs1)
+mapfile -t got < <(who 10)
+t=$(tally "${got[@]}")
+read -r ipip1 gue1 < <(nft_counters rs1)
+if both_no_err "$t"; then pass keepalived-vip "10 requests through keepalived's TUN/GUE service: $t"
+else fail keepalived-vip "10 requests through keepalived's service: $t"; fi
+if [ $(( gue1 - gue0 )) -gt 0 ] && [ "$ipip1" = "$ipip0" ]; then
+	pass keepalived-gue "keepalived's IPVS wrapped them in GUE: rs1 got $(( gue1 - gue0 )) packets on udp $GUEPORT, no bare IPIP"
+else fail keepalived-gue "rs1: GUE packets +$(( gue1 - gue0 )), IPIP +$(( ipip1 - ipip0 )) (want GUE only)"; infofile "$W/keepalived.log" 10; fi
+agent rs1 drain >>"$W/drain.out" 2>&1
+if wait_kweight rs1 0 30 >"$W/kw.out"; then pass keepalived-drain "dsr-agent drain on rs1: keepalived set its weight to 0"
+else fail keepalived-drain "$(tr '\n' ' ' <"$W/kw.out")"; fi
+mapfile -t got < <(who 6)
+t=$(tally "${got[@]}")
+if [ "$t" = "rs1 0 rs2 6 err 0" ]; then pass keepalived-drained "while rs1 is drained every request goes to rs2: $t"
+else fail keepalived-drained "while rs1 is drained: $t"; fi
+agent rs1 undrain >>"$W/drain.out" 2>&1
+if wait_kweight rs1 1 30 >"$W/kw.out"; then pass keepalived-undrain "dsr-agent undrain on rs1: weight 1 again"
+else fail keepalived-undrain "$(tr '\n' ' ' <"$W/kw.out")"; fi
+kill "$KPID" 2>/dev/null; wait "$KPID" 2>/dev/null
+nsx dir ipvsadm -C
+
 # --- remove --------------------------------------------------------------------------------------
 if [ "$MANUAL" = 1 ]; then
 	skip remove-tunnel "MANUAL=1: the agent does not own tunl0 or the fou port"
