@@ -322,3 +322,21 @@ func TestParseTunnel(t *testing.T) {
 		}
 	}
 }
+
+func TestKernelModules(t *testing.T) {
+	for y, want := range map[string]string{
+		"vips: [{address: 192.0.2.10}]\n":                                                                "",
+		"mode: tunnel\nvips: [{address: 192.0.2.10}]\n":                                                  "ipip",
+		"mode: tunnel\nvips: [{address: '2001:db8::10'}]\n":                                              "ip6_tunnel",
+		"mode: tunnel\nvips: [{address: 192.0.2.10}, {address: '2001:db8::10'}]\ntunnel: {encap: gue}\n": "ipip ip6_tunnel fou",
+		"mode: tunnel\nvips: []\ntunnel: {encap: gue}\n":                                                 "",
+	} {
+		cfg, err := ParseConfig([]byte(y))
+		if err != nil {
+			t.Fatalf("%s: %v", y, err)
+		}
+		if got := strings.Join(cfg.KernelModules(), " "); got != want {
+			t.Errorf("%s: modules %q, want %q", y, got, want)
+		}
+	}
+}

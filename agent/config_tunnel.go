@@ -54,3 +54,28 @@ func (rt *rawTunnel) validate(errs *fieldErrors) *TunnelConfig {
 	t.MSS, _ = rt.MSS.value(errs, "tunnel.mss", 0, minMSS, maxMSS, fmt.Sprintf("a TCP MSS %d-%d (default: the interface MTU minus the encapsulation)", minMSS, maxMSS))
 	return t
 }
+
+// KernelModules are the modules the config needs loaded: mode tunnel's
+// decapsulation (ipip for IPv4 VIPs, ip6_tunnel for IPv6 ones, fou for GUE).
+// `dsr-agent prepare` loads them from the unit's ExecStartPre, outside the
+// sandbox that keeps the daemon itself from loading modules.
+func (c *Config) KernelModules() []string {
+	if c.Mode != ModeTunnel || c.Tunnel == nil {
+		return nil
+	}
+	var mods []string
+	var v4, v6 bool
+	for _, v := range c.VIPs {
+		v4, v6 = v4 || v.Address.Is4(), v6 || v.Address.Is6()
+	}
+	if v4 {
+		mods = append(mods, tunnel.ModIPIP)
+	}
+	if v6 {
+		mods = append(mods, tunnel.ModIP6Tnl)
+	}
+	if c.Tunnel.Encap == tunnel.EncapGUE && len(mods) > 0 {
+		mods = append(mods, tunnel.ModFou)
+	}
+	return mods
+}

@@ -126,8 +126,8 @@ func (h *Host) plan(cfg *Config, moveAside bool) (*planned, error) {
 
 func (h *Host) planWith(f *Facts, d *Desired) (*planned, error) {
 	sysctls, tables := &sysctlSurface{proc: h.sysctl}, &tableSurface{mgr: h.tables}
-	routes := &routeSurface{mgr: &route.Manager{NL: h.nl}}
-	surfaces := []surface{&tunnelSurface{nl: h.nl, ns: h.ns}, &addrSurface{mgr: h.addrs, addrs: f.Addrs}, sysctls, tables, routes}
+	routes, tun := &routeSurface{mgr: &route.Manager{NL: h.nl}}, &tunnelSurface{nl: h.nl, ns: h.ns}
+	surfaces := []surface{tun, &addrSurface{mgr: h.addrs, addrs: f.Addrs}, sysctls, tables, routes}
 	for _, s := range surfaces {
 		if d.HandsOff {
 			break // nothing will be diffed
@@ -136,7 +136,8 @@ func (h *Host) planWith(f *Facts, d *Desired) (*planned, error) {
 			return nil, err
 		}
 	}
-	return &planned{plan: planFrom(surfaces, d, f.State), facts: f, want: d, sysctls: sysctls, tables: tables, blocked: routes.blocked}, nil
+	return &planned{plan: planFrom(surfaces, d, f.State), facts: f, want: d, sysctls: sysctls, tables: tables,
+		blocked: errors.Join(tun.blocked, routes.blocked)}, nil
 }
 
 // notes are what the operator must hear beside the plan.

@@ -98,7 +98,7 @@ func (s *simHost) planned(t *testing.T, cfg *Config) *planned {
 	if err != nil {
 		t.Fatal(err)
 	}
-	surfaces := []surface{&tunnelSurface{steps: steps}, &addrSurface{addrs: s.facts.Addrs}, sysctls, tables, &routeSurface{obs: s.routes}}
+	surfaces := []surface{&tunnelSurface{steps: steps, stale: staleOwned(s.facts.State.Tunnel, s.tun)}, &addrSurface{addrs: s.facts.Addrs}, sysctls, tables, &routeSurface{obs: s.routes}}
 	return &planned{plan: planFrom(surfaces, d, s.facts.State), facts: s.facts, want: d, sysctls: sysctls, tables: tables}
 }
 
@@ -328,4 +328,41 @@ func TestLogViewGolden(t *testing.T) {
 		log.Warn("drift repaired", c.LogAttrs("trigger", "address")...)
 	}
 	golden.Assert(t, "log-view.txt", b.String())
+}
+
+// A GUE port deleted behind dsr-agent's back is re-added and stays owned
+// (the forgetting of vanished entries must not undo the new record), so
+// remove still deletes it; one that vanished for good is forgotten.
+func TestTunnelOwnershipAcrossDrift(t *testing.T) {
+	h := newSimHost()
+	cfg := mustConfig(t, "mode: tunnel\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\ntunnel: {encap: gue}\n")
+	p, d := h.plan(t, cfg)
+	h.apply(t, p, d)
+	want := []tunnel.FouKey{{Family: 4, Port: DefaultGUEPort}}
+	if !slices.Equal(h.facts.State.Tunnel.FouPorts, want) {
+		t.Fatalf("owned fou ports %v, want %v", h.facts.State.Tunnel.FouPorts, want)
+	}
+	h.tun.Fou = nil // ip fou del port 6080
+	p, d = h.plan(t, cfg)
+	if !strings.Contains(p.String(), "ip fou add port 6080 gue") {
+		t.Fatalf("no repair planned:\n%s", p)
+	}
+	h.apply(t, p, d)
+	if !slices.Equal(h.facts.State.Tunnel.FouPorts, want) {
+		t.Fatalf("after the repair dsr-agent no longer owns the port: %v", h.facts.State.Tunnel.FouPorts)
+	}
+	p, d = h.plan(t, nil)
+	if !strings.Contains(p.String(), "ip fou del port 6080") {
+		t.Fatalf("remove leaves the GUE port:\n%s", p)
+	}
+	h.apply(t, p, d)
+	// Vanished for good: switch to ipip while the port is gone.
+	p, d = h.plan(t, cfg)
+	h.apply(t, p, d)
+	h.tun.Fou = nil
+	p, d = h.plan(t, mustConfig(t, "mode: tunnel\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\n"))
+	h.apply(t, p, d)
+	if len(h.facts.State.Tunnel.FouPorts) != 0 {
+		t.Fatalf("a vanished, no longer wanted port is still owned: %v", h.facts.State.Tunnel.FouPorts)
+	}
 }

@@ -43,7 +43,14 @@ func resolveTunnel(cfg *Config, f *Facts, d *Desired) {
 	if spec.IPv4 {
 		d.Sysctls = append(d.Sysctls, arp.Decapsulation([]string{tunnel.DevIPv4})...)
 	}
-	mtu := f.MTU[d.Interfaces[0]]
+	// The smallest MTU of the LB-facing interfaces: the encapsulated
+	// segment must fit whichever one the director's packets arrive on.
+	mtu := 0
+	for _, ifc := range d.Interfaces {
+		if m := f.MTU[ifc]; m > 0 && (mtu == 0 || m < mtu) {
+			mtu = m
+		}
+	}
 	for _, fam := range []struct {
 		v6   bool
 		vips []netip.Addr

@@ -48,7 +48,10 @@ func (s *sysctlSurface) observe(d *Desired, st *State) error {
 		def := slices.Clone(w.Path)
 		def[len(def)-2] = "default"
 		if v, err := s.proc.Read(def); err == nil {
+			// Judged as the value the device will start with: written
+			// only if that would not do.
 			s.inherit[k] = v
+			s.cur[k] = v
 		}
 	}
 	return nil
@@ -66,7 +69,7 @@ func (s *sysctlSurface) diff(d *Desired, st *State) []Change {
 			found = s.inherit[path.Key()]
 		}
 		out = append(out, Change{Kind: SysctlSet, Subject: path.String(), Reason: v.Reason, Command: sysctlCommand(path, value),
-			phase: PhaseSuppress, drift: "sysctl-wrong", unsuppressed: true,
+			phase: PhaseSuppress, drift: "sysctl-wrong", unsuppressed: !v.Setting.Rule.Decap,
 			own: func(st *State) (bool, error) {
 				if _, saved := st.SavedSysctls[path.Key()]; saved {
 					return false, nil

@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -17,6 +18,13 @@ type tunnelSurface struct {
 	nl    *netlink.Handle
 	ns    netns.NsHandle
 	steps []tunnel.Step
+	// stale are owned entries whose object is gone (a failed add recorded
+	// ahead of the kernel, a device deleted): forgotten, so an object made
+	// later by someone else under the same name is never taken for ours.
+	stale tunnel.Owned
+	// blocked: a foreign fou port or device is in the way; the other
+	// steps, and the other surfaces, still run.
+	blocked error
 }
 
 func (s *tunnelSurface) observe(d *Desired, st *State) error {
@@ -28,16 +36,37 @@ func (s *tunnelSurface) observe(d *Desired, st *State) error {
 	if d.Tunnel != nil {
 		spec = *d.Tunnel
 	}
+	s.stale = staleOwned(st.Tunnel, obs)
 	steps, err := tunnel.Needed(spec, obs, st.Tunnel)
 	var conflict *tunnel.ConflictError
+	s.steps, s.blocked = steps, nil
 	if errors.As(err, &conflict) {
-		return fmt.Errorf("%w: %w: tunnel: %w", ErrInvalidConfig, ErrHostMismatch, err)
-	}
-	if err != nil {
+		s.blocked = fmt.Errorf("%w: %w: tunnel: %w", ErrInvalidConfig, ErrHostMismatch, err)
+	} else if err != nil {
 		return err
 	}
-	s.steps = steps
 	return nil
+}
+
+// staleOwned is what st records as dsr-agent's but the kernel no longer has.
+func staleOwned(own tunnel.Owned, obs tunnel.State) tunnel.Owned {
+	var out tunnel.Owned
+	for _, l := range own.LinksUp {
+		if _, ok := obs.Links[l]; !ok {
+			out.LinksUp = append(out.LinksUp, l)
+		}
+	}
+	for _, l := range own.LinksCreated {
+		if _, ok := obs.Links[l]; !ok {
+			out.LinksCreated = append(out.LinksCreated, l)
+		}
+	}
+	for _, k := range own.FouPorts {
+		if !slices.ContainsFunc(obs.Fou, func(p tunnel.FouPort) bool { return p.FouKey == k }) {
+			out.FouPorts = append(out.FouPorts, k)
+		}
+	}
+	return out
 }
 
 var tunnelKinds = map[tunnel.Kind]ChangeKind{
@@ -52,6 +81,13 @@ var tunnelKinds = map[tunnel.Kind]ChangeKind{
 
 func (s *tunnelSurface) diff(*Desired, *State) []Change {
 	var out []Change
+	if !s.stale.Empty() {
+		stale := s.stale
+		// In own, ahead of the adds' own in this same plan: an entry
+		// forgotten here and re-added below stays owned.
+		out = append(out, Change{Kind: "tunnel-forget", Subject: "tunnel", phase: PhaseDevices, bookkeeping: true,
+			own: func(st *State) (bool, error) { st.Tunnel = forgetOwned(st.Tunnel, stale); return true, nil }})
+	}
 	for _, step := range s.steps {
 		c := Change{Kind: tunnelKinds[step.Kind], Subject: step.String(), Command: step.Command(),
 			apply: func() error { return step.ApplyIn(s.nl, s.ns) }}
@@ -68,4 +104,14 @@ func (s *tunnelSurface) diff(*Desired, *State) []Change {
 		out = append(out, c)
 	}
 	return out
+}
+
+func forgetOwned(own, stale tunnel.Owned) tunnel.Owned {
+	drop := func(list, gone []string) []string {
+		return slices.DeleteFunc(slices.Clone(list), func(x string) bool { return slices.Contains(gone, x) })
+	}
+	own.LinksUp = drop(own.LinksUp, stale.LinksUp)
+	own.LinksCreated = drop(own.LinksCreated, stale.LinksCreated)
+	own.FouPorts = slices.DeleteFunc(slices.Clone(own.FouPorts), func(k tunnel.FouKey) bool { return slices.Contains(stale.FouPorts, k) })
+	return own
 }

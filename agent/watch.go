@@ -46,9 +46,9 @@ func (w *Watchers) Run(ctx context.Context, wake resubscribe.Wake, log *slog.Log
 	if nl, err := netlink.NewHandle(unix.NETLINK_ROUTE, unix.NETLINK_GENERIC); err != nil {
 		log.Error("tunnel watcher: netlink handle", "err", err)
 	} else {
-		go func() { // tunl0/ip6tnl0 down or gone, the GUE port deleted
+		go func() { // the GUE port deleted (tunl0/ip6tnl0: WatchLinks)
 			defer nl.Close()
-			tunnel.Watcher{NL: nl, FouOn: &w.fouOn}.Run(ctx, wake, log)
+			tunnel.Watcher{NL: nl, FouOn: &w.fouOn}.PollFou(ctx, wake, log)
 		}()
 	}
 	go w.listeners.Run(ctx, wake, log, w.ListenerPoll) // services started or stopped on the VIP ports

@@ -64,12 +64,13 @@ func WatchAddrs(ctx context.Context, wake resubscribe.Wake, log *slog.Logger) {
 }
 
 // WatchLinks wakes with "link" when an interface appears, is renamed, comes
-// up or goes away: a re-created NIC comes back with default per-interface
+// up, changes its MTU or goes away: a re-created NIC comes back with default per-interface
 // sysctls and without addresses.
 func WatchLinks(ctx context.Context, wake resubscribe.Wake, log *slog.Logger) {
 	type seen struct {
 		name string
 		up   bool
+		mtu  int // mode tunnel's default MSS follows the NIC's MTU
 	}
 	for ctx.Err() == nil {
 		ch := make(chan netlink.LinkUpdate, 64)
@@ -107,7 +108,7 @@ func WatchLinks(ctx context.Context, wake resubscribe.Wake, log *slog.Logger) {
 						}
 						continue
 					}
-					now := seen{name: u.Attrs().Name, up: u.Attrs().Flags&net.FlagUp != 0}
+					now := seen{name: u.Attrs().Name, up: u.Attrs().Flags&net.FlagUp != 0, mtu: u.Attrs().MTU}
 					if old, had := known[u.Index]; !had || old != now {
 						known[u.Index] = now
 						if !listing {

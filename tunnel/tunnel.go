@@ -422,7 +422,26 @@ func ModuleLoaded(name string) bool {
 	if _, err := os.Stat("/sys/module/" + name); err == nil {
 		return true
 	}
-	return builtinModules()[name]
+	if builtinModules()[name] {
+		return true
+	}
+	// A built-in fou without parameters has no /sys/module entry, and the
+	// unit hides modules.builtin: ask generic netlink for its families (a
+	// dump, which never loads a module).
+	return name == ModFou && genlFamilyPresent("fou")
+}
+
+func genlFamilyPresent(name string) bool {
+	fams, err := netlink.GenlFamilyList()
+	if err != nil {
+		return false
+	}
+	for _, f := range fams {
+		if f.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // builtinModules is modules.builtin, read once: the fou poll asks every
@@ -449,9 +468,11 @@ var builtinModules = sync.OnceValue(func() map[string]bool {
 // load a tunnel module (the module's own fallback device then appears).
 const probeLink = "dsr-probe0"
 
-// autoload makes the kernel load module through its module aliases: a link
-// of the module's kind (rtnl-link-ipip, rtnl-link-ip6tnl), created and at
-// once deleted, or the fou generic netlink family (its family alias).
+// autoload makes the kernel load a tunnel module through its alias
+// (rtnl-link-ipip, rtnl-link-ip6tnl): a link of the module's kind, created
+// and at once deleted. fou has no such alias (fou_core.c declares no
+// MODULE_ALIAS_GENL_FAMILY), so only modprobe loads it; the packaged unit
+// does that outside its sandbox (ExecStartPre=+dsr-agent prepare).
 func autoload(h *netlink.Handle, module string) error {
 	var l netlink.Link
 	switch module {
@@ -459,9 +480,6 @@ func autoload(h *netlink.Handle, module string) error {
 		l = &netlink.Iptun{LinkAttrs: netlink.LinkAttrs{Name: probeLink}}
 	case ModIP6Tnl:
 		l = &netlink.Ip6tnl{LinkAttrs: netlink.LinkAttrs{Name: probeLink}}
-	case ModFou:
-		_, err := netlink.FouFamilyId()
-		return err
 	default:
 		return fmt.Errorf("no on-demand load for module %s", module)
 	}
@@ -469,7 +487,14 @@ func autoload(h *netlink.Handle, module string) error {
 	if h != nil {
 		add, del = h.LinkAdd, h.LinkDel
 	}
-	if err := add(l); err != nil {
+	err := add(l)
+	if errors.Is(err, unix.EEXIST) {
+		// The module loaded, and its fallback device (no local, no remote,
+		// the probe's own parameters) already takes that slot:
+		// newlink only gets that far once the kind exists.
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("ip link add %s type %s: %w", probeLink, l.Type(), err)
 	}
 	return del(l)

@@ -58,6 +58,12 @@ func (w Watcher) Run(ctx context.Context, wake resubscribe.Wake, log *slog.Logge
 	<-done
 }
 
+// PollFou runs only the fou poll: for a caller whose own link watcher
+// already wakes on tunl0/ip6tnl0 changes.
+func (w Watcher) PollFou(ctx context.Context, wake resubscribe.Wake, log *slog.Logger) {
+	w.pollFou(ctx, wake, log)
+}
+
 func isTunnelDev(name string) bool { return name == DevIPv4 || name == DevIPv6 }
 
 // watchLinks is loopback.WatchLinks narrowed to the tunnel devices.

@@ -190,3 +190,16 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("--version: exit %d: %q", r.code, r.out)
 	}
 }
+
+// prepare loads nothing outside mode tunnel, and a bad config is exit 2
+// (the unit ignores its failure; the daemon then reports the config).
+func TestPrepare(t *testing.T) {
+	r := runIn(t, nil, nil, "--config", writeConfig(t, "mode: loopback\nvips: [{address: 192.0.2.10}]\n"), "prepare")
+	if r.code != 0 || r.out != "" {
+		t.Fatalf("prepare in loopback mode: exit %d: %q", r.code, r.out)
+	}
+	r = runIn(t, nil, nil, "--config", writeConfig(t, "mode: tunnel\nvips: [{address: 192.0.2.10}]\ntunnel: {encap: gre}\n"), "prepare")
+	if r.code != 2 || !strings.Contains(r.out, "tunnel.encap") {
+		t.Fatalf("prepare with a bad config: exit %d: %q", r.code, r.out)
+	}
+}

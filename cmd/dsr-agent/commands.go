@@ -40,7 +40,7 @@ func commands() []*cli.Command {
 			Action: removeCmd,
 		},
 	}
-	cmds = append(cmds, checkCommand())
+	cmds = append(cmds, checkCommand(), prepareCommand())
 	return append(append(cmds, daemonCommands()...), docCommands()...)
 }
 

@@ -209,7 +209,7 @@ fi
 # not exist on a build machine, so verify a copy whose ExecStart points at the
 # extracted payload binary, with MANPATH at the payload's man page.
 mkdir -p "$work/unit"
-sed "s|^ExecStart=/usr/bin/dsr-agent |ExecStart=$bin |" "packaging/$UNIT" >"$work/unit/$UNIT"
+sed "s|^\(ExecStart\(Pre\)\?=[-+]*\)/usr/bin/dsr-agent |\1$bin |; s|^ExecReload=-+/usr/bin/dsr-agent |ExecReload=-+$bin |" "packaging/$UNIT" >"$work/unit/$UNIT"
 check "verify copy has ExecStart rewritten" grep -q "^ExecStart=$bin run\$" "$work/unit/$UNIT"
 if out=$(MANPATH="$x/usr/share/man" systemd-analyze verify "$work/unit/$UNIT" 2>&1); then
 	ok "systemd-analyze verify"
@@ -230,6 +230,7 @@ unitprop() { # the effective value of a [Service]/[Unit] key (last assignment)
 same "Type=notify" notify "$(unitprop Type)"
 same "Restart=on-failure" on-failure "$(unitprop Restart)"
 same "ExecReload sends SIGHUP" '/bin/kill -HUP $MAINPID' "$(unitprop ExecReload)"
+same "modules loaded outside the sandbox first" '-+/usr/bin/dsr-agent prepare' "$(unitprop ExecStartPre)"
 check "WatchdogSec set" test -n "$(unitprop WatchdogSec)"
 same "capabilities: CAP_NET_ADMIN only" CAP_NET_ADMIN "$(unitprop CapabilityBoundingSet)"
 same "address families" "AF_UNIX AF_INET AF_INET6 AF_NETLINK" "$(unitprop RestrictAddressFamilies)"

@@ -117,7 +117,7 @@ problems=()
 [ "$qrc" = 0 ] || problems+=("qemu exited $qrc$([ "$qrc" = 124 ] && echo " (timeout ${TIMEOUT}s)")")
 grep -q '^@@BT END' "$markers" || problems+=("the guest never reached the end")
 # Every check must have run (a check that silently did not run is a failure).
-for want in go-TestFallbackDevicePerNamespace go-TestApplyRepairRemoveIPv4GUE go-TestForeignFouConflict \
+for want in go-TestAutoloadWithoutModprobe go-TestFallbackDevicePerNamespace go-TestApplyRepairRemoveIPv4GUE go-TestForeignFouConflict \
 	go-TestApplyRemoveIPv6GUE go-TestCreateWithoutFallback go-TestWatch go-TestFouPollCost \
 	topology agent-up-rs1 agent-up-rs2 ipip-vip ipip-encap ipip-bypass ipip-mss ipip-bulk agentcheck-up \
 	drain-healthz drain-agentcheck undrain-healthz gue-needs-port gue-vip gue-encap gue-mss \

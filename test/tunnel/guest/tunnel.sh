@@ -420,9 +420,10 @@ if [ "$MANUAL" = 1 ]; then
 	rp_case rp-loose-with-address-answers 0 2 answer "with $VIP/32 on tunl0 the loose check passes"
 	nsx rs1 ip addr del $VIP/32 dev tunl0
 else
-	# The agent put the VIP on tunl0 and wrote tunl0's rp_filter 2, keeping
-	# all as it was: max(all, tunl0) is loose, and loose passes on a device
-	# with an address.
+	# The agent put the VIP on tunl0; here all is 0, so max(all, tunl0) is
+	# already not strict and it wrote no rp_filter (agent.test's
+	# TestTunnelModeKernel proves it writes tunl0=2 under a strict all).
+	# These cases show the kernel's verdict on the values involved.
 	agent_all=$(nsx rs1 cat /proc/sys/net/ipv4/conf/all/rp_filter)
 	agent_tunl0=$(nsx rs1 cat /proc/sys/net/ipv4/conf/tunl0/rp_filter)
 	rp_case rp-agent-answers "$agent_all" "$agent_tunl0" answer "as dsr-agent left it"
