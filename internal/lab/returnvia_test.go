@@ -21,16 +21,22 @@ import (
 )
 
 // The L7 return path with a real transparent proxy: HAProxy from Debian
-// (`source 0.0.0.0 usesrc clientip`) on the server segment, the client in
-// another subnet behind a router that is the real server's default route:
+// (`source 0.0.0.0 usesrc clientip`, IPv6 `source :: usesrc clientip`) on the
+// server segment, the client in another subnet behind a router that is the
+// real server's default route. Dual stack, the same shape in both families:
 //
 //	client 10.88.1.10 ── router 10.88.1.1 | 10.88.2.1 (br0) ── LB 10.88.2.252 (HAProxy :80)
+//	       fd88:1::10           fd88:1::1 | fd88:2::1       │         fd88:2::252
 //	                                                       └── rs 10.88.2.21 (HTTP :8080)
+//	                                                              fd88:2::21
 //
 // HAProxy connects to rs:8080 with the client's address as source, so the
 // server's replies must go back through the LB. The LB does not forward
 // (ip_forward 0): a packet that crosses it as a router is dropped, so a
 // connection the server opens itself works only if it does not take the LB.
+// The same holds for IPv6 (forwarding 0 on the LB, on in the router).
+// netnstest.New turns DAD off (all and default) before any link exists here;
+// the addresses also carry nodad.
 type l7Lab struct {
 	client, router, lb, rs *netnstest.NS
 	agent                  string
@@ -64,18 +70,26 @@ func newL7Lab(t *testing.T) *l7Lab {
 	cable(l.lb, "eth0", l.router, "lb0")
 	cable(l.rs, "eth0", l.router, "rs0")
 	sh(l.router, `sysctl -qw net.ipv4.ip_forward=1
+		sysctl -qw net.ipv6.conf.all.forwarding=1
 		ip link add br0 type bridge; ip link set br0 up
 		for p in lb0 rs0; do ip link set $p master br0; ip link set $p up; done
 		ip addr add 10.88.2.1/24 dev br0
+		ip -6 addr add fd88:2::1/64 dev br0 nodad
 		ip addr add 10.88.1.1/24 dev c0; ip link set c0 up
+		ip -6 addr add fd88:1::1/64 dev c0 nodad
 		# Count what the router forwards from the server's port 8080.
 		nft add table ip count
 		nft add chain ip count forwarded '{ type filter hook forward priority 0; }'
 		# (oifname: with br_netfilter loaded, frames bridged to the LB pass
 		# this hook too.)
-		nft add rule ip count forwarded oifname c0 ip saddr 10.88.2.21 tcp sport 8080 counter`)
-	sh(l.client, `ip addr add 10.88.1.10/24 dev eth0; ip link set eth0 up; ip route add default via 10.88.1.1`)
-	sh(l.rs, `ip addr add 10.88.2.21/24 dev eth0; ip link set eth0 up; ip route add default via 10.88.2.1`)
+		nft add rule ip count forwarded oifname c0 ip saddr 10.88.2.21 tcp sport 8080 counter
+		nft add table ip6 count
+		nft add chain ip6 count forwarded '{ type filter hook forward priority 0; }'
+		nft add rule ip6 count forwarded oifname c0 ip6 saddr fd88:2::21 tcp sport 8080 counter`)
+	sh(l.client, `ip addr add 10.88.1.10/24 dev eth0; ip link set eth0 up; ip route add default via 10.88.1.1
+		ip -6 addr add fd88:1::10/64 dev eth0 nodad; ip -6 route add default via fd88:1::1`)
+	sh(l.rs, `ip addr add 10.88.2.21/24 dev eth0; ip link set eth0 up; ip route add default via 10.88.2.1
+		ip -6 addr add fd88:2::21/64 dev eth0 nodad; ip -6 route add default via fd88:2::1`)
 	// The LB: HAProxy's transparent connections need their replies, which
 	// are addressed to the client, delivered to the local socket.
 	sh(l.lb, `ip addr add 10.88.2.252/24 dev eth0; ip link set eth0 up; ip route add default via 10.88.2.1
@@ -84,7 +98,16 @@ func newL7Lab(t *testing.T) *l7Lab {
 		nft add table ip transparent_lb
 		nft add chain ip transparent_lb prerouting_ '{ type filter hook prerouting priority mangle; }'
 		nft add rule ip transparent_lb prerouting_ ip saddr 10.88.2.21 tcp sport 8080 counter
-		nft add rule ip transparent_lb prerouting_ socket transparent 1 meta mark set 1`)
+		nft add rule ip transparent_lb prerouting_ socket transparent 1 meta mark set 1
+		ip -6 addr add fd88:2::252/64 dev eth0 nodad; ip -6 route add default via fd88:2::1
+		sysctl -qw net.ipv6.conf.all.forwarding=0
+		ip -6 rule add fwmark 1 lookup 100; ip -6 route add local ::/0 dev lo table 100
+		nft add table ip6 transparent_lb
+		nft add chain ip6 transparent_lb prerouting_ '{ type filter hook prerouting priority mangle; }'
+		nft add rule ip6 transparent_lb prerouting_ ip6 saddr fd88:2::21 tcp sport 8080 counter
+		nft add rule ip6 transparent_lb prerouting_ socket transparent 1 meta mark set 1`)
+	// HAProxy 2.6 reads a bare "source ::" as address ":" and port "":
+	// the IPv6 wildcard needs its brackets.
 	cfg := filepath.Join(l.dir, "haproxy.cfg")
 	if err := os.WriteFile(cfg, []byte(`global
   log stderr format short local0 notice
@@ -99,6 +122,11 @@ frontend web
   default_backend servers
 backend servers
   server rs 10.88.2.21:8080 source 0.0.0.0 usesrc clientip
+frontend web6
+  bind [fd88:2::252]:80
+  default_backend servers6
+backend servers6
+  server rs6 [fd88:2::21]:8080 source [::] usesrc clientip
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -109,21 +137,23 @@ backend servers
 		t.Fatalf("haproxy: %v", err)
 	}
 	t.Cleanup(func() { cancel(); _ = hp.Wait() })
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		var err error
-		l.lb.Do(t, func() {
-			var c net.Conn
-			if c, err = net.DialTimeout("tcp", "10.88.2.252:80", time.Second); err == nil {
-				c.Close()
+	for _, addr := range []string{"10.88.2.252:80", "[fd88:2::252]:80"} {
+		for deadline := time.Now().Add(20 * time.Second); ; {
+			var err error
+			l.lb.Do(t, func() {
+				var c net.Conn
+				if c, err = net.DialTimeout("tcp", addr, time.Second); err == nil {
+					c.Close()
+				}
+			})
+			if err == nil {
+				break
 			}
-		})
-		if err == nil {
-			break
+			if time.Now().After(deadline) {
+				t.Fatalf("haproxy does not listen on %s: %v", addr, err)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("haproxy does not listen on 10.88.2.252:80: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	// The real server: says which client address it sees.
 	var ln net.Listener
@@ -323,6 +353,101 @@ func TestReturnViaTransparentProxy(t *testing.T) {
 		t.Fatal("negative control: no reply of the server crossed the router: the failure has another cause")
 	}
 
+}
+
+// The same proof for IPv6 (gateway6), in the same dual-stack lab: HAProxy's
+// [fd88:2::252]:80 connects to [fd88:2::21]:8080 from the client's IPv6
+// address; the LB delivers the replies to its transparent socket by its
+// ip6 fwmark rule and does not forward IPv6.
+func TestReturnViaTransparentProxyIPv6(t *testing.T) {
+	l := newL7Lab(t)
+	const url6, url4 = "[fd88:2::252]:80", "10.88.2.252:80"
+	cfg, state := filepath.Join(l.dir, "config.yaml"), filepath.Join(l.dir, "state")
+
+	base := "mode: loopback\ninterfaces: [eth0]\nvips: [{address: 10.88.2.100}]\n"
+	out := l.apply(t, base+"return_via: {gateway: 10.88.2.252, gateway6: 'fd88:2::252', ports: [{port: 8080}]}\n")
+	for _, want := range []string{
+		"ip -6 route replace default via fd88:2::252 dev eth0 table 8558 proto 213",
+		"ip -6 rule add priority 8558 from fd88:2::21 ipproto tcp sport 8080 lookup 8558 proto 213",
+		"ip rule add priority 8558 from 10.88.2.21 ipproto tcp sport 8080 lookup 8558 proto 213",
+	} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("apply output lacks %q:\n%s", want, out)
+		}
+	}
+	if out, err := l.rs.ExecErr(l.agent, "--config", cfg, "--state-dir", state, "status"); err != nil {
+		t.Errorf("status right after apply: %v\n%s", err, out)
+	}
+	routerBefore, lbBefore := packets(t, l.router, "ip6", "count", "forwarded"), packets(t, l.lb, "ip6", "transparent_lb", "prerouting_")
+	for i := 0; i < 5; i++ {
+		body, err := get(t, l.client, url6)
+		if err != nil {
+			rules, _ := l.rs.ExecErr("ip", "-6", "rule", "show")
+			routes, _ := l.rs.ExecErr("ip", "-6", "route", "show", "table", "8558")
+			t.Fatalf("IPv6 through the transparent LB with return_via: %v\nrs: ip -6 rule\n%s\nrs: ip -6 route show table 8558\n%s", err, rules, routes)
+		}
+		// The server sees the client's own IPv6 address, not the LB's.
+		if !strings.HasPrefix(body, "rs saw [fd88:1::10]:") {
+			t.Fatalf("server saw %q, want the client [fd88:1::10]", body)
+		}
+	}
+	if n := packets(t, l.router, "ip6", "count", "forwarded"); n != routerBefore {
+		t.Errorf("%d IPv6 replies from port 8080 went via the router instead of the LB\n%s", n-routerBefore, l.router.Exec(t, "nft", "list", "ruleset"))
+	}
+	if n := packets(t, l.lb, "ip6", "transparent_lb", "prerouting_"); n <= lbBefore {
+		t.Errorf("no IPv6 reply from port 8080 reached the LB (%d before, %d after)", lbBefore, n)
+	}
+	// gateway beside gateway6: the IPv4 path is kept too.
+	if body, err := get(t, l.client, url4); err != nil || !strings.HasPrefix(body, "rs saw 10.88.1.10:") {
+		t.Fatalf("IPv4 beside IPv6: %q, %v", body, err)
+	}
+
+	// The server's own IPv6 connection (to the client's port 8080) keeps
+	// the main table: the LB does not forward IPv6, so it would die there.
+	if line, err := dial(t, l.rs, "[fd88:1::10]:8080"); err != nil || line != "client" {
+		t.Fatalf("the server's own IPv6 connection: %q, %v", line, err)
+	}
+
+	// The daemon repairs an IPv6 rule deleted by hand.
+	ctx, cancel := context.WithCancel(context.Background())
+	daemon := exec.CommandContext(ctx, "ip", "netns", "exec", l.rs.Name, l.agent, "--config", cfg, "--state-dir", state, "run")
+	daemon.Stdout, daemon.Stderr = io.Discard, io.Discard
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = daemon.Wait() }()
+	waitFor(t, "the daemon to start", func() bool {
+		out, _ := l.rs.ExecErr(l.agent, "--config", cfg, "--state-dir", state, "apply")
+		return strings.Contains(out, "systemctl reload")
+	})
+	l.rs.Exec(t, "ip", "-6", "rule", "del", "priority", "8558", "from", "fd88:2::21", "ipproto", "tcp", "sport", "8080", "lookup", "8558")
+	waitFor(t, "the daemon to restore the deleted IPv6 rule", func() bool {
+		return strings.Contains(l.rs.Exec(t, "ip", "-6", "rule", "show"), "from fd88:2::21 ipproto tcp sport 8080 lookup 8558")
+	})
+	if _, err := get(t, l.client, url6); err != nil {
+		t.Fatalf("IPv6 after the daemon's repair: %v", err)
+	}
+	cancel()
+	_ = daemon.Wait()
+
+	l.rs.Exec(t, l.agent, "--config", cfg, "--state-dir", state, "remove")
+	if got := l.rs.Exec(t, "ip", "-6", "rule", "show"); strings.Contains(got, "8558") {
+		t.Errorf("IPv6 rules left after remove:\n%s", got)
+	}
+	if got := l.rs.Exec(t, "ip", "-6", "route", "show", "table", "all", "proto", "213"); strings.TrimSpace(got) != "" {
+		t.Errorf("IPv6 routes left after remove:\n%s", got)
+	}
+	// Negative control, last: without return_via the server answers the
+	// client's IPv6 address by its default route (the router).
+	routerBefore = packets(t, l.router, "ip6", "count", "forwarded")
+	if body, err := get(t, l.client, url6); err == nil {
+		t.Fatalf("negative control: the IPv6 L7 LB worked without return_via (%q): the lab does not test the return path", body)
+	} else {
+		t.Logf("IPv6 negative control, as expected: %v", err)
+	}
+	if n := packets(t, l.router, "ip6", "count", "forwarded"); n == routerBefore {
+		t.Fatal("IPv6 negative control: no reply of the server crossed the router: the failure has another cause")
+	}
 }
 
 func waitFor(t *testing.T, what string, ok func() bool) {
