@@ -135,6 +135,23 @@ func (th *testHost) requireInSync(yaml string) {
 	}
 }
 
+// requireDrift breaks the host with a command, expects status to name a
+// difference of kind, and apply to repair it so that the host is in sync.
+func (th *testHost) requireDrift(yaml, kind string, breakIt ...string) {
+	th.t.Helper()
+	th.ns.Exec(th.t, breakIt[0], breakIt[1:]...)
+	r := th.status(yaml)
+	found := false
+	for _, d := range r.Differences {
+		found = found || d.Kind == kind
+	}
+	if r.InSync || !found {
+		th.t.Errorf("after %v: in sync %v, want a %s difference:\n%s", breakIt, r.InSync, kind, r)
+	}
+	th.apply(yaml)
+	th.requireInSync(yaml)
+}
+
 func (th *testHost) requireAddr(dev, want string) {
 	th.t.Helper()
 	out := th.ns.Exec(th.t, "ip", "addr", "show", "dev", dev)

@@ -55,24 +55,10 @@ func TestReturnViaKernel(t *testing.T) {
 		t.Errorf("a UDP reply from the VIP goes via the L7 LB: %s", got)
 	}
 
-	drift := func(kind string, breakIt ...string) {
-		t.Helper()
-		th.ns.Exec(t, breakIt[0], breakIt[1:]...)
-		r := th.status(returnViaCfg)
-		found := false
-		for _, d := range r.Differences {
-			found = found || d.Kind == kind
-		}
-		if r.InSync || !found {
-			t.Errorf("after %v: in sync %v, want a %s difference:\n%s", breakIt, r.InSync, kind, r)
-		}
-		th.apply(returnViaCfg)
-		th.requireInSync(returnViaCfg)
-	}
-	drift("rule-missing", "ip", "rule", "del", "priority", "8558", "from", "198.51.100.21", "ipproto", "tcp", "sport", "443", "lookup", "8558")
-	drift("route-wrong", "ip", "route", "replace", "default", "via", "198.51.100.77", "dev", "eth0.100", "table", "8558", "proto", "213")
-	drift("route-missing", "ip", "-6", "route", "flush", "table", "8558")
-	drift("rule-unexpected", "ip", "rule", "add", "priority", "8558", "from", "198.51.100.21", "ipproto", "tcp", "sport", "8443", "lookup", "8558", "proto", "213")
+	th.requireDrift(returnViaCfg, "rule-missing", "ip", "rule", "del", "priority", "8558", "from", "198.51.100.21", "ipproto", "tcp", "sport", "443", "lookup", "8558")
+	th.requireDrift(returnViaCfg, "route-wrong", "ip", "route", "replace", "default", "via", "198.51.100.77", "dev", "eth0.100", "table", "8558", "proto", "213")
+	th.requireDrift(returnViaCfg, "route-missing", "ip", "-6", "route", "flush", "table", "8558")
+	th.requireDrift(returnViaCfg, "rule-unexpected", "ip", "rule", "add", "priority", "8558", "from", "198.51.100.21", "ipproto", "tcp", "sport", "8443", "lookup", "8558", "proto", "213")
 
 	// The whole default route, as the seed does: everything but the main
 	// table's specific routes goes via the LB.

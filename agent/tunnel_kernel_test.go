@@ -69,25 +69,11 @@ func TestTunnelModeKernel(t *testing.T) {
 		t.Errorf("GUE ports: %s", fou)
 	}
 
-	drift := func(kind string, breakIt ...string) {
-		t.Helper()
-		th.ns.Exec(t, breakIt[0], breakIt[1:]...)
-		r := th.status(tunnelGUECfg)
-		found := false
-		for _, d := range r.Differences {
-			found = found || d.Kind == kind
-		}
-		if r.InSync || !found {
-			t.Errorf("after %v: in sync %v, want a %s difference:\n%s", breakIt, r.InSync, kind, r)
-		}
-		th.apply(tunnelGUECfg)
-		th.requireInSync(tunnelGUECfg)
-	}
-	drift("tunnel-missing", "ip", "link", "set", "tunl0", "down")
-	drift("tunnel-missing", "ip", "fou", "del", "port", "6080")
-	drift("sysctl-wrong", "sysctl", "-qw", "net.ipv4.conf.tunl0.rp_filter=1")
-	drift("vip-missing", "ip", "addr", "del", "192.0.2.10/32", "dev", "tunl0")
-	drift("table-wrong", "nft", "flush", "chain", "ip", "dsr-agent", "output")
+	th.requireDrift(tunnelGUECfg, "tunnel-missing", "ip", "link", "set", "tunl0", "down")
+	th.requireDrift(tunnelGUECfg, "tunnel-missing", "ip", "fou", "del", "port", "6080")
+	th.requireDrift(tunnelGUECfg, "sysctl-wrong", "sysctl", "-qw", "net.ipv4.conf.tunl0.rp_filter=1")
+	th.requireDrift(tunnelGUECfg, "vip-missing", "ip", "addr", "del", "192.0.2.10/32", "dev", "tunl0")
+	th.requireDrift(tunnelGUECfg, "table-wrong", "nft", "flush", "chain", "ip", "dsr-agent", "output")
 
 	if _, err := th.host.Remove(); err != nil {
 		t.Fatal(err)

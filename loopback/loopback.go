@@ -14,6 +14,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/dsr-agent/dsr-agent/internal/nldump"
 )
 
 // Addr is one address on one interface.
@@ -141,7 +143,7 @@ func (m *Manager) link(name string) (netlink.Link, error) {
 // cost that grows with the number of VIPs) and returns every address with
 // its interface name.
 func (m *Manager) List() ([]Addr, error) {
-	links, err := retryDump(m.NL.LinkList)
+	links, err := nldump.Retry(m.NL.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("dump links: %w", err)
 	}
@@ -151,7 +153,7 @@ func (m *Manager) List() ([]Addr, error) {
 		byIndex[l.Attrs().Index] = l.Attrs().Name
 		m.links[l.Attrs().Name] = l
 	}
-	addrs, err := retryDump(func() ([]netlink.Addr, error) { return m.NL.AddrList(nil, netlink.FAMILY_ALL) })
+	addrs, err := nldump.Retry(func() ([]netlink.Addr, error) { return m.NL.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return nil, fmt.Errorf("dump addresses: %w", err)
 	}
@@ -175,20 +177,6 @@ func (m *Manager) List() ([]Addr, error) {
 			Secondary: a.Flags&unix.IFA_F_SECONDARY != 0})
 	}
 	return out, nil
-}
-
-// retryDump repeats a dump the kernel reports as interrupted (it raced with
-// a change and may be incomplete).
-func retryDump[T any](dump func() ([]T, error)) ([]T, error) {
-	var out []T
-	var err error
-	for range 5 {
-		out, err = dump()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return out, err
-		}
-	}
-	return out, err
 }
 
 // Add puts the address on its link. AddrReplace is used because AddrAdd

@@ -21,6 +21,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/dsr-agent/dsr-agent/internal/nldump"
 )
 
 // Proto is the rtnetlink protocol that marks dsr-agent's rules and routes
@@ -143,7 +145,7 @@ type Manager struct {
 func (m *Manager) Observe(tables []int) (*Observed, error) {
 	o := &Observed{}
 	for _, v6 := range []bool{false, true} {
-		rules, err := retryDump(func() ([]netlink.Rule, error) { return m.NL.RuleList(family(v6)) })
+		rules, err := nldump.Retry(func() ([]netlink.Rule, error) { return m.NL.RuleList(family(v6)) })
 		if err != nil {
 			return nil, fmt.Errorf("list %s rules: %w", familyFlag(v6), err)
 		}
@@ -159,7 +161,7 @@ func (m *Manager) Observe(tables []int) (*Observed, error) {
 	slices.Sort(tables)
 	for _, t := range slices.Compact(tables) {
 		for _, v6 := range []bool{false, true} {
-			routes, err := retryDump(func() ([]netlink.Route, error) {
+			routes, err := nldump.Retry(func() ([]netlink.Route, error) {
 				return m.NL.RouteListFiltered(family(v6), &netlink.Route{Table: t}, netlink.RT_FILTER_TABLE)
 			})
 			if err != nil {
@@ -183,20 +185,6 @@ func (m *Manager) Observe(tables []int) (*Observed, error) {
 		}
 	}
 	return o, nil
-}
-
-// retryDump repeats a dump the kernel interrupted (the table changed while
-// it was read: netlink returns a partial list with ErrDumpInterrupted).
-func retryDump[T any](dump func() ([]T, error)) ([]T, error) {
-	var out []T
-	var err error
-	for range 5 {
-		out, err = dump()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return out, err
-		}
-	}
-	return out, err
 }
 
 func isDefault(dst *net.IPNet) bool {

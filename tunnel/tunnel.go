@@ -53,6 +53,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/dsr-agent/dsr-agent/internal/nldump"
 )
 
 // Encap is the director's encapsulation (config tunnel.encap).
@@ -385,14 +387,7 @@ func Observe(h *netlink.Handle) (State, error) {
 // ListFou dumps the namespace's fou sockets (both families: the kernel's
 // dump ignores the family attribute).
 func ListFou(h *netlink.Handle) ([]FouPort, error) {
-	var fs []netlink.Fou
-	var err error
-	for range 5 {
-		fs, err = h.FouList(unix.AF_UNSPEC)
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
+	fs, err := nldump.Retry(func() ([]netlink.Fou, error) { return h.FouList(unix.AF_UNSPEC) })
 	if err != nil {
 		return nil, fmt.Errorf("ip fou show: %w", err)
 	}
