@@ -79,6 +79,9 @@ type daemon struct {
 	retryTimer *time.Timer
 	// lastInSync lets a pass that changed nothing skip the second observation.
 	lastInSync bool
+	// lastNotes are the notes last logged: a note repeats on every pass
+	// (an empty VIP list, a lost state file) but is logged when it changes.
+	lastNotes []string
 }
 
 // Run is `dsr-agent run`. It returns nil after SIGTERM/SIGINT or ctx
@@ -236,8 +239,11 @@ func (d *daemon) reconcile(triggers []string) {
 		if want != nil {
 			d.want = want
 		}
-		for _, n := range plan.NotesOrNil() {
-			d.log.Warn("host", "note", n, "trigger", trigger)
+		if notes := plan.NotesOrNil(); !slices.Equal(notes, d.lastNotes) {
+			for _, n := range notes {
+				d.log.Warn("host", "note", n, "trigger", trigger)
+			}
+			d.lastNotes = notes
 		}
 	}
 	changes := plan.Visible()

@@ -30,6 +30,7 @@ type fakeEngine struct {
 	failFirst int
 	applies   int
 	present   bool
+	note      string // on every plan, as an empty VIP list's note is
 }
 
 var errBadConfig = errors.New("invalid config: bad")
@@ -53,11 +54,15 @@ func (f *fakeEngine) Converge(_ *agent.Config, last *agent.Desired) (*agent.Plan
 	if f.applies <= f.failFirst {
 		return &agent.Plan{}, nil, errors.New("simulated apply failure")
 	}
+	var notes []string
+	if f.note != "" {
+		notes = []string{f.note}
+	}
 	if !f.present {
 		f.present = true
-		return &agent.Plan{Changes: []agent.Change{{Kind: agent.AddrAdd, Subject: "192.0.2.10", Command: "ip addr add 192.0.2.10/32 dev lo"}}}, last, nil
+		return &agent.Plan{Notes: notes, Changes: []agent.Change{{Kind: agent.AddrAdd, Subject: "192.0.2.10", Command: "ip addr add 192.0.2.10/32 dev lo"}}}, last, nil
 	}
-	return &agent.Plan{}, last, nil
+	return &agent.Plan{Notes: notes}, last, nil
 }
 
 func (f *fakeEngine) Status(*agent.Config) (*agent.Report, error) {
@@ -229,5 +234,64 @@ func TestRequestRefusesNonRootPeer(t *testing.T) {
 		if !errors.Is(err, ErrUntrustedPeer) || !strings.Contains(err.Error(), "uid 65534") {
 			t.Fatalf("%s answered by uid %d: reply %+v, err %v; want ErrUntrustedPeer naming the uid", cmd, nobody, r, err)
 		}
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A note the plan carries on every pass (`vips: []`, a lost state file) is
+// logged once, not at every resync, reload or wake.
+func TestRepeatedNoteLoggedOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts servers")
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config")
+	if err := os.WriteFile(cfg, []byte("ok"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const note = "vips is empty: dsr-agent changes nothing"
+	eng := &fakeEngine{listen: freePort(t), note: note}
+	var logs lockedBuffer
+	notes := make(chan string, 64)
+	sigs := make(chan os.Signal, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(context.Background(), Options{
+			ConfigPath: cfg, StateDir: filepath.Join(dir, "state"), Engine: eng,
+			Log:    slog.New(slog.NewTextHandler(&logs, nil)),
+			Notify: func(s string) { notes <- s }, Signals: sigs, Resync: time.Hour,
+		})
+	}()
+	waitNotify(t, notes, "READY=1")
+	for range 3 {
+		sigs <- syscall.SIGHUP
+		waitNotify(t, notes, "READY=1")
+	}
+	eng.mu.Lock()
+	passes := eng.applies
+	eng.mu.Unlock()
+	sigs <- syscall.SIGTERM
+	<-done
+	if passes < 4 {
+		t.Fatalf("only %d passes: the test did not repeat the note", passes)
+	}
+	if n := strings.Count(logs.String(), note); n != 1 {
+		t.Fatalf("the note was logged %d times over %d passes, want once:\n%s", n, passes, logs.String())
 	}
 }
