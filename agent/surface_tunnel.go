@@ -28,6 +28,12 @@ type tunnelSurface struct {
 }
 
 func (s *tunnelSurface) observe(d *Desired, st *State) error {
+	s.steps, s.stale, s.blocked = nil, tunnel.Owned{}, nil
+	if d.Tunnel == nil && st.Tunnel.Empty() {
+		// Nothing wanted, nothing owned: nothing to plan, and the other
+		// modes' passes do not pay for the device and fou lookups.
+		return nil
+	}
 	obs, err := tunnel.Observe(s.nl)
 	if err != nil {
 		return err
