@@ -126,3 +126,82 @@ bt_follow() {
 		sleep 1
 	done
 }
+
+# --- what every VM test runner shares ----------------------------------------------
+# A runner sets BT_NAME (e.g. test-interop) and BT_KEEP_VAR (the env variable that
+# keeps the run directory on success), then calls bt_vm_prereqs, bt_vm_begin,
+# fills "$payload" and calls bt_vm_payload_disk.
+
+# bt_skip MESSAGE: a test that cannot run here; with DSR_BOOT_REQUIRE=1 (CI) that is
+# a failure.
+bt_skip() {
+	echo "$BT_NAME: SKIPPED: $*"
+	if [ "${DSR_BOOT_REQUIRE:-0}" = 1 ]; then
+		echo "$BT_NAME: DSR_BOOT_REQUIRE=1, so a skip is a failure"
+		exit 1
+	fi
+	exit 0
+}
+
+# bt_vm_prereqs REPO: the platform and the tools (as root: make deps-boot).
+bt_vm_prereqs() {
+	local t
+	[ "${DSR_BOOT_SKIP:-0}" = 1 ] && bt_skip "DSR_BOOT_SKIP=1"
+	[ "$(uname -s)-$(uname -m)" = Linux-x86_64 ] || bt_skip "needs Linux x86_64 (this is $(uname -s)-$(uname -m))"
+	[ "$(id -u)" = 0 ] || bt_skip "needs root (debootstrap builds the image)"
+	for t in qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 flock timeout; do
+		command -v "$t" >/dev/null || bt_skip "$t not installed (as root: make deps-boot, or apt-get install $("$1/mk/install-deps.sh" --list boot | tr '\n' ' '))"
+	done
+}
+
+# bt_vm_begin BOOT_DIR: the cached image, a run directory with the root overlay and
+# an empty payload directory, and the cleanup that stops qemu and keeps the logs of
+# a failed run. Sets t_start, image, t_image, run, payload and qpid.
+bt_vm_begin() {
+	# shellcheck disable=SC2034 # t_start, t_image: the caller's timings
+	t_start=$(date +%s)
+	image=$("$1/build-image.sh" | tail -n1) || bt_die "image build failed"
+	# shellcheck disable=SC2034
+	t_image=$(date +%s)
+	run=$(mktemp -d "${TMPDIR:-/tmp}/dsr-${BT_NAME#test-}.XXXXXX")
+	qpid=""
+	trap bt_vm_cleanup EXIT
+	trap 'exit 130' INT TERM
+	qemu-img create -q -f qcow2 -F raw -b "$image/rootfs.img" "$run/root.qcow2"
+	payload="$run/payload"
+	mkdir -p "$payload"
+}
+
+bt_vm_cleanup() {
+	local rc=$?
+	if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null; then
+		kill "$qpid" 2>/dev/null || true
+		sleep 1
+		kill -9 "$qpid" 2>/dev/null || true
+	fi
+	if [ "$rc" = 0 ] && [ "${!BT_KEEP_VAR:-0}" != 1 ]; then
+		rm -rf "$run"
+	else
+		echo "$BT_NAME: logs kept in $run (console.log, markers.log)"
+	fi
+}
+
+# bt_vm_payload_disk: the payload directory as the ext4 disk the guest's runner reads.
+bt_vm_payload_disk() {
+	local size_mb=$(( $(du -sm "$payload" | cut -f1) + 32 ))
+	mkfs.ext4 -q -L BTPAYLOAD -E root_owner=0:0 -d "$payload" "$run/payload.img" "${size_mb}M" 2>/dev/null
+}
+
+# bt_vm_markers: the guest's check lines (the virtio port's log, or the console
+# when the guest had no port). Sets markers, npass, nfail and nskip.
+# shellcheck disable=SC2034 # npass, nfail, nskip: for the caller
+bt_vm_markers() {
+	markers="$run/markers.log"
+	if ! grep -q '^@@BT ' "$markers"; then
+		grep -ao '@@BT .*' "$run/console.log" | tr -d '\r' >"$run/markers-console.log" || true
+		markers="$run/markers-console.log"
+	fi
+	npass=$(grep -c '^@@BT PASS ' "$markers" || true)
+	nfail=$(grep -c '^@@BT FAIL ' "$markers" || true)
+	nskip=$(grep -c '^@@BT SKIP ' "$markers" || true)
+}

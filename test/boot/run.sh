@@ -22,21 +22,9 @@ repo=$(cd "$here/../.." && pwd)
 # shellcheck source=lib.sh
 . "$here/lib.sh"
 
-skip() {
-	echo "test-boot: SKIPPED: $*"
-	if [ "${DSR_BOOT_REQUIRE:-0}" = 1 ]; then
-		echo "test-boot: DSR_BOOT_REQUIRE=1, so a skip is a failure"
-		exit 1
-	fi
-	exit 0
-}
-
-[ "${DSR_BOOT_SKIP:-0}" = 1 ] && skip "DSR_BOOT_SKIP=1"
-[ "$(uname -s)-$(uname -m)" = Linux-x86_64 ] || skip "needs Linux x86_64 (this is $(uname -s)-$(uname -m))"
-[ "$(id -u)" = 0 ] || skip "needs root (debootstrap builds the image)"
-for t in qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 flock timeout; do
-	command -v "$t" >/dev/null || skip "$t not installed (as root: make deps-boot, or apt-get install $("$repo/mk/install-deps.sh" --list boot | tr '\n' ' '))"
-done
+BT_NAME=test-boot BT_KEEP_VAR=DSR_BOOT_KEEP
+skip() { bt_skip "$@"; }
+bt_vm_prereqs "$repo"
 
 DEB=${1:-${DSR_BOOT_DEB:-$(ls -t "$repo"/dist/*.deb 2>/dev/null | head -n1 || true)}}
 RPM=${2:-${DSR_BOOT_RPM:-$(ls -t "$repo"/dist/*.rpm 2>/dev/null | head -n1 || true)}}
@@ -73,34 +61,8 @@ if [ -z "${DSR_BOOT_MODE:-}" ]; then
 fi
 MODE=$DSR_BOOT_MODE
 
-t_start=$(date +%s)
-# --- image ---------------------------------------------------------------------
-image=$("$here/build-image.sh" | tail -n1) || bt_die "image build failed"
-t_image=$(date +%s)
-
-# --- per-run directory ------------------------------------------------------------
-run=$(mktemp -d "${TMPDIR:-/tmp}/dsr-boot.XXXXXX")
-qpid=""
-cleanup() {
-	local rc=$?
-	if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null; then
-		kill "$qpid" 2>/dev/null || true
-		sleep 1
-		kill -9 "$qpid" 2>/dev/null || true
-	fi
-	if [ "$rc" = 0 ] && [ "${DSR_BOOT_KEEP:-0}" != 1 ]; then
-		rm -rf "$run"
-	else
-		echo "test-boot: logs kept in $run (console.log, markers.log)"
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-qemu-img create -q -f qcow2 -F raw -b "$image/rootfs.img" "$run/root.qcow2"
-
-payload="$run/payload"
-mkdir -p "$payload"
+# --- image, per-run directory, payload ------------------------------------------------
+bt_vm_begin "$here"
 cp "$here"/guest/* "$payload/"
 cp "$DEB" "$payload/"
 [ -n "$RPM" ] && [ -f "$RPM" ] && cp "$RPM" "$payload/"
@@ -115,8 +77,7 @@ HEALTH_ADDR=$OWN4:$HPORT
 DEB=$(basename "$DEB")
 RPM=$([ -n "$RPM" ] && [ -f "$RPM" ] && basename "$RPM")
 PARAMS
-size_mb=$(( $(du -sm "$payload" | cut -f1) + 32 ))
-mkfs.ext4 -q -L BTPAYLOAD -E root_owner=0:0 -d "$payload" "$run/payload.img" "${size_mb}M" 2>/dev/null
+bt_vm_payload_disk
 
 # --- accelerator -------------------------------------------------------------------
 accel=$(bt_accel "$image" "$run/kvm-probe.log")
@@ -132,14 +93,7 @@ qpid=""
 t_end=$(date +%s)
 
 # --- summary ------------------------------------------------------------------------------
-markers="$run/markers.log"
-if ! grep -q '^@@BT ' "$markers"; then
-	# No virtio port in the guest: fall back to the console.
-	grep -ao '@@BT .*' "$run/console.log" | tr -d '\r' >"$run/markers-console.log" || true
-	markers="$run/markers-console.log"
-fi
-npass=$(grep -c '^@@BT PASS ' "$markers" || true)
-nfail=$(grep -c '^@@BT FAIL ' "$markers" || true)
+bt_vm_markers
 echo
 echo "== boot test: dsr-agent $(basename "$DEB") in Debian bookworm ($(cat "$image/kernel-version"), $accel, mode $MODE)"
 awk '/^@@BT (PASS|FAIL) / { k = $2; n = $3; sub(/^@@BT [A-Z]+ [^ ]+ ?/, ""); printf "  %-4s %-32s %s\n", k, n, $0 }' "$markers" | cut -c1-240

@@ -24,54 +24,17 @@ boot="$repo/test/boot"
 # shellcheck source=../boot/lib.sh
 . "$boot/lib.sh"
 
-skip() {
-	echo "test-netmgr: SKIPPED: $*"
-	if [ "${DSR_BOOT_REQUIRE:-0}" = 1 ]; then
-		echo "test-netmgr: DSR_BOOT_REQUIRE=1, so a skip is a failure"
-		exit 1
-	fi
-	exit 0
-}
-
-[ "${DSR_BOOT_SKIP:-0}" = 1 ] && skip "DSR_BOOT_SKIP=1"
-[ "$(uname -s)-$(uname -m)" = Linux-x86_64 ] || skip "needs Linux x86_64 (this is $(uname -s)-$(uname -m))"
-[ "$(id -u)" = 0 ] || skip "needs root (debootstrap builds the image)"
-for t in qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 flock timeout; do
-	command -v "$t" >/dev/null || skip "$t not installed (as root: make deps-boot, or apt-get install $("$repo/mk/install-deps.sh" --list boot | tr '\n' ' '))"
-done
+BT_NAME=test-netmgr BT_KEEP_VAR=DSR_NETMGR_KEEP
+skip() { bt_skip "$@"; }
+bt_vm_prereqs "$repo"
 DEB=${1:-${DSR_BOOT_DEB:-$(ls -t "$repo"/dist/*.deb 2>/dev/null | head -n1 || true)}}
 [ -n "$DEB" ] && [ -f "$DEB" ] || skip "no .deb to test (run make deb, or pass DEB)"
 TIMEOUT=${DSR_NETMGR_TIMEOUT:-1200}
 
-t_start=$(date +%s)
-image=$("$boot/build-image.sh" | tail -n1) || bt_die "image build failed"
-t_image=$(date +%s)
-
-run=$(mktemp -d "${TMPDIR:-/tmp}/dsr-netmgr.XXXXXX")
-qpid=""
-cleanup() {
-	local rc=$?
-	if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null; then
-		kill "$qpid" 2>/dev/null || true
-		sleep 1
-		kill -9 "$qpid" 2>/dev/null || true
-	fi
-	if [ "$rc" = 0 ] && [ "${DSR_NETMGR_KEEP:-0}" != 1 ]; then
-		rm -rf "$run"
-	else
-		echo "test-netmgr: logs kept in $run (console.log, markers.log)"
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-qemu-img create -q -f qcow2 -F raw -b "$image/rootfs.img" "$run/root.qcow2"
-payload="$run/payload"
-mkdir -p "$payload"
+bt_vm_begin "$boot"
 cp "$here/guest/netmgr.sh" "$payload/phases.sh"
 cp "$DEB" "$payload/dsr-agent.deb"
-size_mb=$(( $(du -sm "$payload" | cut -f1) + 32 ))
-mkfs.ext4 -q -L BTPAYLOAD -E root_owner=0:0 -d "$payload" "$run/payload.img" "${size_mb}M" 2>/dev/null
+bt_vm_payload_disk
 
 accel=$(bt_accel "$image" "$run/kvm-probe.log")
 t_boot=$(date +%s)
@@ -82,13 +45,7 @@ wait "$qpid" && qrc=0 || qrc=$?
 qpid=""
 t_end=$(date +%s)
 
-markers="$run/markers.log"
-if ! grep -q '^@@BT ' "$markers"; then
-	grep -ao '@@BT .*' "$run/console.log" | tr -d '\r' >"$run/markers-console.log" || true
-	markers="$run/markers-console.log"
-fi
-npass=$(grep -c '^@@BT PASS ' "$markers" || true)
-nfail=$(grep -c '^@@BT FAIL ' "$markers" || true)
+bt_vm_markers
 echo
 echo "== network managers vs dsr-agent run, Debian bookworm ($(cat "$image/kernel-version"), $accel)"
 awk '/^@@BT (PASS|FAIL) / {
