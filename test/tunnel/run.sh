@@ -8,8 +8,8 @@
 # In the VM: (1) the tunnel package's kernel tests (tunnel.test, built here,
 # run there with DSR_TUNNEL_REQUIRE=1: a skip is a failure); (2) namespaces
 # client - router - director (IPVS lb_kind TUN, IPIP then GUE) and two real
-# servers in another subnet running `dsr-agent run`. See guest/tunnel.sh and
-# docs/tunnel.md.
+# servers in another subnet running `dsr-agent run`, IPv4 and IPv6 (IPv6 in
+# IPv6 on ip6tnl0, GUE over IPv6). See guest/tunnel.sh and docs/tunnel.md.
 #
 # Environment (the boot test's, shared):
 #   DSR_BOOT_SKIP=1 / DSR_BOOT_REQUIRE=1   skip / make a skip a failure (CI)
@@ -103,14 +103,14 @@ npass=$(grep -c '^@@BT PASS ' "$markers" || true)
 nfail=$(grep -c '^@@BT FAIL ' "$markers" || true)
 nskip=$(grep -c '^@@BT SKIP ' "$markers" || true)
 echo
-echo "== tunnel test: IPVS lb_kind TUN (IPIP, GUE) + dsr-agent$([ "$MANUAL" = 1 ] && echo " [MANUAL]") in Debian bookworm ($(cat "$image/kernel-version"), $accel)"
+echo "== tunnel test: IPVS lb_kind TUN (IPIP, GUE; IPv4 and IPv6) + dsr-agent$([ "$MANUAL" = 1 ] && echo " [MANUAL]") in Debian bookworm ($(cat "$image/kernel-version"), $accel)"
 awk '/^@@BT (PASS|FAIL|SKIP) / {
 	k = ($2 == "PASS") ? "ok" : ($2 == "FAIL") ? "not ok" : "skip"; n = $3
 	sub(/^@@BT [A-Z]+ [^ ]+ ?/, ""); printf "%-6s %d - %-24s %s\n", k, ++i, n, $0 }' "$markers" | cut -c1-260
 echo "-- metrics"
 awk '/^@@BT METRIC / { printf "  %-34s %s\n", $3, $4 }' "$markers"
 echo "-- notes"
-grep '^@@BT INFO ' "$markers" | cut -c11-250 | grep -E '^(mode:|kernel|fou poll|ip link del|bench:)' | sed 's/^/  /' || true
+grep '^@@BT INFO ' "$markers" | cut -c11-250 | grep -E '^(mode:|kernel|fou poll|ip link del|bench:|director[: ])' | sed 's/^/  /' || true
 echo "-- times: image $((t_image - t_start)) s ($( [ "$((t_image - t_start))" -gt 30 ] && echo cold build || echo cached)), VM run $((t_end - t_boot)) s, total $((t_end - t_start)) s"
 
 problems=()
@@ -122,8 +122,10 @@ for want in go-TestAutoloadWithoutModprobe go-TestFallbackDevicePerNamespace go-
 	topology agent-up-rs1 agent-up-rs2 ipip-vip ipip-encap ipip-bypass ipip-mss ipip-bulk agentcheck-up \
 	drain-healthz drain-agentcheck undrain-healthz gue-needs-port gue-vip gue-encap gue-mss \
 	keepalived-up keepalived-gue keepalived-vip keepalived-drain keepalived-drained keepalived-undrain \
+	rs6-setup-rs1 rs6-setup-rs2 ipip6-vip ipip6-encap ipip6-bypass ipip6-mss ipip6-vip-source-drops \
+	gue6-needs-port gue6-port-rs1 gue6-port-rs2 gue6-vip gue6-encap gue6-bypass gue6-mss \
 	$([ "$MANUAL" = 1 ] && echo rp-off-answers rp-loose-tunl0-drops rp-all-loose-drops rp-all-strict-drops rp-strict-tunl0-drops rp-loose-with-address-answers) \
-	$([ "$MANUAL" = 1 ] || echo go-TestTunnelModeKernel tunl0-repaired fou-repaired rp-agent-answers rp-rhel-default-drops rp-agent-step-answers rp-loose-without-address-drops remove-tunnel); do
+	$([ "$MANUAL" = 1 ] || echo go-TestTunnelModeKernel tunl0-repaired fou-repaired rp-agent-answers rp-rhel-default-drops rp-agent-step-answers rp-loose-without-address-drops remove-tunnel remove-tunnel6); do
 	grep -Eq "^@@BT (PASS|FAIL) $want( |$)" "$markers" || problems+=("check $want never ran")
 done
 if [ "$nfail" != 0 ] || [ "${#problems[@]}" != 0 ]; then

@@ -7,6 +7,11 @@
 #      director 10.77.2.2, VIP 10.77.2.100/32 on eth0, IPVS lb_kind TUN (ipvsadm -i)
 #      rs1 10.77.3.21, rs2 10.77.3.22: another subnet; VIP on lo, tunl0 up,
 #      busybox httpd :80, `dsr-agent run` (health :8558, agent-check :3333)
+#    IPv6 beside it on the same cables: client fd77:1::10, router fd77:1::1 /
+#    fd77:2::1 / fd77:3::1 (r-s1), fd77:3::2 (r-s2), director fd77:2::2 with
+#    VIP6 fd77:2::100/128, rs1 fd77:3::21, rs2 fd77:3::22; IPVS [VIP6]:80 with
+#    -i to the servers' IPv6 addresses (IPv6 in IPv6, then GUE over IPv6); the
+#    agents' config has both VIPs (VIP6 on lo, ip6tnl0 up, ip -6 fou, ip6 clamp).
 #    MANUAL=1 (DSR_TUNNEL_MANUAL): the agent runs in loopback mode (VIP on lo,
 #    arp sysctls, health) and this script does the tunnel part by hand:
 #    tunl0 up, fou port, rp_filter, the MSS clamp. Otherwise the agent runs
@@ -47,6 +52,10 @@ VIP=10.77.2.100
 DIR_IP=10.77.2.2
 CLIENT_IP=10.77.1.10
 declare -A RSIP=([rs1]=10.77.3.21 [rs2]=10.77.3.22)
+VIP6=fd77:2::100
+DIR_IP6=fd77:2::2
+CLIENT_IP6=fd77:1::10
+declare -A RSIP6=([rs1]=fd77:3::21 [rs2]=fd77:3::22)
 AGENT=/usr/local/bin/dsr-agent
 install -m 0755 "$P/dsr-agent" "$AGENT"
 install -m 0755 "$P/tunnel.test" /usr/local/bin/tunnel.test
@@ -116,6 +125,33 @@ setup() {
 	nsx rs1 ip route add default via 10.77.3.1
 	nsx rs2 ip route add default via 10.77.3.2
 	nsx dir ip addr add $VIP/32 dev eth0
+	# IPv6 on the same cables (nodad: no 1-2 s of tentative addresses). The
+	# router's two ports in fd77:3::/64 get no prefix route: host routes.
+	# shellcheck disable=SC2086 # $4: more words for ip addr add
+	addr6() { nsx "$1" ip -6 addr add "$3" dev "$2" nodad ${4:-}; }
+	addr6 client eth0 $CLIENT_IP6/64 && addr6 router r-c fd77:1::1/64 &&
+		addr6 dir eth0 $DIR_IP6/64 && addr6 router r-d fd77:2::1/64 &&
+		addr6 rs1 eth0 ${RSIP6[rs1]}/64 && addr6 router r-s1 fd77:3::1/64 noprefixroute &&
+		addr6 rs2 eth0 ${RSIP6[rs2]}/64 && addr6 router r-s2 fd77:3::2/64 noprefixroute || return 1
+	nsx router ip -6 route replace ${RSIP6[rs1]}/128 dev r-s1 &&
+		nsx router ip -6 route replace ${RSIP6[rs2]}/128 dev r-s2 || return 1
+	nsx router sysctl -qw net.ipv6.conf.all.forwarding=1
+	nsx dir sysctl -qw net.ipv6.conf.all.forwarding=1
+	nsx client ip -6 route add default via fd77:1::1 &&
+		nsx dir ip -6 route add default via fd77:2::1 &&
+		nsx rs1 ip -6 route add default via fd77:3::1 &&
+		nsx rs2 ip -6 route add default via fd77:3::2 || return 1
+	# The VIP deprecated (preferred_lft 0): still an address the director
+	# receives on, but never a source it picks. Otherwise source selection
+	# may choose it as the outer source of the tunnelled packets (the VIP and
+	# fd77:2::2 tie on every rule), and the real server's ip6tnl0 drops a
+	# packet whose outer source is one of its own addresses
+	# (ip6_tnl_rcv_ctl): the VIP is, on lo.
+	addr6 dir eth0 $VIP6/128 || return 1
+	local src_pref
+	src_pref=$(nsx dir ip -6 route get ${RSIP6[rs1]} | grep -o 'src [^ ]*')
+	nsx dir ip -6 addr change $VIP6/128 dev eth0 nodad preferred_lft 0 || return 1
+	info "director: source toward ${RSIP6[rs1]} with the VIP preferred: $src_pref; deprecated: $(nsx dir ip -6 route get ${RSIP6[rs1]} | grep -o 'src [^ ]*')"
 	# Counters: replies from the VIP crossing the router from a server port,
 	# and (must stay 0) any VIP-sourced packet the director sees.
 	nsx router nft -f - <<EOF || return 1
@@ -123,6 +159,12 @@ table ip watch {
 	chain fw {
 		type filter hook forward priority 0
 		iifname "r-s*" ip saddr $VIP tcp sport 80 counter
+	}
+}
+table ip6 watch {
+	chain fw {
+		type filter hook forward priority 0
+		iifname "r-s*" ip6 saddr $VIP6 tcp sport 80 counter
 	}
 }
 EOF
@@ -137,6 +179,16 @@ table ip watch {
 		ip saddr $VIP tcp sport 80 counter
 	}
 }
+table ip6 watch {
+	chain pre {
+		type filter hook prerouting priority -300
+		ip6 saddr $VIP6 tcp sport 80 counter
+	}
+	chain out {
+		type filter hook output priority -300
+		ip6 saddr $VIP6 tcp sport 80 counter
+	}
+}
 EOF
 	# The client counts SYN-ACKs from the VIP, and those carrying MSS $MSS.
 	nsx client nft -f - <<EOF || return 1
@@ -145,6 +197,13 @@ table ip watch {
 		type filter hook input priority 0
 		ip saddr $VIP tcp flags & (syn | ack) == syn | ack counter
 		ip saddr $VIP tcp flags & (syn | ack) == syn | ack tcp option maxseg size $MSS counter
+	}
+}
+table ip6 watch {
+	chain in {
+		type filter hook input priority 0
+		ip6 saddr $VIP6 tcp flags & (syn | ack) == syn | ack counter
+		ip6 saddr $VIP6 tcp flags & (syn | ack) == syn | ack tcp option maxseg size $MSS counter
 	}
 }
 EOF
@@ -157,11 +216,19 @@ table ip watch {
 		udp dport $GUEPORT counter
 	}
 }
+table ip6 watch {
+	chain in {
+		type filter hook input priority -300
+		meta l4proto 41 counter
+		udp dport $GUEPORT counter
+	}
+}
 EOF
 	done
 }
-check topology "client - router - director; real servers in another subnet (10.77.3.0/24); ip_vs loaded" setup || finish
-nft_counters() { nsx "$1" nft list table ip watch | grep -o 'packets [0-9]*' | awk '{ print $2 }' | tr '\n' ' '; }
+check topology "client - router - director; real servers in another subnet (10.77.3.0/24, fd77:3::/64); ip_vs loaded" setup || finish
+nft_counters() { nsx "$1" nft list table ${2:-ip} watch | grep -o 'packets [0-9]*' | awk '{ print $2 }' | tr '\n' ' '; }
+nft_counters6() { nft_counters "$1" ip6; }
 
 # --- director: IPVS, tunnel forwarding -------------------------------------------------
 director() { # director ipip|gue
@@ -174,7 +241,20 @@ director() { # director ipip|gue
 		# shellcheck disable=SC2086
 		nsx dir ipvsadm -a -t $VIP:80 -r "${RSIP[$ns]}" -i -w 1 $extra || return 1
 	done
+	# IPv6: [VIP6]:80 to the servers' IPv6 addresses, same forwarding.
+	DIRECTOR6_ERR=""
+	if ! DIRECTOR6_ERR=$(nsx dir ipvsadm -A -t "[$VIP6]:80" -s rr 2>&1); then
+		DIRECTOR6_ERR="ipvsadm -A -t [$VIP6]:80: $DIRECTOR6_ERR"
+	else
+		DIRECTOR6_ERR=""
+		for ns in rs1 rs2; do
+			# shellcheck disable=SC2086
+			out=$(nsx dir ipvsadm -a -t "[$VIP6]:80" -r "${RSIP6[$ns]}" -i -w 1 $extra 2>&1) ||
+				DIRECTOR6_ERR="$DIRECTOR6_ERR ipvsadm -a -t [$VIP6]:80 -r ${RSIP6[$ns]} -i $extra: $out;"
+		done
+	fi
 	nsx dir ipvsadm -Ln >"$W/ipvs-$1.txt"
+	[ -z "$DIRECTOR6_ERR" ] || info "director $1 IPv6: $DIRECTOR6_ERR"
 }
 
 # --- real servers ------------------------------------------------------------------
@@ -189,6 +269,8 @@ rs_config() { # rs_config NS ENCAP
 interfaces: [eth0]
 vips:
   - address: $VIP
+    ports: [{port: 80}]
+  - address: $VIP6
     ports: [{port: 80}]
 health:
   listen: ${RSIP[$1]}:8558
@@ -216,19 +298,27 @@ agent() { local ns=$1; shift; nsx "$ns" "$AGENT" --config "$W/$ns/config.yaml" -
 # manual_tunnel NS ENCAP: the agent's tunnel job, by hand.
 manual_tunnel() {
 	local ns=$1
-	modprobe ipip && modprobe fou || return 1
+	modprobe ipip && modprobe ip6_tunnel && modprobe fou || return 1
 	nsx "$ns" ip link set tunl0 up
+	nsx "$ns" ip link set ip6tnl0 up
 	# max(all, tunl0) must be 0: tunl0 has no address, and for a device
 	# without one the kernel drops in loose mode (2) too (see the rp-* checks).
 	nsx "$ns" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.tunl0.rp_filter=0
 	if [ "$2" = gue ]; then
-		nsx "$ns" ip fou show | grep -q "port $GUEPORT gue" || nsx "$ns" ip fou add port $GUEPORT gue || return 1
+		nsx "$ns" ip fou show | grep -Eq "^port $GUEPORT gue *$" || nsx "$ns" ip fou add port $GUEPORT gue || return 1
+		nsx "$ns" ip fou show | grep -Eq "^port $GUEPORT gue -6" || nsx "$ns" ip -6 fou add port $GUEPORT gue || return 1
 	fi
 	nsx "$ns" nft -f - <<EOF
 table ip dsrmss {
 	chain out {
 		type filter hook output priority mangle
 		ip saddr $VIP tcp flags & (syn | ack) == syn | ack tcp option maxseg size > $MSS tcp option maxseg size set $MSS
+	}
+}
+table ip6 dsrmss {
+	chain out {
+		type filter hook output priority mangle
+		ip6 saddr $VIP6 tcp flags & (syn | ack) == syn | ack tcp option maxseg size > $MSS tcp option maxseg size set $MSS
 	}
 }
 EOF
@@ -257,12 +347,65 @@ agentcheck() { nsx dir timeout 3 bash -c "exec 3<>/dev/tcp/${RSIP[$1]}/3333 && r
 who() { # who N: N requests to the VIP; prints the answering server or ERR
 	for _ in $(seq "$1"); do nsx client curl -s -m 3 "http://$VIP/" || echo ERR; done
 }
+who6() { # who6 N [TIMEOUT]: the same to [VIP6]
+	for _ in $(seq "$1"); do nsx client curl -s -m "${2:-3}" -g "http://[$VIP6]/" || echo ERR; done
+}
 tally() { # tally WHO-OUTPUT...: "rs1 N rs2 N err N"
 	local a=0 b=0 e=0 x
 	for x in "$@"; do case $x in rs1) a=$((a + 1)) ;; rs2) b=$((b + 1)) ;; *) e=$((e + 1)) ;; esac; done
 	echo "rs1 $a rs2 $b err $e"
 }
 both_no_err() { [[ $1 =~ ^rs1\ [1-9][0-9]*\ rs2\ [1-9][0-9]*\ err\ 0$ ]]; }
+diag6() { # diag6: where IPv6 requests to [VIP6] got lost (info lines, on failure)
+	local ns
+	for ns in rs1 router; do
+		info "$ns nstat: $(nsx $ns nstat -az 2>/dev/null | awk '$1 ~ /^(Ip6|Tcp|Icmp6)/ && $2 != 0 { printf "%s=%s ", $1, $2 }' | cut -c1-600)"
+	done
+	info "rs1 ip6tnl0: $(nsx rs1 ip -s -d link show ip6tnl0 2>&1 | tr -s ' \n' ' ' | cut -c1-500)"
+	info "rs1 ip6tnl0 disable_ipv6=$(nsx rs1 cat /proc/sys/net/ipv6/conf/ip6tnl0/disable_ipv6 2>&1) forwarding=$(nsx rs1 cat /proc/sys/net/ipv6/conf/all/forwarding)"
+	info "rs1 listen: $(nsx rs1 ss -ltnH 2>&1 | tr -s ' \n' ' ')"
+	info "rs1 addr6: $(nsx rs1 ip -6 -o addr 2>&1 | awk '{ print $2, $4 }' | tr '\n' ' ')"
+	info "rs1 route6: $(nsx rs1 ip -6 route show table all 2>&1 | grep -v '^multicast\|ff00::' | tr '\n' ';' | cut -c1-400)"
+	info "rs1 neigh6: $(nsx rs1 ip -6 neigh 2>&1 | tr '\n' ';') router neigh6: $(nsx router ip -6 neigh 2>&1 | tr '\n' ';' | cut -c1-300)"
+	info "rs1 clamp: $(nsx rs1 nft list table ip6 dsr-agent 2>&1 | grep -o 'counter packets [0-9]*' | tr '\n' ' ')"
+	info "router route6: $(nsx router ip -6 route 2>&1 | tr '\n' ';' | cut -c1-400)"
+	info "rs1 ping6 client: $(nsx rs1 ping -6 -c1 -W2 $CLIENT_IP6 2>&1 | tr '\n' ' ' | cut -c1-200)"
+	info "rs1 ping6 client from the VIP: $(nsx rs1 ping -6 -c1 -W2 -I $VIP6 $CLIENT_IP6 2>&1 | tr '\n' ' ' | cut -c1-200)"
+	info "dir route get ${RSIP6[rs1]}: $(nsx dir ip -6 route get ${RSIP6[rs1]} 2>&1 | tr '\n' ' ')"
+}
+cnt6() { nft_counters6 "$1" | awk -v i="$2" '{ print $i + 0 }'; } # cnt6 NS N: the Nth ip6 counter
+# v6_round ipip|gue: the IPv6 checks of one encapsulation, through the
+# director's [VIP6]:80 service. The rs counters are (next header 41, udp GUE).
+v6_round() {
+	local enc=$1 n=${1}6 idx=1 other=2 what="IPv6-in-IPv6 (next header 41)" otherwhat="GUE"
+	[ "$enc" = gue ] && { idx=2 other=1 what="GUE over IPv6 (udp $GUEPORT)" otherwhat="bare IPv6-in-IPv6"; }
+	if [ -n "$DIRECTOR6_ERR" ]; then
+		local c
+		for c in vip encap bypass mss; do fail "$n-$c" "the director has no IPv6 $enc service: $DIRECTOR6_ERR"; done
+		return 1
+	fi
+	local e0 o0 r0 s0 m0 e1 o1 r1 s1 m1 got t stats dcount
+	e0=$(cnt6 rs1 $idx) o0=$(cnt6 rs1 $other) r0=$(cnt6 router 1) s0=$(cnt6 client 1) m0=$(cnt6 client 2)
+	mapfile -t got < <(who6 10)
+	t=$(tally "${got[@]}")
+	e1=$(cnt6 rs1 $idx) o1=$(cnt6 rs1 $other) r1=$(cnt6 router 1) s1=$(cnt6 client 1) m1=$(cnt6 client 2)
+	if both_no_err "$t"; then pass "$n-vip" "10 HTTP requests to [$VIP6] through $what: $t"
+	else fail "$n-vip" "10 requests to [$VIP6] through $what: $t (${got[*]})"; infofile "$W/ipvs-$enc.txt"; diag6; fi
+	if [ $(( e1 - e0 )) -gt 0 ] && [ "$o1" = "$o0" ]; then
+		pass "$n-encap" "rs1 received $(( e1 - e0 )) $what packets, no $otherwhat"
+	else fail "$n-encap" "rs1: $what packets +$(( e1 - e0 )), $otherwhat +$(( o1 - o0 ))"; fi
+	dcount=$(nft_counters6 dir)
+	stats=$(nsx dir ipvsadm -Ln --stats --exact -t "[$VIP6]:80" | awk '/^TCP/ { print $4, $5 }')
+	if [ $(( r1 - r0 )) -gt 0 ] && [ "$dcount" = "0 0 " ] && [ "${stats#* }" = 0 ]; then
+		pass "$n-bypass" "replies from [$VIP6]:80 routed rs -> router -> client ($(( r1 - r0 )) packets); director saw none (ip6 counters $dcount; IPVS InPkts/OutPkts $stats)"
+	else fail "$n-bypass" "router forwarded $(( r1 - r0 )) IPv6 replies; director ip6 counters '$dcount'; IPVS stats '$stats'"; fi
+	if [ $(( s1 - s0 )) -gt 0 ] && [ $(( s1 - s0 )) = $(( m1 - m0 )) ]; then
+		pass "$n-mss" "all $(( s1 - s0 )) SYN-ACKs from [$VIP6] carried MSS $MSS (ip6 clamp)"
+	else
+		fail "$n-mss" "SYN-ACKs from [$VIP6]: $(( s1 - s0 )), with MSS $MSS: $(( m1 - m0 ))"
+		local ns; for ns in rs1 rs2; do info "$ns ip6 tables: $(nsx $ns nft list ruleset 2>&1 | grep -A12 '^table ip6' | tr -s '\t\n' '  ' | cut -c1-220)"; done
+	fi
+}
 
 for ns in rs1 rs2; do start_services "$ns"; done
 director ipip || fail director-ipip "ipvsadm failed"
@@ -290,6 +433,12 @@ for ns in rs1 rs2; do
 		a=\$(cat /proc/sys/net/ipv4/conf/all/rp_filter) t=\$(cat /proc/sys/net/ipv4/conf/tunl0/rp_filter)
 		m=\$(( a > t ? a : t )); echo rp_filter all=\$a tunl0=\$t max=\$m
 		[ \$m != 1 ] && [ \$(cat /proc/sys/net/ipv4/conf/all/arp_ignore) -ge 1 ]"
+	check "rs6-setup-$ns" "$ns: ip6tnl0 up, $VIP6/128 on lo, an ip6 MSS clamp table" nsx "$ns" bash -c "
+		for _ in \$(seq 50); do ip -o link show ip6tnl0 2>/dev/null | grep -q ',UP' && break; sleep 0.1; done
+		ip -o link show ip6tnl0 | grep -q ',UP' || { echo ip6tnl0 not up: \$(ip -o link show ip6tnl0 2>&1); exit 1; }
+		ip -o -6 addr show dev lo | grep -q ' $VIP6/128 ' || { echo no $VIP6/128 on lo: \$(ip -o -6 addr show dev lo); exit 1; }
+		t=\$(nft list tables | grep '^table ip6 ' | grep -v ' watch\$') || { echo no ip6 table besides watch: \$(nft list tables); exit 1; }
+		echo \$t: \$(nft list table \${t#table } | grep -o 'maxseg size set [0-9]*' | sort -u)"
 done
 
 # --- IPIP ---------------------------------------------------------------------------
@@ -313,6 +462,26 @@ big=$(nsx client curl -s -m 20 "http://$VIP/big.txt" | wc -c)
 want=$(wc -c <"$W/rs1/www/big.txt")
 if [ "$big" = "$want" ]; then pass ipip-bulk "a ${want}-byte download through the VIP is complete"
 else fail ipip-bulk "downloaded $big of $want bytes"; fi
+
+# --- IPv6: IPv6 in IPv6 (ip6tnl0) ---------------------------------------------------------
+v6_round ipip
+# Negative control: the VIP preferred again on the director, so the service
+# (made anew: IPVS caches the route and source per real server) wraps with
+# the VIP as outer source; the servers hold the VIP, and ip6tnl0 drops a
+# packet from one of its own addresses (ip6_tnl_rcv_ctl) before counting it.
+rx6() { echo $(( $(nsx rs1 cat /sys/class/net/ip6tnl0/statistics/rx_packets) + $(nsx rs2 cat /sys/class/net/ip6tnl0/statistics/rx_packets) )); }
+nsx dir ip -6 addr change $VIP6/128 dev eth0 nodad preferred_lft forever
+director ipip >/dev/null
+src=$(nsx dir ip -6 route get ${RSIP6[rs1]} | grep -o 'src [^ ]*')
+in0=$(cnt6 rs1 1) in0b=$(cnt6 rs2 1) rx0=$(rx6)
+mapfile -t got < <(who6 1 2)
+in1=$(cnt6 rs1 1) in1b=$(cnt6 rs2 1) rx1=$(rx6)
+t=$(tally "${got[@]}") arrived=$(( in1 - in0 + in1b - in0b )) rx=$(( rx1 - rx0 ))
+if [ "$src" = "src $VIP6" ] && [ "$t" = "rs1 0 rs2 0 err 1" ] && [ "$arrived" -gt 0 ] && [ "$rx" = 0 ]; then
+	pass ipip6-vip-source-drops "director's VIP preferred ($src toward the servers): $arrived IPv6-in-IPv6 packets arrived, ip6tnl0 took none, the request failed; deprecated (preferred_lft 0) it is not picked"
+else fail ipip6-vip-source-drops "director's VIP preferred ($src): request $t, $arrived packets arrived, ip6tnl0 rx +$rx (want: fails, arrived > 0, rx +0)"; fi
+nsx dir ip -6 addr change $VIP6/128 dev eth0 nodad preferred_lft 0
+director ipip >/dev/null
 
 # --- health, drain, agent-check ---------------------------------------------------------
 acis() { # acis NS PATTERN: the agent-check line matches PATTERN
@@ -344,19 +513,29 @@ else
 fi
 
 # --- GUE -------------------------------------------------------------------------------------
-for ns in rs1 rs2; do nsx "$ns" ip fou del port $GUEPORT 2>/dev/null; done
+for ns in rs1 rs2; do nsx "$ns" ip fou del port $GUEPORT 2>/dev/null; nsx "$ns" ip -6 fou del port $GUEPORT 2>/dev/null; done
 director gue || fail director-gue "ipvsadm --tun-type gue failed (ipvsadm $(ipvsadm --version 2>&1 | head -n1))"
 mapfile -t got < <(who 2)
 t=$(tally "${got[@]}")
 if [ "$t" = "rs1 0 rs2 0 err 2" ]; then pass gue-needs-port "director on GUE, real servers without a fou port: requests fail ($t)"
 else fail gue-needs-port "director on GUE, no fou port on the servers, yet: $t"; fi
+if [ -n "$DIRECTOR6_ERR" ]; then fail gue6-needs-port "the director has no IPv6 GUE service: $DIRECTOR6_ERR"
+else
+	mapfile -t got < <(who6 2 2)
+	t=$(tally "${got[@]}")
+	if [ "$t" = "rs1 0 rs2 0 err 2" ]; then pass gue6-needs-port "director on GUE for [$VIP6], real servers without an IPv6 fou port: requests fail ($t)"
+	else fail gue6-needs-port "director on GUE for [$VIP6], no IPv6 fou port on the servers, yet: $t"; fi
+fi
 for ns in rs1 rs2; do
 	if [ "$MANUAL" = 1 ]; then manual_tunnel "$ns" gue || fail "manual-gue-$ns" "ip fou add failed"
 	else stop_agent "$ns"; start_agent "$ns" gue; fi
 done
 for ns in rs1 rs2; do
-	check "gue-port-$ns" "$ns: ip fou show lists port $GUEPORT gue" bash -c "
-		for _ in \$(seq 100); do ip netns exec $ns ip fou show | grep -q 'port $GUEPORT gue' && exit 0; sleep 0.1; done
+	check "gue-port-$ns" "$ns: ip fou show lists port $GUEPORT gue (IPv4)" bash -c "
+		for _ in \$(seq 100); do ip netns exec $ns ip fou show | grep -Eq '^port $GUEPORT gue *\$' && exit 0; sleep 0.1; done
+		ip netns exec $ns ip fou show; exit 1"
+	check "gue6-port-$ns" "$ns: ip fou show lists port $GUEPORT gue -6" bash -c "
+		for _ in \$(seq 100); do ip netns exec $ns ip fou show | grep -Eq '^port $GUEPORT gue -6' && exit 0; sleep 0.1; done
 		ip netns exec $ns ip fou show; exit 1"
 done
 wait_healthz rs1 200 30 >/dev/null; wait_healthz rs2 200 30 >/dev/null
@@ -373,12 +552,15 @@ syn=$(( syn - syn0 )) synmss=$(( synmss - synmss0 ))
 if [ "${syn:-0}" -gt 0 ] && [ "$syn" = "$synmss" ]; then pass gue-mss "all $syn SYN-ACKs from $VIP carried MSS $MSS"
 else fail gue-mss "SYN-ACKs from $VIP: $syn, with MSS $MSS: $synmss"; fi
 
+# --- IPv6: GUE over IPv6 (ip -6 fou, then ip6tnl0) ------------------------------------------
+v6_round gue
+
 # --- GUE port repair (agent mode): fou sends no notifications, the agent polls ---------------
 if [ "$MANUAL" != 1 ]; then
 	t0=$(now_ms)
 	nsx rs2 ip fou del port $GUEPORT
 	back=""
-	for _ in $(seq 500); do nsx rs2 ip fou show | grep -q "port $GUEPORT gue" && { back=1; break; }; sleep 0.01; done
+	for _ in $(seq 500); do nsx rs2 ip fou show | grep -Eq "^port $GUEPORT gue *$" && { back=1; break; }; sleep 0.01; done
 	if [ -n "$back" ]; then
 		ms=$(( $(now_ms) - t0 ))
 		metric fou_repair_ms $ms
@@ -442,6 +624,9 @@ fi
 if [ "$MANUAL" = 1 ]; then
 	read -r r d <<<"$(rp_try 0 0)"
 	[ "$r" = rs1 ] || fail rp-restore "rp_filter all=0 tunl0=0: rs1 did not answer again ($r)"
+	# rs1's agent (loopback mode) back for keepalived's /healthz checks.
+	start_agent rs1 gue
+	wait_healthz rs1 200 30 >/dev/null
 fi
 nsx dir ipvsadm -e -t $VIP:80 -r "${RSIP[rs2]}" -i -w 1 --tun-type gue --tun-port $GUEPORT
 
@@ -519,6 +704,7 @@ nsx dir ipvsadm -C
 # --- remove --------------------------------------------------------------------------------------
 if [ "$MANUAL" = 1 ]; then
 	skip remove-tunnel "MANUAL=1: the agent does not own tunl0 or the fou port"
+	skip remove-tunnel6 "MANUAL=1: the agent does not own ip6tnl0 or the IPv6 fou port"
 else
 	stop_agent rs2
 	nsx rs2 ip fou add port 7070 gue # someone else's
@@ -527,6 +713,13 @@ else
 		f=\$(ip netns exec rs2 ip fou show)
 		! grep -q 'port $GUEPORT' <<<\"\$f\" && grep -q 'port 7070 gue' <<<\"\$f\" &&
 		! ip netns exec rs2 ip -o link show tunl0 | grep -q ',UP' || { echo \"\$f\"; cat $W/remove.out; exit 1; }"
+	check remove-tunnel6 "dsr-agent remove on rs2: IPv6 fou $GUEPORT gone, ip6tnl0 down, $VIP6 off lo, no ip6 clamp table" nsx rs2 bash -c "
+		e=''
+		ip fou show | grep -Eq '^port $GUEPORT gue -6' && e=\"\$e ipv6-fou-kept\"
+		ip -o link show ip6tnl0 | grep -q ',UP' && e=\"\$e ip6tnl0-up\"
+		ip -o -6 addr show dev lo | grep -q ' $VIP6/128 ' && e=\"\$e vip6-on-lo\"
+		nft list tables | grep '^table ip6 ' | grep -vq ' watch\$' && e=\"\$e \$(nft list tables | grep '^table ip6 ' | grep -v ' watch\$')\"
+		[ -z \"\$e\" ] || { echo left:\$e; exit 1; }"
 fi
 for ns in rs1 rs2; do stop_agent "$ns"; done
 metric tunnel_in_vm_ms $(( $(now_ms) - t_begin ))
