@@ -12,7 +12,8 @@
 //   - IPv4: tunl0, the fallback device the ipip module creates in every network
 //     namespace. An IPIP packet whose outer addresses match no configured
 //     tunnel lands there; it only has to be up.
-//   - IPv6: ip6tnl0, ip6_tunnel's fallback device (mode any: ip6ip6 and ip4ip6).
+//   - IPv6: ip6tnl0, ip6_tunnel's fallback device (ip6ip6, any remote, any local;
+//     a device dsr-agent creates when there is none is "mode any": ip6ip6 and ip4ip6).
 //   - GUE: a fou socket (`ip fou add port 6080 gue`). fou strips the UDP and GUE
 //     headers and hands the inner packet to the IP protocol its GUE header
 //     names (IPPROTO_IPIP: ipip, so it too lands on tunl0). IPv4 and IPv6 fou

@@ -28,21 +28,9 @@ boot="$repo/test/boot"
 # shellcheck source=../boot/lib.sh
 . "$boot/lib.sh"
 
-skip() {
-	echo "test-tunnel: SKIPPED: $*"
-	if [ "${DSR_BOOT_REQUIRE:-0}" = 1 ]; then
-		echo "test-tunnel: DSR_BOOT_REQUIRE=1, so a skip is a failure"
-		exit 1
-	fi
-	exit 0
-}
-
-[ "${DSR_BOOT_SKIP:-0}" = 1 ] && skip "DSR_BOOT_SKIP=1"
-[ "$(uname -s)-$(uname -m)" = Linux-x86_64 ] || skip "needs Linux x86_64 (this is $(uname -s)-$(uname -m))"
-[ "$(id -u)" = 0 ] || skip "needs root (debootstrap builds the image)"
-for t in qemu-system-x86_64 qemu-img debootstrap mkfs.ext4 flock timeout; do
-	command -v "$t" >/dev/null || skip "$t not installed (as root: make deps-boot, or apt-get install $("$repo/mk/install-deps.sh" --list boot | tr '\n' ' '))"
-done
+BT_NAME=test-tunnel BT_KEEP_VAR=DSR_TUNNEL_KEEP
+skip() { bt_skip "$@"; }
+bt_vm_prereqs "$repo"
 AGENT=${1:-$repo/bin/dsr-agent}
 [ -x "$AGENT" ] || skip "no dsr-agent binary at $AGENT (run make build)"
 TIMEOUT=${DSR_TUNNEL_TIMEOUT:-600}
@@ -50,40 +38,14 @@ MANUAL=${DSR_TUNNEL_MANUAL:-0}
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 [ -x "$GO" ] || command -v "$GO" >/dev/null || skip "no go toolchain to build tunnel.test"
 
-t_start=$(date +%s)
-image=$("$boot/build-image.sh" | tail -n1) || bt_die "image build failed"
-t_image=$(date +%s)
-
-run=$(mktemp -d "${TMPDIR:-/tmp}/dsr-tunnel.XXXXXX")
-qpid=""
-cleanup() {
-	local rc=$?
-	if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null; then
-		kill "$qpid" 2>/dev/null || true
-		sleep 1
-		kill -9 "$qpid" 2>/dev/null || true
-	fi
-	if [ "$rc" = 0 ] && [ "${DSR_TUNNEL_KEEP:-0}" != 1 ]; then
-		rm -rf "$run"
-	else
-		echo "test-tunnel: logs kept in $run (console.log, markers.log)"
-	fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-qemu-img create -q -f qcow2 -F raw -b "$image/rootfs.img" "$run/root.qcow2"
-# The payload disk: the image's boot-test runner runs its phases.sh.
-payload="$run/payload"
-mkdir -p "$payload"
+bt_vm_begin "$boot"
 cp "$here/guest/tunnel.sh" "$payload/phases.sh"
 cp "$AGENT" "$payload/dsr-agent"
 echo "$MANUAL" >"$payload/manual"
 (cd "$repo" && CGO_ENABLED=0 "$GO" test -c -o "$payload/tunnel.test" ./tunnel) || bt_die "go test -c ./tunnel failed"
 # mode tunnel's kernel tests in the agent package (apply, drift, remove).
 (cd "$repo" && CGO_ENABLED=0 "$GO" test -c -o "$payload/agent.test" ./agent) || bt_die "go test -c ./agent failed"
-size_mb=$(( $(du -sm "$payload" | cut -f1) + 32 ))
-mkfs.ext4 -q -L BTPAYLOAD -E root_owner=0:0 -d "$payload" "$run/payload.img" "${size_mb}M" 2>/dev/null
+bt_vm_payload_disk
 
 accel=$(bt_accel "$image" "$run/kvm-probe.log")
 t_boot=$(date +%s)
@@ -94,14 +56,7 @@ wait "$qpid" && qrc=0 || qrc=$?
 qpid=""
 t_end=$(date +%s)
 
-markers="$run/markers.log"
-if ! grep -q '^@@BT ' "$markers"; then
-	grep -ao '@@BT .*' "$run/console.log" | tr -d '\r' >"$run/markers-console.log" || true
-	markers="$run/markers-console.log"
-fi
-npass=$(grep -c '^@@BT PASS ' "$markers" || true)
-nfail=$(grep -c '^@@BT FAIL ' "$markers" || true)
-nskip=$(grep -c '^@@BT SKIP ' "$markers" || true)
+bt_vm_markers
 echo
 echo "== tunnel test: IPVS lb_kind TUN (IPIP, GUE; IPv4 and IPv6) + dsr-agent$([ "$MANUAL" = 1 ] && echo " [MANUAL]") in Debian bookworm ($(cat "$image/kernel-version"), $accel)"
 awk '/^@@BT (PASS|FAIL|SKIP) / {
