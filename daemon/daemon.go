@@ -239,7 +239,9 @@ func (d *daemon) reconcile(triggers []string) {
 		if want != nil {
 			d.want = want
 		}
-		if notes := plan.NotesOrNil(); !slices.Equal(notes, d.lastNotes) {
+		if notes := plan.NotesOrNil(); plan != nil && !slices.Equal(notes, d.lastNotes) {
+			// (No plan: the pass failed before planning; the notes are
+			// unknown, not gone.)
 			for _, n := range notes {
 				d.log.Warn("host", "note", n, "trigger", trigger)
 			}

@@ -146,6 +146,7 @@ bt_skip() {
 # bt_vm_prereqs REPO: the platform and the tools (as root: make deps-boot).
 bt_vm_prereqs() {
 	local t
+	: "${BT_NAME:?a VM test runner sets BT_NAME}" "${BT_KEEP_VAR:?a VM test runner sets BT_KEEP_VAR}"
 	[ "${DSR_BOOT_SKIP:-0}" = 1 ] && bt_skip "DSR_BOOT_SKIP=1"
 	[ "$(uname -s)-$(uname -m)" = Linux-x86_64 ] || bt_skip "needs Linux x86_64 (this is $(uname -s)-$(uname -m))"
 	[ "$(id -u)" = 0 ] || bt_skip "needs root (debootstrap builds the image)"
@@ -188,8 +189,9 @@ bt_vm_cleanup() {
 
 # bt_vm_payload_disk: the payload directory as the ext4 disk the guest's runner reads.
 bt_vm_payload_disk() {
-	local size_mb=$(( $(du -sm "$payload" | cut -f1) + 32 ))
-	mkfs.ext4 -q -L BTPAYLOAD -E root_owner=0:0 -d "$payload" "$run/payload.img" "${size_mb}M" 2>/dev/null
+	local size_mb
+	size_mb=$(( $(du -sm "$payload" | cut -f1) + 32 ))
+	mkfs.ext4 -q -L BTPAYLOAD -E root_owner=0:0 -d "$payload" "$run/payload.img" "${size_mb}M" >/dev/null 2>&1
 }
 
 # bt_vm_markers: the guest's check lines (the virtio port's log, or the console
