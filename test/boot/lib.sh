@@ -207,3 +207,45 @@ bt_vm_markers() {
 	nfail=$(grep -c '^@@BT FAIL ' "$markers" || true)
 	nskip=$(grep -c '^@@BT SKIP ' "$markers" || true)
 }
+
+# bt_vm_summary TITLE [NOTES_RE]: one line per check, the metrics, the guest's INFO
+# lines matching NOTES_RE, and the timings (t_start, t_image, t_boot, t_end).
+bt_vm_summary() {
+	local cold=cached
+	[ "$((t_image - t_start))" -gt 30 ] && cold="cold build"
+	echo
+	echo "== $1"
+	awk '/^@@BT (PASS|FAIL|SKIP) / {
+		k = ($2 == "PASS") ? "ok" : ($2 == "FAIL") ? "not ok" : "skip"; n = $3
+		sub(/^@@BT [A-Z]+ [^ ]+ ?/, ""); printf "%-6s %d - %-30s %s\n", k, ++i, n, $0 }' "$markers" | cut -c1-300
+	echo "-- metrics"
+	awk '/^@@BT METRIC / { printf "  %-44s %s\n", $3, $4 }' "$markers"
+	if [ -n "${2:-}" ]; then
+		echo "-- notes"
+		grep '^@@BT INFO ' "$markers" | cut -c11-250 | grep -E "$2" | sed 's/^/  /' || true
+	fi
+	echo "-- times: image $((t_image - t_start)) s ($cold), VM run $((t_end - t_boot)) s, total $((t_end - t_start)) s"
+}
+
+# bt_vm_verdict CHECK...: the last line ("NAME: N passed, N failed, N skipped") and
+# the exit status. A failure is a failed check, qemu's own failure (qrc), a guest
+# that never reached its end, or a named CHECK that never ran: a check that
+# silently did not run is a failure.
+bt_vm_verdict() {
+	local problems=() want p label=${BT_NAME#test-}-test
+	[ "$qrc" = 0 ] || problems+=("qemu exited $qrc$([ "$qrc" = 124 ] && echo " (timeout ${TIMEOUT}s)")")
+	grep -q '^@@BT END' "$markers" || problems+=("the guest never reached the end")
+	for want in "$@"; do
+		grep -Eq "^@@BT (PASS|FAIL) $want( |$)" "$markers" || problems+=("check $want never ran")
+	done
+	if [ "$nfail" != 0 ] || [ "${#problems[@]}" != 0 ]; then
+		for p in "${problems[@]}"; do echo "  PROBLEM: $p"; done
+		echo "-- guest INFO lines"
+		grep '^@@BT INFO ' "$markers" | cut -c11-250 | tail -n 80
+		echo "-- last 40 console lines"
+		tail -n 40 "$run/console.log" | tr -d '\r' | cut -c1-200
+		echo "$label: $npass passed, $((nfail + ${#problems[@]})) failed, $nskip skipped"
+		exit 1
+	fi
+	echo "$label: $npass passed, 0 failed, $nskip skipped"
+}

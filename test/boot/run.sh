@@ -94,26 +94,5 @@ t_end=$(date +%s)
 
 # --- summary ------------------------------------------------------------------------------
 bt_vm_markers
-echo
-echo "== boot test: dsr-agent $(basename "$DEB") in Debian bookworm ($(cat "$image/kernel-version"), $accel, mode $MODE)"
-awk '/^@@BT (PASS|FAIL) / { k = $2; n = $3; sub(/^@@BT [A-Z]+ [^ ]+ ?/, ""); printf "  %-4s %-32s %s\n", k, n, $0 }' "$markers" | cut -c1-240
-echo "-- metrics"
-awk '/^@@BT METRIC / { printf "  %-34s %s\n", $3, $4 }' "$markers"
-echo "-- times: image $((t_image - t_start)) s ($( [ "$((t_image - t_start))" -gt 30 ] && echo cold build || echo cached)), VM run $((t_end - t_boot)) s, total $((t_end - t_start)) s"
-
-problems=()
-[ "$qrc" = 0 ] || problems+=("qemu exited $qrc$([ "$qrc" = 124 ] && echo " (timeout ${TIMEOUT}s)")")
-grep -q '^@@BT END' "$markers" || problems+=("the guest never reached the end of phase 3")
-for want in ready-reboot1 status-reboot1 health-up arp-before-vip still-drained remove deb-files-gone; do
-	grep -q "^@@BT PASS $want " "$markers" || grep -q "^@@BT FAIL $want " "$markers" || problems+=("check $want never ran")
-done
-if [ "$nfail" != 0 ] || [ "${#problems[@]}" != 0 ]; then
-	for p in "${problems[@]}"; do echo "  PROBLEM: $p"; done
-	echo "-- guest INFO lines"
-	grep '^@@BT INFO ' "$markers" | cut -c10-250 | tail -n 80
-	echo "-- last 40 console lines"
-	tail -n 40 "$run/console.log" | tr -d '\r' | cut -c1-200
-	echo "boot-test: $npass passed, $((nfail + ${#problems[@]})) failed"
-	exit 1
-fi
-echo "boot-test: $npass passed, 0 failed"
+bt_vm_summary "boot test: dsr-agent $(basename "$DEB") in Debian bookworm ($(cat "$image/kernel-version"), $accel, mode $MODE)"
+bt_vm_verdict ready-reboot1 status-reboot1 health-up arp-before-vip still-drained remove deb-files-gone

@@ -46,33 +46,7 @@ qpid=""
 t_end=$(date +%s)
 
 bt_vm_markers
-echo
-echo "== interop test: keepalived/IPVS (lb_kind DR) + dsr-agent in Debian bookworm ($(cat "$image/kernel-version"), $accel)"
-awk '/^@@BT (PASS|FAIL|SKIP) / {
-	k = ($2 == "PASS") ? "ok" : ($2 == "FAIL") ? "not ok" : "skip"; n = $3
-	sub(/^@@BT [A-Z]+ [^ ]+ ?/, ""); printf "%-6s %d - %-24s %s\n", k, ++i, n, $0 }' "$markers" | cut -c1-260
-echo "-- metrics"
-awk '/^@@BT METRIC / { printf "  %-34s %s\n", $3, $4 }' "$markers"
-echo "-- notes"
-grep '^@@BT INFO ' "$markers" | cut -c11-250 | grep -E '^(dsr-agent |Keepalived|inhibit_on_failure:|default \(removal\)|MACs:|rs2.s VIP)' | sed 's/^/  /' || true
-echo "-- times: image $((t_image - t_start)) s ($( [ "$((t_image - t_start))" -gt 30 ] && echo cold build || echo cached)), VM run $((t_end - t_boot)) s, total $((t_end - t_start)) s"
-
-problems=()
-[ "$qrc" = 0 ] || problems+=("qemu exited $qrc$([ "$qrc" = 124 ] && echo " (timeout ${TIMEOUT}s)")")
-grep -q '^@@BT END' "$markers" || problems+=("the guest never reached the end")
-# Every check must have run (a check that silently did not run is a failure).
-for want in topology no-agent-no-rotation ipvs-both vip-reaches-both arp-only-director neigh-director \
+bt_vm_summary "interop test: keepalived/IPVS (lb_kind DR) + dsr-agent in Debian bookworm ($(cat "$image/kernel-version"), $accel)" '^(dsr-agent |Keepalived|inhibit_on_failure:|default \(removal\)|MACs:|rs2.s VIP)'
+bt_vm_verdict topology no-agent-no-rotation ipvs-both vip-reaches-both arp-only-director neigh-director \
 	vip-repaired vip-repair-unnoticed drain-out undrain-back graceful-established graceful-new-elsewhere \
-	agent-stopped control-removal-cuts; do
-	grep -Eq "^@@BT (PASS|FAIL) $want( |$)" "$markers" || problems+=("check $want never ran")
-done
-if [ "$nfail" != 0 ] || [ "${#problems[@]}" != 0 ]; then
-	for p in "${problems[@]}"; do echo "  PROBLEM: $p"; done
-	echo "-- guest INFO lines"
-	grep '^@@BT INFO ' "$markers" | cut -c11-250 | tail -n 60
-	echo "-- last 30 console lines"
-	tail -n 30 "$run/console.log" | tr -d '\r' | cut -c1-200
-	echo "interop-test: $npass passed, $((nfail + ${#problems[@]})) failed, $nskip skipped"
-	exit 1
-fi
-echo "interop-test: $npass passed, 0 failed, $nskip skipped"
+	agent-stopped control-removal-cuts
