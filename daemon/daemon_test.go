@@ -167,8 +167,12 @@ func TestLoopContract(t *testing.T) {
 		t.Fatalf("good reload answered %q", s)
 	}
 
-	// drain over the control socket, persisted.
-	r, err := Request(filepath.Join(dir, "state"), "drain")
+	// drain: recorded in the state dir (the CLI's part), then applied by
+	// the daemon on request.
+	if err := health.SaveDrain(filepath.Join(dir, "state"), health.Drained); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Request(filepath.Join(dir, "state"), ReqSyncDrain)
 	if err != nil || r.Drain != "drain" || r.Healthy {
 		t.Fatalf("drain: %+v %v", r, err)
 	}
@@ -229,7 +233,7 @@ func TestRequestRefusesNonRootPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	startHelperAs(t, "fake-control", nobody, "DSR_AGENT_TEST_SOCKET="+filepath.Join(state, ControlSocket))
-	for _, cmd := range []string{"status", "drain", "undrain"} {
+	for _, cmd := range []string{ReqStatus, ReqSyncDrain, ReqReload} {
 		r, err := Request(state, cmd)
 		if !errors.Is(err, ErrUntrustedPeer) || !strings.Contains(err.Error(), "uid 65534") {
 			t.Fatalf("%s answered by uid %d: reply %+v, err %v; want ErrUntrustedPeer naming the uid", cmd, nobody, r, err)
