@@ -299,3 +299,63 @@ func TestRepeatedNoteLoggedOnce(t *testing.T) {
 		t.Fatalf("the note was logged %d times over %d passes, want once:\n%s", n, passes, logs.String())
 	}
 }
+
+// TestDrainFileFollowedAtResync: the daemon follows the drain file, not the
+// requests: a file recorded by a CLI whose request never arrived is applied
+// at the next resync, and an unreadable one keeps the current state.
+func TestDrainFileFollowedAtResync(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts servers")
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config")
+	if err := os.WriteFile(cfg, []byte("ok"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "state")
+	eng := &fakeEngine{listen: freePort(t)}
+	notes := make(chan string, 64)
+	sigs := make(chan os.Signal, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(context.Background(), Options{
+			ConfigPath: cfg, StateDir: state, Engine: eng,
+			Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Notify: func(s string) { notes <- s }, Signals: sigs, Resync: 20 * time.Millisecond,
+		})
+	}()
+	waitNotify(t, notes, "READY=1")
+	waitHealth := func(code int, body string) {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			c, b := healthz(t, eng.listen)
+			if c == code && b == body {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("healthz %d %q, want %d %q", c, b, code, body)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitHealth(200, "up\n")
+	if err := health.SaveDrain(state, health.Drained); err != nil {
+		t.Fatal(err)
+	}
+	waitHealth(503, "draining\n")
+	// Corrupt: the current state stays (no flip either way).
+	if err := os.WriteFile(filepath.Join(state, health.DrainFile), []byte("garbage\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Request(state, ReqSyncDrain); !errors.Is(err, ErrRefused) {
+		t.Fatalf("sync-drain of a corrupt file: %v, want refused", err)
+	}
+	waitHealth(503, "draining\n")
+	if err := health.SaveDrain(state, health.InRotation); err != nil {
+		t.Fatal(err)
+	}
+	waitHealth(200, "up\n")
+	sigs <- syscall.SIGTERM
+	<-done
+}

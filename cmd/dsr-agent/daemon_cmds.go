@@ -154,6 +154,11 @@ func drainCmd(c *cli.Context, mode health.DrainMode) error {
 		return err
 	}
 	reply, err := client.Do(daemon.ReqSyncDrain, wait)
+	if errors.Is(err, daemon.ErrRefused) {
+		// The daemon answered but could not read the file (it keeps its
+		// current state and retries at every resync).
+		return fmt.Errorf("%s recorded in %s, but the daemon did not apply it: %w", mode.Request(), path, err)
+	}
 	if err != nil {
 		done := fmt.Sprintf("%s recorded in %s", mode.Request(), path)
 		if mode == health.InRotation {
