@@ -44,15 +44,30 @@ func daemonCommands() []*cli.Command {
 			Description: "Health answers 503 \"draining\" and the HAProxy agent-check \"drain\"; the VIPs stay\n" +
 				"so established connections finish. Recorded in the state dir until undrain, then\n" +
 				"confirmed by the running daemon (exit 3 if it does not answer within\n" +
-				"--confirm-timeout: recorded, in effect when it resumes). Repeating it is safe.",
+				"--confirm-timeout: recorded, in effect when it resumes). Repeating it is safe.\n" +
+				"With --wait it then counts the established TCP connections to the config's VIPs\n" +
+				"(as the agent-check weight does; firewalld mode: to the redirects' target ports),\n" +
+				"printing the count as it changes, until at most --max-connections remain (exit 0)\n" +
+				"or --timeout passes (exit 1, naming the count left): the step of a rolling change.",
 			Flags: []cli.Flag{
 				&cli.BoolFlag{Name: "maint", Usage: "maintenance instead of drain (agent-check answers \"maint\")"},
 				confirmFlag(),
+				&cli.BoolFlag{Name: "wait", Usage: "then wait until the established connections to the VIPs are at most --max-connections (exit 0) or --timeout passes (exit 1)"},
+				&cli.DurationFlag{Name: "timeout", Value: defaultDrainTimeout, Usage: "with --wait: give up after `D` (exit 1, naming the connections left)"},
+				&cli.IntFlag{Name: "max-connections", Value: 0, Usage: "with --wait: drained when at most `N` connections remain"},
 			},
 			Action: func(c *cli.Context) error {
 				mode := health.Drained
 				if c.Bool("maint") {
 					mode = health.Maintenance
+				}
+				if c.Bool("wait") {
+					return drainWaitCmd(c, mode)
+				}
+				for _, f := range []string{"timeout", "max-connections"} {
+					if c.IsSet(f) {
+						return fmt.Errorf("%w: --%s needs --wait", errUsage, f)
+					}
 				}
 				return drainCmd(c, mode)
 			},
@@ -75,6 +90,11 @@ func daemonCommands() []*cli.Command {
 		},
 	}
 }
+
+// defaultDrainTimeout bounds drain --wait: long enough for the short
+// requests of a web service to finish, short enough that a rolling change
+// with a stuck connection stops in minutes, not hours.
+const defaultDrainTimeout = 5 * time.Minute
 
 // exitUnconfirmed is the exit code of a drain, undrain or reload that the
 // daemon did not confirm: recorded (drain) or queued (reload), and in effect
@@ -178,6 +198,56 @@ func drainCmd(c *cli.Context, mode health.DrainMode) error {
 	}
 	fmt.Fprintf(c.App.Writer, "%s\n", describeDrain(mode))
 	printHealth(c, reply)
+	return nil
+}
+
+// drainWaitCmd is drain --wait: drain, then wait for the established
+// connections to the VIPs to fall to --max-connections.
+func drainWaitCmd(c *cli.Context, mode health.DrainMode) error {
+	timeout, atMost := c.Duration("timeout"), c.Int("max-connections")
+	if timeout <= 0 {
+		return fmt.Errorf("%w: --timeout %v: expected a positive duration", errUsage, timeout)
+	}
+	if atMost < 0 {
+		return fmt.Errorf("%w: --max-connections %d: expected 0 or more", errUsage, atMost)
+	}
+	deadline := time.Now().Add(timeout)
+	// What to count comes from the config, resolved before anything is
+	// recorded: an invalid config exits 2 and leaves the rotation alone.
+	cfg, host, err := openWithConfig(c)
+	if err != nil {
+		return err
+	}
+	want, err := host.Resolve(cfg)
+	host.Close()
+	if err != nil {
+		return err
+	}
+	conns, err := daemon.OpenConnections(want)
+	if err != nil {
+		return err
+	}
+	defer conns.Close()
+	// Not confirmed (exit 3): the health checks may still send new
+	// connections, so counting would promise what it cannot.
+	if err := drainCmd(c, mode); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithDeadline(c.Context, deadline)
+	defer cancel()
+	const what = "established connection(s) to the VIPs"
+	n, err := daemon.WaitConnections(ctx, conns.Count, atMost, daemon.DrainPoll, func(n int) {
+		if n > atMost {
+			fmt.Fprintf(c.App.Writer, "draining: %d %s\n", n, what)
+		}
+	})
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("timeout after %v: %d %s left (--max-connections %d); the host stays out of rotation", timeout, n, what, atMost)
+	case err != nil:
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "connections drained: %d %s (--max-connections %d)\n", n, what, atMost)
 	return nil
 }
 
