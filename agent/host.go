@@ -159,9 +159,10 @@ func (h *Host) Resolve(cfg *Config) (*Desired, error) {
 	return Resolve(cfg, f)
 }
 
-// Load reads the config file and resolves it against the host.
-func (h *Host) Load(path string) (*Config, *Desired, error) {
-	cfg, err := LoadConfig(path)
+// Load reads the config file and the drop-ins of dir and resolves them
+// against the host.
+func (h *Host) Load(path, dir string) (*Config, *Desired, error) {
+	cfg, err := LoadConfig(path, dir)
 	if err != nil {
 		return nil, nil, err
 	}

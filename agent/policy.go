@@ -52,7 +52,7 @@ func Resolve(cfg *Config, f *Facts) (*Desired, error) {
 	d.Health = resolveHealth(cfg, f, d, &errs)
 	resolveReturnVia(cfg, f, d, &errs)
 	if err := errs.hostErr(); err != nil {
-		return nil, err
+		return nil, withOrigins(err, cfg.origin)
 	}
 	if len(cfg.VIPs) == 0 {
 		// An installed but unconfigured host (the packaged example) is left

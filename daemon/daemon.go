@@ -25,6 +25,8 @@ import (
 // Options configure Run.
 type Options struct {
 	ConfigPath string
+	// ConfigDir holds the drop-ins read after ConfigPath ("" none).
+	ConfigDir string
 	StateDir   string
 	Engine     Engine
 	Log        *slog.Logger
@@ -316,7 +318,7 @@ func (d *daemon) reconcile(triggers []string) {
 // fails at once.
 func loadWhenHostReady(ctx context.Context, o Options) (*agent.Config, *agent.Desired, error) {
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
-		cfg, want, err := o.Engine.Load(o.ConfigPath)
+		cfg, want, err := o.Engine.Load(o.ConfigPath, o.ConfigDir)
 		if err == nil || !errors.Is(err, agent.ErrHostMismatch) {
 			return cfg, want, err
 		}
@@ -352,7 +354,7 @@ func (d *daemon) afterSuccess() {
 // down. It returns the outcome as told to systemd, or why it was refused.
 func (d *daemon) reload(ctx context.Context) (string, error) {
 	d.o.Notify("RELOADING=1\nMONOTONIC_USEC=" + sd.SdNotifyMonotonicUsec())
-	cfg, next, err := d.o.Engine.Load(d.o.ConfigPath)
+	cfg, next, err := d.o.Engine.Load(d.o.ConfigPath, d.o.ConfigDir)
 	if err != nil {
 		d.log.Error("reload refused: new config is invalid; keeping the running config", "config", d.o.ConfigPath, "err", err)
 		d.o.Notify("READY=1\nSTATUS=reload refused (invalid config); running the previous config")

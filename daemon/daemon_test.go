@@ -35,7 +35,7 @@ type fakeEngine struct {
 
 var errBadConfig = errors.New("invalid config: bad")
 
-func (f *fakeEngine) Load(path string) (*agent.Config, *agent.Desired, error) {
+func (f *fakeEngine) Load(path, _ string) (*agent.Config, *agent.Desired, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, err

@@ -131,6 +131,7 @@ func runCmd(c *cli.Context) error {
 	defer host.Close()
 	return daemon.Run(context.Background(), daemon.Options{
 		ConfigPath: c.String("config"),
+		ConfigDir:  c.String("config-dir"),
 		StateDir:   c.String("state-dir"),
 		Engine:     host,
 		Log:        slog.Default(),
