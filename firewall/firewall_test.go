@@ -34,10 +34,52 @@ func nat6Spec() *NATTable {
 	}}
 }
 
+// arpGuardSpec is firewalld mode's ARP table (VIPs unsorted, one twice).
+func arpGuardSpec() *ARPGuard {
+	return &ARPGuard{VIPs: []netip.Addr{netip.MustParseAddr("192.0.2.11"), netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("192.0.2.11")}}
+}
+
+// nat6GuardSpec is firewalld mode's ip6 table with the Neighbour
+// Solicitation guard: two VIPs, one with two ports.
+func nat6GuardSpec() *NATTable {
+	return &NATTable{IPv6: true, DropNS: true, Redirects: []Redirect{
+		{VIP: netip.MustParseAddr("2001:db8::11"), Proto: unix.IPPROTO_TCP, Port: 443, ToPort: 8443},
+		{VIP: netip.MustParseAddr("2001:db8::10"), Proto: unix.IPPROTO_TCP, Port: 443, ToPort: 8443},
+		{VIP: netip.MustParseAddr("2001:db8::10"), Proto: unix.IPPROTO_UDP, Port: 53, ToPort: 5353},
+	}}
+}
+
+// goldenName is the testdata name of a spec's table.
+func goldenName(s Spec) string {
+	switch s := s.(type) {
+	case *ARPTable:
+		return "arp"
+	case *ARPGuard:
+		return "arpguard"
+	case *NATTable:
+		switch {
+		case s.IPv6 && s.DropNS:
+			return "nat6guard"
+		case s.IPv6:
+			return "nat6"
+		}
+		return "nat4"
+	}
+	return "unknown"
+}
+
 func TestRenderGolden(t *testing.T) {
 	golden.Assert(t, "arp.render.nft", RenderReplace(arpSpec()))
 	golden.Assert(t, "nat4.render.nft", RenderReplace(nat4Spec()))
 	golden.Assert(t, "nat6.render.nft", RenderReplace(nat6Spec()))
+	golden.Assert(t, "arpguard.render.nft", RenderReplace(arpGuardSpec()))
+	golden.Assert(t, "nat6guard.render.nft", RenderReplace(nat6GuardSpec()))
+	// The guard is IPv6's only: an IPv4 nat table ignores DropNS.
+	v4 := nat4Spec()
+	v4.DropNS = true
+	if RenderReplace(v4) != RenderReplace(nat4Spec()) {
+		t.Error("DropNS changed the IPv4 nat table")
+	}
 }
 
 var counterRE = regexp.MustCompile(`counter packets \d+ bytes \d+`)
@@ -52,7 +94,8 @@ func listTable(t *testing.T, ns *netnstest.NS, f Family) string {
 // the kernel's view (nft list) against testdata, that the rendered script is
 // accepted by nft itself, and that the table compares equal to its spec.
 func TestReplaceMatchesKernel(t *testing.T) {
-	for name, spec := range map[string]Spec{"arp": arpSpec(), "nat4": nat4Spec(), "nat6": nat6Spec()} {
+	for _, spec := range []Spec{arpSpec(), nat4Spec(), nat6Spec(), arpGuardSpec(), nat6GuardSpec()} {
+		name := goldenName(spec)
 		t.Run(name, func(t *testing.T) {
 			ns := netnstest.New(t)
 			m := &Manager{Conn: ns.NFT(t)}
