@@ -14,7 +14,7 @@ import (
 // Pure tests of the comparison: no kernel, no root.
 
 func TestExpectedComparesEqualToItself(t *testing.T) {
-	for _, s := range []Spec{arpSpec(), nat4Spec(), nat6Spec(), &ARPTable{}, &NATTable{IPv6: true}, arpGuardSpec(), nat6GuardSpec(), &ARPGuard{}} {
+	for _, s := range []Spec{arpSpec(), nat4Spec(), nat6Spec(), &ARPTable{}, &NATTable{IPv6: true}, arpGuardSpec(), nat6GuardSpec(), &ARPGuard{}, nsGuardSpec(), mss6GuardSpec()} {
 		if d := s.expected().diff(s.Family(), s.expected()); d != "" {
 			t.Errorf("%s: spec differs from itself: %s", TableRef(s.Family()), d)
 		}

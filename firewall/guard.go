@@ -151,6 +151,35 @@ func (g *ARPGuard) Render() string {
 // with one rule per VIP, listed the same whoever loaded it; the cost, N
 // comparisons, is paid by Neighbour Solicitations alone.
 
+// NSGuard is the table ip6 dsr-agent holding the Neighbour Solicitation
+// guard alone, for the modes that have no other ip6 table (loopback,
+// arptables): their IPv6 VIPs are on lo, which ndisc_recv_ns does not count
+// as an address of the NIC, so proxy NDP answers for them as for a VIP that
+// is not configured at all. firewalld mode uses NATTable.DropNS, tunnel
+// mode MSSTable.DropNS (one table per family).
+type NSGuard struct {
+	VIPs []netip.Addr
+}
+
+// Family implements Spec.
+func (*NSGuard) Family() Family { return nftables.TableFamilyIPv6 }
+
+func (g *NSGuard) build(c *nftables.Conn, t *nftables.Table) error {
+	buildNSGuard(c, t, g.VIPs)
+	return nil
+}
+
+func (g *NSGuard) expected() tableContent { return tableContent{chains: nsGuardContent(g.VIPs)} }
+
+// Render implements Spec.
+func (g *NSGuard) Render() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table ip6 %s {\n", TableName)
+	renderNSGuard(&b, g.VIPs)
+	b.WriteString("}\n")
+	return b.String()
+}
+
 // icmpv6NeighborSolicit is ICMPv6 type 135.
 const icmpv6NeighborSolicit = 135
 

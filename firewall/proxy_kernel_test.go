@@ -113,6 +113,8 @@ func (l *proxyLab) facts(t *testing.T, vip string) arp.ProxyFacts {
 			f.Route = arp.NoRoute // unreachable: "network is unreachable"
 		case len(routes) == 0:
 			t.Fatalf("route get %s: nothing", vip)
+		case routes[0].Type == unix.RTN_LOCAL:
+			f.Route = arp.RouteLocal
 		case routes[0].LinkIndex == l.eth0:
 			f.Route, f.OutDev = arp.RouteSameDev, "eth0"
 		default:
@@ -414,6 +416,48 @@ func TestProxyGuardDelayed(t *testing.T) {
 		if got := l.probe.ask(t, netip.MustParseAddr(vip), netip.MustParseAddr(barrier), linger); len(got) != 0 {
 			t.Errorf("%s answered by %v (delayed) with the guard in place", vip, got)
 		}
+	}
+}
+
+// TestProxyVIPOnLo: loopback and arptables modes put an IPv6 VIP on lo,
+// and ndisc_recv_ns looks for the target on the receiving interface only:
+// proxy NDP answers for it as for a VIP never configured. NSGuard (or the
+// DropNS of the mode's ip6 table) silences it. An IPv4 VIP on lo is local:
+// arp_process never reaches its proxy branch, and arp_ignore 1 keeps it
+// quiet whatever the proxy settings.
+func TestProxyVIPOnLo(t *testing.T) {
+	l := newProxyLab(t)
+	l.exposeAll(t)
+	l.setEntry(t, pxVIPSame, l.eth0, true)
+	l.srv.Exec(t, "ip", "addr", "add", pxVIP6+"/128", "dev", "lo")
+	for _, v := range []string{pxVIPOther, pxVIPSame} {
+		l.srv.Exec(t, "ip", "addr", "add", v+"/32", "dev", "lo")
+	}
+	l.sysctl(t, "net/ipv4/conf/all/arp_ignore", "1")
+	l.sysctl(t, "net/ipv4/conf/eth0/arp_ignore", "1")
+	for _, v := range []string{pxVIPOther, pxVIPSame} {
+		f := l.facts(t, v)
+		if f.Route != arp.RouteLocal {
+			t.Fatalf("%s on lo: route %v, want local", v, f.Route)
+		}
+		if j := arp.ProxyExposure(f); j != nil {
+			t.Errorf("%s on lo judged exposed: %v", v, j)
+		}
+		if got := l.answers(t, v); len(got) != 0 {
+			t.Errorf("%s on lo with arp_ignore 1 answered by %v", v, got)
+		}
+	}
+	if j := arp.ProxyExposure(l.facts(t, pxVIP6)); len(j) == 0 {
+		t.Error("the IPv6 VIP on lo is not judged exposed")
+	}
+	if got := l.answers(t, pxVIP6); len(got) == 0 {
+		t.Fatal("negative control: proxy NDP does not answer for the IPv6 VIP on lo")
+	}
+	if err := (&Manager{Conn: l.srv.NFT(t)}).Replace(&NSGuard{VIPs: []netip.Addr{netip.MustParseAddr(pxVIP6)}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.answers(t, pxVIP6); len(got) != 0 {
+		t.Errorf("IPv6 VIP on lo answered by %v with NSGuard in place", got)
 	}
 }
 
