@@ -177,3 +177,18 @@ func TestDiffNamesSetsAndChains(t *testing.T) {
 		t.Errorf("missing table: %q", d)
 	}
 }
+
+func TestSuppresses(t *testing.T) {
+	for _, c := range []struct {
+		spec Spec
+		want bool
+	}{
+		{arpSpec(), true}, {arpGuardSpec(), true}, {nsGuardSpec(), true}, {nat6GuardSpec(), true}, {mss6GuardSpec(), true},
+		{nat4Spec(), false}, {nat6Spec(), false}, {mss4Spec(), false}, {mss6Spec(), false},
+		{&NATTable{DropNS: true}, false}, // IPv4: DropNS is ignored
+	} {
+		if got := Suppresses(c.spec); got != c.want {
+			t.Errorf("Suppresses(%s %T) = %v, want %v", TableRef(c.spec.Family()), c.spec, got, c.want)
+		}
+	}
+}

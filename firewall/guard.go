@@ -257,3 +257,20 @@ func sortedAddrs(a []netip.Addr) []netip.Addr {
 	}
 	return out
 }
+
+// Suppresses reports whether a table keeps the host from answering ARP or
+// Neighbour Solicitations for a VIP: its drift is an ARP-suppression gap
+// (status: "ARP suppression is NOT fully in force", health down), and it
+// belongs in the phase that runs before any VIP is added. The arp tables
+// always; an ip6 table when it carries the Neighbour Solicitation guard.
+func Suppresses(s Spec) bool {
+	switch s := s.(type) {
+	case *ARPTable, *ARPGuard, *NSGuard:
+		return true
+	case *NATTable:
+		return s.IPv6 && s.DropNS
+	case *MSSTable:
+		return s.IPv6 && s.DropNS && len(s.VIPs) > 0
+	}
+	return false
+}
