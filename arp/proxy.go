@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Proxy ARP and proxy NDP: the kernel answers for an address that is NOT
@@ -49,6 +51,28 @@ func (r ProxyRoute) String() string {
 		return "local"
 	}
 	return "route(" + strconv.Itoa(int(r)) + ")"
+}
+
+// ClassifyRoute turns the answer of a route lookup for the VIP (`ip route
+// get VIP`: netlink RouteGet) into what arp_process sees from nic. found
+// false (the lookup failed: unreachable, blackhole, prohibit, no route at
+// all) is NoRoute; rtType RTN_LOCAL is RouteLocal; RTN_UNICAST out nic is
+// RouteSameDev, out another device RouteOtherDev; any other type (broadcast,
+// multicast) is NoRoute. An output lookup stands in for arp_process's input
+// one (ip_route_input from nic, source = the requester): they differ only
+// under policy rules that match iif or the source.
+func ClassifyRoute(found bool, rtType int, outIfindex, nicIfindex int) ProxyRoute {
+	switch {
+	case !found:
+		return NoRoute
+	case rtType == unix.RTN_LOCAL:
+		return RouteLocal
+	case rtType != unix.RTN_UNICAST:
+		return NoRoute
+	case outIfindex == nicIfindex:
+		return RouteSameDev
+	}
+	return RouteOtherDev
 }
 
 // ProxyFacts is what the kernel consults, besides the sysctls, when a

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // proxyFacts is a VIP arriving on eth0 with the route given, every sysctl 0
@@ -145,5 +147,24 @@ func TestProxySysctls(t *testing.T) {
 	}
 	if !ProxyEntryMatches(0, 7) || !ProxyEntryMatches(7, 7) || ProxyEntryMatches(3, 7) {
 		t.Error("ProxyEntryMatches: want a match for no device and for the NIC, none for another device")
+	}
+}
+
+func TestClassifyRoute(t *testing.T) {
+	for _, c := range []struct {
+		found    bool
+		typ, out int
+		want     ProxyRoute
+	}{
+		{false, 0, 0, NoRoute},
+		{true, unix.RTN_LOCAL, 1, RouteLocal},
+		{true, unix.RTN_UNICAST, 7, RouteSameDev},
+		{true, unix.RTN_UNICAST, 3, RouteOtherDev},
+		{true, unix.RTN_BROADCAST, 7, NoRoute},
+		{true, unix.RTN_BLACKHOLE, 0, NoRoute},
+	} {
+		if got := ClassifyRoute(c.found, c.typ, c.out, 7); got != c.want {
+			t.Errorf("ClassifyRoute(%v, %d, %d, 7) = %v, want %v", c.found, c.typ, c.out, got, c.want)
+		}
 	}
 }

@@ -107,22 +107,20 @@ func (l *proxyLab) facts(t *testing.T, vip string) arp.ProxyFacts {
 	a := netip.MustParseAddr(vip)
 	f := arp.ProxyFacts{NIC: "eth0", VIP: a, Sysctls: map[string]string{}}
 	if a.Is4() {
+		// As dsr-agent does it: `ip route get VIP`, classified.
 		routes, err := l.srv.Netlink.RouteGet(net.ParseIP(vip))
-		switch {
-		case err != nil:
-			f.Route = arp.NoRoute // unreachable: "network is unreachable"
-		case len(routes) == 0:
-			t.Fatalf("route get %s: nothing", vip)
-		case routes[0].Type == unix.RTN_LOCAL:
-			f.Route = arp.RouteLocal
-		case routes[0].LinkIndex == l.eth0:
-			f.Route, f.OutDev = arp.RouteSameDev, "eth0"
-		default:
-			link, err := l.srv.Netlink.LinkByIndex(routes[0].LinkIndex)
+		found := err == nil && len(routes) > 0
+		var typ, out int
+		if found {
+			typ, out = routes[0].Type, routes[0].LinkIndex
+		}
+		f.Route = arp.ClassifyRoute(found, typ, out, l.eth0)
+		if f.Route == arp.RouteOtherDev || f.Route == arp.RouteSameDev {
+			link, err := l.srv.Netlink.LinkByIndex(out)
 			if err != nil {
 				t.Fatal(err)
 			}
-			f.Route, f.OutDev = arp.RouteOtherDev, link.Attrs().Name
+			f.OutDev = link.Attrs().Name
 		}
 	}
 	family := netlink.FAMILY_V4
@@ -193,6 +191,11 @@ func TestProxyJudgementMatchesKernel(t *testing.T) {
 		t.Fatal("answered with proxy_arp off")
 	}
 
+	for vip, want := range map[string]arp.ProxyRoute{pxVIPOther: arp.RouteOtherDev, pxVIPSame: arp.RouteSameDev, pxVIPNone: arp.NoRoute} {
+		if got := l.facts(t, vip).Route; got != want {
+			t.Fatalf("%s: classified %v, want %v", vip, got, want)
+		}
+	}
 	answered, silent := 0, 0
 	bits := func(n, i int) string { return strconv.Itoa(n >> i & 1) }
 	for _, vip := range []string{pxVIPOther, pxVIPSame, pxVIPNone} {
