@@ -267,12 +267,12 @@ func metricNames(expr string) []string {
 func TestMetricNames(t *testing.T) {
 	for expr, want := range map[string][]string{
 		`histogram_quantile(0.99, sum by (instance, le) (rate(dsr_agent_reconcile_duration_seconds_bucket{job="$job", instance=~"$instance"}[$__rate_interval])))`: {"dsr_agent_reconcile_duration_seconds_bucket"},
-		`dsr_agent_weight_percent <= on (job, instance) dsr_agent_weight_min_percent and on (job, instance) dsr_agent_weight_min_percent < 100`: {"dsr_agent_weight_min_percent", "dsr_agent_weight_percent"},
-		`absent(up{job="dsr-agent"})`: {"up"},
-		`sum by (job, instance) (increase(dsr_agent_repairs_total[5m])) > 0`: {"dsr_agent_repairs_total"},
+		`dsr_agent_weight_percent <= on (job, instance) dsr_agent_weight_min_percent and on (job, instance) dsr_agent_weight_min_percent < 100`:                    {"dsr_agent_weight_min_percent", "dsr_agent_weight_percent"},
+		`absent(up{job="dsr-agent"})`:                                             {"up"},
+		`sum by (job, instance) (increase(dsr_agent_repairs_total[5m])) > 0`:      {"dsr_agent_repairs_total"},
 		`max by (instance, state) (dsr_agent_drain{state="a{b}"} == 1) offset 1h`: {"dsr_agent_drain"},
-		`label_values(dsr_agent_build_info{job="$job"}, instance)`: {"dsr_agent_build_info"},
-		`count(dsr_agent_no_such_metric) / 2e3`: {"dsr_agent_no_such_metric"},
+		`label_values(dsr_agent_build_info{job="$job"}, instance)`:                {"dsr_agent_build_info"},
+		`count(dsr_agent_no_such_metric) / 2e3`:                                   {"dsr_agent_no_such_metric"},
 	} {
 		if got := metricNames(expr); !slices.Equal(got, want) {
 			t.Errorf("metricNames(%s) = %v, want %v", expr, got, want)
