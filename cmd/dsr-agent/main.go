@@ -12,14 +12,16 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	dsragent "github.com/dsr-agent/dsr-agent"
 	"github.com/dsr-agent/dsr-agent/agent"
 	"github.com/dsr-agent/dsr-agent/internal/safedir"
 )
 
-// Set at build time by the Makefile (-X main.version=… -X main.commit=…).
+// The release version (the repository's VERSION file, embedded) and the
+// commit (go build's VCS stamp); see the root package dsragent.
 var (
-	version = "0.0.0-dev"
-	commit  = "unknown"
+	version = dsragent.Version()
+	commit  = dsragent.Commit()
 )
 
 const (
