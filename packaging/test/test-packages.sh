@@ -86,6 +86,7 @@ ok "built $(basename "$rpm1") $(basename "$deb1") and v2 $(basename "$rpm2") $(b
 
 # ---------------------------------------------------------------- RPM metadata
 same "rpm -qlp: file list" "/etc/dsr-agent
+/etc/dsr-agent/config.d
 /etc/dsr-agent/config.yaml
 /usr/bin/dsr-agent
 /usr/lib/firewalld
@@ -109,6 +110,7 @@ same "rpm -qlp: file list" "/etc/dsr-agent
 
 # %config(noreplace) = flags "cn"; %doc = "d"; %license = "l"; modes and owners.
 same "rpm: config(noreplace), doc, license flags; modes and owners" "<> drwxr-xr-x root:root /etc/dsr-agent
+<> drwxr-xr-x root:root /etc/dsr-agent/config.d
 <cn> -rw-r--r-- root:root /etc/dsr-agent/config.yaml
 <> -rwxr-xr-x root:root /usr/bin/dsr-agent
 <> drwxr-xr-x root:root /usr/lib/firewalld
@@ -149,7 +151,8 @@ same "rpm %preun is packaging/scripts/rpm/preun.sh" "$(cat packaging/scripts/rpm
 same "rpm %postun is packaging/scripts/rpm/postun.sh" "$(cat packaging/scripts/rpm/postun.sh)" "$(rpm_script POSTUN)"
 
 # ---------------------------------------------------------------- DEB metadata
-same "deb: file list" "./etc/dsr-agent/config.yaml
+same "deb: file list" "./etc/dsr-agent/config.d/
+./etc/dsr-agent/config.yaml
 ./usr/bin/dsr-agent
 ./usr/lib/firewalld/services/dsr-agent.xml
 ./usr/lib/systemd/system/dsr-agent.service
@@ -163,7 +166,7 @@ same "deb: file list" "./etc/dsr-agent/config.yaml
 ./usr/share/dsr-agent/grafana/dsr-agent-pool.json
 ./usr/share/dsr-agent/prometheus/dsr-agent.rules.yml
 ./usr/share/man/man8/dsr-agent.8.gz
-./var/lib/dsr-agent/" "$(dpkg-deb -c "$deb1" | awk '$1 !~ /^d/ || $NF == "./var/lib/dsr-agent/" {print $NF}' | sort)"
+./var/lib/dsr-agent/" "$(dpkg-deb -c "$deb1" | awk '$1 !~ /^d/ || $NF == "./var/lib/dsr-agent/" || $NF == "./etc/dsr-agent/config.d/" {print $NF}' | sort)"
 mkdir -p "$work/debctl"
 dpkg-deb -e "$deb1" "$work/debctl"
 same "deb conffiles: the config only" "/etc/dsr-agent/config.yaml" "$(cat "$work/debctl/conffiles")"
