@@ -108,6 +108,8 @@ type planned struct {
 	listenersRead bool
 	sockets       []listener.Socket
 	listenerErr   error
+	// proxy is what the kernel's proxy ARP/NDP would answer (status only).
+	proxy proxyView
 }
 
 // plan reads the host once, resolves the config against it (validating the
