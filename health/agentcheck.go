@@ -34,12 +34,10 @@ func (a *AgentServer) SetAllowed(p []netip.Prefix) {
 
 // Run listens on addr (retrying) and answers until ctx is done.
 func (a *AgentServer) Run(ctx context.Context, addr string) error {
-	var ln net.Listener
 	for {
-		var err error
-		ln, err = listenFreebind(ctx, addr)
+		ln, err := listenFreebind(ctx, addr)
 		if err == nil {
-			break
+			return a.serve(ctx, ln)
 		}
 		a.log.Warn("agent-check: cannot listen yet, retrying", "listen", addr, "err", err)
 		select {
@@ -48,6 +46,9 @@ func (a *AgentServer) Run(ctx context.Context, addr string) error {
 		case <-time.After(retryListen):
 		}
 	}
+}
+
+func (a *AgentServer) serve(ctx context.Context, ln net.Listener) error {
 	ln = newGuardedListener(ln, "agent", MaxAgentConns, func() []netip.Prefix { return *a.allowed.Load() }, a.state.Metrics())
 	a.log.Info("agent-check: serving", "listen", ln.Addr().String(), "max_conns", MaxAgentConns)
 	go func() {
