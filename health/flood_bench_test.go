@@ -27,6 +27,7 @@ func BenchmarkHealthzUnderFlood(b *testing.B) {
 		{name: "outside-source", src: outsideSource, kind: plainRequests},
 		{name: "agent-none", agent: true},
 		{name: "agent-silent", src: attackerSource, kind: silent, agent: true},
+		{name: "agent-outside-source", src: outsideSource, kind: plainRequests, agent: true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			var addr string

@@ -214,15 +214,15 @@ func startAgentServer(tb testing.TB, allowed []netip.Prefix) string {
 	s := NewState()
 	s.SetSnapshot(okSnapshot())
 	a := NewAgentServer(s, allowed, quietLog())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	lns, err := listenFanout(context.Background(), "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- a.serve(ctx, ln) }()
+	go func() { done <- a.serve(ctx, lns...) }()
 	tb.Cleanup(func() { cancel(); <-done })
-	return ln.Addr().String()
+	return lns[0].Addr().String()
 }
 
 // healthzOnce is one director's check: a new connection, GET /healthz.
