@@ -74,7 +74,7 @@ func NewMetrics() *Metrics {
 		lastSnapshot: prometheus.NewGauge(prometheus.GaugeOpts{Name: "dsr_agent_last_observation_timestamp_seconds",
 			Help: "Unix time of the last observation of the host."}),
 		connRejects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dsr_agent_connections_rejected_total",
-			Help: "Connections reset at accept, by listener (http, agent) and reason (source: outside allowed_sources; limit: the listener's connection cap was reached)."}, []string{"listener", "reason"}),
+			Help: "Connections reset by the listener guard, by listener (http, agent) and reason (source: outside allowed_sources, at accept; limit: the connection cap was reached and no connection could give way, at accept; evicted: a connection waiting without a request in progress, reset at the cap to admit a new one)."}, []string{"listener", "reason"}),
 		weightPct: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dsr_agent_weight_percent",
 			Help: "The weight the HAProxy agent-check answers, in percent of the server's configured weight (absent without health.agent_check.weight)."}, nil),
 		weightSignal: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dsr_agent_weight_signal_percent",
