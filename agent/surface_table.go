@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/google/nftables"
-
 	"github.com/dsr-agent/dsr-agent/firewall"
 )
 
@@ -55,10 +53,16 @@ func (s *tableSurface) diff(d *Desired, _ *State) []Change {
 		if why == "" {
 			continue
 		}
-		// The ARP table is suppression: in force before any VIP is added.
-		phase, suppression := PhaseRedirect, false
-		if fam == nftables.TableFamilyARP {
+		// The ARP table is suppression: in force before any VIP is added;
+		// a nat table serves VIPs: in place before the addresses of a mode
+		// switch leave; any other (the MSS clamp) after the VIPs, since
+		// it may replace a nat table still serving one.
+		phase, suppression := PhaseAfterVIPs, false
+		switch spec.(type) {
+		case *firewall.ARPTable:
 			phase, suppression = PhaseSuppress, true
+		case *firewall.NATTable:
+			phase = PhaseRedirect
 		}
 		cmd := firewall.RenderReplace(spec)
 		out = append(out, Change{Kind: TableReplace, Subject: firewall.TableRef(fam), Reason: why, Command: cmd,
