@@ -107,12 +107,10 @@ type planned struct {
 	tables  *tableSurface
 	// blocked is a surface that could plan nothing (a foreign route in
 	// return_via's table, a foreign GUE port, a module that cannot be
-	// loaded): in the daemon's repair pass the other changes run, and the
-	// pass fails with it.
+	// loaded). apply refuses it before its first change (exit 2, nothing
+	// changed); in the daemon's repair pass the other changes run, and
+	// the pass fails with it.
 	blocked error
-	// preflight is what apply refuses before its first change (exit 2,
-	// nothing changed).
-	preflight error
 	// The sockets serving the VIP ports (status only: a listener is not a
 	// kernel change, so plans never read them).
 	listenersRead bool
@@ -151,7 +149,7 @@ func (h *Host) planWith(f *Facts, d *Desired) (*planned, error) {
 		}
 	}
 	return &planned{plan: planFrom(surfaces, d, f.State), facts: f, want: d, sysctls: sysctls, tables: tables,
-		blocked: errors.Join(tun.blocked, routes.blocked), preflight: tun.blocked}, nil
+		blocked: errors.Join(tun.blocked, routes.blocked)}, nil
 }
 
 // notes are what the operator must hear beside the plan.
@@ -183,7 +181,7 @@ func (h *Host) Load(path string) (*Config, *Desired, error) {
 	}
 	p, err := h.plan(cfg, false)
 	if err == nil {
-		err = p.preflight
+		err = p.blocked
 	}
 	if err != nil {
 		return nil, nil, err
@@ -229,7 +227,7 @@ func (h *Host) Plan(cfg *Config) (*Plan, error) {
 // when already in sync). Everything that can fail without changing the
 // host is checked against one snapshot before the first change: the config
 // against the host, mode tunnel's modules, a foreign device or GUE port in
-// the way. Such a refusal wraps ErrInvalidConfig (exit 2) and nothing has
+// the way, a foreign route in return_via's table. Such a refusal wraps ErrInvalidConfig (exit 2) and nothing has
 // changed. On a later error the returned plan lists what was done.
 func (h *Host) Apply(cfg *Config) (*Plan, error) {
 	p, _, err := h.converge(cfg, nil, true)
@@ -274,8 +272,8 @@ func (h *Host) converge(cfg *Config, last *Desired, strict bool) (*Plan, *Desire
 	if err != nil {
 		return nil, nil, err
 	}
-	if strict && p.preflight != nil {
-		return &Plan{Notes: p.notes(noteApply)}, nil, p.preflight
+	if strict && p.blocked != nil {
+		return &Plan{Notes: p.notes(noteApply)}, nil, p.blocked
 	}
 	done, err := h.run(p)
 	if rerr != nil {
