@@ -393,3 +393,62 @@ func TestTunnelRefusedWithoutModules(t *testing.T) {
 		t.Errorf("apply --dry-run = %v, want the same refusal", err)
 	}
 }
+
+// A foreign object in mode tunnel's way is known before the first change:
+// a device named tunl0 of another kind (real kernel: a veth), and a fou
+// socket on the GUE port with another encapsulation (stand-in fou). The
+// switch from loopback is refused, exit 2, the host as it was.
+func TestTunnelConflictRefusedBeforeAnyChange(t *testing.T) {
+	th := newTestHost(t)
+	th.apply(modeConfig(ModeLoopback, vipsBefore))
+	th.ns.AddDummy(t, tunnel.DevIPv4)
+	th.requireRefused("mode: tunnel\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {address: 192.0.2.11}]\n", "tunl0 exists as a veth device")
+	th.checkTransition("after the refused switch", ModeLoopback, ModeLoopback)
+
+	th = newTestHost(t)
+	fake := newFakeTunnel(t, th.ns)
+	fake.fou = []tunnel.FouPort{{FouKey: tunnel.FouKey{Family: 4, Port: DefaultGUEPort}, Encap: "direct", Protocol: 4}}
+	th.host.tunnel = fake
+	th.apply(modeConfig(ModeLoopback, vipsBefore))
+	th.requireRefused(modeConfig(ModeTunnel, vipsBefore), "fou port 6080/IPv4 exists with encap direct ipproto 4")
+	if len(fake.fou) != 1 || len(fake.modules) != 0 {
+		t.Errorf("the refused plan touched the tunnel: fou %v, modules %v", fake.fou, fake.modules)
+	}
+	th.checkTransition("after the refused switch", ModeLoopback, ModeLoopback)
+}
+
+// validate, apply --dry-run, status and the daemon's Load read the host and
+// change nothing, in every mode, on a fresh host and on a configured one.
+func TestReadOnlyCommandsChangeNothing(t *testing.T) {
+	for _, from := range []string{"", modeConfig(ModeLoopback, vipsBefore)} {
+		th := newTestHost(t)
+		th.host.tunnel = newFakeTunnel(t, th.ns)
+		if from != "" {
+			th.apply(from)
+		}
+		before := th.kernelSnapshot()
+		for _, m := range allModes {
+			y := modeConfig(m, vipsAfter) + "return_via: {gateway: 198.51.100.252, ports: [{port: 443}]}\n"
+			cfg := mustConfig(t, y)
+			if err := th.host.Validate(cfg); err != nil {
+				t.Fatalf("validate %s: %v", m, err)
+			}
+			if p, err := th.host.Plan(cfg); err != nil || p.Empty() {
+				t.Fatalf("dry-run %s: %v\n%s", m, err, p)
+			}
+			if r, err := th.host.Status(cfg); err != nil || r.InSync {
+				t.Fatalf("status %s: in sync %v, %v", m, r != nil && r.InSync, err)
+			}
+			path := filepath.Join(t.TempDir(), "config.yaml")
+			if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := th.host.Load(path); err != nil {
+				t.Fatalf("load %s: %v", m, err)
+			}
+			if after := th.kernelSnapshot(); after != before {
+				t.Fatalf("%s: a read-only command changed the host:\n--- before\n%s\n--- after\n%s", m, before, after)
+			}
+		}
+	}
+}

@@ -16,14 +16,15 @@ import (
 type Phase int
 
 const (
-	// PhaseRemoveVIPs: VIPs the config no longer has leave first, while
-	// the suppression that covered them is still in force (an arp table
-	// replaced next no longer lists them).
-	PhaseRemoveVIPs Phase = iota
 	// PhaseDevices: mode tunnel's modules, decapsulation devices and GUE
 	// port; they carry no address yet, and the sysctls and VIPs after
-	// them need them.
-	PhaseDevices
+	// them need them. First: loading a module is the step most likely to
+	// fail, and nothing has changed before it.
+	PhaseDevices Phase = iota
+	// PhaseRemoveVIPs: VIPs the config no longer has leave before
+	// suppression changes, while the suppression that covered them is
+	// still in force (an arp table replaced next no longer lists them).
+	PhaseRemoveVIPs
 	// PhaseSuppress: ARP suppression (sysctls, then the arp table) is in
 	// force before any VIP is added.
 	PhaseSuppress
