@@ -28,6 +28,8 @@ type fakeTunnel struct {
 	ns      *netnstest.NS
 	modules map[string]bool
 	fou     []tunnel.FouPort
+	// loadErr fails every module load (nothing proved it impossible).
+	loadErr error
 }
 
 func newFakeTunnel(t *testing.T, ns *netnstest.NS) *fakeTunnel {
@@ -59,6 +61,9 @@ func (f *fakeTunnel) addDev(dev string) error {
 func (f *fakeTunnel) apply(s tunnel.Step) error {
 	switch s.Kind {
 	case tunnel.LoadModule:
+		if f.loadErr != nil {
+			return f.loadErr
+		}
 		f.modules[s.Module] = true
 		for dev, mod := range map[string]string{tunnel.DevIPv4: tunnel.ModIPIP, tunnel.DevIPv6: tunnel.ModIP6Tnl} {
 			if mod == s.Module {
@@ -321,8 +326,10 @@ func TestFailedPlanNeverCostsAVIP(t *testing.T) {
 	}
 }
 
+const stateMarker = "\n--- state file\n"
+
 // kernelSnapshot is everything apply could change, as the kernel and the
-// state dir report it.
+// state dir report it (the state file after stateMarker).
 func (th *testHost) kernelSnapshot() string {
 	th.t.Helper()
 	var b strings.Builder
@@ -341,7 +348,8 @@ func (th *testHost) kernelSnapshot() string {
 			}
 		}
 	})
-	if st, err := os.ReadFile(filepath.Join(th.state, "state.json")); err == nil {
+	b.WriteString(stateMarker)
+	if st, err := os.ReadFile(filepath.Join(th.state, stateFile)); err == nil {
 		b.Write(st)
 	}
 	return b.String()
@@ -451,4 +459,34 @@ func TestReadOnlyCommandsChangeNothing(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Where nothing proves a module missing (the packaged unit hides
+// /lib/modules), the load itself is the test: it is the plan's first
+// change, so when it fails the kernel is as it was (the state file may
+// hold ownership recorded ahead, which the next pass forgets), the error is
+// a failure (exit 1), and the VIPs are still served on lo.
+func TestModuleLoadFailureChangesNothing(t *testing.T) {
+	th := newTestHost(t)
+	fake := newFakeTunnel(t, th.ns)
+	fake.loadErr = errors.New("modprobe ipip: Operation not permitted")
+	th.host.tunnel = fake
+	th.apply(modeConfig(ModeLoopback, vipsBefore))
+	kernel := func() string {
+		snap, _, _ := strings.Cut(th.kernelSnapshot(), stateMarker)
+		return snap
+	}
+	before := kernel()
+	done, err := th.host.Apply(mustConfig(t, modeConfig(ModeTunnel, vipsAfter)))
+	if err == nil || errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "modprobe ipip") {
+		t.Errorf("apply = %v, want the load's failure (exit 1)", err)
+	}
+	if !done.Empty() {
+		t.Errorf("changes before the failing load:\n%s", done)
+	}
+	if after := kernel(); after != before {
+		t.Errorf("a failed module load changed the kernel:\n--- before\n%s\n--- after\n%s", before, after)
+	}
+	th.checkTransition("after the failed load", ModeLoopback, ModeLoopback)
+	th.requireInSync(modeConfig(ModeLoopback, vipsBefore))
 }
