@@ -53,15 +53,16 @@ func (s *tunnelSurface) observe(d *Desired, st *State) error {
 	}
 	// A module that cannot be had is known before the first change: a
 	// switch to mode tunnel is refused while the VIPs are still served
-	// where they are.
+	// where they are. Not a host mismatch: no wait makes a module appear,
+	// so the daemon's start fails at once (exit 2, no restart loop).
 	var missing []error
 	for _, step := range steps {
 		if step.Kind != tunnel.LoadModule {
 			continue
 		}
 		if err := s.k.loadable(step.Module); err != nil {
-			missing = append(missing, fmt.Errorf("%w: %w: mode: %q: expected a kernel that can load %s (%s): %w",
-				ErrInvalidConfig, ErrHostMismatch, ModeTunnel, step.Module, moduleUse[step.Module], err))
+			missing = append(missing, fmt.Errorf("%w: mode: %q: expected a kernel that can load %s (%s): %w",
+				ErrInvalidConfig, ModeTunnel, step.Module, moduleUse[step.Module], err))
 		}
 	}
 	s.blocked = errors.Join(append([]error{s.blocked}, missing...)...)
