@@ -227,8 +227,10 @@ func (h *Host) Plan(cfg *Config) (*Plan, error) {
 // when already in sync). Everything that can fail without changing the
 // host is checked against one snapshot before the first change: the config
 // against the host, mode tunnel's modules, a foreign device or GUE port in
-// the way, a foreign route in return_via's table. Such a refusal wraps ErrInvalidConfig (exit 2) and nothing has
-// changed. On a later error the returned plan lists what was done.
+// the way, a foreign route in return_via's table. Such a refusal wraps
+// ErrInvalidConfig (exit 2) and nothing has changed. A step that still
+// fails stops the plan there, every VIP the config keeps still served (the
+// phase order); the returned plan lists what was done.
 func (h *Host) Apply(cfg *Config) (*Plan, error) {
 	p, _, err := h.converge(cfg, nil, true)
 	return p, err
