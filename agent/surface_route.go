@@ -16,7 +16,7 @@ type routeSurface struct {
 	mgr *route.Manager
 	obs *route.Observed
 	// blocked says why the surface plans nothing (a foreign route in its
-	// table); the plan's other changes still run.
+	// table): apply refuses; the daemon's repair pass runs the others.
 	blocked error
 }
 
@@ -49,9 +49,11 @@ func (s *routeSurface) observe(d *Desired, _ *State) error {
 	}
 	s.obs, s.blocked = obs, nil
 	if len(foreign) > 0 {
-		// Only this surface stands still: the VIPs and their suppression
-		// are still kept (the daemon must repair a deleted VIP whatever
-		// the state of the policy routing).
+		// apply refuses the whole config before its first change; in
+		// the daemon's repair pass only this surface stands still, and
+		// the VIPs and their suppression are still repaired (a running
+		// daemon must repair a deleted VIP whatever the state of the
+		// policy routing).
 		s.blocked = fmt.Errorf("%w: return_via.table: %d holds routes dsr-agent did not make (%s): expected a table of its own (set return_via.table)",
 			ErrInvalidConfig, d.RouteTables[0], strings.Join(foreign, "; "))
 	}

@@ -53,10 +53,17 @@ func (s *tableSurface) diff(d *Desired, _ *State) []Change {
 		if why == "" {
 			continue
 		}
-		// The ARP table is suppression: in force before any VIP is added.
-		phase, suppression := PhaseRedirect, false
-		if firewall.Suppresses(spec) {
+		// A table that suppresses ARP/NDP answers (arptables mode's, the
+		// guards) is in force before any VIP is added; a nat table serves
+		// VIPs: in place before the addresses of a mode switch leave; any
+		// other (the MSS clamp) after the VIPs, since it may replace a nat
+		// table still serving one.
+		phase, suppression := PhaseAfterVIPs, false
+		switch _, nat := spec.(*firewall.NATTable); {
+		case firewall.Suppresses(spec):
 			phase, suppression = PhaseSuppress, true
+		case nat:
+			phase = PhaseRedirect
 		}
 		cmd := firewall.RenderReplace(spec)
 		out = append(out, Change{Kind: TableReplace, Subject: firewall.TableRef(fam), Reason: why, Command: cmd,
