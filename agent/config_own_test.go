@@ -11,10 +11,9 @@ import (
 // return_via TCP port that is a listener's port (its rule sends the health
 // replies via the L7 LB), and in firewalld mode a redirect whose local
 // port (to_port, default: port) is one (the VIP's clients would be handed
-// to the health server). What does not touch them stays valid: a UDP port,
-// another port, a VIP port equal to the health port redirected elsewhere
-// (the nat map is keyed on the VIP: health to the host's own address never
-// matches; TestOwnTrafficBesideRedirectsAndReturnViaKernel).
+// to the health server), and a VIP port that is one (the issue's list: the
+// port would mean dsr-agent on the host's address and the service on the
+// VIP). What does not touch them stays valid: a UDP port, another port.
 func TestOwnHealthTrafficIsNotRouted(t *testing.T) {
 	const health = "health: {listen: '198.51.100.21:8558', agent_check: {listen: '198.51.100.21:3333'}}\n"
 	const lb = "mode: loopback\nvips: [{address: 192.0.2.10}]\n"
@@ -35,7 +34,8 @@ func TestOwnHealthTrafficIsNotRouted(t *testing.T) {
 			[]string{"vips[0].ports[0].to_port", `"8558"`, "health.listen", "198.51.100.21:8558"}},
 		{"firewalld port is the agent-check port, to_port defaulted", fw + "[{port: 3333}]\n" + health,
 			[]string{"vips[0].ports[0].port", `"3333"`, "to_port defaults to port", "health.agent_check.listen"}},
-		{"firewalld port is the health port, to_port elsewhere", fw + "[{port: 8558, to_port: 8080}]\n" + health, nil},
+		{"firewalld port is the health port, to_port elsewhere", fw + "[{port: 8558, to_port: 8080}]\n" + health,
+			[]string{"vips[0].ports[0].port", `"8558"`, "health.listen", "198.51.100.21:8558"}},
 		{"firewalld udp to_port is the health port", fw + "[{port: 53, protocol: udp, to_port: 8558}]\n" + health, nil},
 		{"loopback VIP port is the health port", "mode: loopback\nvips: [{address: 192.0.2.10, ports: [{port: 8558}]}]\n" + health, nil},
 	} {

@@ -66,7 +66,7 @@ func (raw *rawConfig) validate() (*Config, error) {
 	}
 	if raw.Health != nil {
 		cfg.Health = raw.Health.validate(&errs)
-		checkListeners(cfg, &errs)
+		checkListeners(cfg, seenVIP, &errs)
 	}
 	if raw.ReturnVia != nil {
 		vips := map[netip.Addr]bool{}
@@ -119,10 +119,16 @@ func ownTCPPorts(rh *rawHealth) map[uint16]string {
 // port is one of dsr-agent's own TCP listeners: the VIP's clients would be
 // handed to the health server (the redirect goes to the incoming
 // interface's primary address, where health listens). A VIP port equal to
-// the health port redirected elsewhere is fine: the nat map is keyed on the
-// VIP, so the director's checks of the host's own address never match it.
+// a health port is refused too, though the nat map is keyed on the VIP (the
+// director's checks of the host's own address never match it): the port
+// then means dsr-agent on one address and the service on the VIP, and a
+// check or a firewall rule written for one takes the other.
 func checkRedirectsSpareHealth(field string, v VIP, rv rawVIP, own map[uint16]string, errs *fieldErrors) {
 	for j, p := range v.Ports {
+		if l, ok := own[p.Port]; ok && p.Protocol == TCP && p.ToPort != p.Port {
+			errs.add(fmt.Sprintf("%s.ports[%d].port", field, j), fmt.Sprint(p.Port),
+				"a VIP port other than that of "+l+": in firewalld mode the port is redirected on this host, so it would mean dsr-agent's listener on the host's address and the service on the VIP")
+		}
 		l, ok := own[p.ToPort]
 		if !ok || p.Protocol != TCP || p.ToPort == 0 {
 			continue
@@ -139,11 +145,7 @@ func checkRedirectsSpareHealth(field string, v VIP, rv rawVIP, own map[uint16]st
 // could not use: the health endpoint answers for this host, so it must be
 // the host's own address, never a VIP (every real server would claim it) or
 // the wildcard; and the two listeners cannot share an address.
-func checkListeners(cfg *Config, errs *fieldErrors) {
-	vips := map[netip.Addr]bool{}
-	for _, v := range cfg.VIPs {
-		vips[v.Address] = true
-	}
+func checkListeners(cfg *Config, vipField map[netip.Addr]string, errs *fieldErrors) {
 	check := func(field, s string) netip.AddrPort {
 		ap, err := netip.ParseAddrPort(s)
 		if err != nil {
@@ -152,8 +154,11 @@ func checkListeners(cfg *Config, errs *fieldErrors) {
 		switch a := ap.Addr().Unmap(); {
 		case a.IsUnspecified():
 			errs.add(field, s, "the host's own IP (the director's heartbeat target), not the wildcard")
-		case vips[a]:
+		case vipField[a] != "":
 			errs.add(field, s, "the host's own IP, not a VIP (every real server has the VIP; the director would reach any of them)")
+			// Name the VIP's own place too: with drop-ins it is often the
+			// other file that is wrong.
+			errs.add(vipField[a]+".address", a.String(), "a VIP that is not "+field+" (the host's own address)")
 		case a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
 			errs.add(field, s, "a unicast IP of this host")
 		case ap.Port() == 0:
