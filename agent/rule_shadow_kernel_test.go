@@ -57,7 +57,7 @@ func TestReturnViaForeignRuleInTheWay(t *testing.T) {
 		}
 		if tc.in {
 			st := th.status(shadowCfg)
-			if !hasDiffWith(st, "rule-shadowed", "return_via: ip rule \"" + name) {
+			if !hasDiffWith(st, "rule-shadowed", "return_via: ip rule \""+name) {
 				t.Errorf("%s after our rules: status lacks rule-shadowed:\n%s", name, st)
 			}
 		}
@@ -80,6 +80,19 @@ func TestReturnViaForeignRuleInTheWay(t *testing.T) {
 			}
 		}
 		th.ns.Exec(t, "ip", append([]string{"rule", "del"}, tc.rule...)...)
+	}
+
+	// The whole default route: a rule before its pair that takes
+	// everything is refused; the multi-homing rule is not.
+	whole := loopbackCfg + "return_via: {gateway: 198.51.100.252}\n"
+	th.ns.Exec(t, "ip", "rule", "add", "priority", "8557", "from", "all", "lookup", "100")
+	th.requireRefused(whole, "priority 8557 from all lookup 100")
+	th.ns.Exec(t, "ip", "rule", "del", "priority", "8557", "from", "all", "lookup", "100")
+	th.ns.Exec(t, "ip", "rule", "add", "priority", "1000", "from", "10.50.0.0/24", "lookup", "100")
+	th.apply(whole)
+	th.requireInSync(whole)
+	if got := th.routeGet(); !strings.Contains(got, "via 198.51.100.252") {
+		t.Errorf("whole default route: not via the LB: %s", got)
 	}
 }
 

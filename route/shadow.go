@@ -118,6 +118,13 @@ func shadows(rules []netlink.Rule, w Rule, own []netip.Addr, tableRoutes func(in
 		if !takes {
 			continue
 		}
+		if whole := !w.Src.IsValid() && w.SPort == 0; whole && (len(partly) > 0 || (len(why) > 0 && strings.HasPrefix(why[0], "to "))) {
+			// The whole default route already yields to the main
+			// table's specific routes: a foreign rule that takes only
+			// some of everything (ssh replies kept direct, some
+			// destinations) reads as the same kind of exception.
+			continue
+		}
 		partly = append(partly, why...)
 		out = append(out, Shadow{Foreign: ruleText(r), Want: w, Partly: strings.Join(partly, ", ")})
 	}
@@ -138,10 +145,8 @@ func selectorsMatch(r netlink.Rule, w Rule, own []netip.Addr) (bool, []string) {
 			for _, a := range own {
 				hit = hit || p.Contains(a)
 			}
+			// The whole default route: everything from an own address.
 			ok = ok && hit
-			if hit {
-				partly = append(partly, "from "+p.String())
-			}
 		}
 	}
 	if p, set := prefixOf(r.Dst); set {
