@@ -113,6 +113,12 @@ func TestReturnViaRuleShadowedLater(t *testing.T) {
 	cfg := mustConfig(t, shadowCfg)
 	th.apply(shadowCfg)
 	th.ns.Exec(t, "ip", "route", "add", "default", "via", "198.51.100.3", "dev", "eth0.100", "table", "100")
+	// Of our priority but after our rules: the kernel never reaches it.
+	th.ns.Exec(t, "ip", "rule", "add", "priority", "8558", "from", "all", "lookup", "100")
+	if got := th.routeGet(); !strings.Contains(got, "via 198.51.100.252") {
+		t.Fatalf("a rule after ours takes the reply: %s", got)
+	}
+	th.requireInSync(shadowCfg)
 	th.ns.Exec(t, "ip", "rule", "add", "priority", "8000", "from", "all", "lookup", "100")
 	if got := th.routeGet(); !strings.Contains(got, "via 198.51.100.3") {
 		t.Fatalf("the foreign rule does not take the reply: %s", got)

@@ -211,10 +211,15 @@ func actionTakes(r netlink.Rule, w Rule, tableRoutes func(int) ([]netlink.Route,
 	switch {
 	case r.Goto >= 0:
 		return r.Goto > w.Priority, nil, nil
+	case r.Table == 0 && r.Protocol == unix.RTPROT_KERNEL:
+		// The VRF driver's `l3mdev` rule (it marks it proto kernel):
+		// only traffic of a VRF, never a reply of a socket outside one.
+		return false, nil, nil
 	case r.Table == 0:
 		// The library does not read the rule's action type: a rule with
 		// neither table nor goto is a drop (blackhole, unreachable,
-		// prohibit), or a nop or l3mdev rule, read the same.
+		// prohibit), or a nop or an l3mdev rule made by hand, read the
+		// same.
 		return true, []string{"(it drops them: blackhole, unreachable or prohibit)"}, nil
 	case r.Table == w.Table || r.Table == unix.RT_TABLE_LOCAL:
 		// The local table answers only for the host's own and broadcast
