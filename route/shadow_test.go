@@ -35,8 +35,8 @@ func TestShadowsJudgment(t *testing.T) {
 	whole := Rule{Priority: 8558, Table: 8558, SuppressPrefixLen: -1}
 	own := []netip.Addr{netip.MustParseAddr("198.51.100.21")}
 	tables := map[int][]netlink.Route{
-		100: {{Dst: nil}},
-		200: {{Dst: cidr("10.60.0.0/24")}},
+		100:                 {{Dst: nil}},
+		200:                 {{Dst: cidr("10.60.0.0/24")}},
 		unix.RT_TABLE_MAIN:  {{Dst: nil}, {Dst: cidr("198.51.100.0/24")}},
 		unix.RT_TABLE_LOCAL: {{Dst: cidr("198.51.100.21/32")}},
 	}
