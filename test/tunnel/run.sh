@@ -62,7 +62,7 @@ bt_vm_verdict go-TestAutoloadWithoutModprobe go-TestFallbackDevicePerNamespace g
 	go-TestApplyRemoveIPv6GUE go-TestCreateWithoutFallback go-TestWatch go-TestFouPollCost \
 	topology agent-up-rs1 agent-up-rs2 ipip-vip ipip-encap ipip-bypass ipip-mss ipip-bulk agentcheck-up \
 	drain-healthz drain-agentcheck undrain-healthz gue-needs-port gue-vip gue-encap gue-mss \
-	keepalived-up keepalived-gue keepalived-vip keepalived-drain keepalived-drained keepalived-undrain \
+	keepalived-up keepalived-gue keepalived-vip keepalived-drain keepalived-drained keepalived-reuse keepalived-reuse-expire keepalived-undrain \
 	rs6-setup-rs1 rs6-setup-rs2 ipip6-vip ipip6-encap ipip6-bypass ipip6-mss ipip6-vip-source-drops \
 	gue6-needs-port gue6-port-rs1 gue6-port-rs2 gue6-vip gue6-encap gue6-bypass gue6-mss \
 	$([ "$MANUAL" = 1 ] && echo rp-off-answers rp-loose-tunl0-drops rp-all-loose-drops rp-all-strict-drops rp-strict-tunl0-drops rp-loose-with-address-answers) \
