@@ -17,7 +17,7 @@
 #   DSR_TUNNEL_MANUAL=1                    the tunnel part by hand, agent in loopback
 #                                          mode (proves the scenario before the agent
 #                                          has mode: tunnel)
-#   DSR_TUNNEL_TIMEOUT=600                 hard limit for the VM run, seconds
+#   DSR_TUNNEL_TIMEOUT=1200                hard limit for the VM run, seconds
 #   DSR_TUNNEL_KEEP=1                      keep the run directory on success too
 # Output: one line per check ("ok"/"not ok"/"skip"); the last line is
 # "tunnel-test: N passed, N failed". Exit 0 all passed, 1 otherwise.
@@ -33,7 +33,7 @@ skip() { bt_skip "$@"; }
 bt_vm_prereqs "$repo"
 AGENT=${1:-$repo/bin/dsr-agent}
 [ -x "$AGENT" ] || skip "no dsr-agent binary at $AGENT (run make build)"
-TIMEOUT=${DSR_TUNNEL_TIMEOUT:-600}
+TIMEOUT=${DSR_TUNNEL_TIMEOUT:-1200}
 MANUAL=${DSR_TUNNEL_MANUAL:-0}
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 [ -x "$GO" ] || command -v "$GO" >/dev/null || skip "no go toolchain to build tunnel.test"
