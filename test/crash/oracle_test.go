@@ -72,6 +72,13 @@ type arpTable struct {
 	// output-hook rule rewrites as sender (to an address that is no VIP).
 	Drops    map[netip.Addr]bool
 	Rewrites map[netip.Addr]netip.Addr
+	// SenderDrops: VIPs an output-hook rule drops every ARP packet from
+	// (firewalld mode's guard): no ARP leaves with them as sender, which
+	// suppresses the sending side as a rewrite does. The guard's input rule
+	// drops requests for a VIP unless their sender is one; the kernel's
+	// answer to those carries the VIP as sender and is dropped on output,
+	// so a VIP counts in Drops only when it is in SenderDrops too.
+	SenderDrops map[netip.Addr]bool
 }
 
 func (a *arpTable) dormant() bool { return slices.Contains(a.Flags, "dormant") }
@@ -104,7 +111,8 @@ func (v *kernelView) violations(lb []string) []string {
 					}
 					groups[why] = append(groups[why], vip)
 				}
-				if _, rewritten := v.ARP.rewrite(vip); !(tableOK && rewritten) && !announceSuppresses(v.effAnnounce(x)) {
+				_, rewritten := v.ARP.rewrite(vip)
+				if !(tableOK && (rewritten || v.ARP.SenderDrops[vip])) && !announceSuppresses(v.effAnnounce(x)) {
 					why := fmt.Sprintf("VIP on %s may be ARP sender on %s: arp_announce all=%d %s=%d (effective %d)", link, x, v.Announce["all"], x, v.Announce[x], v.effAnnounce(x))
 					if onRecv {
 						why += ", " + v.tableDesc("output rewrite")
@@ -432,7 +440,8 @@ func parseARPTable(js, table string, vips map[netip.Addr]bool) (*arpTable, error
 			}
 		}
 	}
-	t := &arpTable{Drops: map[netip.Addr]bool{}, Rewrites: map[netip.Addr]netip.Addr{}}
+	t := &arpTable{Drops: map[netip.Addr]bool{}, Rewrites: map[netip.Addr]netip.Addr{}, SenderDrops: map[netip.Addr]bool{}}
+	guardIn := map[netip.Addr]bool{}
 	// Rules are listed in chain order. Once a chain has a rule that can end
 	// or divert evaluation (accept, return, jump, goto, queue) before the
 	// oracle's rule, later rules there no longer count.
@@ -450,7 +459,22 @@ func parseARPTable(js, table string, vips map[netip.Addr]bool) (*arpTable, error
 				}
 				continue
 			}
+			if set, ok := guardDropRule(r); ok {
+				// Requests from an exempted sender (a VIP: the
+				// director's gratuitous ARP) reach the kernel; only the
+				// output drop covers its answer (see SenderDrops).
+				for _, a := range sets[set] {
+					guardIn[a] = true
+				}
+				continue
+			}
 		case "output":
+			if set, ok := matchSet(r, "saddr ip", "drop"); ok && isDrop(r) {
+				for _, a := range sets[set] {
+					t.SenderDrops[a] = true
+				}
+				continue
+			}
 			if set, m, ok := rewriteRule(r); ok {
 				for _, a := range sets[set] {
 					if to, ok := maps[m][a]; ok && !vips[to] {
@@ -466,7 +490,59 @@ func parseARPTable(js, table string, vips map[netip.Addr]bool) (*arpTable, error
 			stopped[r.Chain] = true
 		}
 	}
+	for a := range guardIn {
+		if t.SenderDrops[a] {
+			t.Drops[a] = true
+		}
+	}
 	return t, nil
+}
+
+func isDrop(r nftRule) bool {
+	if len(r.Expr) == 0 {
+		return false
+	}
+	last := r.Expr[len(r.Expr)-1]
+	_, drop := last["drop"]
+	return drop && len(last) == 1
+}
+
+// guardDropRule recognises firewalld mode's guard input rule: `arp ...
+// arp operation request arp daddr ip @SET arp saddr ip != @EXCEPT [counter]
+// drop`.
+func guardDropRule(r nftRule) (set string, ok bool) {
+	if !isDrop(r) {
+		return "", false
+	}
+	var except string
+	request := false
+	for _, e := range r.Expr {
+		for k, raw := range e {
+			switch k {
+			case "match":
+				var m nftMatch
+				if json.Unmarshal(raw, &m) != nil || m.Left.Payload == nil || m.Left.Payload.Protocol != "arp" {
+					return "", false
+				}
+				var ref string
+				switch f := m.Left.Payload.Field; {
+				case f == "operation" && m.Op == "==" && string(m.Right) == `"request"`:
+					request = true
+				case f == "daddr ip" && m.Op == "==" && json.Unmarshal(m.Right, &ref) == nil && strings.HasPrefix(ref, "@") && set == "":
+					set = ref[1:]
+				case f == "saddr ip" && m.Op == "!=" && json.Unmarshal(m.Right, &ref) == nil && strings.HasPrefix(ref, "@") && except == "":
+					except = ref[1:]
+				case m.Op == "==" && guardOK(f, m.Right):
+				default:
+					return "", false
+				}
+			case "counter", "drop":
+			default:
+				return "", false
+			}
+		}
+	}
+	return set, request && set != "" && except != ""
 }
 
 // elemAddrs expands one set element (address, prefix or range) into the
