@@ -28,6 +28,12 @@ INCLUDE=$INCLUDE,keepalived,ipvsadm,iputils-arping,busybox
 # libpam-systemd: provides logind, which polkitd (a dependency of
 # network-manager) needs; debootstrap does not resolve that virtual package.
 INCLUDE=$INCLUDE,network-manager,libpam-systemd
+# For the fleet test (test/fleet, `make test-fleet`): the real servers are
+# systemd-nspawn containers booted with systemd (systemd-container) on an
+# overlay of this root, reached by Debian's Ansible engine (ansible-core:
+# ansible-playbook; the role uses ansible.builtin only) over SSH; the apt
+# module needs python3-apt on the hosts.
+INCLUDE=$INCLUDE,systemd-container,openssh-server,openssh-client,ansible-core,python3,python3-apt
 
 [ "$(id -u)" = 0 ] || bt_die "building the image needs root (debootstrap)"
 command -v debootstrap >/dev/null || bt_die "debootstrap not installed (apt-get install debootstrap)"
@@ -89,6 +95,10 @@ for u in getty@tty1.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.
 	systemd-networkd.service systemd-networkd.socket systemd-networkd-wait-online.service; do
 	ln -sf /dev/null "$root/etc/systemd/system/$u"
 done
+
+# sshd is for the fleet test's containers only (it enables it in each one's
+# overlay): the VM itself listens on nothing.
+systemctl --root="$root" disable ssh.service >/dev/null 2>&1 || bt_die "cannot disable ssh.service"
 
 # The runner: on a boot with `boottest=1` on the kernel command line, mount the
 # per-run payload disk (LABEL=BTPAYLOAD, read-only) and run its phases.sh.
