@@ -32,8 +32,10 @@ INCLUDE=$INCLUDE,network-manager,libpam-systemd
 # systemd-nspawn containers booted with systemd (systemd-container) on an
 # overlay of this root, reached by Debian's Ansible engine (ansible-core:
 # ansible-playbook; the role uses ansible.builtin only) over SSH; the apt
-# module needs python3-apt on the hosts.
-INCLUDE=$INCLUDE,systemd-container,openssh-server,openssh-client,ansible-core,python3,python3-apt
+# module needs python3-apt on the hosts. python3-cffi-backend: provides the
+# virtual python3-cffi-backend-api-min of python3-cryptography (debootstrap
+# does not resolve virtual packages).
+INCLUDE=$INCLUDE,systemd-container,openssh-server,openssh-client,ansible-core,python3,python3-apt,python3-cffi-backend
 
 [ "$(id -u)" = 0 ] || bt_die "building the image needs root (debootstrap)"
 command -v debootstrap >/dev/null || bt_die "debootstrap not installed (apt-get install debootstrap)"
