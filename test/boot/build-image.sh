@@ -30,12 +30,9 @@ INCLUDE=$INCLUDE,keepalived,ipvsadm,iputils-arping,busybox
 INCLUDE=$INCLUDE,network-manager,libpam-systemd
 # For the fleet test (test/fleet, `make test-fleet`): the real servers are
 # systemd-nspawn containers booted with systemd (systemd-container) on an
-# overlay of this root, reached by Debian's Ansible engine (ansible-core:
-# ansible-playbook; the role uses ansible.builtin only) over SSH; the apt
-# module needs python3-apt on the hosts. python3-cffi-backend: provides the
-# virtual python3-cffi-backend-api-min of python3-cryptography (debootstrap
-# does not resolve virtual packages).
-INCLUDE=$INCLUDE,systemd-container,openssh-server,openssh-client,ansible-core,python3,python3-apt,python3-cffi-backend
+# overlay of this root, reached over SSH by the host's ansible-playbook; they
+# need Python, and python3-apt for the apt module.
+INCLUDE=$INCLUDE,systemd-container,openssh-server,python3,python3-apt
 
 [ "$(id -u)" = 0 ] || bt_die "building the image needs root (debootstrap)"
 command -v debootstrap >/dev/null || bt_die "debootstrap not installed (apt-get install debootstrap)"

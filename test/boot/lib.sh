@@ -88,7 +88,8 @@ bt_accel() {
 
 # bt_qemu_start RUN IMAGE ACCEL TIMEOUT: boot the image in the background with
 # RUN/root.qcow2 (overlay) and RUN/payload.img (LABEL=BTPAYLOAD, read-only),
-# BT_QEMU_MEM MiB of memory (default 1024);
+# BT_QEMU_MEM MiB of memory (default 1024), BT_QEMU_NIC the -nic argument
+# (default none: no network; the fleet test forwards a loopback port to sshd);
 # markers on the virtio port "boottest" -> RUN/markers.log, serial console ->
 # RUN/console.log. Sets qpid. Used by test/boot and test/interop.
 bt_qemu_start() {
@@ -108,7 +109,7 @@ bt_qemu_start() {
 		-chardev "file,id=bt,path=$run/markers.log" \
 		-device virtserialport,chardev=bt,name=boottest \
 		-device virtio-rng-pci \
-		-nic none \
+		-nic "${BT_QEMU_NIC:-none}" \
 		>"$run/qemu.out" 2>&1 &
 	qpid=$!
 }
