@@ -1,10 +1,10 @@
-# Host side of `make test-fleet` (sourced by run.sh once the VM said READY):
-# Debian's ansible-playbook on this machine runs deploy/ansible against rs1 and
-# rs2 in the VM over SSH (through the VM's sshd, ProxyJump, on the loopback
-# port qemu forwards); the state of the lab is read with `fleetctl` in the VM.
-# Check lines go to $run/host-markers.log in the guest's marker format.
+# The checks of `make test-fleet` (sourced by run.sh once the lab is up and the
+# director VM said READY): Debian's ansible-playbook, in the lab's controller
+# namespace, runs deploy/ansible against rs1 and rs2 over SSH; a client in the
+# client namespace sends requests through the VIP; IPVS is read in the VM with
+# `fleetctl`. Check lines go to $run/host-markers.log in the guest's format.
 # shellcheck shell=bash
-# shellcheck disable=SC2154 # run, here, repo, DEB, SSHCFG: set by run.sh
+# shellcheck disable=SC2154 # run, here, repo, DEB, SSHCFG, L, t_boot: set by run.sh
 
 VIP=10.88.0.100
 VIP2=10.88.0.101
@@ -30,8 +30,8 @@ infofile() { tail -n "${2:-30}" "$1" 2>/dev/null | while IFS= read -r l; do info
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 # g CMD...: run in the VM; rsh HOST CMD...: run on rs1/rs2 (the same SSH
 # config as Ansible's: one master connection per host, kept).
-g() { ssh -F "$SSHCFG" fleet-vm "$@"; }
-rsh() { local h=$1; shift; ssh -F "$SSHCFG" "$h" "$@"; }
+g() { ip netns exec "$L-ctl" ssh -F "$SSHCFG" fleet-vm "$@"; }
+rsh() { local h=$1; shift; ip netns exec "$L-ctl" ssh -F "$SSHCFG" "$h" "$@"; }
 
 # The controller: a writable copy of the test's inventory (check (d) adds a
 # host_vars file), Ansible's own config, the role from the repository.
@@ -48,7 +48,7 @@ play() {
 	local name=$1 rc t0
 	shift
 	t0=$(now_ms)
-	(cd "$CTL" && ansible-playbook -e "fleet_deb=$DEB" "$@") >"$run/play-$name.out" 2>&1
+	(cd "$CTL" && ip netns exec "$L-ctl" ansible-playbook -e "fleet_deb=$DEB" "$@") >"$run/play-$name.out" 2>&1
 	rc=$?
 	metric "play_${name}_ms" $(( $(now_ms) - t0 ))
 	sed -n '/^PLAY RECAP/,$p' "$run/play-$name.out" | grep -E '^rs[0-9] +:' >"$run/play-$name.recap"
@@ -102,19 +102,35 @@ else
 fi
 
 # --- (b) rolling restart of the web service, a client through the VIP the whole time -------------
+# The client (client.py) in the client namespace: one line per request.
+CLIENT_PID=""
+client_start() { # client_start NAME
+	rm -f "$run/$1.stop" "$run/$1.requests"
+	# Bounded: at most 30,000 requests or 900 s, to the VIP only.
+	ip netns exec "$L-client" python3 "$here/client.py" "$VIP" 80 "$run/$1.requests" "$run/$1.stop" \
+		--interval 0.02 --min 1000 --max 30000 --max-seconds 900 >"$run/$1.client.log" 2>&1 &
+	CLIENT_PID=$!
+	for _ in $(seq 100); do [ -s "$run/$1.requests" ] && return 0; sleep 0.1; done
+	echo "the client wrote nothing: $(cat "$run/$1.client.log")"
+	return 1
+}
+client_stop() { touch "$run/$1.stop"; wait "$CLIENT_PID"; }
+# counts NAME [FROM_MS TO_MS]: "sent failed" (in the window)
+counts() { awk -v a="${2:-0}" -v b="${3:-99999999999999}" '$1 !~ /^#/ && $1 >= a && $1 <= b { n++; if ($2 == "fail") f++ } END { print n + 0, f + 0 }' "$run/$1.requests"; }
+fail_kinds() { awk '$2 == "fail" { print $3 }' "$run/$1.requests" | sort | uniq -c | tr -s ' \n' ' '; }
 # rolling NAME ARGS...: prints "EXIT SENT_IN_PLAY FAILED_IN_PLAY SENT FAILED PLAY_MS"
 rolling() {
 	local name=$1 t0 t1 rc
 	shift
-	g fleetctl client-start "$name" >&2 || { echo "1 0 0 0 0 0"; return; }
+	client_start "$name" >&2 || { echo "1 0 0 0 0 0"; return; }
 	sleep 2 # requests flowing before the first host is touched
-	t0=$(g fleetctl now)
+	t0=$(now_ms)
 	play "$name" "$repo/deploy/ansible/playbooks/rolling.yml" -e "rolling_tasks=$CTL/tasks/restart-web.yml" "$@"
 	rc=$?
-	t1=$(g fleetctl now)
+	t1=$(now_ms)
 	sleep 2
-	g fleetctl client-stop "$name" >&2
-	echo "$rc $(g fleetctl counts "$name" "$t0" "$t1") $(g fleetctl counts "$name") $(( t1 - t0 ))"
+	client_stop "$name"
+	echo "$rc $(counts "$name" "$t0" "$t1") $(counts "$name") $(( t1 - t0 ))"
 }
 read -r rc n f tn tf dur <<<"$(rolling rolling)"
 drains=""
@@ -129,7 +145,7 @@ metric rolling_play_ms "$dur"
 if [ "$rc" = 0 ] && [ "$tf" = 0 ] && [ "$n" -ge 1000 ] && [ "$(recap rolling rs1 failed)" = 0 ] && [ "$(recap rolling rs2 failed)" = 0 ]; then
 	pass rolling-drained "rolling restart of web.service, rs1 then rs2 (drain, settle, drain --wait, restart, checks up, undrain; serial 1): $tf of $tn requests failed ($n during the $dur ms play); drain --wait after the settle:$drains"
 else
-	fail rolling-drained "rolling restart with drain: play exit $rc, $tf of $tn requests failed ($f of $n during the play; want 0 of >= 1000): $(g fleetctl fail-kinds rolling) $(failed_tasks rolling)"
+	fail rolling-drained "rolling restart with drain: play exit $rc, $tf of $tn requests failed ($f of $n during the play; want 0 of >= 1000): $(fail_kinds rolling) $(failed_tasks rolling)"
 	infofile "$run/play-rolling.out" 30
 fi
 ok rolling-both-back "after the rolling restart both hosts back at weight 1" g fleetctl wait-weights 1 20
@@ -138,7 +154,7 @@ metric nodrain_requests "$tn"
 metric nodrain_failed "$tf"
 metric nodrain_play_ms "$dur"
 if [ "$rc" = 0 ] && [ "$tf" -gt 0 ]; then
-	pass control-no-drain "negative control, the same rolling restart without the drain: $tf of $tn requests failed ($(g fleetctl fail-kinds nodrain))"
+	pass control-no-drain "negative control, the same rolling restart without the drain: $tf of $tn requests failed ($(fail_kinds nodrain))"
 else
 	fail control-no-drain "negative control without the drain: play exit $rc, $tf of $tn requests failed (want > 0): the test cannot tell a drain from none"
 fi
