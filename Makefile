@@ -11,9 +11,13 @@ ifneq ($(filter /%,$(GO)),)
 export PATH := $(patsubst %/,%,$(dir $(GO))):$(PATH)
 endif
 BIN := bin
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.0-dev)
-COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+# The version is the VERSION file (MAJOR.MINOR.PATCH; every build embeds it,
+# see version.go); the commit is stamped here because go build's own VCS stamp
+# is off on some machines (GOFLAGS=-buildvcs=false) and in git worktrees.
+# A build outside git may pass COMMIT=SHA.
+VERSION := $(shell cat VERSION)
+COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)$(shell [ -n "$$(git status --porcelain 2>/dev/null)" ] && echo -dirty)
+LDFLAGS := -s -w $(if $(COMMIT),-X github.com/dsr-agent/dsr-agent.commit=$(COMMIT))
 STATICCHECK_VERSION := v0.7.0
 GOBIN_DIR := $(CURDIR)/$(BIN)/tools
 

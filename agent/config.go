@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -46,6 +45,9 @@ type Config struct {
 	ReturnVia *ReturnViaConfig
 	// Tunnel is mode tunnel's encapsulation (nil in the other modes).
 	Tunnel *TunnelConfig
+	// origin names where a field was written (see Origin); nil for a
+	// config parsed from bytes.
+	origin func(field string) string
 }
 
 // VIP is one virtual address and the ports served on it.
@@ -287,41 +289,10 @@ type rawWeight struct {
 	Min         *strictInt  `yaml:"min"`
 }
 
-// LoadConfig reads and validates the config file. It touches nothing on the
-// host; checks that need the host (interfaces, its addresses) are in
-// Host.Validate.
-func LoadConfig(path string) (*Config, error) {
-	data, err := readCapped(path, MaxConfigSize)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
-	}
-	cfg, err := ParseConfig(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return cfg, nil
-}
-
 // MaxConfigSize bounds what is read of a config file: a real one is a few
 // kilobytes, and a huge invalid one must not cost a gigabyte of memory and a
 // million error lines.
 const MaxConfigSize = 1 << 20
-
-func readCapped(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s: larger than %d KiB: expected a config file (a few KiB)", path, limit>>10)
-	}
-	return data, nil
-}
 
 // yamlKeyErr rewrites yaml.v3's "field x not found in type agent.rawVIP".
 var yamlKeyErr = regexp.MustCompile(`field (\S+) not found in type agent\.raw(\w+)`)
@@ -396,10 +367,13 @@ func ParseConfig(data []byte) (*Config, error) {
 }
 
 // fieldErrors collects every problem so one run reports them all.
-type fieldErrors []string
+type fieldErrors []fieldError
+
+// fieldError is one problem: the field (vips[1].address) and what is wrong.
+type fieldError struct{ field, msg string }
 
 func (e *fieldErrors) add(field, value, expected string) {
-	*e = append(*e, fmt.Sprintf("%s: %q: expected %s", field, value, expected))
+	*e = append(*e, fieldError{field, fmt.Sprintf("%q: expected %s", value, expected)})
 }
 
 // maxErrorLines caps what one run prints: the first errors say what is
@@ -410,7 +384,38 @@ func (e fieldErrors) err() error {
 	if len(e) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%w:\n  %s", ErrInvalidConfig, capLines(strings.Join(e, "\n  ")))
+	return &fieldErrorList{items: e}
+}
+
+// fieldErrorList is the error of a config that fails validation. where, when
+// set, names the file and line each field was written at (drop-ins).
+type fieldErrorList struct {
+	items fieldErrors
+	where func(field string) string
+}
+
+func (l *fieldErrorList) Error() string {
+	lines := make([]string, len(l.items))
+	for i, it := range l.items {
+		lines[i] = it.field + ": " + it.msg
+		if l.where != nil {
+			if at := l.where(it.field); at != "" {
+				lines[i] = at + ": " + lines[i]
+			}
+		}
+	}
+	return ErrInvalidConfig.Error() + ":\n  " + capLines(strings.Join(lines, "\n  "))
+}
+
+func (l *fieldErrorList) Unwrap() error { return ErrInvalidConfig }
+
+// withOrigins makes err's field errors name where each field was written.
+func withOrigins(err error, where func(string) string) error {
+	var l *fieldErrorList
+	if where != nil && errors.As(err, &l) {
+		l.where = where
+	}
+	return err
 }
 
 // capLines keeps the first maxErrorLines lines and counts the rest.

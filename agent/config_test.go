@@ -83,7 +83,7 @@ health:
 // The shipped example for the seed's stack (nginx TLS, Varnish, Apache,
 // Redis, MariaDB, DNS) must stay a valid config.
 func TestSeedStackExample(t *testing.T) {
-	cfg, err := LoadConfig("../packaging/examples/seed-stack.yaml")
+	cfg, err := LoadConfig("../packaging/examples/seed-stack.yaml", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +246,7 @@ func TestLoadConfigRefusesHugeFile(t *testing.T) {
 	if err := os.WriteFile(path, []byte("vips: []\n"+big), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := LoadConfig(path)
+	_, err := LoadConfig(path, "")
 	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "larger than 1024 KiB") {
 		t.Fatalf("err = %v, want invalid config: too large", err)
 	}

@@ -108,6 +108,8 @@ type planned struct {
 	listenersRead bool
 	sockets       []listener.Socket
 	listenerErr   error
+	// proxy is what the kernel's proxy ARP/NDP would answer (status only).
+	proxy proxyView
 }
 
 // plan reads the host once, resolves the config against it (validating the
@@ -159,9 +161,10 @@ func (h *Host) Resolve(cfg *Config) (*Desired, error) {
 	return Resolve(cfg, f)
 }
 
-// Load reads the config file and resolves it against the host.
-func (h *Host) Load(path string) (*Config, *Desired, error) {
-	cfg, err := LoadConfig(path)
+// Load reads the config file and the drop-ins of dir and resolves them
+// against the host.
+func (h *Host) Load(path, dir string) (*Config, *Desired, error) {
+	cfg, err := LoadConfig(path, dir)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"testing"
 
@@ -176,6 +177,8 @@ func (th *testHost) tables() string {
 			ours = append(ours, strings.TrimPrefix(l, "table "))
 		}
 	}
+	// nft lists in creation order, which follows the plan's phases.
+	sort.Strings(ours)
 	return strings.Join(ours, ",")
 }
 
@@ -277,8 +280,19 @@ func TestFirewalldModeKernel(t *testing.T) {
 	before := th.foreign()
 	th.apply(firewalldCfg)
 	th.requireNoVIPs()
-	if got := th.tables(); got != "ip dsr-agent,ip6 dsr-agent" {
+	// The ARP guard and the NS drop: the VIP is never local here, so
+	// proxy ARP/NDP would answer for it on a forwarding host.
+	if got := th.tables(); got != "arp dsr-agent,ip dsr-agent,ip6 dsr-agent" {
 		t.Fatalf("tables = %q", got)
+	}
+	guard := th.ns.Exec(t, "nft", "list", "table", "arp", "dsr-agent")
+	for _, want := range []string{"192.0.2.10", "arp operation request arp daddr ip @vips", "drop"} {
+		if !strings.Contains(guard, want) {
+			t.Errorf("arp guard lacks %q:\n%s", want, guard)
+		}
+	}
+	if v6 := th.ns.Exec(t, "nft", "list", "table", "ip6", "dsr-agent"); !strings.Contains(v6, "nd-neighbor-solicit") {
+		t.Errorf("ip6 table lacks the NS drop:\n%s", v6)
 	}
 	v4 := th.ns.Exec(t, "nft", "list", "table", "ip", "dsr-agent")
 	for _, want := range []string{"192.0.2.10 . tcp . 80 : 8080", "192.0.2.10 . udp . 53 : 53", "type nat hook prerouting priority dstnat"} {
@@ -320,7 +334,7 @@ func TestModeSwitchLeavesNothingBehind(t *testing.T) {
 		case "arptables":
 			ok = vipsOnLo == 0 && vipsOnNIC == 2 && ignore == "0" && tables == "arp dsr-agent"
 		case "firewalld":
-			ok = vipsOnLo == 0 && vipsOnNIC == 0 && ignore == "0" && tables == "ip dsr-agent,ip6 dsr-agent"
+			ok = vipsOnLo == 0 && vipsOnNIC == 0 && ignore == "0" && tables == "arp dsr-agent,ip dsr-agent,ip6 dsr-agent"
 		}
 		if !ok {
 			t.Fatalf("after switch to %s: VIPs on lo %d, on NIC %d, arp_ignore %s, tables %q", mode, vipsOnLo, vipsOnNIC, ignore, tables)

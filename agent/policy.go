@@ -52,7 +52,7 @@ func Resolve(cfg *Config, f *Facts) (*Desired, error) {
 	d.Health = resolveHealth(cfg, f, d, &errs)
 	resolveReturnVia(cfg, f, d, &errs)
 	if err := errs.hostErr(); err != nil {
-		return nil, err
+		return nil, withOrigins(err, cfg.origin)
 	}
 	if len(cfg.VIPs) == 0 {
 		// An installed but unconfigured host (the packaged example) is left
@@ -102,6 +102,20 @@ func Resolve(cfg *Config, f *Facts) (*Desired, error) {
 				t.Redirects = append(t.Redirects, firewall.Redirect{VIP: v.Address, Proto: p.Protocol.Number(), Port: p.Port, ToPort: p.ToPort})
 			}
 		}
+		// The VIP is never local here, so arp_ignore does not cover it:
+		// proxy ARP (a forwarding host: every Docker host) or a proxy
+		// neighbour entry would answer for it. Drop those requests (and
+		// NDP's solicitations) in dsr-agent's own tables; docs/safety.md.
+		guard := &firewall.ARPGuard{}
+		for _, v := range cfg.VIPs {
+			if v.Address.Is4() {
+				guard.VIPs = append(guard.VIPs, v.Address)
+			}
+		}
+		if len(guard.VIPs) > 0 {
+			d.Tables[guard.Family()] = guard
+		}
+		nat6.DropNS = true
 		for _, t := range []*firewall.NATTable{nat4, nat6} {
 			if len(t.Redirects) > 0 {
 				d.Tables[t.Family()] = t

@@ -78,6 +78,7 @@ func (h *Host) Status(cfg *Config) (*Report, error) {
 		return nil, err
 	}
 	h.readListeners(p)
+	h.readProxy(p)
 	return p.report(), nil
 }
 
@@ -93,6 +94,7 @@ func (h *Host) StatusWithFirewalld(ctx context.Context, cfg *Config) (*Report, e
 		return nil, err
 	}
 	h.readListeners(p)
+	h.readProxy(p)
 	r := p.report()
 	r.AddFirewalld(FirewalldFindings(ctx, p.want, p.facts))
 	return r, nil
@@ -157,8 +159,13 @@ func (p *planned) report() *Report {
 		r.Listeners, diffs, listenerWarnings = listenerView(p.want, p.facts, p.sockets)
 		r.Differences = append(r.Differences, diffs...)
 	}
+	var proxy Report
+	p.proxyReport(&proxy)
+	r.Differences = append(r.Differences, proxy.Differences...)
+	r.Suppression = r.Suppression && (len(proxy.Differences) == 0)
 	r.InSync = len(r.Differences) == 0
 	r.Warnings = append(p.sysctlCaveats(), p.notes(noteStatus)...)
+	r.Warnings = append(r.Warnings, proxy.Warnings...)
 	r.Warnings = append(r.Warnings, netmgrWarnings(p.want, p.facts)...)
 	r.Warnings = append(r.Warnings, listenerWarnings...)
 	return r

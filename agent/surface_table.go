@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/google/nftables"
-
 	"github.com/dsr-agent/dsr-agent/firewall"
 )
 
@@ -57,7 +55,7 @@ func (s *tableSurface) diff(d *Desired, _ *State) []Change {
 		}
 		// The ARP table is suppression: in force before any VIP is added.
 		phase, suppression := PhaseRedirect, false
-		if fam == nftables.TableFamilyARP {
+		if firewall.Suppresses(spec) {
 			phase, suppression = PhaseSuppress, true
 		}
 		cmd := firewall.RenderReplace(spec)

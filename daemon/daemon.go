@@ -25,6 +25,8 @@ import (
 // Options configure Run.
 type Options struct {
 	ConfigPath string
+	// ConfigDir holds the drop-ins read after ConfigPath ("" none).
+	ConfigDir string
 	StateDir   string
 	Engine     Engine
 	Log        *slog.Logger
@@ -181,7 +183,7 @@ func Run(ctx context.Context, o Options) error {
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGHUP:
-				d.reload(ctx)
+				_, _ = d.reload(ctx)
 			default:
 				d.stop(sig.String())
 				return nil
@@ -200,7 +202,19 @@ func Run(ctx context.Context, o Options) error {
 			if len(triggers) > 0 {
 				d.reconcile(triggers)
 			}
+		case answer := <-ctl.reloads:
+			msg, err := d.reload(ctx)
+			r := ctl.reply("")
+			if err != nil {
+				r.Error = err.Error()
+			}
+			r.Message = msg
+			answer <- r
 		case <-resync.C:
+			// The drain file is the operator's choice; a CLI whose request
+			// never reached the daemon (its socket backlog full) recorded it
+			// all the same, and so did a hand edit.
+			_ = ctl.syncDrain("resync")
 			d.reconcile([]string{"resync"})
 			// Give back what a burst (a health flood, a big repair) grew the
 			// heap to: steady-state RSS is what every host of a fleet pays,
@@ -304,7 +318,7 @@ func (d *daemon) reconcile(triggers []string) {
 // fails at once.
 func loadWhenHostReady(ctx context.Context, o Options) (*agent.Config, *agent.Desired, error) {
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
-		cfg, want, err := o.Engine.Load(o.ConfigPath)
+		cfg, want, err := o.Engine.Load(o.ConfigPath, o.ConfigDir)
 		if err == nil || !errors.Is(err, agent.ErrHostMismatch) {
 			return cfg, want, err
 		}
@@ -337,14 +351,14 @@ func (d *daemon) afterSuccess() {
 
 // reload re-reads the config. An invalid config is refused and the running
 // one kept: a typo pushed by configuration management must not take the VIPs
-// down.
-func (d *daemon) reload(ctx context.Context) {
+// down. It returns the outcome as told to systemd, or why it was refused.
+func (d *daemon) reload(ctx context.Context) (string, error) {
 	d.o.Notify("RELOADING=1\nMONOTONIC_USEC=" + sd.SdNotifyMonotonicUsec())
-	cfg, next, err := d.o.Engine.Load(d.o.ConfigPath)
+	cfg, next, err := d.o.Engine.Load(d.o.ConfigPath, d.o.ConfigDir)
 	if err != nil {
 		d.log.Error("reload refused: new config is invalid; keeping the running config", "config", d.o.ConfigPath, "err", err)
 		d.o.Notify("READY=1\nSTATUS=reload refused (invalid config); running the previous config")
-		return
+		return "", fmt.Errorf("reload refused: new config %s is invalid; keeping the running config: %w", d.o.ConfigPath, err)
 	}
 	prev := d.want
 	d.cfg, d.want = cfg, next
@@ -353,5 +367,7 @@ func (d *daemon) reload(ctx context.Context) {
 	d.configureHealth(ctx, prev.Health)
 	d.watchers.Follow(next)
 	d.reconcile([]string{"reload"})
-	d.o.Notify(fmt.Sprintf("READY=1\nSTATUS=reloaded: mode %s, %d VIP(s)", cfg.Mode, len(cfg.VIPs)))
+	msg := fmt.Sprintf("reloaded: mode %s, %d VIP(s)", cfg.Mode, len(cfg.VIPs))
+	d.o.Notify("READY=1\nSTATUS=" + msg)
+	return msg, nil
 }

@@ -35,7 +35,7 @@ type fakeEngine struct {
 
 var errBadConfig = errors.New("invalid config: bad")
 
-func (f *fakeEngine) Load(path string) (*agent.Config, *agent.Desired, error) {
+func (f *fakeEngine) Load(path, _ string) (*agent.Config, *agent.Desired, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, err
@@ -167,8 +167,12 @@ func TestLoopContract(t *testing.T) {
 		t.Fatalf("good reload answered %q", s)
 	}
 
-	// drain over the control socket, persisted.
-	r, err := Request(filepath.Join(dir, "state"), "drain")
+	// drain: recorded in the state dir (the CLI's part), then applied by
+	// the daemon on request.
+	if err := health.SaveDrain(filepath.Join(dir, "state"), health.Drained); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Request(filepath.Join(dir, "state"), ReqSyncDrain)
 	if err != nil || r.Drain != "drain" || r.Healthy {
 		t.Fatalf("drain: %+v %v", r, err)
 	}
@@ -229,7 +233,7 @@ func TestRequestRefusesNonRootPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	startHelperAs(t, "fake-control", nobody, "DSR_AGENT_TEST_SOCKET="+filepath.Join(state, ControlSocket))
-	for _, cmd := range []string{"status", "drain", "undrain"} {
+	for _, cmd := range []string{ReqStatus, ReqSyncDrain, ReqReload} {
 		r, err := Request(state, cmd)
 		if !errors.Is(err, ErrUntrustedPeer) || !strings.Contains(err.Error(), "uid 65534") {
 			t.Fatalf("%s answered by uid %d: reply %+v, err %v; want ErrUntrustedPeer naming the uid", cmd, nobody, r, err)
@@ -294,4 +298,64 @@ func TestRepeatedNoteLoggedOnce(t *testing.T) {
 	if n := strings.Count(logs.String(), note); n != 1 {
 		t.Fatalf("the note was logged %d times over %d passes, want once:\n%s", n, passes, logs.String())
 	}
+}
+
+// TestDrainFileFollowedAtResync: the daemon follows the drain file, not the
+// requests: a file recorded by a CLI whose request never arrived is applied
+// at the next resync, and an unreadable one keeps the current state.
+func TestDrainFileFollowedAtResync(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts servers")
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config")
+	if err := os.WriteFile(cfg, []byte("ok"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, "state")
+	eng := &fakeEngine{listen: freePort(t)}
+	notes := make(chan string, 64)
+	sigs := make(chan os.Signal, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(context.Background(), Options{
+			ConfigPath: cfg, StateDir: state, Engine: eng,
+			Log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Notify: func(s string) { notes <- s }, Signals: sigs, Resync: 20 * time.Millisecond,
+		})
+	}()
+	waitNotify(t, notes, "READY=1")
+	waitHealth := func(code int, body string) {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			c, b := healthz(t, eng.listen)
+			if c == code && b == body {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("healthz %d %q, want %d %q", c, b, code, body)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitHealth(200, "up\n")
+	if err := health.SaveDrain(state, health.Drained); err != nil {
+		t.Fatal(err)
+	}
+	waitHealth(503, "draining\n")
+	// Corrupt: the current state stays (no flip either way).
+	if err := os.WriteFile(filepath.Join(state, health.DrainFile), []byte("garbage\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Request(state, ReqSyncDrain); !errors.Is(err, ErrRefused) {
+		t.Fatalf("sync-drain of a corrupt file: %v, want refused", err)
+	}
+	waitHealth(503, "draining\n")
+	if err := health.SaveDrain(state, health.InRotation); err != nil {
+		t.Fatal(err)
+	}
+	waitHealth(200, "up\n")
+	sigs <- syscall.SIGTERM
+	<-done
 }

@@ -17,7 +17,7 @@ type Engine interface {
 	// Load parses the config file and resolves it against the host. Errors
 	// for a bad config wrap agent.ErrInvalidConfig (and ErrHostMismatch when
 	// the host may still catch up).
-	Load(path string) (*agent.Config, *agent.Desired, error)
+	Load(path, dir string) (*agent.Config, *agent.Desired, error)
 	// Converge converges the host and returns the changes it made and the
 	// desired state it converged to; while a host fact is briefly missing
 	// it keeps converging to last (agent.Host.Converge).

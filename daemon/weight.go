@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"net/netip"
 	"reflect"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/dsr-agent/dsr-agent/agent"
 	"github.com/dsr-agent/dsr-agent/health/weight"
-	"github.com/dsr-agent/dsr-agent/listener"
 )
 
 // weightLoop is the running agent-check weight sampler and what it was
@@ -67,18 +65,12 @@ func (d *daemon) runWeight(ctx context.Context, key weightKey) {
 	wc := key.cfg
 	src := weight.Sources{}
 	if wc.Connections > 0 {
-		diag, err := listener.Open(-1)
+		conns, err := openConnections(key.addrs, key.ports)
 		if err != nil {
 			src.Connections = func() (int, error) { return 0, err }
 		} else {
-			defer diag.Close()
-			src.Connections = func() (int, error) {
-				n, err := diag.CountEstablished(key.addrs, key.ports)
-				if err != nil {
-					return 0, fmt.Errorf("count established connections: %w", err)
-				}
-				return n, nil
-			}
+			defer conns.Close()
+			src.Connections = conns.Count
 		}
 	}
 	if wc.Exec != "" {

@@ -14,7 +14,7 @@ import (
 // Pure tests of the comparison: no kernel, no root.
 
 func TestExpectedComparesEqualToItself(t *testing.T) {
-	for _, s := range []Spec{arpSpec(), nat4Spec(), nat6Spec(), &ARPTable{}, &NATTable{IPv6: true}} {
+	for _, s := range []Spec{arpSpec(), nat4Spec(), nat6Spec(), &ARPTable{}, &NATTable{IPv6: true}, arpGuardSpec(), nat6GuardSpec(), &ARPGuard{}, nsGuardSpec(), mss6GuardSpec()} {
 		if d := s.expected().diff(s.Family(), s.expected()); d != "" {
 			t.Errorf("%s: spec differs from itself: %s", TableRef(s.Family()), d)
 		}
@@ -175,5 +175,20 @@ func TestDiffNamesSetsAndChains(t *testing.T) {
 	}
 	if d := (tableContent{missing: true}).diff(nftables.TableFamilyARP, want); d != "table missing" {
 		t.Errorf("missing table: %q", d)
+	}
+}
+
+func TestSuppresses(t *testing.T) {
+	for _, c := range []struct {
+		spec Spec
+		want bool
+	}{
+		{arpSpec(), true}, {arpGuardSpec(), true}, {nsGuardSpec(), true}, {nat6GuardSpec(), true}, {mss6GuardSpec(), true},
+		{nat4Spec(), false}, {nat6Spec(), false}, {mss4Spec(), false}, {mss6Spec(), false},
+		{&NATTable{DropNS: true}, false}, // IPv4: DropNS is ignored
+	} {
+		if got := Suppresses(c.spec); got != c.want {
+			t.Errorf("Suppresses(%s %T) = %v, want %v", TableRef(c.spec.Family()), c.spec, got, c.want)
+		}
 	}
 }

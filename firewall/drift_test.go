@@ -22,6 +22,9 @@ const (
 	arpInRule    = arpGuardText + " arp daddr ip @vips counter drop"
 	arpOutRule   = arpGuardText + " arp saddr ip @vips counter arp saddr ip set arp saddr ip map @vip2real"
 	natTCPRule   = "meta l4proto tcp counter redirect to :ip daddr . meta l4proto . th dport map @vip_ports"
+	guardInRule  = arpGuardText + " arp operation request arp daddr ip @vips arp saddr ip != @vips counter drop"
+	guardOutRule = arpGuardText + " arp saddr ip @vips counter drop"
+	nsJumpRule   = "icmpv6 type nd-neighbor-solicit jump ns_vips"
 	natUDPRule   = "meta l4proto udp counter redirect to :ip daddr . meta l4proto . th dport map @vip_ports"
 )
 
@@ -125,6 +128,49 @@ add rule ip dsr-agent prerouting ` + natUDPRule + "\n",
 	{"ip prerouting policy drop", func() Spec { return nat4Spec() },
 		"add chain ip dsr-agent prerouting { type nat hook prerouting priority dstnat; policy drop; }",
 		[]string{"chain prerouting: policy drop, want accept"}},
+	// firewalld mode's ARP guard: switched off, or back to the arptables
+	// mode's rule (which also drops the director's gratuitous ARP).
+	{"arp guard dormant", func() Spec { return arpGuardSpec() },
+		"add table arp dsr-agent { flags dormant; }",
+		[]string{"table flags dormant, want none"}},
+	{"arp guard drops every ARP for a VIP", func() Spec { return arpGuardSpec() }, `
+flush chain arp dsr-agent input
+add rule arp dsr-agent input ` + arpInRule + "\n",
+		[]string{"chain input: rule 1: changed"}},
+	{"arp guard input accepts", func() Spec { return arpGuardSpec() }, `
+flush chain arp dsr-agent input
+add rule arp dsr-agent input ` + strings.TrimSuffix(guardInRule, "drop") + "accept\n",
+		[]string{"chain input: rule 1: verdict accept, want drop"}},
+	{"arp guard output gone", func() Spec { return arpGuardSpec() }, `
+delete chain arp dsr-agent output
+`, []string{"chain output missing"}},
+	{"arp guard output on hook input", func() Spec { return arpGuardSpec() }, `
+delete chain arp dsr-agent output
+add chain arp dsr-agent output { type filter hook input priority filter; policy accept; }
+add rule arp dsr-agent output ` + guardOutRule + "\n",
+		[]string{"chain output: hook input, want output"}},
+	// The Neighbour Solicitation guard in firewalld mode's ip6 table.
+	{"ns guard gone", func() Spec { return nat6GuardSpec() }, `
+delete chain ip6 dsr-agent input
+`, []string{"chain input missing"}},
+	{"ns guard loses a VIP", func() Spec { return nat6GuardSpec() }, `
+flush chain ip6 dsr-agent ns_vips
+add rule ip6 dsr-agent ns_vips @th,64,128 0x20010db8000000000000000000000010 counter drop
+`, []string{"chain ns_vips: 1 rules, want 2"}},
+	{"ns guard on hook output", func() Spec { return nat6GuardSpec() }, `
+delete chain ip6 dsr-agent input
+add chain ip6 dsr-agent input { type filter hook output priority filter; policy accept; }
+add rule ip6 dsr-agent input ` + nsJumpRule + "\n",
+		[]string{"chain input: hook output, want input"}},
+	{"ns guard jumps on NA instead", func() Spec { return nat6GuardSpec() }, `
+flush chain ip6 dsr-agent input
+add rule ip6 dsr-agent input icmpv6 type nd-neighbor-advert jump ns_vips
+`, []string{"chain input: rule 1: changed"}},
+	{"ns guard per-VIP rule accepts", func() Spec { return nat6GuardSpec() }, `
+flush chain ip6 dsr-agent ns_vips
+add rule ip6 dsr-agent ns_vips @th,64,128 0x20010db8000000000000000000000010 counter accept
+add rule ip6 dsr-agent ns_vips @th,64,128 0x20010db8000000000000000000000011 counter drop
+`, []string{"chain ns_vips: rule 1: verdict accept, want drop"}},
 	// Elements that expire: the redirects vanish an hour later.
 	{"ip map vip_ports timeout", func() Spec { return nat4Spec() }, `
 flush chain ip dsr-agent prerouting
@@ -186,7 +232,7 @@ func assertActive(t *testing.T, ns *netnstest.NS, spec Spec) {
 	if strings.Contains(got, "flags") {
 		t.Fatalf("flags left after Replace:\n%s", got)
 	}
-	name := map[Family]string{nftables.TableFamilyARP: "arp", nftables.TableFamilyIPv4: "nat4", nftables.TableFamilyIPv6: "nat6"}[spec.Family()]
+	name := goldenName(spec)
 	want, err := os.ReadFile(filepath.Join("testdata", name+".kernel.nft"))
 	if err != nil {
 		t.Fatal(err)

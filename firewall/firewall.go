@@ -232,6 +232,11 @@ func Dial(nsFD int) (*nftables.Conn, error) {
 			// Fails without CAP_NET_ADMIN (validate, dry-run as a user):
 			// those send no batch, so the default buffer is fine.
 			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, batchBufferBytes)
+			// The kernel acknowledges every message of the batch, and the
+			// acknowledgements queue up until the batch is done: one rule
+			// per IPv6 VIP (the Neighbour Solicitation guard) overflows the
+			// default receive buffer at a few thousand VIPs (ENOBUFS).
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, batchBufferBytes)
 		})
 	})}
 	if nsFD >= 0 {

@@ -34,10 +34,82 @@ func nat6Spec() *NATTable {
 	}}
 }
 
+// arpGuardSpec is firewalld mode's ARP table (VIPs unsorted, one twice).
+func arpGuardSpec() *ARPGuard {
+	return &ARPGuard{VIPs: []netip.Addr{netip.MustParseAddr("192.0.2.11"), netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("192.0.2.11")}}
+}
+
+// nat6GuardSpec is firewalld mode's ip6 table with the Neighbour
+// Solicitation guard: two VIPs, one with two ports.
+func nat6GuardSpec() *NATTable {
+	return &NATTable{IPv6: true, DropNS: true, Redirects: []Redirect{
+		{VIP: netip.MustParseAddr("2001:db8::11"), Proto: unix.IPPROTO_TCP, Port: 443, ToPort: 8443},
+		{VIP: netip.MustParseAddr("2001:db8::10"), Proto: unix.IPPROTO_TCP, Port: 443, ToPort: 8443},
+		{VIP: netip.MustParseAddr("2001:db8::10"), Proto: unix.IPPROTO_UDP, Port: 53, ToPort: 5353},
+	}}
+}
+
+// nsGuardSpec is the standalone Neighbour Solicitation guard (loopback and
+// arptables modes' IPv6 VIPs on lo).
+func nsGuardSpec() *NSGuard {
+	return &NSGuard{VIPs: []netip.Addr{netip.MustParseAddr("2001:db8::11"), netip.MustParseAddr("2001:db8::10")}}
+}
+
+// mss6GuardSpec is tunnel mode's ip6 table with the guard.
+func mss6GuardSpec() *MSSTable {
+	m := mss6Spec()
+	m.DropNS = true
+	return m
+}
+
+// goldenName is the testdata name of a spec's table.
+func goldenName(s Spec) string {
+	switch s := s.(type) {
+	case *ARPTable:
+		return "arp"
+	case *ARPGuard:
+		return "arpguard"
+	case *NSGuard:
+		return "nsguard"
+	case *MSSTable:
+		switch {
+		case s.IPv6 && s.DropNS:
+			return "mss6guard"
+		case s.IPv6:
+			return "mss6"
+		}
+		return "mss4"
+	case *NATTable:
+		switch {
+		case s.IPv6 && s.DropNS:
+			return "nat6guard"
+		case s.IPv6:
+			return "nat6"
+		}
+		return "nat4"
+	}
+	return "unknown"
+}
+
 func TestRenderGolden(t *testing.T) {
 	golden.Assert(t, "arp.render.nft", RenderReplace(arpSpec()))
 	golden.Assert(t, "nat4.render.nft", RenderReplace(nat4Spec()))
 	golden.Assert(t, "nat6.render.nft", RenderReplace(nat6Spec()))
+	golden.Assert(t, "arpguard.render.nft", RenderReplace(arpGuardSpec()))
+	golden.Assert(t, "nat6guard.render.nft", RenderReplace(nat6GuardSpec()))
+	golden.Assert(t, "nsguard.render.nft", RenderReplace(nsGuardSpec()))
+	golden.Assert(t, "mss6guard.render.nft", RenderReplace(mss6GuardSpec()))
+	// The guard is IPv6's only: IPv4 tables ignore DropNS.
+	v4 := nat4Spec()
+	v4.DropNS = true
+	if RenderReplace(v4) != RenderReplace(nat4Spec()) {
+		t.Error("DropNS changed the IPv4 nat table")
+	}
+	m4 := mss4Spec()
+	m4.DropNS = true
+	if RenderReplace(m4) != RenderReplace(mss4Spec()) {
+		t.Error("DropNS changed the IPv4 MSS table")
+	}
 }
 
 var counterRE = regexp.MustCompile(`counter packets \d+ bytes \d+`)
@@ -52,7 +124,8 @@ func listTable(t *testing.T, ns *netnstest.NS, f Family) string {
 // the kernel's view (nft list) against testdata, that the rendered script is
 // accepted by nft itself, and that the table compares equal to its spec.
 func TestReplaceMatchesKernel(t *testing.T) {
-	for name, spec := range map[string]Spec{"arp": arpSpec(), "nat4": nat4Spec(), "nat6": nat6Spec()} {
+	for _, spec := range []Spec{arpSpec(), nat4Spec(), nat6Spec(), arpGuardSpec(), nat6GuardSpec(), nsGuardSpec(), mss6GuardSpec()} {
+		name := goldenName(spec)
 		t.Run(name, func(t *testing.T) {
 			ns := netnstest.New(t)
 			m := &Manager{Conn: ns.NFT(t)}
@@ -158,5 +231,26 @@ func TestForeignTablesUntouched(t *testing.T) {
 	after := ns.Exec(t, "nft", "list", "ruleset")
 	if before != after {
 		t.Fatalf("foreign tables changed\n--- before\n%s\n--- after\n%s", before, after)
+	}
+}
+
+// TestNSGuardManyVIPs: one rule per IPv6 VIP in ns_vips, so a large list is
+// a large batch; it must go through in one transaction and compare equal.
+func TestNSGuardManyVIPs(t *testing.T) {
+	ns := netnstest.New(t)
+	conn, err := Dial(int(ns.Handle)) // as dsr-agent opens it: a send buffer for large batches
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Manager{Conn: conn}
+	spec := nat6Many(5000, true)
+	if err := m.Replace(spec); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := m.Diff(spec); err != nil || d != "" {
+		t.Fatalf("Diff = %q, %v; want in sync", d, err)
+	}
+	if n := strings.Count(ns.Exec(t, "nft", "list", "chain", "ip6", TableName, nsChainName), "drop"); n != 5000 {
+		t.Fatalf("ns_vips has %d rules, want 5000", n)
 	}
 }

@@ -25,6 +25,10 @@ type MSSTable struct {
 	IPv6 bool
 	VIPs []netip.Addr
 	MSS  uint16
+	// DropNS adds, to the IPv6 table, the chains that drop Neighbour
+	// Solicitations for the VIPs (see NSGuard): tunnel mode's IPv6 VIPs are
+	// on lo, which proxy NDP does not count as local to the NIC.
+	DropNS bool
 }
 
 // NewMSSClamp is the tunnel-mode table of the family of ipv6: SYN-ACKs from
@@ -130,16 +134,23 @@ func (m *MSSTable) build(c *nftables.Conn, t *nftables.Table) error {
 	}
 	ch := c.AddChain(mssChain(t))
 	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: m.rule(s)})
+	if m.IPv6 && m.DropNS && len(m.VIPs) > 0 {
+		buildNSGuard(c, t, m.VIPs)
+	}
 	return nil
 }
 
 func (m *MSSTable) expected() tableContent {
 	s, elems := m.set(nil)
-	return tableContent{
+	tc := tableContent{
 		chains: []chainContent{{name: "output", base: true, typ: nftables.ChainTypeFilter, hook: *nftables.ChainHookOutput,
 			priority: int32(*mssPriority), policy: nftables.ChainPolicyAccept, rules: [][]expr.Any{m.rule(s)}}},
 		sets: []setContent{setContentOf(s, elems)},
 	}
+	if m.IPv6 && m.DropNS && len(m.VIPs) > 0 {
+		tc.chains = append(tc.chains, nsGuardContent(m.VIPs)...)
+	}
+	return tc
 }
 
 // Render implements Spec.
@@ -160,6 +171,11 @@ func (m *MSSTable) Render() string {
 	b.WriteString("\t}\n\n")
 	b.WriteString("\tchain output {\n\t\ttype filter hook output priority mangle; policy accept;\n")
 	fmt.Fprintf(&b, "\t\t%s saddr @vips tcp flags & (syn | ack) == (syn | ack) tcp option maxseg size > %d counter tcp option maxseg size set %d\n", fam, m.MSS, m.MSS)
-	b.WriteString("\t}\n}\n")
+	b.WriteString("\t}\n")
+	if m.IPv6 && m.DropNS && len(m.VIPs) > 0 {
+		b.WriteString("\n")
+		renderNSGuard(&b, m.VIPs)
+	}
+	b.WriteString("}\n")
 	return b.String()
 }

@@ -36,6 +36,23 @@ func ProtoName(p uint8) string {
 type NATTable struct {
 	IPv6      bool
 	Redirects []Redirect
+	// DropNS adds, to the IPv6 table, the input chain that drops Neighbour
+	// Solicitations for the redirected VIPs (see buildNSGuard): firewalld
+	// mode's answer to proxy NDP. Ignored for IPv4 (ARPGuard's job).
+	DropNS bool
+}
+
+// nsVIPs are the VIPs the Neighbour Solicitation guard covers (none unless
+// DropNS on the IPv6 table).
+func (n *NATTable) nsVIPs() []netip.Addr {
+	if !n.IPv6 || !n.DropNS {
+		return nil
+	}
+	var out []netip.Addr
+	for _, r := range n.Redirects {
+		out = append(out, r.VIP)
+	}
+	return sortedAddrs(out)
 }
 
 // Family implements Spec.
@@ -165,16 +182,23 @@ func (n *NATTable) build(c *nftables.Conn, t *nftables.Table) error {
 	for _, r := range n.rules(s) {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r})
 	}
+	if vips := n.nsVIPs(); len(vips) > 0 {
+		buildNSGuard(c, t, vips)
+	}
 	return nil
 }
 
 func (n *NATTable) expected() tableContent {
 	s, elems := n.set(nil)
-	return tableContent{
+	tc := tableContent{
 		chains: []chainContent{{name: "prerouting", base: true, typ: nftables.ChainTypeNAT, hook: *nftables.ChainHookPrerouting,
 			priority: int32(*natPriority), policy: nftables.ChainPolicyAccept, rules: n.rules(s)}},
 		sets: []setContent{setContentOf(s, elems)},
 	}
+	if vips := n.nsVIPs(); len(vips) > 0 {
+		tc.chains = append(tc.chains, nsGuardContent(vips)...)
+	}
+	return tc
 }
 
 // Render implements Spec.
@@ -197,6 +221,11 @@ func (n *NATTable) Render() string {
 	for _, p := range n.protos() {
 		fmt.Fprintf(&b, "\t\tmeta l4proto %s counter redirect to :%s . meta l4proto . th dport map @vip_ports\n", ProtoName(p), daddr)
 	}
-	b.WriteString("\t}\n}\n")
+	b.WriteString("\t}\n")
+	if vips := n.nsVIPs(); len(vips) > 0 {
+		b.WriteString("\n")
+		renderNSGuard(&b, vips)
+	}
+	b.WriteString("}\n")
 	return b.String()
 }

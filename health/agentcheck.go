@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -32,14 +33,14 @@ func (a *AgentServer) SetAllowed(p []netip.Prefix) {
 	a.allowed.Store(&cp)
 }
 
-// Run listens on addr (retrying) and answers until ctx is done.
+// Run listens on addr (retrying) and answers until ctx is done. The port is
+// listenFanout's sockets, as the health port: a host reconnecting as fast as
+// it is reset fills only its own accept queue.
 func (a *AgentServer) Run(ctx context.Context, addr string) error {
-	var ln net.Listener
 	for {
-		var err error
-		ln, err = listenFreebind(ctx, addr)
+		lns, err := listenFanout(ctx, addr)
 		if err == nil {
-			break
+			return a.serve(ctx, lns...)
 		}
 		a.log.Warn("agent-check: cannot listen yet, retrying", "listen", addr, "err", err)
 		select {
@@ -48,17 +49,34 @@ func (a *AgentServer) Run(ctx context.Context, addr string) error {
 		case <-time.After(retryListen):
 		}
 	}
-	ln = newGuardedListener(ln, "agent", MaxAgentConns, func() []netip.Prefix { return *a.allowed.Load() }, a.state.Metrics())
-	a.log.Info("agent-check: serving", "listen", ln.Addr().String(), "max_conns", MaxAgentConns)
-	go func() {
-		<-ctx.Done()
-		ln.Close()
-	}()
+}
+
+// serve answers on lns, the sockets of one port, which share one
+// connection cap; it returns when ctx is done.
+func (a *AgentServer) serve(ctx context.Context, lns ...net.Listener) error {
+	g := newConnGuard("agent", MaxAgentConns, func() []netip.Prefix { return *a.allowed.Load() }, a.state.Metrics())
+	a.log.Info("agent-check: serving", "listen", lns[0].Addr().String(), "max_conns", MaxAgentConns, "sockets", len(lns))
+	var wg sync.WaitGroup
+	for _, ln := range lns {
+		gl := &guardedListener{Listener: ln, connGuard: g}
+		stop := context.AfterFunc(ctx, func() { gl.Close() })
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer stop()
+			a.acceptLoop(ctx, gl)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (a *AgentServer) acceptLoop(ctx context.Context, ln net.Listener) {
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return
 			}
 			// Transient (EMFILE and the like): back off instead of spinning.
 			a.log.Warn("agent-check: accept", "err", err)

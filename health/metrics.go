@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	dsragent "github.com/dsr-agent/dsr-agent"
 	"github.com/dsr-agent/dsr-agent/health/weight"
 )
 
@@ -34,6 +35,7 @@ type Metrics struct {
 	weightPct    *prometheus.GaugeVec
 	weightSignal *prometheus.GaugeVec
 	weightConns  *prometheus.GaugeVec
+	weightMin    *prometheus.GaugeVec
 
 	mu           sync.Mutex
 	vipSeen      map[string]bool
@@ -72,19 +74,26 @@ func NewMetrics() *Metrics {
 		lastSnapshot: prometheus.NewGauge(prometheus.GaugeOpts{Name: "dsr_agent_last_observation_timestamp_seconds",
 			Help: "Unix time of the last observation of the host."}),
 		connRejects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dsr_agent_connections_rejected_total",
-			Help: "Connections reset at accept, by listener (http, agent) and reason (source: outside allowed_sources; limit: the listener's connection cap was reached)."}, []string{"listener", "reason"}),
+			Help: "Connections reset by the listener guard, by listener (http, agent) and reason (source: outside allowed_sources, at accept; limit: the connection cap was reached and no connection could give way, at accept; evicted: a connection waiting without a request in progress, reset at the cap to admit a new one)."}, []string{"listener", "reason"}),
 		weightPct: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dsr_agent_weight_percent",
 			Help: "The weight the HAProxy agent-check answers, in percent of the server's configured weight (absent without health.agent_check.weight)."}, nil),
 		weightSignal: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dsr_agent_weight_signal_percent",
 			Help: "Headroom of each load signal in the last sample (100 idle, 0 saturated); the weight follows the smallest, smoothed."}, []string{"signal"}),
 		weightConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dsr_agent_weight_connections",
 			Help: "Established TCP connections to the VIPs in the last sample (the weight's connections signal)."}, nil),
+		weightMin: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dsr_agent_weight_min_percent",
+			Help: "The floor the weight is held to (health.agent_check.weight.min): a weight equal to it is pinned there."}, nil),
 		vipSeen:      map[string]bool{},
 		listenerSeen: map[[3]string]bool{},
 	}
+	// Which build answers, for dashboards and rollouts: a constant 1.
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{Name: "dsr_agent_build_info",
+		Help:        "The running build: version (the VERSION file) and commit; always 1.",
+		ConstLabels: prometheus.Labels{"version": dsragent.Version(), "commit": dsragent.Commit()}})
+	buildInfo.Set(1)
 	m.Registry.MustRegister(m.healthy, m.inSync, m.suppression, m.vipPresent, m.listenerUp, m.checkUp, m.checkLatency,
 		m.checkProbes, m.repairs, m.reconciles, m.reconcileDur, m.drained, m.lastSnapshot, m.connRejects,
-		m.weightPct, m.weightSignal, m.weightConns,
+		m.weightPct, m.weightSignal, m.weightConns, m.weightMin, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.setDrain(InRotation)
 	return m
@@ -138,9 +147,11 @@ func (m *Metrics) setWeight(w *weight.Status) {
 		m.weightPct.Reset()
 		m.weightConns.Reset()
 		m.weightSignal.Reset()
+		m.weightMin.Reset()
 		return
 	}
 	m.weightPct.WithLabelValues().Set(float64(w.Percent))
+	m.weightMin.WithLabelValues().Set(float64(w.Min))
 	for name, v := range w.Signals {
 		m.weightSignal.WithLabelValues(name).Set(v)
 	}

@@ -128,9 +128,9 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 // still holds the port) and serves until ctx is done.
 func (s *Server) Run(ctx context.Context, addr string) error {
 	for {
-		ln, err := listenFreebind(ctx, addr)
+		lns, err := listenFanout(ctx, addr)
 		if err == nil {
-			return s.serve(ctx, ln)
+			return s.serve(ctx, lns...)
 		}
 		s.log.Warn("health: cannot listen yet, retrying", "listen", addr, "err", err)
 		select {
@@ -141,7 +141,9 @@ func (s *Server) Run(ctx context.Context, addr string) error {
 	}
 }
 
-func (s *Server) serve(ctx context.Context, ln net.Listener) error {
+// serve serves on lns, the sockets of one port (listenFanout), which share
+// one connection cap.
+func (s *Server) serve(ctx context.Context, lns ...net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: readHeaderTimeout,
@@ -151,8 +153,9 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
-	ln = newGuardedListener(ln, "http", MaxHTTPConns, func() []netip.Prefix { return *s.allowed.Load() }, s.state.Metrics())
-	s.log.Info("health: serving", "listen", ln.Addr().String(), "max_conns", MaxHTTPConns)
+	g := newConnGuard("http", MaxHTTPConns, func() []netip.Prefix { return *s.allowed.Load() }, s.state.Metrics())
+	srv.ConnState = g.connState
+	s.log.Info("health: serving", "listen", lns[0].Addr().String(), "max_conns", MaxHTTPConns, "sockets", len(lns))
 	done := make(chan struct{})
 	go func() {
 		select {
@@ -163,10 +166,20 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 		case <-done:
 		}
 	}()
-	err := srv.Serve(ln)
-	close(done)
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
+	errs := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() { errs <- srv.Serve(&guardedListener{Listener: ln, connGuard: g}) }()
 	}
-	return fmt.Errorf("health server: %w", err)
+	var err error
+	for range lns {
+		if e := <-errs; err == nil && !errors.Is(e, http.ErrServerClosed) {
+			err = e
+			_ = srv.Close() // one socket failed: stop the others, Run's caller decides
+		}
+	}
+	close(done)
+	if err != nil {
+		return fmt.Errorf("health server: %w", err)
+	}
+	return nil
 }

@@ -5,17 +5,13 @@ NFPM_VERSION := v2.45.0
 NFPM := $(GOBIN_DIR)/nfpm
 DIST := dist
 
-# Package version: from the newest vX.Y.Z tag (release = commits since it + 1,
-# plus the commit when past the tag); 0.0.0 with release 0.N.gSHA before any tag.
-PKG_DESCRIBE := $(shell git describe --tags --long --match 'v[0-9]*' 2>/dev/null)
-ifneq ($(PKG_DESCRIBE),)
-PKG_VERSION ?= $(patsubst v%,%,$(word 1,$(subst -, ,$(PKG_DESCRIBE))))
-PKG_DISTANCE := $(word 2,$(subst -, ,$(PKG_DESCRIBE)))
-PKG_RELEASE ?= $(if $(filter 0,$(PKG_DISTANCE)),1,$(shell echo $$(($(PKG_DISTANCE)+1))).g$(COMMIT))
-else
-PKG_VERSION ?= 0.0.0
-PKG_RELEASE ?= 0.$(shell git rev-list --count HEAD 2>/dev/null || echo 0).g$(COMMIT)
-endif
+# Package version and release (packaging/version.sh, no git tags needed):
+# VERSION, release 1 at the commit that set it (the release commit, on the
+# first-parent line), N+1.gSHA for a build N commits later (sorts after the
+# release, before the next version); `make release` builds only release commits.
+PKG_VR := $(shell packaging/version.sh)
+PKG_VERSION ?= $(word 1,$(PKG_VR))
+PKG_RELEASE ?= $(word 2,$(PKG_VR))
 PKG_ENV := PKG_VERSION=$(PKG_VERSION) PKG_RELEASE=$(PKG_RELEASE) NFPM=$(NFPM)
 
 .PHONY: rpm deb packages test-packaging

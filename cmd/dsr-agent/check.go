@@ -37,7 +37,7 @@ func checkCmd(c *cli.Context) error {
 	}
 	target := c.Args().First()
 	if target == "" {
-		cfg, err := agent.LoadConfig(c.String("config"))
+		cfg, err := agent.LoadConfig(c.String("config"), c.String("config-dir"))
 		if err != nil {
 			return err
 		}

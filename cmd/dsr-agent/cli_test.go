@@ -63,8 +63,12 @@ func writeConfig(t *testing.T, yaml string) string {
 	return f
 }
 
+// hostView is what dsr-agent could change. IPv6 link-local addresses are
+// left out: the kernel adds them (and ends their DAD) on its own schedule
+// after a link comes up, which made the comparison flaky.
 func hostView(t *testing.T, ns *netnstest.NS) string {
-	return ns.Exec(t, "ip", "addr") + ns.Exec(t, "nft", "list", "ruleset") + ns.Sysctl(t, "net", "ipv4", "conf", "all", "arp_ignore")
+	return ns.Exec(t, "ip", "-o", "-4", "addr") + ns.Exec(t, "ip", "-o", "-6", "addr", "show", "scope", "global") +
+		ns.Exec(t, "ip", "-o", "link") + ns.Exec(t, "nft", "list", "ruleset") + ns.Sysctl(t, "net", "ipv4", "conf", "all", "arp_ignore")
 }
 
 func TestCLIExitCodesAndDryRun(t *testing.T) {

@@ -4,18 +4,66 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/dsr-agent/dsr-agent/agent"
+	"github.com/dsr-agent/dsr-agent/internal/confdir"
 	"github.com/dsr-agent/dsr-agent/internal/instance"
 )
+
+// configFiles reads the config file and its drop-ins, with validate's
+// --drop-in NAME=FILE standing in for (or added as) the drop-in NAME: what
+// Ansible's `validate:` needs to check a drop-in template in the context of
+// the host's config before it is written.
+func configFiles(c *cli.Context) ([]confdir.File, error) {
+	dir := c.String("config-dir")
+	files, err := confdir.Read(c.String("config"), dir, agent.MaxConfigSize)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", agent.ErrInvalidConfig, err)
+	}
+	for _, spec := range c.StringSlice("drop-in") {
+		name, file, ok := strings.Cut(spec, "=")
+		if !ok || name == "" || file == "" || strings.Contains(name, "/") {
+			return nil, fmt.Errorf("%w: --drop-in %q: expected NAME=FILE (NAME a file name such as 50-host.yaml)", errUsage, spec)
+		}
+		if m, _ := filepath.Match(confdir.DropInPattern, name); !m {
+			return nil, fmt.Errorf("%w: --drop-in %q: NAME must match %s (other names are not read as drop-ins)", errUsage, spec, confdir.DropInPattern)
+		}
+		info, err := os.Stat(file)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --drop-in %s: %w", agent.ErrInvalidConfig, spec, err)
+		}
+		if info.Size() > agent.MaxConfigSize {
+			return nil, fmt.Errorf("%w: --drop-in %s: larger than %d KiB", agent.ErrInvalidConfig, spec, agent.MaxConfigSize>>10)
+		}
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --drop-in %s: %w", agent.ErrInvalidConfig, spec, err)
+		}
+		// Shown under its place in the directory, so the order and the
+		// messages are the ones the host will see.
+		path := filepath.Join(dir, name)
+		files = slices.DeleteFunc(files, func(f confdir.File) bool { return f.DropIn && f.Path == path })
+		files = append(files, confdir.File{Path: path, Data: data, DropIn: true})
+	}
+	slices.SortStableFunc(files[1:], func(a, b confdir.File) int { return strings.Compare(a.Path, b.Path) })
+	return files, nil
+}
 
 func commands() []*cli.Command {
 	cmds := []*cli.Command{
 		{
-			Name:   "validate",
-			Usage:  "parse and check the config; change nothing",
+			Name:  "validate",
+			Usage: "parse and check the config and its drop-ins; change nothing",
+			Flags: []cli.Flag{
+				&cli.BoolFlag{Name: "print", Usage: "print the effective config, each value with the file and line it came from"},
+				&cli.StringSliceFlag{Name: "drop-in", Usage: "check `NAME=FILE` as if FILE were the drop-in NAME of the config dir (replacing one of that name); repeatable"},
+			},
 			Action: validateCmd,
 		},
 		{
@@ -48,7 +96,7 @@ func commands() []*cli.Command {
 // host-dependent checks run inside Validate, Plan, Apply and Status against
 // the same snapshot they act on, so nothing changes unless all checks pass.
 func openWithConfig(c *cli.Context) (*agent.Config, *agent.Host, error) {
-	cfg, err := agent.LoadConfig(c.String("config"))
+	cfg, err := agent.LoadConfig(c.String("config"), c.String("config-dir"))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -60,7 +108,20 @@ func openWithConfig(c *cli.Context) (*agent.Config, *agent.Host, error) {
 }
 
 func validateCmd(c *cli.Context) error {
-	cfg, host, err := openWithConfig(c)
+	files, err := configFiles(c)
+	if err != nil {
+		return err
+	}
+	cfg, merged, err := agent.ParseFiles(files)
+	if err != nil {
+		return err
+	}
+	if c.Bool("print") {
+		if err := merged.Print(c.App.Writer); err != nil {
+			return err
+		}
+	}
+	host, err := agent.OpenHost(c.String("state-dir"))
 	if err != nil {
 		return err
 	}
@@ -68,7 +129,15 @@ func validateCmd(c *cli.Context) error {
 	if err := host.Validate(cfg); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.App.Writer, "config %s is valid: mode %s, %d VIP(s)\n", c.String("config"), cfg.Mode, len(cfg.VIPs))
+	var dropIns []string
+	for _, f := range files[1:] {
+		dropIns = append(dropIns, filepath.Base(f.Path))
+	}
+	with := ""
+	if len(dropIns) > 0 {
+		with = " (drop-ins: " + strings.Join(dropIns, ", ") + ")"
+	}
+	fmt.Fprintf(c.App.Writer, "config %s is valid: mode %s, %d VIP(s)%s\n", c.String("config"), cfg.Mode, len(cfg.VIPs), with)
 	// What a running firewalld would do to this config's traffic: warnings,
 	// the config itself is valid.
 	findings, err := host.Firewalld(c.Context, cfg)

@@ -52,6 +52,10 @@ func manTrailer(app *cli.App) string {
 	b.WriteString(".TP\n.B 0\nsuccess; for \\fBstatus\\fR: the host is in sync with the config\n")
 	b.WriteString(".TP\n.B 1\nfailure, or for \\fBstatus\\fR: the host differs from the config (each difference is listed)\n")
 	b.WriteString(".TP\n.B 2\nbad usage or invalid config (the message names the field and the value; nothing on the host is touched)\n")
+	fmt.Fprintf(&b, ".TP\n.B %d\n\\fBdrain\\fR, \\fBundrain\\fR, \\fBreload\\fR: not confirmed. The daemon did not answer within "+
+		"\\fB--confirm-timeout\\fR (5s; stopped or hung). A drain or undrain is recorded in the state dir and takes effect when the "+
+		"daemon resumes (a restarted daemon reads it at start); a reload is queued and runs when it resumes. "+
+		"Repeating the command is safe (drain twice is drained) and confirms it\n", exitUnconfirmed)
 
 	var files, env []string
 	for _, f := range app.Flags {

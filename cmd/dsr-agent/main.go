@@ -12,14 +12,16 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	dsragent "github.com/dsr-agent/dsr-agent"
 	"github.com/dsr-agent/dsr-agent/agent"
 	"github.com/dsr-agent/dsr-agent/internal/safedir"
 )
 
-// Set at build time by the Makefile (-X main.version=… -X main.commit=…).
+// The release version (the repository's VERSION file, embedded) and the
+// commit (go build's VCS stamp); see the root package dsragent.
 var (
-	version = "0.0.0-dev"
-	commit  = "unknown"
+	version = dsragent.Version()
+	commit  = dsragent.Commit()
 )
 
 const (
@@ -75,6 +77,7 @@ func newApp() *cli.App {
 		HideHelpCommand:      true,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Value: "/etc/dsr-agent/config.yaml", EnvVars: []string{"DSR_AGENT_CONFIG"}, Usage: "config `FILE`"},
+			&cli.StringFlag{Name: "config-dir", Value: agent.DefaultConfigDir, EnvVars: []string{"DSR_AGENT_CONFIG_DIR"}, Usage: "drop-in `DIR`: *.yaml read after the config file in lexical order (lists appended, later values win)"},
 			&cli.StringFlag{Name: "state-dir", Value: "/var/lib/dsr-agent", EnvVars: []string{"DSR_AGENT_STATE_DIR"}, Usage: "state `DIR` (owned addresses, saved sysctls, drain)"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"DSR_AGENT_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		},

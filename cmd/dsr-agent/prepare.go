@@ -20,7 +20,7 @@ func prepareCommand() *cli.Command {
 		Name:  "prepare",
 		Usage: "load the kernel modules the config needs (mode tunnel: ipip, ip6_tunnel, fou); the unit runs it before the daemon",
 		Action: func(c *cli.Context) error {
-			cfg, err := agent.LoadConfig(c.String("config"))
+			cfg, err := agent.LoadConfig(c.String("config"), c.String("config-dir"))
 			if err != nil {
 				return err
 			}

@@ -49,7 +49,7 @@ func (s *Sampler) Prime() {
 // the time of the reading (the moving average uses the real interval, so a
 // late tick does not distort it).
 func (s *Sampler) Sample(now time.Time) Status {
-	st := Status{Signals: map[string]float64{}, Time: now}
+	st := Status{Signals: map[string]float64{}, Time: now, Min: s.cfg.Min}
 	fail := func(signal string, err error) {
 		if st.Errors == nil {
 			st.Errors = map[string]string{}

@@ -29,6 +29,7 @@ type Status struct {
 	// Percent is the answer: the smoothed weight rounded, never below the
 	// configured min.
 	Percent  int     `json:"percent"`
+	Min      int     `json:"min"`      // the configured floor (weight.min)
 	Raw      float64 `json:"raw"`      // this sample: the smallest headroom
 	Smoothed float64 `json:"smoothed"` // the moving average of Raw
 	// Signals is each signal's headroom (0..100) in this sample; a signal

@@ -86,6 +86,7 @@ ok "built $(basename "$rpm1") $(basename "$deb1") and v2 $(basename "$rpm2") $(b
 
 # ---------------------------------------------------------------- RPM metadata
 same "rpm -qlp: file list" "/etc/dsr-agent
+/etc/dsr-agent/config.d
 /etc/dsr-agent/config.yaml
 /usr/bin/dsr-agent
 /usr/lib/firewalld
@@ -93,15 +94,23 @@ same "rpm -qlp: file list" "/etc/dsr-agent
 /usr/lib/firewalld/services/dsr-agent.xml
 /usr/lib/systemd/system/dsr-agent.service
 /usr/share/bash-completion/completions/dsr-agent
+/usr/share/doc/dsr-agent/CHANGELOG.md
 /usr/share/doc/dsr-agent/README.md
+/usr/share/doc/dsr-agent/alerts.md
 /usr/share/doc/dsr-agent/examples/seed-stack.yaml
 /usr/share/doc/dsr-agent/packaging.md
+/usr/share/dsr-agent
+/usr/share/dsr-agent/grafana
+/usr/share/dsr-agent/grafana/dsr-agent-pool.json
+/usr/share/dsr-agent/prometheus
+/usr/share/dsr-agent/prometheus/dsr-agent.rules.yml
 /usr/share/licenses/dsr-agent/LICENSE
 /usr/share/man/man8/dsr-agent.8.gz
 /var/lib/dsr-agent" "$(rpm -qlp "$rpm1")"
 
 # %config(noreplace) = flags "cn"; %doc = "d"; %license = "l"; modes and owners.
 same "rpm: config(noreplace), doc, license flags; modes and owners" "<> drwxr-xr-x root:root /etc/dsr-agent
+<> drwxr-xr-x root:root /etc/dsr-agent/config.d
 <cn> -rw-r--r-- root:root /etc/dsr-agent/config.yaml
 <> -rwxr-xr-x root:root /usr/bin/dsr-agent
 <> drwxr-xr-x root:root /usr/lib/firewalld
@@ -109,9 +118,16 @@ same "rpm: config(noreplace), doc, license flags; modes and owners" "<> drwxr-xr
 <> -rw-r--r-- root:root /usr/lib/firewalld/services/dsr-agent.xml
 <> -rw-r--r-- root:root /usr/lib/systemd/system/dsr-agent.service
 <> -rw-r--r-- root:root /usr/share/bash-completion/completions/dsr-agent
+<d> -rw-r--r-- root:root /usr/share/doc/dsr-agent/CHANGELOG.md
 <d> -rw-r--r-- root:root /usr/share/doc/dsr-agent/README.md
+<d> -rw-r--r-- root:root /usr/share/doc/dsr-agent/alerts.md
 <d> -rw-r--r-- root:root /usr/share/doc/dsr-agent/examples/seed-stack.yaml
 <d> -rw-r--r-- root:root /usr/share/doc/dsr-agent/packaging.md
+<> drwxr-xr-x root:root /usr/share/dsr-agent
+<> drwxr-xr-x root:root /usr/share/dsr-agent/grafana
+<> -rw-r--r-- root:root /usr/share/dsr-agent/grafana/dsr-agent-pool.json
+<> drwxr-xr-x root:root /usr/share/dsr-agent/prometheus
+<> -rw-r--r-- root:root /usr/share/dsr-agent/prometheus/dsr-agent.rules.yml
 <l> -rw-r--r-- root:root /usr/share/licenses/dsr-agent/LICENSE
 <> -rw-r--r-- root:root /usr/share/man/man8/dsr-agent.8.gz
 <> drwx------ root:root /var/lib/dsr-agent" \
@@ -135,17 +151,22 @@ same "rpm %preun is packaging/scripts/rpm/preun.sh" "$(cat packaging/scripts/rpm
 same "rpm %postun is packaging/scripts/rpm/postun.sh" "$(cat packaging/scripts/rpm/postun.sh)" "$(rpm_script POSTUN)"
 
 # ---------------------------------------------------------------- DEB metadata
-same "deb: file list" "./etc/dsr-agent/config.yaml
+same "deb: file list" "./etc/dsr-agent/config.d/
+./etc/dsr-agent/config.yaml
 ./usr/bin/dsr-agent
 ./usr/lib/firewalld/services/dsr-agent.xml
 ./usr/lib/systemd/system/dsr-agent.service
 ./usr/share/bash-completion/completions/dsr-agent
+./usr/share/doc/dsr-agent/CHANGELOG.md
 ./usr/share/doc/dsr-agent/README.md
+./usr/share/doc/dsr-agent/alerts.md
 ./usr/share/doc/dsr-agent/copyright
 ./usr/share/doc/dsr-agent/examples/seed-stack.yaml
 ./usr/share/doc/dsr-agent/packaging.md
+./usr/share/dsr-agent/grafana/dsr-agent-pool.json
+./usr/share/dsr-agent/prometheus/dsr-agent.rules.yml
 ./usr/share/man/man8/dsr-agent.8.gz
-./var/lib/dsr-agent/" "$(dpkg-deb -c "$deb1" | awk '$1 !~ /^d/ || $NF == "./var/lib/dsr-agent/" {print $NF}' | sort)"
+./var/lib/dsr-agent/" "$(dpkg-deb -c "$deb1" | awk '$1 !~ /^d/ || $NF == "./var/lib/dsr-agent/" || $NF == "./etc/dsr-agent/config.d/" {print $NF}' | sort)"
 mkdir -p "$work/debctl"
 dpkg-deb -e "$deb1" "$work/debctl"
 same "deb conffiles: the config only" "/etc/dsr-agent/config.yaml" "$(cat "$work/debctl/conffiles")"
@@ -168,11 +189,17 @@ check "rpm and deb ship the same binary" cmp -s "$x/usr/bin/dsr-agent" "$dx/usr/
 check "rpm and deb ship the same unit" cmp -s "$x/usr/lib/systemd/system/$UNIT" "$dx/usr/lib/systemd/system/$UNIT"
 check "the packaged unit is packaging/$UNIT" cmp -s "$x/usr/lib/systemd/system/$UNIT" "packaging/$UNIT"
 check "the packaged config is packaging/config.yaml" cmp -s "$x/etc/dsr-agent/config.yaml" packaging/config.yaml
+check "the packaged alerting rules are deploy/prometheus's" cmp -s "$x/usr/share/dsr-agent/prometheus/dsr-agent.rules.yml" deploy/prometheus/dsr-agent.rules.yml
+check "the packaged dashboard is deploy/grafana's" cmp -s "$x/usr/share/dsr-agent/grafana/dsr-agent-pool.json" deploy/grafana/dsr-agent-pool.json
+check "rpm and deb ship the same rules" cmp -s "$x/usr/share/dsr-agent/prometheus/dsr-agent.rules.yml" "$dx/usr/share/dsr-agent/prometheus/dsr-agent.rules.yml"
+check "rpm and deb ship the same dashboard" cmp -s "$x/usr/share/dsr-agent/grafana/dsr-agent-pool.json" "$dx/usr/share/dsr-agent/grafana/dsr-agent-pool.json"
 check "LICENSE is Apache-2.0" grep -q 'Apache License' "$x/usr/share/licenses/dsr-agent/LICENSE"
 bin=$x/usr/bin/dsr-agent
 if ldd "$bin" >/dev/null 2>&1; then bad "binary is static"; else ok "binary is static (ldd: not a dynamic executable)"; fi
 ver=$("$bin" --version)
-if [[ $ver =~ ^dsr-agent\ [^[:space:]]+\ \(commit\ [0-9a-f]{7,}\)$ ]] && [[ $ver != *0.0.0-dev* ]]; then
+# The version is VERSION's (the package's own version may differ: v2 below);
+# a build from a tree with uncommitted changes says so in the commit.
+if [[ $ver =~ ^dsr-agent\ $(cat VERSION)\ \(commit\ [0-9a-f]{7,}(-dirty)?\)$ ]]; then
 	ok "version-stamped: $ver"
 else
 	bad "version-stamped: got '$ver'"
@@ -190,7 +217,7 @@ comp=$x/usr/share/bash-completion/completions/dsr-agent
 same "bash completion registers for dsr-agent" "complete -o bashdefault -o default -o nospace -F _dsr_agent_bash_autocomplete dsr-agent" \
 	"$(bash -c 'source "$1" && complete -p dsr-agent' _ "$comp")"
 # The completion asks the binary: the candidates it offers are the visible commands.
-same "completion candidates (dsr-agent --generate-bash-completion)" "validate apply status remove check prepare run drain undrain" \
+same "completion candidates (dsr-agent --generate-bash-completion)" "validate apply status remove check prepare run drain undrain reload" \
 	"$("$bin" --generate-bash-completion | awk -F: '{print $1}' | xargs)"
 
 cfgtest=$work/cfg
@@ -307,6 +334,7 @@ rpm_cycle() {
 	quiet "rpm[$mode] erase" "$RPM_OK" rpmr "$r" -e dsr-agent
 	same "rpm[$mode] erase: systemctl calls" "$want_erase" "$(calls "$r")"
 	check "rpm[$mode] erase removes the binary and the unit" test ! -e "$r/usr/bin/dsr-agent" -a ! -e "$r/usr/lib/systemd/system/$UNIT"
+	check "rpm[$mode] erase removes /usr/share/dsr-agent" test ! -e "$r/usr/share/dsr-agent"
 	check "rpm[$mode] erase saves the edited config as .rpmsave" grep -q '^# edited by the operator' "$r/etc/dsr-agent/config.yaml.rpmsave"
 }
 rpm_cycle online "--no-reload preset $UNIT" "daemon-reload
@@ -339,6 +367,7 @@ deb_cycle() {
 	same "deb[$mode] remove: systemctl calls" "$want_remove" "$(calls "$r")"
 	check "deb[$mode] remove removes the binary, keeps config and state" \
 		test ! -e "$r/usr/bin/dsr-agent" -a -e "$r/etc/dsr-agent/config.yaml" -a -e "$r/var/lib/dsr-agent/state-file"
+	check "deb[$mode] remove removes /usr/share/dsr-agent" test ! -e "$r/usr/share/dsr-agent"
 	quiet "deb[$mode] purge" "$DPKG_OK" dpkgr "$r" -P dsr-agent
 	same "deb[$mode] purge: systemctl calls" "" "$(calls "$r")"
 	check "deb[$mode] purge removes config and state" test ! -e "$r/etc/dsr-agent/config.yaml" -a ! -e "$r/var/lib/dsr-agent"

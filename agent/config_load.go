@@ -1,0 +1,131 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/dsr-agent/dsr-agent/internal/confdir"
+)
+
+// DefaultConfigDir is where drop-ins are read from (env
+// DSR_AGENT_CONFIG_DIR): /etc/dsr-agent/config.d/*.yaml, after config.yaml,
+// in lexical order.
+const DefaultConfigDir = "/etc/dsr-agent/config.d"
+
+// LoadConfig reads the config file and the drop-ins of dir ("" or a missing
+// directory: none), merges them (lists appended, a later scalar wins) and
+// validates the result. It touches nothing on the host; checks that need the
+// host are in Resolve. Every error names the file and line it came from.
+func LoadConfig(path, dir string) (*Config, error) {
+	cfg, _, err := LoadEffective(path, dir)
+	return cfg, err
+}
+
+// LoadEffective is LoadConfig that also returns the merged tree, for
+// `validate --print`.
+func LoadEffective(path, dir string) (*Config, *confdir.Merged, error) {
+	files, err := confdir.Read(path, dir, MaxConfigSize)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	return ParseFiles(files)
+}
+
+// ParseFiles merges and validates config sources, the main file first.
+func ParseFiles(files []confdir.File) (*Config, *confdir.Merged, error) {
+	// Each file alone first: an unknown key or a wrong type is reported
+	// with the file it is in (the merged tree has lines but no files).
+	for _, f := range files {
+		if err := decodeStrict(f); err != nil {
+			return nil, nil, err
+		}
+	}
+	merged, err := confdir.Merge(files)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	var raw rawConfig
+	if merged.Root != nil {
+		if err := merged.Root.Decode(&raw); err != nil {
+			// Each file decoded alone, so this is a clash only the merge
+			// made; yaml.v3 still names the line.
+			return nil, nil, fmt.Errorf("%w: merged config: %s", ErrInvalidConfig, capLines(yamlMessage(err)))
+		}
+	}
+	if raw.empty() {
+		return nil, nil, fmt.Errorf("%w: %s: %s", ErrInvalidConfig, files[0].Path, emptyConfigMsg)
+	}
+	where := func(field string) string {
+		o, _ := merged.Origin(field)
+		return o.String()
+	}
+	cfg, err := raw.validate()
+	if err != nil {
+		return nil, nil, withOrigins(err, where)
+	}
+	cfg.origin = where
+	return cfg, merged, nil
+}
+
+const emptyConfigMsg = "the config is empty (or only comments): expected at least `vips:` " +
+	"(write `vips: []` for a host with no VIPs; `dsr-agent remove` undoes everything)"
+
+// decodeStrict decodes one file into the raw shapes with unknown keys
+// refused, and rewrites yaml.v3's message in the config's terms with the
+// file's name in front.
+func decodeStrict(f confdir.File) error {
+	var raw rawConfig
+	dec := yaml.NewDecoder(bytes.NewReader(f.Data))
+	dec.KnownFields(true)
+	err := dec.Decode(&raw)
+	switch {
+	case errors.Is(err, io.EOF) || (err == nil && raw.empty()):
+		if !f.DropIn {
+			// An empty or comment-only config.yaml is a truncated write
+			// or a mistake, never "no VIPs": tearing the host down is
+			// remove's job. An empty drop-in sets nothing.
+			return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, f.Path, emptyConfigMsg)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, capLines(fileMessage(f.Path, yamlMessage(err))))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: %s: more than one YAML document (---): expected exactly one", ErrInvalidConfig, f.Path)
+	}
+	return nil
+}
+
+// fileMessage turns yaml.v3's "line 3: msg" lines into "FILE:3: msg".
+func fileMessage(path, msg string) string {
+	lines := strings.Split(msg, "\n")
+	for i, l := range lines {
+		t := strings.TrimSpace(l)
+		if rest, ok := strings.CutPrefix(t, "line "); ok {
+			if n, tail, ok := strings.Cut(rest, ": "); ok {
+				lines[i] = strings.Replace(l, t, path+":"+n+": "+tail, 1)
+				continue
+			}
+		}
+		if t != "" && !strings.HasPrefix(t, "unmarshal errors:") {
+			lines[i] = strings.Replace(l, t, path+": "+t, 1)
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Origin names the file and line a field of the config was written at
+// (vips[1].address -> /etc/dsr-agent/config.d/10-host.yaml:4); "" for a
+// config not read from files or a field no file wrote.
+func (c *Config) Origin(field string) string {
+	if c == nil || c.origin == nil {
+		return ""
+	}
+	return c.origin(field)
+}

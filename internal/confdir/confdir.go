@@ -1,0 +1,429 @@
+// Package confdir reads a config file and its drop-in directory
+// (config.yaml, then config.d/*.yaml in lexical order: systemd's and
+// keepalived's include convention) and merges them into one YAML tree that
+// remembers, for every value, the file and line it came from.
+//
+// The merge rules are the operator's mental model of drop-ins: a mapping
+// merges key by key, a list is appended to, a scalar set in a later file
+// wins. Anything else (a list in one file and a mapping in another) is an
+// error naming both places, because "which one wins" would be a guess.
+//
+// The package knows YAML, not dsr-agent's schema: agent/ decodes the merged
+// tree and asks Origin where a field came from to name it in errors.
+package confdir
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// File is one config source: its path (as shown in messages) and its text.
+type File struct {
+	Path string
+	Data []byte
+	// DropIn is false for the main file only.
+	DropIn bool
+}
+
+// Origin is where a value was written.
+type Origin struct {
+	File string
+	Line int
+}
+
+func (o Origin) String() string {
+	if o.File == "" {
+		return ""
+	}
+	if o.Line == 0 {
+		return o.File
+	}
+	return o.File + ":" + strconv.Itoa(o.Line)
+}
+
+// Error is a problem tied to a place in a file.
+type Error struct {
+	At  Origin
+	Msg string
+}
+
+func (e *Error) Error() string { return e.At.String() + ": " + e.Msg }
+
+// DropInPattern is what a drop-in's name must match; other files in the
+// directory (editor backups, .rpmnew, README) are ignored, as systemd does.
+const DropInPattern = "*.yaml"
+
+// Read returns the main file followed by the drop-ins of dir in lexical
+// order. A missing dir means no drop-ins; an unreadable one is an error
+// (silently running without the host's drop-ins could move its VIPs).
+// Each file is read up to limit bytes; a larger one is an error.
+func Read(mainPath, dir string, limit int64) ([]File, error) {
+	data, err := readCapped(mainPath, limit)
+	if err != nil {
+		return nil, err
+	}
+	files := []File{{Path: mainPath, Data: data}}
+	if dir == "" {
+		return files, nil
+	}
+	names, err := DropIns(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range names {
+		data, err := readCapped(name, limit)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, File{Path: name, Data: data, DropIn: true})
+	}
+	return files, nil
+}
+
+// DropIns lists dir's drop-ins in the order they are applied.
+func DropIns(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read drop-in directory %s: %w", dir, err)
+	}
+	var names []string
+	for _, e := range entries {
+		if ok, _ := filepath.Match(DropInPattern, e.Name()); !ok || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		fi, err := os.Stat(path)
+		if err != nil {
+			return nil, fmt.Errorf("drop-in %s: %w", path, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("drop-in %s: not a regular file", path)
+		}
+		names = append(names, path)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+func readCapped(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s: larger than %d KiB: expected a config file (a few KiB)", path, limit>>10)
+	}
+	return data, nil
+}
+
+// Merged is the effective config tree and where each value came from.
+type Merged struct {
+	// Root is a mapping node, or nil when every file was empty.
+	Root *yaml.Node
+	// Files are the sources, in the order they were merged.
+	Files   []File
+	origins map[*yaml.Node]Origin
+	paths   map[string]*yaml.Node
+}
+
+// Parse decodes one file into its document's top node (nil for a file with
+// no document: empty or only comments). It rejects more than one document,
+// a top level that is not a mapping, and a key written twice in one
+// mapping -- yaml.v3 checks the last only when decoding into a struct,
+// and in a merge "twice in one file" must not look like "a later file wins".
+func Parse(f File) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(f.Data))
+	var doc yaml.Node
+	err := dec.Decode(&doc)
+	if errors.Is(err, io.EOF) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, &Error{At: Origin{File: f.Path, Line: yamlErrLine(err)}, Msg: strings.TrimPrefix(stripLine(err.Error()), "yaml: ")}
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, &Error{At: Origin{File: f.Path, Line: extra.Line}, Msg: "more than one YAML document (---): expected exactly one"}
+	}
+	if len(doc.Content) == 0 {
+		return nil, nil
+	}
+	top := doc.Content[0]
+	if top.Kind == yaml.ScalarNode && top.Tag == "!!null" {
+		return nil, nil
+	}
+	if top.Kind != yaml.MappingNode {
+		return nil, &Error{At: Origin{File: f.Path, Line: top.Line}, Msg: "expected a mapping of keys (mode:, vips:, ...) at the top level"}
+	}
+	if err := checkDuplicates(f.Path, top); err != nil {
+		return nil, err
+	}
+	return top, nil
+}
+
+func checkDuplicates(file string, n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.MappingNode:
+		seen := map[string]int{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			if line, ok := seen[k.Value]; ok {
+				return &Error{At: Origin{File: file, Line: k.Line}, Msg: fmt.Sprintf("key %q set twice in one mapping (also at line %d): write it once", k.Value, line)}
+			}
+			seen[k.Value] = k.Line
+			if err := checkDuplicates(file, n.Content[i+1]); err != nil {
+				return err
+			}
+		}
+	case yaml.SequenceNode:
+		for _, c := range n.Content {
+			if err := checkDuplicates(file, c); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Merge parses and merges files in order. Every error names its file and
+// line.
+func Merge(files []File) (*Merged, error) {
+	m := &Merged{Files: files, origins: map[*yaml.Node]Origin{}}
+	for _, f := range files {
+		top, err := Parse(f)
+		if err != nil {
+			return nil, err
+		}
+		if top == nil {
+			continue
+		}
+		m.record(f.Path, top)
+		if m.Root == nil {
+			m.Root = top
+			continue
+		}
+		if err := m.merge(m.Root, top, ""); err != nil {
+			return nil, err
+		}
+	}
+	m.index()
+	return m, nil
+}
+
+// record remembers the file of every node of a tree (yaml.Node has the
+// line but not the file).
+func (m *Merged) record(file string, n *yaml.Node) {
+	m.origins[n] = Origin{File: file, Line: n.Line}
+	for _, c := range n.Content {
+		m.record(file, c)
+	}
+}
+
+func kindWord(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.AliasNode:
+		return "an alias"
+	}
+	return "a value"
+}
+
+func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
+
+// merge folds src into dst (both mappings).
+func (m *Merged) merge(dst, src *yaml.Node, path string) error {
+	for i := 0; i+1 < len(src.Content); i += 2 {
+		sk, sv := src.Content[i], src.Content[i+1]
+		p := join(path, sk.Value)
+		j := mapIndex(dst, sk.Value)
+		if j < 0 {
+			dst.Content = append(dst.Content, sk, sv)
+			continue
+		}
+		dk, dv := dst.Content[j], dst.Content[j+1]
+		switch {
+		case dv.Kind == yaml.ScalarNode && sv.Kind == yaml.ScalarNode, isNull(dv):
+			// A later scalar wins; so does anything over an empty `key:`.
+			dst.Content[j], dst.Content[j+1] = sk, sv
+		case dv.Kind == yaml.MappingNode && sv.Kind == yaml.MappingNode:
+			if err := m.merge(dv, sv, p); err != nil {
+				return err
+			}
+		case dv.Kind == yaml.SequenceNode && sv.Kind == yaml.SequenceNode:
+			dv.Content = append(dv.Content, sv.Content...)
+		default:
+			return &Error{At: m.origins[sk], Msg: fmt.Sprintf("%s is %s here but %s at %s: a drop-in extends a list or mapping, or replaces a value, of the same kind",
+				p, kindWord(sv), kindWord(dv), m.origins[dk])}
+		}
+	}
+	return nil
+}
+
+func mapIndex(n *yaml.Node, key string) int {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return i
+		}
+	}
+	return -1
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// index records the field path of every node of the merged tree, in the
+// form agent's messages use: vips[1].ports[0].port.
+func (m *Merged) index() {
+	m.paths = map[string]*yaml.Node{}
+	if m.Root == nil {
+		return
+	}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		m.paths[path] = n
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				p := join(path, n.Content[i].Value)
+				// The key's line is where an operator looks for the field.
+				m.paths[p+"\x00key"] = n.Content[i]
+				walk(n.Content[i+1], p)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				walk(c, fmt.Sprintf("%s[%d]", path, i))
+			}
+		}
+	}
+	walk(m.Root, "")
+}
+
+// Origin says where the field at path (vips[1].address, health.listen) was
+// written. For a path that names no node (a default, or a field of an
+// entry that was left out) it answers the closest enclosing node that was
+// written, so a message can still point at the right entry.
+func (m *Merged) Origin(path string) (Origin, bool) {
+	if m == nil || m.paths == nil {
+		return Origin{}, false
+	}
+	for p := path; ; {
+		if k, ok := m.paths[p+"\x00key"]; ok {
+			return m.origins[k], true
+		}
+		if n, ok := m.paths[p]; ok && p != "" {
+			return m.origins[n], true
+		}
+		cut := strings.LastIndexAny(p, ".[")
+		if cut <= 0 {
+			return Origin{}, false
+		}
+		p = p[:cut]
+	}
+}
+
+// Print writes the effective config as YAML, each value followed by a
+// comment naming the file and line it came from (what `dsr-agent validate
+// --print` shows). Comments of the sources are left out: only the values
+// count.
+func (m *Merged) Print(w io.Writer) error {
+	if m.Root == nil {
+		_, err := fmt.Fprintln(w, "# no config: every file is empty")
+		return err
+	}
+	out := m.annotate(m.Root)
+	var buf bytes.Buffer
+	fmt.Fprintf(&buf, "# effective config, merged from %d file(s):\n", len(m.Files))
+	for _, f := range m.Files {
+		fmt.Fprintf(&buf, "#   %s\n", f.Path)
+	}
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(out); err != nil {
+		return fmt.Errorf("render effective config: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return fmt.Errorf("render effective config: %w", err)
+	}
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+// annotate copies the tree without the sources' comments and with each
+// scalar value's origin as its line comment.
+func (m *Merged) annotate(n *yaml.Node) *yaml.Node {
+	c := &yaml.Node{Kind: n.Kind, Style: n.Style, Tag: n.Tag, Value: n.Value, Anchor: n.Anchor, Alias: n.Alias}
+	if n.Kind == yaml.ScalarNode {
+		c.LineComment = m.origins[n].String()
+		return c
+	}
+	if n.Kind == yaml.SequenceNode || n.Kind == yaml.MappingNode {
+		// Flow style would put the comments of several values on one line.
+		c.Style &^= yaml.FlowStyle
+	}
+	for i, child := range n.Content {
+		if n.Kind == yaml.MappingNode && i%2 == 0 {
+			c.Content = append(c.Content, &yaml.Node{Kind: child.Kind, Tag: child.Tag, Value: child.Value, Style: child.Style})
+			continue
+		}
+		if n.Kind == yaml.MappingNode && (child.Kind == yaml.MappingNode || child.Kind == yaml.SequenceNode) {
+			// A list or mapping value: name the file of its key.
+			cc := m.annotate(child)
+			c.Content[len(c.Content)-1].LineComment = m.origins[n.Content[i-1]].String()
+			c.Content = append(c.Content, cc)
+			continue
+		}
+		c.Content = append(c.Content, m.annotate(child))
+	}
+	return c
+}
+
+// yamlErrLine pulls the line out of yaml.v3's "yaml: line 3: ..." message.
+func yamlErrLine(err error) int {
+	s := strings.TrimPrefix(err.Error(), "yaml: ")
+	if rest, ok := strings.CutPrefix(s, "line "); ok {
+		if i := strings.IndexByte(rest, ':'); i > 0 {
+			if n, err := strconv.Atoi(rest[:i]); err == nil {
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// stripLine removes the "line N: " yaml.v3 puts in front: Error says the
+// file and the line together.
+func stripLine(s string) string {
+	s = strings.TrimPrefix(s, "yaml: ")
+	if rest, ok := strings.CutPrefix(s, "line "); ok {
+		if i := strings.Index(rest, ": "); i > 0 {
+			if _, err := strconv.Atoi(rest[:i]); err == nil {
+				return rest[i+2:]
+			}
+		}
+	}
+	return s
+}
