@@ -34,6 +34,7 @@ for t in ansible-lint ansible-playbook ssh ssh-keygen python3; do
 done
 DEB=${1:-$(ls -t "$repo"/dist/*.deb 2>/dev/null | head -n1 || true)}
 [ -n "$DEB" ] && [ -f "$DEB" ] || skip "no .deb to test (run make deb, or pass DEB)"
+DEB=$(realpath "$DEB") # the controller copies it from here
 TIMEOUT=${DSR_FLEET_TIMEOUT:-1800}
 
 bt_vm_begin "$boot"
@@ -77,11 +78,12 @@ lab_cleanup() {
 	for m in rs1 rs2; do mountpoint -q "$run/$m/root" && umount "$run/$m/root"; done
 	mountpoint -q "$run/lower" && umount "$run/lower"
 	ip link del "$TAP" 2>/dev/null || true
-	for m in ctl client rs1 rs2 lan; do ip netns del "$L-$m" 2>/dev/null || true; done
+	for m in ctl client lan; do ip netns del "$L-$m" 2>/dev/null || true; done
 	return 0
 }
 fleet_cleanup() {
 	local rc=$?
+	set +e # every step is tried, whatever the one before did
 	for cm in "$run"/ssh/cm-*; do [ -S "$cm" ] && ip netns exec "$L-ctl" ssh -S "$cm" -O exit x >/dev/null 2>&1; done
 	lab_cleanup
 	(exit "$rc")
@@ -91,7 +93,7 @@ trap fleet_cleanup EXIT
 lab() {
 	local ns m d u
 	ip netns add "$LAN" && ip -n "$LAN" link add br0 type bridge && ip -n "$LAN" link set br0 up || return 1
-	for ns in ctl client rs1 rs2; do
+	for ns in ctl client; do
 		ip netns add "$L-$ns" || return 1
 		ip -n "$LAN" link add "v-$ns" type veth peer name eth0 netns "$L-$ns" || return 1
 		ip -n "$LAN" link set "v-$ns" master br0 up
@@ -117,15 +119,36 @@ lab() {
 		chmod 0700 "$d/upper/root" "$d/upper/root/.ssh"
 		install -m 0600 "$run/ssh/id.pub" "$d/upper/root/.ssh/authorized_keys"
 		printf 'UsePAM no\nPermitRootLogin prohibit-password\nUseDNS no\n' >"$d/upper/etc/ssh/sshd_config.d/fleet.conf"
+		# Its NIC (host0, the container's end of the veth nspawn puts on the
+		# lab bridge) configured at boot, as a host's network config would.
+		cat >"$d/upper/etc/systemd/system/fleet-net.service" <<EOF
+[Unit]
+Description=fleet test: the LB-facing NIC
+DefaultDependencies=no
+Before=network-pre.target ssh.service dsr-agent.service
+Wants=network-pre.target
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/sbin/ip addr add ${NSIP[$m]}/24 dev host0
+ExecStart=/sbin/ip link set host0 up
+[Install]
+WantedBy=multi-user.target
+EOF
+		ln -s /etc/systemd/system/fleet-net.service "$d/upper/etc/systemd/system/multi-user.target.wants/fleet-net.service"
 		mount -t overlay "$L-$m" -o "lowerdir=$run/lower,upperdir=$d/upper,workdir=$d/work" "$d/root" || return 1
-		setsid systemd-nspawn --quiet --keep-unit --register=no --boot --machine="$L-$m" --hostname="$m" \
-			--directory="$d/root" --network-namespace-path="/run/netns/$L-$m" --console=read-only --link-journal=no \
-			>"$run/$m-console.log" 2>&1 </dev/null &
+		# --private-network (not a prepared namespace): the container keeps
+		# CAP_NET_ADMIN and a writable /proc/sys/net, as a real host's root has;
+		# run in the lab's namespace (nsenter: ip netns exec would remount /sys
+		# and hide the cgroup tree), nspawn puts its veth on the lab bridge.
+		setsid nsenter --net="/run/netns/$LAN" systemd-nspawn --quiet --keep-unit --register=no --boot --machine="$L-$m" \
+			--hostname="$m" --directory="$d/root" --private-network --network-bridge=br0 \
+			--console=read-only --link-journal=no >"$run/$m-console.log" 2>&1 </dev/null &
 		NSPID[$m]=$!
 	done
 	# The director's tap: created here, opened by qemu, then moved into the lab.
 	ip tuntap add dev "$TAP" mode tap || return 1
-	echo "bridge in $LAN; ctl, client, rs1, rs2 namespaces; containers started (pids ${NSPID[rs1]} ${NSPID[rs2]})"
+	echo "bridge in $LAN; ctl, client namespaces; containers started (pids ${NSPID[rs1]} ${NSPID[rs2]})"
 }
 t_lab=$(date +%s)
 lab >"$run/lab.log" 2>&1 || { cat "$run/lab.log"; bt_die "cannot build the lab"; }
@@ -162,8 +185,8 @@ ctl() { ip netns exec "$L-ctl" "$@"; }
 hostup() {
 	local m=$1 s
 	for _ in $(seq 300); do
-		ip netns exec "$L-$m" ss -Hltn 'sport = :22' | grep -q . &&
-			s=$(ctl ssh -F "$SSHCFG" "$m" 'systemctl is-system-running --wait || true; hostname; readlink /proc/1/exe' 2>&1) && { echo "$s" | tr '\n' ' '; return 0; }
+		s=$(ctl ssh -F "$SSHCFG" -o ConnectTimeout=2 "$m" 'systemctl is-system-running --wait || true; hostname; readlink /proc/1/exe' 2>&1) &&
+			{ echo "$s" | tr '\n' ' '; return 0; }
 		kill -0 "${NSPID[$m]}" 2>/dev/null || { echo "systemd-nspawn exited: $(tail -n 5 "$run/$m-console.log" | tr '\n' ' ')"; return 1; }
 		sleep 0.2
 	done
