@@ -206,3 +206,8 @@ else
 	fail dropin-one-host "site.yml with rs1's drop-in failed: $(failed_tasks dropin)"; infofile "$run/play-dropin.out" 30
 fi
 metric fleet_checks_s $(( $(date +%s) - t_checks ))
+
+# For the record (kept with the run directory on failure or DSR_FLEET_KEEP=1):
+# the hosts' journals of dsr-agent and the web service, keepalived's log.
+for m in rs1 rs2; do rsh "$m" journalctl -o short-precise --no-pager -u dsr-agent -u web >"$run/journal-$m.log" 2>&1; done
+g cat /var/lib/fleet/keepalived.log >"$run/keepalived.log" 2>&1
