@@ -124,12 +124,16 @@ lab() {
 		cat >"$d/upper/etc/systemd/system/fleet-net.service" <<EOF
 [Unit]
 Description=fleet test: the LB-facing NIC
-DefaultDependencies=no
 Before=network-pre.target ssh.service dsr-agent.service
 Wants=network-pre.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
+# Seen once: systemd in the container failed to attach a unit this early to
+# its cgroup (ENOENT); try again rather than boot a host without its NIC.
+Restart=on-failure
+RestartSec=1
+ExecStartPre=-/sbin/ip addr flush dev host0
 ExecStart=/sbin/ip addr add ${NSIP[$m]}/24 dev host0
 ExecStart=/sbin/ip link set host0 up
 [Install]
@@ -183,14 +187,14 @@ EOF
 } >"$SSHCFG"
 ctl() { ip netns exec "$L-ctl" "$@"; }
 hostup() {
-	local m=$1 s
-	for _ in $(seq 300); do
+	local m=$1 s end=$(( $(date +%s) + 90 ))
+	while [ "$(date +%s)" -lt "$end" ]; do
 		s=$(ctl ssh -F "$SSHCFG" -o ConnectTimeout=2 "$m" 'systemctl is-system-running --wait || true; hostname; readlink /proc/1/exe' 2>&1) &&
 			{ echo "$s" | tr '\n' ' '; return 0; }
 		kill -0 "${NSPID[$m]}" 2>/dev/null || { echo "systemd-nspawn exited: $(tail -n 5 "$run/$m-console.log" | tr '\n' ' ')"; return 1; }
 		sleep 0.2
 	done
-	echo "no SSH to $m after 60 s: $(tail -n 5 "$run/$m-console.log" | tr '\n' ' ')"
+	echo "no SSH to $m after 90 s: $(grep -a -i 'fail' "$run/$m-console.log" | tail -n 5 | tr '\n' ' ')"
 	return 1
 }
 containers=""
