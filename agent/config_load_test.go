@@ -61,7 +61,7 @@ func TestLoadConfigDropIns(t *testing.T) {
 }
 
 func TestLoadConfigDropInErrorsNameFileAndLine(t *testing.T) {
-	main := "vips:\n  - address: 192.0.2.10\n"
+	main := "vips:\n  - address: 192.0.2.10\nhealth:\n  listen: 198.51.100.21:8558\n"
 	for _, tc := range []struct {
 		name, dropIn string
 		want         []string
@@ -72,6 +72,8 @@ func TestLoadConfigDropInErrorsNameFileAndLine(t *testing.T) {
 		{"key twice in one file", "mode: loopback\nmode: tunnel\n", []string{"20-x.yaml:2:", `key "mode" already defined at line 1`}},
 		{"kind clash", "vips: {address: 192.0.2.11}\n", []string{"20-x.yaml:1"}},
 		{"wrong type", "health:\n  listener_grace: [1]\n", []string{"20-x.yaml:2:"}},
+		// The clash is between two files: both are named.
+		{"VIP that is the main file's health address", "vips:\n  - address: 198.51.100.21\n", []string{"20-x.yaml:2: vips[1].address:", "config.yaml:4: health.listen:"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path, dir := writeConfigDir(t, main, map[string]string{"10-ok.yaml": "mode: loopback\n", "20-x.yaml": tc.dropIn})

@@ -41,6 +41,7 @@ func (raw *rawConfig) validate() (*Config, error) {
 		seenIf[name] = true
 		cfg.Interfaces = append(cfg.Interfaces, name)
 	}
+	own := ownTCPPorts(raw.Health)
 	var rawVIPs []rawVIP
 	seenVIP := map[netip.Addr]string{}
 	if raw.VIPs == nil {
@@ -59,10 +60,13 @@ func (raw *rawConfig) validate() (*Config, error) {
 		}
 		seenVIP[v.Address] = fmt.Sprintf("vips[%d]", i)
 		cfg.VIPs = append(cfg.VIPs, v)
+		if cfg.Mode == ModeFirewalld {
+			checkRedirectsSpareHealth(fmt.Sprintf("vips[%d]", i), v, rv, own, &errs)
+		}
 	}
 	if raw.Health != nil {
 		cfg.Health = raw.Health.validate(&errs)
-		checkListeners(cfg, &errs)
+		checkListeners(cfg, seenVIP, &errs)
 	}
 	if raw.ReturnVia != nil {
 		vips := map[netip.Addr]bool{}
@@ -70,6 +74,13 @@ func (raw *rawConfig) validate() (*Config, error) {
 			vips[v.Address] = true
 		}
 		cfg.ReturnVia = raw.ReturnVia.validate(vips, &errs)
+		for i, p := range cfg.ReturnVia.Ports {
+			if l, ok := own[p.Port]; ok && p.Protocol == TCP {
+				errs.add(fmt.Sprintf("return_via.ports[%d].port", i), fmt.Sprint(p.Port),
+					"a service port other than that of "+l+": its rule would send the replies of dsr-agent's own listener via the L7 load balancer, "+
+						"and the director's health checks from the LB-facing segment would time out")
+			}
+		}
 		if raw.VIPs != nil && len(*raw.VIPs) == 0 {
 			errs.add("return_via", "", "no return_via with `vips: []` (an empty VIP list plans nothing at all; list the VIPs or drop return_via)")
 		}
@@ -80,15 +91,61 @@ func (raw *rawConfig) validate() (*Config, error) {
 	return cfg, nil
 }
 
+// ownTCPPorts are the ports dsr-agent's own TCP listeners serve (the health
+// endpoint, default port included, and the agent check), each with the
+// field and value that set it: a setting that routes or redirects those
+// ports breaks the director's view of this host.
+func ownTCPPorts(rh *rawHealth) map[uint16]string {
+	own := map[uint16]string{}
+	if rh == nil {
+		return own
+	}
+	if rh.Listen == "" {
+		own[DefaultHealthPort] = fmt.Sprintf("health.listen (default port %d)", DefaultHealthPort)
+	} else if ap, err := netip.ParseAddrPort(rh.Listen); err == nil {
+		own[ap.Port()] = fmt.Sprintf("health.listen %q", rh.Listen)
+	}
+	if rh.AgentCheck != nil {
+		if ap, err := netip.ParseAddrPort(rh.AgentCheck.Listen); err == nil {
+			if _, dup := own[ap.Port()]; !dup {
+				own[ap.Port()] = fmt.Sprintf("health.agent_check.listen %q", rh.AgentCheck.Listen)
+			}
+		}
+	}
+	return own
+}
+
+// checkRedirectsSpareHealth rejects a firewalld-mode redirect whose local
+// port is one of dsr-agent's own TCP listeners: the VIP's clients would be
+// handed to the health server (the redirect goes to the incoming
+// interface's primary address, where health listens). A VIP port equal to
+// a health port is refused too, though the nat map is keyed on the VIP (the
+// director's checks of the host's own address never match it): the port
+// then means dsr-agent on one address and the service on the VIP, and a
+// check or a firewall rule written for one takes the other.
+func checkRedirectsSpareHealth(field string, v VIP, rv rawVIP, own map[uint16]string, errs *fieldErrors) {
+	for j, p := range v.Ports {
+		if l, ok := own[p.Port]; ok && p.Protocol == TCP && p.ToPort != p.Port {
+			errs.add(fmt.Sprintf("%s.ports[%d].port", field, j), fmt.Sprint(p.Port),
+				"a VIP port other than that of "+l+": in firewalld mode the port is redirected on this host, so it would mean dsr-agent's listener on the host's address and the service on the VIP")
+		}
+		l, ok := own[p.ToPort]
+		if !ok || p.Protocol != TCP || p.ToPort == 0 {
+			continue
+		}
+		pf, expected := fmt.Sprintf("%s.ports[%d].to_port", field, j), "a local port other than that of "+l
+		if j < len(rv.Ports) && rv.Ports[j].ToPort == nil {
+			pf, expected = fmt.Sprintf("%s.ports[%d].port", field, j), "a to_port other than that of "+l+" (to_port defaults to port)"
+		}
+		errs.add(pf, fmt.Sprint(p.ToPort), expected+": the redirect would hand the VIP's clients to dsr-agent's own listener")
+	}
+}
+
 // checkListeners rejects health and agent-check addresses the director
 // could not use: the health endpoint answers for this host, so it must be
 // the host's own address, never a VIP (every real server would claim it) or
 // the wildcard; and the two listeners cannot share an address.
-func checkListeners(cfg *Config, errs *fieldErrors) {
-	vips := map[netip.Addr]bool{}
-	for _, v := range cfg.VIPs {
-		vips[v.Address] = true
-	}
+func checkListeners(cfg *Config, vipField map[netip.Addr]string, errs *fieldErrors) {
 	check := func(field, s string) netip.AddrPort {
 		ap, err := netip.ParseAddrPort(s)
 		if err != nil {
@@ -97,8 +154,11 @@ func checkListeners(cfg *Config, errs *fieldErrors) {
 		switch a := ap.Addr().Unmap(); {
 		case a.IsUnspecified():
 			errs.add(field, s, "the host's own IP (the director's heartbeat target), not the wildcard")
-		case vips[a]:
+		case vipField[a] != "":
 			errs.add(field, s, "the host's own IP, not a VIP (every real server has the VIP; the director would reach any of them)")
+			// Name the VIP's own place too: with drop-ins it is often the
+			// other file that is wrong.
+			errs.add(vipField[a]+".address", a.String(), "a VIP that is not "+field+" (the host's own address)")
 		case a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
 			errs.add(field, s, "a unicast IP of this host")
 		case ap.Port() == 0:

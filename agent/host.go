@@ -33,6 +33,12 @@ type Host struct {
 	nsFD int
 	// ns is the namespace bound to (netns.None(): our own).
 	ns netns.NsHandle
+	// tunnel is mode tunnel's kernel (nil: the real one); tests replace it.
+	tunnel tunnelKernel
+	// inject, when set (tests only), runs before each kernel change of a
+	// plan (i counts them from 0); an error fails that change as if the
+	// kernel had refused it.
+	inject func(i int, c Change) error
 }
 
 // OpenHost binds to the caller's own network namespace.
@@ -100,8 +106,10 @@ type planned struct {
 	sysctls *sysctlSurface
 	tables  *tableSurface
 	// blocked is a surface that could plan nothing (a foreign route in
-	// return_via's table): the other changes run, and the command fails
-	// with it.
+	// return_via's table, a foreign GUE port, a module that cannot be
+	// loaded). apply refuses it before its first change (exit 2, nothing
+	// changed); in the daemon's repair pass the other changes run, and
+	// the pass fails with it.
 	blocked error
 	// The sockets serving the VIP ports (status only: a listener is not a
 	// kernel change, so plans never read them).
@@ -128,7 +136,11 @@ func (h *Host) plan(cfg *Config, moveAside bool) (*planned, error) {
 
 func (h *Host) planWith(f *Facts, d *Desired) (*planned, error) {
 	sysctls, tables := &sysctlSurface{proc: h.sysctl}, &tableSurface{mgr: h.tables}
-	routes, tun := &routeSurface{mgr: &route.Manager{NL: h.nl}}, &tunnelSurface{nl: h.nl, ns: h.ns}
+	var tk tunnelKernel = kernelTunnel{nl: h.nl, ns: h.ns}
+	if h.tunnel != nil {
+		tk = h.tunnel
+	}
+	routes, tun := &routeSurface{mgr: &route.Manager{NL: h.nl}}, &tunnelSurface{k: tk}
 	surfaces := []surface{tun, &addrSurface{mgr: h.addrs, addrs: f.Addrs}, sysctls, tables, routes}
 	for _, s := range surfaces {
 		if d.HandsOff {
@@ -161,18 +173,22 @@ func (h *Host) Resolve(cfg *Config) (*Desired, error) {
 	return Resolve(cfg, f)
 }
 
-// Load reads the config file and the drop-ins of dir and resolves them
-// against the host.
+// Load reads the config file and the drop-ins of dir and checks them
+// against the host as Apply does before its first change (the daemon's start and reload: a config
+// apply would refuse is refused, and a reload keeps the running one).
 func (h *Host) Load(path, dir string) (*Config, *Desired, error) {
 	cfg, err := LoadConfig(path, dir)
 	if err != nil {
 		return nil, nil, err
 	}
-	d, err := h.Resolve(cfg)
+	p, err := h.plan(cfg, false)
+	if err == nil {
+		err = p.blocked
+	}
 	if err != nil {
 		return nil, nil, err
 	}
-	return cfg, d, nil
+	return cfg, p.want, nil
 }
 
 // Firewalld resolves cfg and asks a running firewalld about it (see
@@ -210,10 +226,15 @@ func (h *Host) Plan(cfg *Config) (*Plan, error) {
 }
 
 // Apply converges the host to cfg and returns the changes it made (empty
-// when already in sync). The whole config is validated against one snapshot
-// before the first change. On error the returned plan lists what was done.
+// when already in sync). Everything that can fail without changing the
+// host is checked against one snapshot before the first change: the config
+// against the host, mode tunnel's modules, a foreign device or GUE port in
+// the way, a foreign route in return_via's table. Such a refusal wraps
+// ErrInvalidConfig (exit 2) and nothing has changed. A step that still
+// fails stops the plan there, every VIP the config keeps still served (the
+// phase order); the returned plan lists what was done.
 func (h *Host) Apply(cfg *Config) (*Plan, error) {
-	p, _, err := h.Converge(cfg, nil)
+	p, _, err := h.converge(cfg, nil, true)
 	return p, err
 }
 
@@ -223,7 +244,18 @@ func (h *Host) Apply(cfg *Config) (*Plan, error) {
 // from), it keeps converging to last, the previous resolution, rather than
 // leave the VIPs missing until the fact returns. It returns the desired
 // state it converged to.
+//
+// Unlike Apply, a surface that cannot plan (a foreign route in return_via's
+// table, a foreign GUE port, a module that cannot be loaded) does not stop
+// the others: a running daemon keeps repairing the VIPs and their
+// suppression, and reports that surface's error. A new config never gets
+// here unchecked: Load, the daemon's start and reload, refuses what Apply
+// would.
 func (h *Host) Converge(cfg *Config, last *Desired) (*Plan, *Desired, error) {
+	return h.converge(cfg, last, false)
+}
+
+func (h *Host) converge(cfg *Config, last *Desired, strict bool) (*Plan, *Desired, error) {
 	unlock, err := h.store.lock()
 	if err != nil {
 		return nil, nil, err
@@ -243,6 +275,9 @@ func (h *Host) Converge(cfg *Config, last *Desired) (*Plan, *Desired, error) {
 	p, err := h.planWith(f, d)
 	if err != nil {
 		return nil, nil, err
+	}
+	if strict && p.blocked != nil {
+		return &Plan{Notes: p.notes(noteApply)}, nil, p.blocked
 	}
 	done, err := h.run(p)
 	if rerr != nil {

@@ -125,7 +125,11 @@ func (s *simHost) apply(t *testing.T, p *Plan, d *Desired) {
 		switch {
 		case c.bookkeeping:
 		case c.Kind == AddrDel:
-			s.facts.Addrs = slices.DeleteFunc(s.facts.Addrs, func(a loopback.Addr) bool { return a.Prefix.Addr().String() == c.Subject })
+			// The address on the device the command names: a moved VIP is
+			// briefly on two.
+			f := strings.Fields(c.Command)
+			dev := f[slices.Index(f, "dev")+1]
+			s.facts.Addrs = slices.DeleteFunc(s.facts.Addrs, func(a loopback.Addr) bool { return a.Prefix.Addr().String() == c.Subject && a.Link == dev })
 		case c.Kind == AddrAdd:
 			s.facts.Addrs = append(s.facts.Addrs, *c.missing)
 		case c.Kind == SysctlSet || c.Kind == SysctlRestore:
@@ -204,9 +208,10 @@ func TestPlanGolden(t *testing.T) {
 	}
 }
 
-// TestPlanModeSwitchOrder: switching loopback -> arptables removes the VIPs
-// from lo first, puts the ARP table in place before the VIPs go on the NIC,
-// and restores the sysctls only at the end.
+// TestPlanModeSwitchOrder: switching loopback -> arptables puts the ARP
+// table in place before the VIPs go on the NIC, removes them from lo only
+// once they are there (add before delete: a plan stopped halfway leaves
+// them served), and restores the sysctls only at the end.
 func TestPlanModeSwitchOrder(t *testing.T) {
 	h := newSimHost()
 	h.facts.Addrs = append(h.facts.Addrs, addr("lo", "192.0.2.10/32", "lo:dsr0"), addr("lo", "127.0.0.1/8", ""))
@@ -222,7 +227,7 @@ func TestPlanModeSwitchOrder(t *testing.T) {
 	for _, c := range p.Changes {
 		kinds = append(kinds, c.Kind)
 	}
-	want := []ChangeKind{AddrDel, TableReplace, AddrAdd, SysctlRestore, SysctlRestore}
+	want := []ChangeKind{TableReplace, AddrAdd, AddrDel, SysctlRestore, SysctlRestore}
 	if !slices.Equal(kinds, want) {
 		t.Fatalf("kinds = %v, want %v", kinds, want)
 	}

@@ -68,6 +68,11 @@ func TestProxyNDPOnLoopbackVIP(t *testing.T) {
 	if r.InSync || r.Suppression || !hasDiff(r, ProxyAnswers, "2001:db8::10 on eth0.100") {
 		t.Fatalf("proxy NDP entry for a VIP on lo: in sync %v, suppression %v:\n%s", r.InSync, r.Suppression, r)
 	}
+	// apply changes nothing of the host's proxy settings: status must not
+	// send the operator there.
+	if s := r.String(); strings.Contains(s, "run `dsr-agent apply`") || !strings.Contains(s, "proxy ARP/NDP is the host's setting") {
+		t.Errorf("status text for a proxy-only difference:\n%s", s)
+	}
 }
 
 func hasDiff(r *Report, kind, subject string) bool {

@@ -7,18 +7,24 @@ import (
 	"github.com/dsr-agent/dsr-agent/loopback"
 )
 
-// Phase is a change's place in the safety order, the one promise of the
-// executor: no instant, in apply, a mode switch or remove, where the host
-// has a VIP and no ARP suppression.
+// Phase is a change's place in the safety order, the executor's promises:
+// no instant, in apply, a mode switch or remove, where the host has a VIP
+// and no ARP suppression; and at every step of a plan, a VIP the new
+// config keeps is served in its old place or its new one, so a plan that
+// stops at any step has cost no VIP but those the config dropped
+// (docs/safety.md, TestFailedPlanNeverCostsAVIP).
 type Phase int
 
 const (
-	// PhaseRemoveVIPs: VIPs that must go leave first, while the
-	// suppression that covered them is still in force.
-	PhaseRemoveVIPs Phase = iota
-	// PhaseDevices: mode tunnel's decapsulation devices and GUE port; they
-	// carry no address yet, and the sysctls and VIPs after them need them.
-	PhaseDevices
+	// PhaseDevices: mode tunnel's modules, decapsulation devices and GUE
+	// port; they carry no address yet, and the sysctls and VIPs after
+	// them need them. First: loading a module is the step most likely to
+	// fail, and nothing has changed before it.
+	PhaseDevices Phase = iota
+	// PhaseRemoveVIPs: VIPs the config no longer has leave before
+	// suppression changes, while the suppression that covered them is
+	// still in force (an arp table replaced next no longer lists them).
+	PhaseRemoveVIPs
 	// PhaseSuppress: ARP suppression (sysctls, then the arp table) is in
 	// force before any VIP is added.
 	PhaseSuppress
@@ -26,6 +32,16 @@ const (
 	PhaseRedirect
 	// PhaseAddVIPs: the VIPs, once nothing can answer ARP for them.
 	PhaseAddVIPs
+	// PhaseAfterVIPs: tables that serve no VIP themselves (mode tunnel's
+	// MSS clamp). Replacing a family's table may take away the redirect
+	// that still serves a VIP on its way to an address: so after the
+	// addresses.
+	PhaseAfterVIPs
+	// PhaseMoveVIPs: the old place of a VIP the config keeps elsewhere (on
+	// another device, or served by a redirect) is deleted only once the
+	// new place exists: add before delete, so a plan that fails on the
+	// way never leaves a kept VIP unserved.
+	PhaseMoveVIPs
 	// PhaseReturnPath: return_via's policy routing (rules and the LB's
 	// table); it has no bearing on ARP.
 	PhaseReturnPath
@@ -142,9 +158,18 @@ func (h *Host) execute(plan *Plan, st *State, dirty bool) (*Plan, error) {
 	if err := saveIfDirty(); err != nil {
 		return done, err
 	}
+	step := 0
 	for _, c := range plan.Changes {
 		if c.apply != nil {
-			if err := c.apply(); err != nil {
+			err := error(nil)
+			if h.inject != nil {
+				err = h.inject(step, c)
+			}
+			step++
+			if err == nil {
+				err = c.apply()
+			}
+			if err != nil {
 				_ = saveIfDirty()
 				return done, fmt.Errorf("%s %s: %w", c.Kind, c.Subject, err)
 			}

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -98,36 +100,74 @@ func TestReturnViaKernel(t *testing.T) {
 	}
 }
 
-// A table that already holds someone else's routes is refused, naming the
-// field, and its routes are left alone -- but only the policy routing
-// stands still: the VIPs and their suppression are still kept (the daemon
-// must repair a deleted VIP whatever the state of the policy routing). A
+// A table that already holds someone else's routes is refused before any
+// change (issue 17.2): exit 2 means the host is as it was, the VIPs not
+// added, the sysctls not set, on a clean host and on one already serving
+// (whose VIPs stay). The daemon's Load (start, reload) refuses it too. A
 // gateway off the LB-facing segment, or the host's own address, is a host
-// mismatch.
+// mismatch, equally refused before any change.
 func TestReturnViaRefusesForeignTableAndOffLinkGateway(t *testing.T) {
 	th := newTestHost(t)
 	th.ns.Exec(t, "ip", "route", "add", "203.0.113.0/24", "via", "198.51.100.1", "table", "9000")
-	rulesBefore := th.ns.Exec(t, "ip", "rule", "show")
-	cfg := mustConfig(t, loopbackCfg+"return_via: {gateway: 198.51.100.252, table: 9000, ports: [{port: 443}]}\n")
-	if _, err := th.host.Apply(cfg); err == nil || !strings.Contains(err.Error(), "return_via.table") || !errors.Is(err, ErrInvalidConfig) {
-		t.Fatalf("apply into a foreign table: %v", err)
-	}
+	foreignCfg := loopbackCfg + "return_via: {gateway: 198.51.100.252, table: 9000, ports: [{port: 443}]}\n"
+	th.requireRefused(foreignCfg, "return_via.table")
 	if got := th.ns.Exec(t, "ip", "route", "show", "table", "9000"); strings.TrimSpace(got) != "203.0.113.0/24 via 198.51.100.1 dev eth0.100" {
 		t.Errorf("the foreign table changed: %s", got)
 	}
-	if got := th.ns.Exec(t, "ip", "rule", "show"); got != rulesBefore {
-		t.Errorf("rules changed for a foreign table:\n%s", got)
-	}
-	th.requireAddr("lo", "192.0.2.10/32")
-	if _, err := th.host.Status(cfg); err == nil || !strings.Contains(err.Error(), "return_via.table") {
+	th.requireNoVIPs()
+	if _, err := th.host.Status(mustConfig(t, foreignCfg)); err == nil || !strings.Contains(err.Error(), "return_via.table") {
 		t.Errorf("status with a foreign table: %v", err)
 	}
-	cfg = mustConfig(t, loopbackCfg+"return_via: {gateway: 198.51.100.21, ports: [{port: 443}]}\n")
-	if _, err := th.host.Apply(cfg); err == nil || !errors.Is(err, ErrHostMismatch) || !strings.Contains(err.Error(), "not this host's own") {
-		t.Fatalf("the host's own address as gateway: %v", err)
+	if _, err := th.host.Plan(mustConfig(t, foreignCfg)); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("apply --dry-run with a foreign table: %v", err)
 	}
-	cfg = mustConfig(t, loopbackCfg+"return_via: {gateway: 10.1.1.1, ports: [{port: 443}]}\n")
-	if _, err := th.host.Apply(cfg); err == nil || !errors.Is(err, ErrHostMismatch) || !strings.Contains(err.Error(), "return_via.gateway") || !strings.Contains(err.Error(), `"10.1.1.1"`) {
-		t.Fatalf("off-link gateway: %v", err)
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(foreignCfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := th.host.Load(path, ""); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "return_via.table") {
+		t.Errorf("Load (the daemon's start and reload) with a foreign table: %v", err)
+	}
+
+	// The issue's case: the default table 8558 taken by someone else, on a
+	// host already serving its VIPs.
+	th.apply(loopbackCfg)
+	th.ns.Exec(t, "ip", "route", "add", "10.60.0.0/24", "via", "198.51.100.1", "table", "8558")
+	th.requireRefused("mode: loopback\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {address: 192.0.2.12}]\nreturn_via: {gateway: 198.51.100.252}\n", "return_via.table")
+	th.requireInSync(loopbackCfg)
+
+	for _, tc := range []struct{ gw, want string }{
+		{"198.51.100.21", "not this host's own"},
+		{"10.1.1.1", `return_via.gateway: "10.1.1.1"`},
+	} {
+		fresh := newTestHost(t)
+		fresh.requireRefused(loopbackCfg+"return_via: {gateway: "+tc.gw+", ports: [{port: 443}]}\n", tc.want)
+		if _, err := fresh.host.Apply(mustConfig(t, loopbackCfg+"return_via: {gateway: "+tc.gw+", ports: [{port: 443}]}\n")); !errors.Is(err, ErrHostMismatch) {
+			t.Errorf("gateway %s: %v, want a host mismatch", tc.gw, err)
+		}
+	}
+}
+
+// The daemon's repair pass (Converge) is not apply: a foreign route that
+// appears in the table of a running config stops only the policy routing.
+// The VIPs and their suppression are still repaired, and the pass fails
+// naming return_via.table (health reports it) without touching the route.
+func TestReturnViaForeignRouteBlocksOnlyItsSurfaceInTheDaemon(t *testing.T) {
+	th := newTestHost(t)
+	cfg := mustConfig(t, returnViaCfg)
+	th.apply(returnViaCfg)
+	th.ns.Exec(t, "ip", "route", "add", "10.60.0.0/24", "via", "198.51.100.1", "table", "8558")
+	th.ns.Exec(t, "ip", "addr", "del", "192.0.2.10/32", "dev", "lo")
+	th.ns.Exec(t, "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=0")
+	done, _, err := th.host.Converge(cfg, nil)
+	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "return_via.table") {
+		t.Errorf("repair pass with a foreign route: %v, want the return_via.table error", err)
+	}
+	if !strings.Contains(done.String(), "ip addr add 192.0.2.10/32 dev lo") || !strings.Contains(done.String(), "arp_ignore=1") {
+		t.Errorf("the repair pass did not repair the VIP and its suppression:\n%s", done)
+	}
+	th.requireAddr("lo", "192.0.2.10/32")
+	if got := th.ns.Exec(t, "ip", "route", "show", "table", "8558"); !strings.Contains(got, "10.60.0.0/24 via 198.51.100.1") {
+		t.Errorf("the foreign route was touched: %s", got)
 	}
 }

@@ -196,17 +196,26 @@ func (r *Report) String() string {
 		b.WriteString("  ARP suppression is NOT fully in force: this host may answer ARP for a VIP\n")
 	}
 	r.writeWarnings(&b)
-	listeners := 0
+	// Only what apply changes is worth sending the operator to apply for:
+	// a listener is the service's, proxy ARP/NDP settings are the host's.
+	notOurs, listeners, proxy := 0, 0, 0
 	for _, d := range r.Differences {
-		if d.Kind == ListenerMissing {
+		switch d.Kind {
+		case ListenerMissing:
 			listeners++
+		case ProxyAnswers:
+			proxy++
 		}
 	}
-	if listeners < len(r.Differences) || len(r.Firewalld) > 0 {
+	notOurs = listeners + proxy
+	if notOurs < len(r.Differences) || len(r.Firewalld) > 0 {
 		b.WriteString("run `dsr-agent apply` to fix (or `dsr-agent apply --dry-run` to see the commands)\n")
 	}
 	if listeners > 0 {
 		b.WriteString("a missing listener is the service's to fix (apply does not start services): start it, listening on the VIP or the wildcard\n")
+	}
+	if proxy > 0 {
+		b.WriteString("proxy ARP/NDP is the host's setting, not dsr-agent's (apply does not change it): turn off the setting named, or remove the proxy entry\n")
 	}
 	return b.String()
 }

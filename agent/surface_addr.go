@@ -29,8 +29,14 @@ func (s *addrSurface) diff(d *Desired, st *State) []Change {
 		}
 	}
 	want := make(map[string]bool, len(d.Addrs))
+	// newPlace: where the config keeps each VIP ("" for a redirect).
+	newPlace := make(map[netip.Addr]string, len(d.VIPs))
+	for _, v := range d.VIPs {
+		newPlace[v.Address] = ""
+	}
 	for _, a := range d.Addrs {
 		want[loopback.Key(a.Link, a.Prefix)] = true
+		newPlace[a.Prefix.Addr()] = a.Link
 	}
 	// Owned addresses no longer wanted (VIP removed, mode or NIC changed).
 	for _, oa := range st.Addresses {
@@ -53,8 +59,16 @@ func (s *addrSurface) diff(d *Desired, st *State) []Change {
 				phase: PhaseRemoveVIPs, bookkeeping: true, done: forget})
 			continue
 		}
-		out = append(out, Change{Kind: AddrDel, Subject: p.Addr().String(), Reason: "no longer configured on " + oa.Link,
-			Command: a.Command("del"), phase: PhaseRemoveVIPs, drift: "vip-unexpected",
+		reason, phase := "no longer configured on "+oa.Link, PhaseRemoveVIPs
+		if link, kept := newPlace[p.Addr()]; kept && !d.HandsOff {
+			// A move: the old place goes once the new one exists.
+			reason, phase = reason+" (moved to "+link+")", PhaseMoveVIPs
+			if link == "" {
+				reason = "no longer configured on " + oa.Link + " (served by the redirect)"
+			}
+		}
+		out = append(out, Change{Kind: AddrDel, Subject: p.Addr().String(), Reason: reason,
+			Command: a.Command("del"), phase: phase, drift: "vip-unexpected",
 			apply: func() error { return s.mgr.Del(a) }, done: forget})
 	}
 	labels := loopback.NewLabeler(s.addrs)

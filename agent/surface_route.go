@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -16,9 +17,17 @@ type routeSurface struct {
 	mgr *route.Manager
 	obs *route.Observed
 	// blocked says why the surface plans nothing (a foreign route in its
-	// table); the plan's other changes still run.
+	// table): apply refuses; the daemon's repair pass runs the others.
 	blocked error
+	// shadows are foreign rules in front of dsr-agent's rules, in place,
+	// that take return_via's replies: drift it cannot repair.
+	shadows []route.Shadow
 }
+
+// RuleShadowed is a foreign policy rule that takes return_via's replies
+// before dsr-agent's rules: status reports it; apply and the daemon's
+// repair pass fail on it after everything else (the rule is not theirs).
+const RuleShadowed ChangeKind = "rule-shadowed"
 
 func (s *routeSurface) observe(d *Desired, _ *State) error {
 	// The tables to read: the configured one, the default (a config that
@@ -47,13 +56,31 @@ func (s *routeSurface) observe(d *Desired, _ *State) error {
 			}
 		}
 	}
-	s.obs, s.blocked = obs, nil
+	s.obs, s.blocked, s.shadows = obs, nil, nil
+	shadows, err := s.mgr.Shadows(d.Rules)
+	if err != nil {
+		return err
+	}
+	if len(shadows) > 0 {
+		delRules, addRules, delRoutes, putRoutes := route.Diff(d.Rules, d.Routes, obs)
+		if len(delRules)+len(addRules)+len(delRoutes)+len(putRoutes) == 0 {
+			// In place: the rule came later. Status names it; the
+			// daemon keeps repairing everything else.
+			s.shadows = shadows
+		} else {
+			// Before return_via's first change: refuse, nothing changed.
+			s.blocked = fmt.Errorf("%w: return_via: a foreign policy rule takes its replies before dsr-agent's rules (priority %d): %s: expected no rule before them that matches the replies (move it after priority %d or narrow its selectors; dsr-agent never changes a rule it did not make)",
+				ErrInvalidConfig, returnPriority, describeShadows(shadows), returnPriority)
+		}
+	}
 	if len(foreign) > 0 {
-		// Only this surface stands still: the VIPs and their suppression
-		// are still kept (the daemon must repair a deleted VIP whatever
-		// the state of the policy routing).
-		s.blocked = fmt.Errorf("%w: return_via.table: %d holds routes dsr-agent did not make (%s): expected a table of its own (set return_via.table)",
-			ErrInvalidConfig, d.RouteTables[0], strings.Join(foreign, "; "))
+		// apply refuses the whole config before its first change; in
+		// the daemon's repair pass only this surface stands still, and
+		// the VIPs and their suppression are still repaired (a running
+		// daemon must repair a deleted VIP whatever the state of the
+		// policy routing).
+		s.blocked = errors.Join(s.blocked, fmt.Errorf("%w: return_via.table: %d holds routes dsr-agent did not make (%s): expected a table of its own (set return_via.table)",
+			ErrInvalidConfig, d.RouteTables[0], strings.Join(foreign, "; ")))
 	}
 	return nil
 }
@@ -64,6 +91,12 @@ func (s *routeSurface) diff(d *Desired, _ *State) []Change {
 	}
 	delRules, addRules, delRoutes, putRoutes := route.Diff(d.Rules, d.Routes, s.obs)
 	var out []Change
+	for _, sh := range groupShadows(s.shadows) {
+		msg := fmt.Sprintf("return_via: %s: dsr-agent never changes a rule it did not make: move it after priority %d or narrow its selectors", sh, returnPriority)
+		out = append(out, Change{Kind: RuleShadowed, Subject: "rule " + sh.Foreign, Reason: "return_via: " + sh.String(),
+			Command: "# foreign rule in the way of return_via: " + sh.Foreign, phase: PhaseReturnPath, drift: "rule-shadowed",
+			apply: func() error { return errors.New(msg) }})
+	}
 	// Add before delete (a changed rule set or gateway never leaves a
 	// moment without a return path); a route before the rules that lead
 	// to it, rules before the route they led to.
@@ -92,6 +125,26 @@ func (s *routeSurface) diff(d *Desired, _ *State) []Change {
 		out = append(out, Change{Kind: RouteDel, Subject: "route " + r.String(), Reason: "not in the config",
 			Command: r.Command("del"), phase: PhaseReturnPath, drift: "route-unexpected",
 			apply: func() error { return s.mgr.DelRoute(r) }})
+	}
+	return out
+}
+
+func describeShadows(shadows []route.Shadow) string {
+	var parts []string
+	for _, sh := range groupShadows(shadows) {
+		parts = append(parts, sh.String())
+	}
+	return strings.Join(parts, "; ")
+}
+
+// groupShadows keeps one shadow per foreign rule (it shadows the rule of
+// every address and port alike): the first, in the kernel's order.
+func groupShadows(shadows []route.Shadow) []route.Shadow {
+	var out []route.Shadow
+	for _, sh := range shadows {
+		if !slices.ContainsFunc(out, func(o route.Shadow) bool { return o.Foreign == sh.Foreign && o.Want.IPv6 == sh.Want.IPv6 }) {
+			out = append(out, sh)
+		}
 	}
 	return out
 }

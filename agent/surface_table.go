@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/google/nftables"
+
 	"github.com/dsr-agent/dsr-agent/firewall"
 )
 
@@ -38,14 +40,22 @@ func (s *tableSurface) observe(d *Desired, _ *State) error {
 }
 
 func (s *tableSurface) diff(d *Desired, _ *State) []Change {
-	var out []Change
+	var out, deletes []Change
 	for _, fam := range firewall.Families {
 		spec, ok := d.Tables[fam]
 		if !ok {
 			if s.present[fam] {
-				out = append(out, Change{Kind: TableDelete, Subject: firewall.TableRef(fam), Reason: "not in the config",
+				del := Change{Kind: TableDelete, Subject: firewall.TableRef(fam), Reason: "not in the config",
 					Command: firewall.RenderDelete(fam), phase: PhaseRemoveTables, drift: "table-unexpected",
-					apply: func() error { return s.mgr.Delete(fam) }})
+					apply: func() error { return s.mgr.Delete(fam) }}
+				// The arp table (arptables mode's rules, firewalld mode's
+				// guard) leaves last: while a redirect still serves a VIP,
+				// proxy ARP must stay dropped.
+				if fam == firewall.Family(nftables.TableFamilyARP) {
+					deletes = append(deletes, del)
+				} else {
+					deletes = append([]Change{del}, deletes...)
+				}
 			}
 			continue
 		}
@@ -53,10 +63,17 @@ func (s *tableSurface) diff(d *Desired, _ *State) []Change {
 		if why == "" {
 			continue
 		}
-		// The ARP table is suppression: in force before any VIP is added.
-		phase, suppression := PhaseRedirect, false
-		if firewall.Suppresses(spec) {
+		// A table that suppresses ARP/NDP answers (arptables mode's, the
+		// guards) is in force before any VIP is added; a nat table serves
+		// VIPs: in place before the addresses of a mode switch leave; any
+		// other (the MSS clamp) after the VIPs, since it may replace a nat
+		// table still serving one.
+		phase, suppression := PhaseAfterVIPs, false
+		switch _, nat := spec.(*firewall.NATTable); {
+		case firewall.Suppresses(spec):
 			phase, suppression = PhaseSuppress, true
+		case nat:
+			phase = PhaseRedirect
 		}
 		cmd := firewall.RenderReplace(spec)
 		out = append(out, Change{Kind: TableReplace, Subject: firewall.TableRef(fam), Reason: why, Command: cmd,
@@ -64,7 +81,7 @@ func (s *tableSurface) diff(d *Desired, _ *State) []Change {
 			render: func() string { return fmt.Sprintf("# %s: %s\n%s", firewall.TableRef(fam), why, cmd) },
 			apply:  func() error { return s.mgr.Replace(spec) }})
 	}
-	return out
+	return append(out, deletes...)
 }
 
 // tableInSync reports whether the desired table of fam needs no change.

@@ -15,15 +15,15 @@ import (
 // GUE receive port. What dsr-agent brought up or added is recorded in the
 // state (State.Tunnel) before the change, and only that is ever undone.
 type tunnelSurface struct {
-	nl    *netlink.Handle
-	ns    netns.NsHandle
+	k     tunnelKernel
 	steps []tunnel.Step
 	// stale are owned entries whose object is gone (a failed add recorded
 	// ahead of the kernel, a device deleted): forgotten, so an object made
 	// later by someone else under the same name is never taken for ours.
 	stale tunnel.Owned
-	// blocked: a foreign fou port or device is in the way; the other
-	// steps, and the other surfaces, still run.
+	// blocked: a foreign fou port or device is in the way, or a module
+	// cannot be loaded. apply refuses the whole plan; the daemon's repair
+	// pass still runs the other steps and surfaces.
 	blocked error
 }
 
@@ -34,7 +34,7 @@ func (s *tunnelSurface) observe(d *Desired, st *State) error {
 		// modes' passes do not pay for the device and fou lookups.
 		return nil
 	}
-	obs, err := tunnel.Observe(s.nl)
+	obs, err := s.k.observe()
 	if err != nil {
 		return err
 	}
@@ -51,8 +51,51 @@ func (s *tunnelSurface) observe(d *Desired, st *State) error {
 	} else if err != nil {
 		return err
 	}
+	// A module that cannot be had is known before the first change: a
+	// switch to mode tunnel is refused while the VIPs are still served
+	// where they are. Not a host mismatch: no wait makes a module appear,
+	// so the daemon's start fails at once (exit 2, no restart loop).
+	var missing []error
+	for _, step := range steps {
+		if step.Kind != tunnel.LoadModule {
+			continue
+		}
+		if err := s.k.loadable(step.Module); err != nil {
+			missing = append(missing, fmt.Errorf("%w: mode: %q: expected a kernel that can load %s (%s): %w",
+				ErrInvalidConfig, ModeTunnel, step.Module, moduleUse[step.Module], err))
+		}
+	}
+	s.blocked = errors.Join(append([]error{s.blocked}, missing...)...)
 	return nil
 }
+
+// moduleUse says what mode tunnel needs each module for.
+var moduleUse = map[string]string{
+	tunnel.ModIPIP:   "tunl0, where IPIP and GUE packets for the IPv4 VIPs are unwrapped",
+	tunnel.ModIP6Tnl: "ip6tnl0, where packets for the IPv6 VIPs are unwrapped",
+	tunnel.ModFou:    "the GUE receive port of tunnel.encap gue",
+}
+
+// tunnelKernel is the tunnel surface's view of the kernel: its devices, fou
+// ports and modules. It is a seam so the tests can run mode tunnel's plans
+// against a kernel without ipip and fou (this one): addresses, sysctls and
+// tables stay real.
+type tunnelKernel interface {
+	observe() (tunnel.State, error)
+	apply(tunnel.Step) error
+	// loadable is nil when the module can be had (tunnel.Loadable).
+	loadable(module string) error
+}
+
+// kernelTunnel is the real kernel, through a handle bound to ns.
+type kernelTunnel struct {
+	nl *netlink.Handle
+	ns netns.NsHandle
+}
+
+func (k kernelTunnel) observe() (tunnel.State, error) { return tunnel.Observe(k.nl) }
+func (k kernelTunnel) apply(s tunnel.Step) error      { return s.ApplyIn(k.nl, k.ns) }
+func (kernelTunnel) loadable(module string) error     { return tunnel.Loadable(module) }
 
 // staleOwned is what st records as dsr-agent's but the kernel no longer has.
 func staleOwned(own tunnel.Owned, obs tunnel.State) tunnel.Owned {
@@ -96,7 +139,7 @@ func (s *tunnelSurface) diff(*Desired, *State) []Change {
 	}
 	for _, step := range s.steps {
 		c := Change{Kind: tunnelKinds[step.Kind], Subject: step.String(), Command: step.Command(),
-			apply: func() error { return step.ApplyIn(s.nl, s.ns) }}
+			apply: func() error { return s.k.apply(step) }}
 		if step.Removal() {
 			// After the VIPs that used it left and the tables went.
 			c.phase, c.drift, c.Reason = PhaseRemoveDevices, "tunnel-unexpected", "not in the config"

@@ -27,9 +27,9 @@ type Options struct {
 	ConfigPath string
 	// ConfigDir holds the drop-ins read after ConfigPath ("" none).
 	ConfigDir string
-	StateDir   string
-	Engine     Engine
-	Log        *slog.Logger
+	StateDir  string
+	Engine    Engine
+	Log       *slog.Logger
 	// Resync is the period of the full resync, the backstop for anything
 	// the notifications and the sysctl poll miss.
 	Resync time.Duration

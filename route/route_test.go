@@ -126,7 +126,8 @@ func TestManagerInNamespace(t *testing.T) {
 	}
 }
 
-// The watcher wakes for dsr-agent's rules and routes, not for others'.
+// The watcher wakes for dsr-agent's rules and routes and for any rule (a
+// foreign rule may be in the way of return_via's), not for others' routes.
 func TestWatchWakesForOwnOnly(t *testing.T) {
 	ns := netnstest.New(t)
 	ns.AddDummy(t, "eth0", "192.0.2.21/24")
@@ -162,7 +163,6 @@ func TestWatchWakesForOwnOnly(t *testing.T) {
 	for len(woke) > 0 {
 		<-woke
 	}
-	ns.Exec(t, "ip", "rule", "add", "priority", "100", "from", "192.0.2.21", "lookup", "main")
 	ns.Exec(t, "ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.1")
 	if err := m.AddRule(portRule(false, "192.0.2.21/32", 443)); err != nil {
 		t.Fatal(err)
@@ -175,11 +175,17 @@ func TestWatchWakesForOwnOnly(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no wake for dsr-agent's rule")
 	}
-	// The foreign rule and route came first, on the same socket, and did
-	// not wake it: this wake is the only one.
+	// The foreign route came first, on the same socket, and did not
+	// wake it: this wake is the only one.
 	time.Sleep(100 * time.Millisecond)
 	if n := len(woke); n != 0 {
-		t.Errorf("%d more wakes: foreign changes woke the watcher", n)
+		t.Errorf("%d more wakes: a foreign route woke the watcher", n)
+	}
+	ns.Exec(t, "ip", "rule", "add", "priority", "100", "from", "192.0.2.21", "lookup", "main")
+	select {
+	case <-woke:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no wake for a foreign rule (it may be in the way)")
 	}
 	ns.Exec(t, "ip", "rule", "del", "priority", "8558")
 	select {

@@ -13,8 +13,9 @@ import (
 
 // Watch wakes with "route" when a rule or route carrying dsr-agent's mark is
 // added or deleted (`ip rule del`, `ip route flush table N`, a network
-// manager rewriting the policy database). Rules and routes of others do not
-// wake it. A link going down takes its IPv4 routes with it without a
+// manager rewriting the policy database), and for any rule: a foreign one
+// may take return_via's replies before dsr-agent's (rules change rarely;
+// routes of others, which change often, do not wake it). A link going down takes its IPv4 routes with it without a
 // notification; the link watcher covers that.
 func Watch(ctx context.Context, wake resubscribe.Wake, log *slog.Logger) {
 	groups := []uint{unix.RTNLGRP_IPV4_RULE, unix.RTNLGRP_IPV6_RULE, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE}
@@ -59,26 +60,14 @@ func Watch(ctx context.Context, wake resubscribe.Wake, log *slog.Logger) {
 	}
 }
 
-// ours reports whether a rule or route message carries dsr-agent's mark:
-// routes have it in the rtmsg header, rules (struct fib_rule_hdr, the same
-// 12 bytes) in FRA_PROTOCOL.
+// ours reports whether a message wakes the watcher: a rule, or a route
+// carrying dsr-agent's mark (in the rtmsg header).
 func ours(typ uint16, data []byte) bool {
 	switch typ {
+	case unix.RTM_NEWRULE, unix.RTM_DELRULE:
+		return true
 	case unix.RTM_NEWROUTE, unix.RTM_DELROUTE:
 		return len(data) >= unix.SizeofRtMsg && nl.DeserializeRtMsg(data).Protocol == Proto
-	case unix.RTM_NEWRULE, unix.RTM_DELRULE:
-		if len(data) < unix.SizeofRtMsg {
-			return false
-		}
-		attrs, err := nl.ParseRouteAttr(data[unix.SizeofRtMsg:])
-		if err != nil {
-			return false
-		}
-		for _, a := range attrs {
-			if a.Attr.Type == nl.FRA_PROTOCOL && len(a.Value) > 0 {
-				return a.Value[0] == Proto
-			}
-		}
 	}
 	return false
 }

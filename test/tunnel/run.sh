@@ -17,7 +17,7 @@
 #   DSR_TUNNEL_MANUAL=1                    the tunnel part by hand, agent in loopback
 #                                          mode (proves the scenario before the agent
 #                                          has mode: tunnel)
-#   DSR_TUNNEL_TIMEOUT=600                 hard limit for the VM run, seconds
+#   DSR_TUNNEL_TIMEOUT=1200                hard limit for the VM run, seconds
 #   DSR_TUNNEL_KEEP=1                      keep the run directory on success too
 # Output: one line per check ("ok"/"not ok"/"skip"); the last line is
 # "tunnel-test: N passed, N failed". Exit 0 all passed, 1 otherwise.
@@ -33,7 +33,7 @@ skip() { bt_skip "$@"; }
 bt_vm_prereqs "$repo"
 AGENT=${1:-$repo/bin/dsr-agent}
 [ -x "$AGENT" ] || skip "no dsr-agent binary at $AGENT (run make build)"
-TIMEOUT=${DSR_TUNNEL_TIMEOUT:-600}
+TIMEOUT=${DSR_TUNNEL_TIMEOUT:-1200}
 MANUAL=${DSR_TUNNEL_MANUAL:-0}
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 [ -x "$GO" ] || command -v "$GO" >/dev/null || skip "no go toolchain to build tunnel.test"
@@ -62,7 +62,7 @@ bt_vm_verdict go-TestAutoloadWithoutModprobe go-TestFallbackDevicePerNamespace g
 	go-TestApplyRemoveIPv6GUE go-TestCreateWithoutFallback go-TestWatch go-TestFouPollCost \
 	topology agent-up-rs1 agent-up-rs2 ipip-vip ipip-encap ipip-bypass ipip-mss ipip-bulk agentcheck-up \
 	drain-healthz drain-agentcheck undrain-healthz gue-needs-port gue-vip gue-encap gue-mss \
-	keepalived-up keepalived-gue keepalived-vip keepalived-drain keepalived-drained keepalived-undrain \
+	keepalived-up keepalived-gue keepalived-vip keepalived-drain keepalived-drained keepalived-reuse keepalived-reuse-expire keepalived-undrain \
 	rs6-setup-rs1 rs6-setup-rs2 ipip6-vip ipip6-encap ipip6-bypass ipip6-mss ipip6-vip-source-drops \
 	gue6-needs-port gue6-port-rs1 gue6-port-rs2 gue6-vip gue6-encap gue6-bypass gue6-mss \
 	$([ "$MANUAL" = 1 ] && echo rp-off-answers rp-loose-tunl0-drops rp-all-loose-drops rp-all-strict-drops rp-strict-tunl0-drops rp-loose-with-address-answers) \

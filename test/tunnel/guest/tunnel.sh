@@ -51,6 +51,9 @@ GUEPORT=6080
 VIP=10.77.2.100
 DIR_IP=10.77.2.2
 CLIENT_IP=10.77.1.10
+# Client ports for requests that must be new to the director: below the
+# kernel's ephemeral range, so no earlier connection used them.
+FRESHPORT=20000
 declare -A RSIP=([rs1]=10.77.3.21 [rs2]=10.77.3.22)
 VIP6=fd77:2::100
 DIR_IP6=fd77:2::2
@@ -346,6 +349,14 @@ wait_healthz() { # NS CODE SECONDS (gives up at once when the agent has exited)
 agentcheck() { nsx dir timeout 3 bash -c "exec 3<>/dev/tcp/${RSIP[$1]}/3333 && read -r l <&3 && echo \"\$l\""; }
 who() { # who N: N requests to the VIP; prints the answering server or ERR
 	for _ in $(seq "$1"); do nsx client curl -s -m 3 "http://$VIP/" || echo ERR; done
+}
+whop() { # whop N [CURL-ARG...]: N requests to the VIP; prints "SERVER CLIENT-PORT" (or "ERR -") per request
+	local n=$1 o
+	shift
+	for _ in $(seq "$n"); do
+		o=$(nsx client curl -s -m 3 -w ' %{local_port}' "$@" "http://$VIP/" | tr -d '\n') || o="ERR -"
+		echo "$o"
+	done
 }
 who6() { # who6 N [TIMEOUT]: the same to [VIP6]
 	for _ in $(seq "$1"); do nsx client curl -s -m "${2:-3}" -g "http://[$VIP6]/" || echo ERR; done
@@ -680,7 +691,8 @@ if wait_kweight rs1 1 30 >"$W/kw.out" && wait_kweight rs2 1 30 >>"$W/kw.out"; th
 	pass keepalived-up "keepalived lvs_method TUN type gue: both servers' /healthz checks pass, weight 1"
 else fail keepalived-up "$(tr '\n' ' ' <"$W/kw.out")"; infofile "$W/keepalived.log" 10; fi
 read -r ipip0 gue0 < <(nft_counters rs1)
-mapfile -t got < <(who 10)
+mapfile -t vipreq < <(whop 10)
+mapfile -t got < <(printf '%s\n' "${vipreq[@]}" | awk '{ print $1 }')
 t=$(tally "${got[@]}")
 read -r ipip1 gue1 < <(nft_counters rs1)
 if both_no_err "$t"; then pass keepalived-vip "10 requests through keepalived's TUN/GUE service: $t"
@@ -688,13 +700,53 @@ else fail keepalived-vip "10 requests through keepalived's service: $t"; fi
 if [ $(( gue1 - gue0 )) -gt 0 ] && [ "$ipip1" = "$ipip0" ]; then
 	pass keepalived-gue "keepalived's IPVS wrapped them in GUE: rs1 got $(( gue1 - gue0 )) packets on udp $GUEPORT, no bare IPIP"
 else fail keepalived-gue "rs1: GUE packets +$(( gue1 - gue0 )), IPIP +$(( ipip1 - ipip0 )) (want GUE only)"; infofile "$W/keepalived.log" 10; fi
+klines=$(wc -l <"$W/keepalived.log")
 agent rs1 drain >>"$W/drain.out" 2>&1
 if wait_kweight rs1 0 30 >"$W/kw.out"; then pass keepalived-drain "dsr-agent drain on rs1: keepalived set its weight to 0"
 else fail keepalived-drain "$(tr '\n' ' ' <"$W/kw.out")"; fi
-mapfile -t got < <(who 6)
+# Weight 0 keeps a server out of the scheduler, nothing more: IPVS schedules
+# only a SYN that matches no connection entry. In TUN (and DR) mode the
+# director sees the client's packets only, so every finished request leaves an
+# entry in FIN_WAIT for 2 minutes (SYN_RECV for 1 when the server never
+# answered), and with the default conn_reuse_mode=1 a new SYN on such a tuple
+# is not rescheduled (only TIME_WAIT/CLOSE are; FIN_WAIT needs bit 2): it goes
+# to the old server, weight 0 or not. The client's kernel picks its ports
+# from a fresh random base every 10 s (the port hash is resalted), so a burst
+# can land on a port an earlier request of this script used, e.g. one of the
+# rp checks' connections to rs1 a minute ago. So the drained check sends new
+# connections, from client ports below ip_local_port_range (32768-60999) that
+# no request before used: what IPVS promises for those is the scheduler's rr
+# over the servers with weight > 0. keepalived-reuse shows the other case.
+mapfile -t drreq < <(for i in $(seq 6); do whop 1 --local-port $(( FRESHPORT + i )); done)
+mapfile -t got < <(printf '%s\n' "${drreq[@]}" | awk '{ print $1 }')
 t=$(tally "${got[@]}")
-if [ "$t" = "rs1 0 rs2 6 err 0" ]; then pass keepalived-drained "while rs1 is drained every request goes to rs2: $t"
-else fail keepalived-drained "while rs1 is drained: $t"; fi
+w=$(kweight rs1)
+enabled=$(tail -n "+$(( klines + 1 ))" "$W/keepalived.log" | grep -c "Enabling service \[${RSIP[rs1]}\]")
+if [ "$t" = "rs1 0 rs2 6 err 0" ] && [ "$w" = 0 ] && [ "$enabled" = 0 ]; then
+	pass keepalived-drained "while rs1 is drained every new connection (client ports $(( FRESHPORT + 1 ))-$(( FRESHPORT + 6 ))) goes to rs2: $t; weight still 0"
+else
+	fail keepalived-drained "while rs1 is drained: $t (server:port ${drreq[*]}); rs1 weight now $w, keepalived enabled rs1 $enabled times since the drain"
+	nsx dir ipvsadm -Lnc >"$W/conns.txt"; infofile "$W/conns.txt" 40; infofile "$W/keepalived.log" 15
+fi
+# The case IPVS does not promise: a SYN from the client port of one of the
+# requests rs1 answered before the drain (its entry is in FIN_WAIT) follows
+# the entry to rs1, weight 0 notwithstanding.
+rport=$(printf '%s\n' "${vipreq[@]}" | awk '$1 == "rs1" { p = $2 } END { print p }')
+entry=$(nsx dir ipvsadm -Lnc | awk -v c="$CLIENT_IP:$rport" '$4 == c { print $3, $6 }')
+read -r r _ < <(whop 1 --local-port "$rport")
+if [ "$r" = rs1 ] && [ "${entry#* }" = "${RSIP[rs1]}:80" ]; then
+	pass keepalived-reuse "a new connection from client port $rport (an entry '$entry' from before the drain) went to rs1 at weight 0: IPVS reuses the entry (conn_reuse_mode=1, TUN sees no replies)"
+else fail keepalived-reuse "client port $rport (entry '$entry', conn_reuse_mode $(nsx dir cat /proc/sys/net/ipv4/vs/conn_reuse_mode)): answered by $r, want rs1"; fi
+# The director-side remedy (docs/tunnel.md): expire_nodest_conn=1 reschedules
+# a SYN whose entry points at a weight-0 server.
+rport=$(printf '%s\n' "${vipreq[@]}" | awk '$1 == "rs1" { p = $2; exit } END { print p }')
+entry=$(nsx dir ipvsadm -Lnc | awk -v c="$CLIENT_IP:$rport" '$4 == c { print $3, $6 }')
+nsx dir sysctl -qw net.ipv4.vs.expire_nodest_conn=1
+read -r r _ < <(whop 1 --local-port "$rport")
+nsx dir sysctl -qw net.ipv4.vs.expire_nodest_conn=0
+if [ "$r" = rs2 ] && [ "${entry#* }" = "${RSIP[rs1]}:80" ]; then
+	pass keepalived-reuse-expire "with expire_nodest_conn=1 the same from client port $rport (entry '$entry') went to rs2"
+else fail keepalived-reuse-expire "expire_nodest_conn=1, client port $rport (entry '$entry'): answered by $r, want rs2"; fi
 agent rs1 undrain >>"$W/drain.out" 2>&1
 if wait_kweight rs1 1 30 >"$W/kw.out"; then pass keepalived-undrain "dsr-agent undrain on rs1: weight 1 again"
 else fail keepalived-undrain "$(tr '\n' ' ' <"$W/kw.out")"; fi
