@@ -2,14 +2,17 @@
 # make test-fleet: the Ansible role of deploy/ansible, run by Debian's
 # ansible-playbook over SSH against two real systemd hosts with the real
 # package, behind the real keepalived/IPVS director, a client sending
-# requests through the VIP; in one boot of the boot test's cached VM image.
+# requests through the VIP.
 #
 #   test/fleet/run.sh [DEB]      (default: the newest dist/*.deb)
 #
-# Before the VM: ansible-lint (Debian's, production profile) on deploy/ansible.
-# Inside the VM (guest/fleet.sh): the hosts are systemd-nspawn containers booted
-# with systemd, each in its own network namespace on a bridge with the
-# director's and the client's; the checks are listed in docs/fleet.md.
+# First ansible-lint (Debian's, production profile) on deploy/ansible. Then a
+# lab in network namespaces of this run, on one bridge: the controller, the
+# client, and the hosts rs1/rs2 (systemd-nspawn containers booted with systemd
+# on overlays of the boot test's cached VM image); the director is that VM
+# (guest/fleet.sh: keepalived + IPVS, which this kernel lacks) on a tap in the
+# bridge. The checks (checks.sh) are listed in docs/fleet.md. Needs root,
+# /dev/net/tun, loop devices and what systemd-nspawn needs.
 #
 # Environment (the boot test's, shared):
 #   DSR_BOOT_SKIP=1 / DSR_BOOT_REQUIRE=1   skip / make a skip a failure (CI)
