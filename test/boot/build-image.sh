@@ -28,6 +28,11 @@ INCLUDE=$INCLUDE,keepalived,ipvsadm,iputils-arping,busybox
 # libpam-systemd: provides logind, which polkitd (a dependency of
 # network-manager) needs; debootstrap does not resolve that virtual package.
 INCLUDE=$INCLUDE,network-manager,libpam-systemd
+# For the fleet test (test/fleet, `make test-fleet`): the real servers are
+# systemd-nspawn containers booted with systemd (systemd-container) on an
+# overlay of this root, reached over SSH by the host's ansible-playbook; they
+# need Python, and python3-apt for the apt module.
+INCLUDE=$INCLUDE,systemd-container,openssh-server,python3,python3-apt
 
 [ "$(id -u)" = 0 ] || bt_die "building the image needs root (debootstrap)"
 command -v debootstrap >/dev/null || bt_die "debootstrap not installed (apt-get install debootstrap)"
@@ -89,6 +94,10 @@ for u in getty@tty1.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.
 	systemd-networkd.service systemd-networkd.socket systemd-networkd-wait-online.service; do
 	ln -sf /dev/null "$root/etc/systemd/system/$u"
 done
+
+# sshd is for the fleet test's containers only (it enables it in each one's
+# overlay): the VM itself listens on nothing.
+systemctl --root="$root" disable ssh.service >/dev/null 2>&1 || bt_die "cannot disable ssh.service"
 
 # The runner: on a boot with `boottest=1` on the kernel command line, mount the
 # per-run payload disk (LABEL=BTPAYLOAD, read-only) and run its phases.sh.

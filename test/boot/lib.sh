@@ -87,7 +87,9 @@ bt_accel() {
 }
 
 # bt_qemu_start RUN IMAGE ACCEL TIMEOUT: boot the image in the background with
-# RUN/root.qcow2 (overlay) and RUN/payload.img (LABEL=BTPAYLOAD, read-only);
+# RUN/root.qcow2 (overlay) and RUN/payload.img (LABEL=BTPAYLOAD, read-only),
+# BT_QEMU_MEM MiB of memory (default 1024), BT_QEMU_NIC the -nic argument
+# (default none: no network; the fleet test forwards a loopback port to sshd);
 # markers on the virtio port "boottest" -> RUN/markers.log, serial console ->
 # RUN/console.log. Sets qpid. Used by test/boot and test/interop.
 bt_qemu_start() {
@@ -96,7 +98,7 @@ bt_qemu_start() {
 	# are slow to emulate and load kvm modules; "host" aborts on these machines.
 	: >"$run/markers.log"
 	timeout -k 10 "$timeout" qemu-system-x86_64 \
-		-accel "$accel" -cpu qemu64 -smp 2 -m 1024 \
+		-accel "$accel" -cpu qemu64 -smp 2 -m "${BT_QEMU_MEM:-1024}" \
 		-nodefaults -no-user-config -display none -monitor none \
 		-serial "file:$run/console.log" \
 		-kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
@@ -107,7 +109,7 @@ bt_qemu_start() {
 		-chardev "file,id=bt,path=$run/markers.log" \
 		-device virtserialport,chardev=bt,name=boottest \
 		-device virtio-rng-pci \
-		-nic none \
+		-nic "${BT_QEMU_NIC:-none}" \
 		>"$run/qemu.out" 2>&1 &
 	qpid=$!
 }
