@@ -1,13 +1,11 @@
 package daemon
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/dsr-agent/dsr-agent/agent"
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
+	"github.com/dsr-agent/dsr-agent/internal/testdaemon"
 )
 
 // TestRunWeightHAProxy: a real HAProxy (Debian's) in the namespace checks
@@ -32,13 +31,7 @@ func TestRunWeightHAProxy(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs haproxy against the daemon for about 30s")
 	}
-	bin, err := exec.LookPath("haproxy")
-	if err != nil {
-		if os.Getenv(netnstest.RequireRootEnv) == "1" {
-			t.Fatal("haproxy not installed (mk/daemon.packages lists it)")
-		}
-		t.Skip("haproxy not installed")
-	}
+	testdaemon.NeedHAProxy(t)
 	ns := setupNS(t)
 	dir := t.TempDir()
 	code := filepath.Join(dir, "code")
@@ -69,6 +62,7 @@ health:
 	// The service on the VIP: connections to it wait in its accept queue,
 	// established (the VIP is there now).
 	var ln net.Listener
+	var err error
 	ns.Do(t, func() { ln, err = net.Listen("tcp4", "10.77.100.1:80") })
 	if err != nil {
 		t.Fatal(err)
@@ -77,37 +71,10 @@ health:
 
 	// HAProxy checks the health port (so "check" has something to connect
 	// to) and asks the agent on 10.77.0.2:3333.
-	sock := filepath.Join(dir, "stats.sock")
-	cfg := fmt.Sprintf(`global
-	stats socket %s mode 600 level admin
-defaults
-	mode tcp
-	timeout connect 1s
-	timeout client 5s
-	timeout server 5s
-frontend fe
-	bind 127.0.0.1:8081
-	default_backend be
-backend be
-	server s1 10.77.0.2:8558 check inter 200ms rise 1 fall 1 agent-check agent-port 3333 agent-inter 200ms weight 100
-`, sock)
-	cfgPath := filepath.Join(dir, "haproxy.cfg")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	hap := exec.Command("ip", "netns", "exec", ns.Name, bin, "-db", "-f", cfgPath)
-	var hout syncBuf
-	hap.Stdout, hap.Stderr = &hout, &hout
-	if err := hap.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = hap.Process.Kill()
-		_ = hap.Wait()
-		if t.Failed() {
-			t.Logf("haproxy output:\n%s", hout.String())
-		}
-	}()
+	hap := testdaemon.StartHAProxy(t, testdaemon.AgentCheck{
+		NS: ns.Name, Bind: "127.0.0.1:8081", Server: "10.77.0.2:8558", AgentPort: "3333",
+		Inter: 200 * time.Millisecond, ServerOpts: "weight 100",
+	})
 
 	// follow polls HAProxy's weight until it is want and returns the
 	// distinct weights seen on the way.
@@ -117,8 +84,8 @@ backend be
 		deadline := time.Now().Add(30 * time.Second)
 		last := ""
 		for time.Now().Before(deadline) {
-			status := statField(sock, "status")
-			last = statField(sock, "weight")
+			status := hap.Field("status")
+			last = hap.Field("weight")
 			if w, err := strconv.Atoi(last); err == nil && strings.HasPrefix(status, "UP") {
 				if len(seen) == 0 || seen[len(seen)-1] != w {
 					seen = append(seen, w)
@@ -131,7 +98,7 @@ backend be
 			time.Sleep(20 * time.Millisecond)
 		}
 		_, st := nsGet(t, ns, "", "10.77.0.2:8558", "/status")
-		t.Fatalf("%s: haproxy weight %q (status %q), want %d; seen %v\n/status: %s", what, last, statField(sock, "status"), want, seen, st)
+		t.Fatalf("%s: haproxy weight %q (status %q), want %d; seen %v\n/status: %s", what, last, hap.Field("status"), want, seen, st)
 		return nil
 	}
 	// HAProxy starts at its configured 100 anyway: wait for the daemon's
@@ -213,35 +180,6 @@ func daemonWeight(t *testing.T, ns *netnstest.NS) *statusWeight {
 		t.Fatalf("/status: %d %v\n%s", c, err, body)
 	}
 	return doc.Weight
-}
-
-// statField reads one column of HAProxy's `show stat` for be/s1.
-func statField(sock, field string) string {
-	c, err := net.DialTimeout("unix", sock, time.Second)
-	if err != nil {
-		return "no stats socket: " + err.Error()
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-	fmt.Fprint(c, "show stat\n")
-	sc := bufio.NewScanner(c)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	var header []string
-	for sc.Scan() {
-		line := sc.Text()
-		if h, ok := strings.CutPrefix(line, "# "); ok {
-			header = strings.Split(h, ",")
-			continue
-		}
-		f := strings.Split(line, ",")
-		if len(f) < 2 || f[0] != "be" || f[1] != "s1" {
-			continue
-		}
-		if i := slices.Index(header, field); i >= 0 && i < len(f) {
-			return f[i]
-		}
-	}
-	return "server not found"
 }
 
 // TestWeightTargets: the connections signal counts connections to the VIPs,

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dsr-agent/dsr-agent/internal/lab"
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 )
 
@@ -205,33 +206,17 @@ func TestDNSCheckRealUnbound(t *testing.T) {
 	unbound := needBinary(t, "/usr/sbin/unbound", "unbound")
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "unbound.conf")
-	err := os.WriteFile(conf, []byte(fmt.Sprintf(`server:
-  interface: 127.0.0.1
-  port: 53
-  do-ip4: yes
-  do-ip6: no
-  do-udp: yes
-  do-tcp: no
-  do-daemonize: no
-  chroot: ""
-  username: ""
-  directory: %q
-  pidfile: ""
-  use-syslog: no
-  logfile: ""
-  verbosity: 1
-  num-threads: 1
-  msg-cache-size: 1m
-  rrset-cache-size: 1m
-  module-config: "iterator"
-  access-control: 127.0.0.0/8 allow
-  local-zone: "example.test." static
-  local-data: "www.example.test. 30 IN A 192.0.2.80"
-  local-data: 'www.example.test. 30 IN TXT "v=up"'
-  local-data: "alias.example.test. 30 IN CNAME www.example.test."
-remote-control:
-  control-enable: no
-`, dir)), 0o644)
+	err := os.WriteFile(conf, []byte(lab.UnboundTestConfig(dir,
+		"interface: 127.0.0.1",
+		"port: 53",
+		"do-ip4: yes",
+		"do-ip6: no",
+		"access-control: 127.0.0.0/8 allow",
+		`local-zone: "example.test." static`,
+		`local-data: "www.example.test. 30 IN A 192.0.2.80"`,
+		`local-data: 'www.example.test. 30 IN TXT "v=up"'`,
+		`local-data: "alias.example.test. 30 IN CNAME www.example.test."`,
+	)), 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}

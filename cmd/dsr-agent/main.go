@@ -71,7 +71,8 @@ func newApp() *cli.App {
 		Description: "dsr-agent brings a backend behind an LVS-DR / keepalived / KEMP director to the\n" +
 			"real-server state: it accepts traffic for the VIPs, replies from them, and never\n" +
 			"answers ARP for them. Modes: loopback (sysctls + VIP on lo), arptables (nftables\n" +
-			"ARP filter + VIP on the NIC), firewalld (nftables redirect, VIP not on the host).",
+			"ARP filter + VIP on the NIC), firewalld (nftables redirect, VIP not on the host),\n" +
+			"tunnel (L3 DSR over IPIP or GUE: VIP on tunl0, real servers in any subnet).",
 		Version:              version,
 		EnableBashCompletion: true,
 		HideHelpCommand:      true,

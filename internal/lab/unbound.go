@@ -54,42 +54,18 @@ func UnboundBinary() (string, error) {
 	return "", errors.New("unbound not found (apt-get install unbound; it is in mk/lab.packages)")
 }
 
-// UnboundConfig renders the config of rs's unbound: no daemonizing, chroot,
-// privilege drop, syslog or remote control (it lives only as long as the
-// lab), an authoritative local zone with one TXT record naming the server.
-func UnboundConfig(rs *Node, dir string, o UnboundOptions) string {
-	ports := o.Ports
-	if len(ports) == 0 {
-		ports = []int{DNSPort}
-	}
+// UnboundTestConfig is an unbound config for an instance that lives only
+// as long as a test or the lab: in the foreground, without chroot,
+// privilege drop, syslog, remote control or caches to speak of, UDP only,
+// its files in dir. server are the instance's own `server:` lines
+// (interfaces, port, address families, access control, zones), unindented.
+func UnboundTestConfig(dir string, server ...string) string {
 	var b strings.Builder
 	b.WriteString("server:\n")
-	switch {
-	case len(o.Addresses) > 0:
-		b.WriteString("  # bound to given addresses: answers leave from the address the socket is bound to\n")
-		for _, a := range o.Addresses {
-			for _, p := range ports {
-				fmt.Fprintf(&b, "  interface: %s@%d\n", a, p)
-			}
-		}
-	case o.Wildcard:
-		b.WriteString("  # WRONG for DSR: wildcard sockets without IP_PKTINFO answer from the host's own address\n")
-		for _, p := range ports {
-			fmt.Fprintf(&b, "  interface: 0.0.0.0@%d\n  interface: ::@%d\n", p, p)
-		}
-	default:
-		b.WriteString("  # wildcard sockets with IP_PKTINFO: each answer leaves from the address its query was sent to (the VIP)\n")
-		b.WriteString("  interface-automatic: yes\n")
-		ps := make([]string, len(ports))
-		for i, p := range ports {
-			ps[i] = fmt.Sprint(p)
-		}
-		fmt.Fprintf(&b, "  interface-automatic-ports: %q\n", strings.Join(ps, " "))
+	for _, l := range server {
+		b.WriteString("  " + l + "\n")
 	}
-	fmt.Fprintf(&b, "  port: %d\n", ports[0])
-	fmt.Fprintf(&b, `  do-ip4: yes
-  do-ip6: yes
-  do-udp: yes
+	fmt.Fprintf(&b, `  do-udp: yes
   do-tcp: no
   do-daemonize: no
   chroot: ""
@@ -103,14 +79,51 @@ func UnboundConfig(rs *Node, dir string, o UnboundOptions) string {
   msg-cache-size: 1m
   rrset-cache-size: 1m
   module-config: "iterator"
-  access-control: 0.0.0.0/0 allow
-  access-control: ::/0 allow
-  local-zone: "dsr.lab." static
-  local-data: 'whoami.dsr.lab. 0 IN TXT "%s"'
 remote-control:
   control-enable: no
-`, dir, whoami(rs, "unbound"))
+`, dir)
 	return b.String()
+}
+
+// UnboundConfig renders the config of rs's unbound (UnboundTestConfig)
+// with an authoritative local zone with one TXT record naming the server.
+func UnboundConfig(rs *Node, dir string, o UnboundOptions) string {
+	ports := o.Ports
+	if len(ports) == 0 {
+		ports = []int{DNSPort}
+	}
+	var server []string
+	switch {
+	case len(o.Addresses) > 0:
+		server = append(server, "# bound to given addresses: answers leave from the address the socket is bound to")
+		for _, a := range o.Addresses {
+			for _, p := range ports {
+				server = append(server, fmt.Sprintf("interface: %s@%d", a, p))
+			}
+		}
+	case o.Wildcard:
+		server = append(server, "# WRONG for DSR: wildcard sockets without IP_PKTINFO answer from the host's own address")
+		for _, p := range ports {
+			server = append(server, fmt.Sprintf("interface: 0.0.0.0@%d", p), fmt.Sprintf("interface: ::@%d", p))
+		}
+	default:
+		server = append(server, "# wildcard sockets with IP_PKTINFO: each answer leaves from the address its query was sent to (the VIP)",
+			"interface-automatic: yes")
+		ps := make([]string, len(ports))
+		for i, p := range ports {
+			ps[i] = fmt.Sprint(p)
+		}
+		server = append(server, fmt.Sprintf("interface-automatic-ports: %q", strings.Join(ps, " ")))
+	}
+	server = append(server,
+		fmt.Sprintf("port: %d", ports[0]),
+		"do-ip4: yes",
+		"do-ip6: yes",
+		"access-control: 0.0.0.0/0 allow",
+		"access-control: ::/0 allow",
+		`local-zone: "dsr.lab." static`,
+		fmt.Sprintf(`local-data: 'whoami.dsr.lab. 0 IN TXT "%s"'`, whoami(rs, "unbound")))
+	return UnboundTestConfig(dir, server...)
 }
 
 // StartUnbound writes the config into dir and starts unbound in rs's

@@ -23,26 +23,13 @@ BINARY=${BINARY:-bin/dsr-agent}
 UNIT=dsr-agent.service
 MAX_EXPOSURE=${MAX_EXPOSURE:-3.0}
 
+TAP_NAME=packaging
 . packaging/test/tap.sh
 # check DESC CMD...: run CMD, pass if it exits 0.
 check() {
 	local desc=$1
 	shift
 	if "$@"; then ok "$desc"; else bad "$desc"; fi
-}
-# same DESC WANT GOT: exact comparison, with a diff on failure.
-same() {
-	if [ "$2" == "$3" ]; then
-		ok "$1"
-	else
-		bad "$1"
-		diff -u <(printf '%s\n' "$2") <(printf '%s\n' "$3") | sed 's/^/       /'
-	fi
-}
-finish() {
-	echo "packaging: $pass passed, $fail failed, $skip skipped"
-	[ "$fail" -eq 0 ]
-	exit
 }
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -53,14 +40,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	fi
 	finish
 fi
-missing=
-for tool in rpm rpm2cpio cpio dpkg dpkg-deb busybox systemd-analyze man ldd; do
-	command -v "$tool" >/dev/null || missing="$missing $tool"
-done
-if [ -n "$missing" ]; then
-	bad "missing tools:$missing (make deps-packaging)"
-	finish
-fi
+need_tools "make deps-packaging" rpm rpm2cpio cpio dpkg dpkg-deb busybox systemd-analyze man ldd
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/dsr-agent-pkgtest.XXXXXX")
 trap 'rm -rf "$work"' EXIT

@@ -14,30 +14,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
+TAP_NAME=release
 . packaging/test/tap.sh
-same() {
-	if [ "$2" == "$3" ]; then
-		ok "$1"
-	else
-		bad "$1"
-		diff -u <(printf '%s\n' "$2") <(printf '%s\n' "$3") | sed 's/^/       /'
-	fi
-}
-finish() {
-	echo "release: $pass passed, $fail failed, $skip skipped"
-	[ "$fail" -eq 0 ]
-	exit
-}
 NFPM=${NFPM:-$root/bin/tools/nfpm}
 GO=${GO:-go}
-missing=
-for tool in git rpm dpkg dpkg-deb sha256sum "$NFPM"; do
-	command -v "$tool" >/dev/null || missing="$missing $tool"
-done
-if [ -n "$missing" ]; then
-	bad "missing tools:$missing (make deps-packaging; bin/tools/nfpm: make rpm)"
-	finish
-fi
+need_tools "make deps-packaging; bin/tools/nfpm: make rpm" git rpm dpkg dpkg-deb sha256sum "$NFPM"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/dsr-agent-reltest.XXXXXX")
 trap 'rm -rf "$work"' EXIT

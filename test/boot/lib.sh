@@ -158,8 +158,9 @@ bt_vm_prereqs() {
 }
 
 # bt_vm_begin BOOT_DIR: the cached image, a run directory with the root overlay and
-# an empty payload directory, and the cleanup that stops qemu and keeps the logs of
-# a failed run. Sets t_start, image, t_image, run, payload and qpid.
+# a payload directory holding the guest scripts' shared lib.sh, and the cleanup that
+# stops qemu and keeps the logs of a failed run. Sets t_start, image, t_image, run,
+# payload and qpid.
 bt_vm_begin() {
 	# shellcheck disable=SC2034 # t_start, t_image: the caller's timings
 	t_start=$(date +%s)
@@ -173,6 +174,7 @@ bt_vm_begin() {
 	qemu-img create -q -f qcow2 -F raw -b "$image/rootfs.img" "$run/root.qcow2"
 	payload="$run/payload"
 	mkdir -p "$payload"
+	cp "$1/guest/lib.sh" "$payload/lib.sh"
 }
 
 bt_vm_cleanup() {

@@ -295,91 +295,67 @@ func crashApply(t *testing.T, mode string, start ...sysctl) {
 }
 
 // crashModeSwitch: SIGKILL during apply of the next mode in the cycle
-// loopback -> arptables -> firewalld -> loopback. After the kill, the apply
-// of the new mode converges; every other round, a remove straight from the
-// half-switched state must restore the host first.
+// loopback -> arptables -> firewalld -> loopback (r.cycle).
 func crashModeSwitch(t *testing.T) {
 	r := newCrashRun(t)
 	base := r.baseline(sysctl{"net/ipv4/conf/all/arp_ignore", "3"}, sysctl{"net/ipv4/conf/" + nic + "/arp_announce", "3"})
-	modes := []string{"loopback", "arptables", "firewalld"}
-	r.mustRun(0, modes[0], "apply")
-	spans := map[string][]time.Duration{}
-	for range 3 {
-		for i := range modes {
-			to := modes[(i+1)%3]
-			spans[to] = append(spans[to], r.timed(to, "apply"))
-		}
-	}
-	perMode := (r.n + 2) / 3
-	delays := map[string][]time.Duration{}
-	span := map[string]time.Duration{}
-	for _, m := range modes {
-		slices.Sort(spans[m])
-		span[m] = spans[m][1]
-		delays[m] = r.delays(perMode, span[m])
-		t.Logf("uninterrupted switch to %s: %v", m, span[m].Round(time.Millisecond))
-	}
-	for i := range r.n {
-		from, to := modes[i%3], modes[(i+1)%3]
-		d := delays[to][i/3]
-		when := fmt.Sprintf("kill %d of the switch %s -> %s at %.1fms (seed %d)", i, from, to, ms(d), r.seed)
-		r.killAndCheck(i, d, span[to], to, "apply")
-		if (i/3)%2 == 1 {
-			r.removeAndCheck(to, base, when)
-		}
-		r.converge(to, when)
-		if t.Failed() {
-			break
-		}
-	}
-	r.removeAndCheck(modes[0], base, "the mode switches")
-	r.report()
+	r.cycle(base, "switch", "the mode switches", "loopback", "arptables", "firewalld")
 }
 
 // crashVIPChange: arptables mode, SIGKILL during the apply of a config whose
 // VIPs overlap the current ones by half (A: VIPs 0..n-1, B: n/2..3n/2-1), in
-// turn A -> B -> A: VIPs leave the NIC, the table's set and map are
-// replaced, new VIPs arrive. Every VIP of either config is checked; the
+// turn A -> B -> A (r.cycle): VIPs leave the NIC, the table's set and map
+// are replaced, new VIPs arrive. Every VIP of either config is checked; the
 // ARP sysctls start hostile (arp_ignore 3), so only the table protects a VIP
-// on the NIC. Every other pair of kills, remove straight from the
-// half-changed state must restore the host first.
+// on the NIC.
 func crashVIPChange(t *testing.T) {
 	r := newCrashRun(t)
 	n := r.size
 	r.writeConfig("arp-a", "arptables", 0, n)
 	r.writeConfig("arp-b", "arptables", n/2, n/2+n)
 	base := r.baseline(sysctl{"net/ipv4/conf/all/arp_ignore", "3"}, sysctl{"net/ipv4/conf/all/arp_announce", "3"})
-	cfgs := []string{"arp-a", "arp-b"}
+	r.cycle(base, "change", "the VIP changes", "arp-a", "arp-b")
+}
+
+// cycle kills the apply of the next config in the cycle cfgs[0] -> cfgs[1]
+// -> ... -> cfgs[0] (a mode, or a config written by writeConfig). After
+// the kill, the apply of the new config converges; every other round of
+// len(cfgs) kills, a remove straight from the half-changed state must
+// restore the host first. The kill delays of each target spread over the
+// median of three uninterrupted applies to it.
+func (r *crashRun) cycle(base *hostState, what, done string, cfgs ...string) {
+	k := len(cfgs)
 	r.mustRun(0, cfgs[0], "apply")
 	spans := map[string][]time.Duration{}
 	for range 3 {
-		for _, to := range []string{cfgs[1], cfgs[0]} {
+		for i := range cfgs {
+			to := cfgs[(i+1)%k]
 			spans[to] = append(spans[to], r.timed(to, "apply"))
 		}
 	}
-	perCfg := (r.n + 1) / 2
+	perCfg := (r.n + k - 1) / k
 	delays := map[string][]time.Duration{}
 	span := map[string]time.Duration{}
 	for _, c := range cfgs {
 		slices.Sort(spans[c])
 		span[c] = spans[c][1]
 		delays[c] = r.delays(perCfg, span[c])
-		t.Logf("uninterrupted change to %s: %v", c, span[c].Round(time.Millisecond))
+		r.t.Logf("uninterrupted %s to %s: %v", what, c, span[c].Round(time.Millisecond))
 	}
 	for i := range r.n {
-		from, to := cfgs[i%2], cfgs[(i+1)%2]
-		d := delays[to][i/2]
-		when := fmt.Sprintf("kill %d of the change %s -> %s at %.1fms (seed %d)", i, from, to, ms(d), r.seed)
+		from, to := cfgs[i%k], cfgs[(i+1)%k]
+		d := delays[to][i/k]
+		when := fmt.Sprintf("kill %d of the %s %s -> %s at %.1fms (seed %d)", i, what, from, to, ms(d), r.seed)
 		r.killAndCheck(i, d, span[to], to, "apply")
-		if (i/2)%2 == 1 {
+		if (i/k)%2 == 1 {
 			r.removeAndCheck(to, base, when)
 		}
 		r.converge(to, when)
-		if t.Failed() {
+		if r.t.Failed() {
 			break
 		}
 	}
-	r.removeAndCheck(cfgs[0], base, "the VIP changes")
+	r.removeAndCheck(cfgs[0], base, done)
 	r.report()
 }
 
@@ -391,19 +367,12 @@ func crashRemove(t *testing.T) {
 	r := newCrashRun(t)
 	base := r.baseline(sysctl{"net/ipv4/conf/" + nic + "/arp_ignore", "3"}, sysctl{"net/ipv4/conf/all/arp_announce", "1"})
 	modes := []string{"loopback", "arptables"}
-	span := map[string]time.Duration{}
-	delays := map[string][]time.Duration{}
-	perMode := (r.n + 1) / 2
-	for _, m := range modes {
-		span[m] = median(3, func() time.Duration {
-			r.mustRun(0, m, "apply")
-			d := r.timed(m, "remove")
-			r.checkRestored(base, "by an uninterrupted remove")
-			return d
-		})
-		delays[m] = r.delays(perMode, span[m])
-		t.Logf("uninterrupted remove (%s): %v", m, span[m].Round(time.Millisecond))
-	}
+	span, delays := r.spread(modes, "uninterrupted remove (%s): %v", func(m string) time.Duration {
+		r.mustRun(0, m, "apply")
+		d := r.timed(m, "remove")
+		r.checkRestored(base, "by an uninterrupted remove")
+		return d
+	})
 	for i := range r.n {
 		m := modes[i%2]
 		d := delays[m][i/2]
@@ -419,6 +388,21 @@ func crashRemove(t *testing.T) {
 		}
 	}
 	r.report()
+}
+
+// spread measures each mode's uninterrupted run with measure (the median
+// of three, logged with format) and gives each mode its share of the r.n
+// kills, spread over that time.
+func (r *crashRun) spread(modes []string, format string, measure func(mode string) time.Duration) (map[string]time.Duration, map[string][]time.Duration) {
+	span := map[string]time.Duration{}
+	delays := map[string][]time.Duration{}
+	per := (r.n + len(modes) - 1) / len(modes)
+	for _, m := range modes {
+		span[m] = median(3, func() time.Duration { return measure(m) })
+		delays[m] = r.delays(per, span[m])
+		r.t.Logf(format, m, span[m].Round(time.Millisecond))
+	}
+	return span, delays
 }
 
 // TestCheckCatchesBadOrder is the negative control of the kill loop itself:
@@ -505,21 +489,14 @@ func crashDaemon(t *testing.T) {
 	r := newCrashRun(t)
 	base := r.baseline(sysctl{"net/ipv4/conf/all/arp_ignore", "3"}, sysctl{"net/ipv4/conf/all/arp_announce", "1"})
 	modes := []string{"loopback", "arptables"}
-	span := map[string]time.Duration{}
-	delays := map[string][]time.Duration{}
-	perMode := (r.n + 1) / 2
-	for _, m := range modes {
-		span[m] = median(3, func() time.Duration {
-			d, err := r.timeToReady(m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r.removeAndCheck(m, base, "an uninterrupted run")
-			return d
-		})
-		delays[m] = r.delays(perMode, span[m])
-		t.Logf("run (%s) ready after %v", m, span[m].Round(time.Millisecond))
-	}
+	span, delays := r.spread(modes, "run (%s) ready after %v", func(m string) time.Duration {
+		d, err := r.timeToReady(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.removeAndCheck(m, base, "an uninterrupted run")
+		return d
+	})
 	for i := range r.n {
 		m := modes[i%2]
 		d := delays[m][i/2]

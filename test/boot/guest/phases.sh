@@ -14,18 +14,9 @@ STATE=/var/lib/boot-test
 mkdir -p "$STATE"
 # shellcheck source=/dev/null
 . "$P/params.env"
-PORT=/dev/virtio-ports/boottest
-for _ in $(seq 50); do [ -e "$PORT" ] && break; sleep 0.1; done
-
-emit() {
-	local line="@@BT $*"
-	if [ -e "$PORT" ]; then printf '%s\n' "$line" >"$PORT"; fi
-	printf '%s\n' "$line" >/dev/console
-	printf '%s\n' "$line" >>"$STATE/markers.log"
-}
-pass() { emit PASS "$1" "${*:2}"; }
-fail() { emit FAIL "$1" "${*:2}"; }
-info() { emit INFO "$*"; }
+BT_MARKERS_LOG=$STATE/markers.log
+# shellcheck source=../../boot/guest/lib.sh
+. "$P/lib.sh"
 check() { # check NAME DETAIL -- command...
 	local name=$1 detail=$2
 	shift 3

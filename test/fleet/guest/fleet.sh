@@ -17,32 +17,8 @@ set -u
 P=/run/boot-test/payload
 W=/var/lib/fleet
 mkdir -p "$W"
-PORT=/dev/virtio-ports/boottest
-for _ in $(seq 50); do [ -e "$PORT" ] && break; sleep 0.1; done
-
-emit() {
-	local line="@@BT $*"
-	if [ -e "$PORT" ]; then printf '%s\n' "$line" >"$PORT"; fi
-	printf '%s\n' "$line" >/dev/console
-}
-pass() { emit PASS "$1" "${*:2}"; }
-fail() { emit FAIL "$1" "${*:2}"; }
-info() { emit INFO "$*"; }
-metric() { emit METRIC "$1" "$2"; }
-ok() { # ok NAME DETAIL COND...: pass if the command succeeds, else fail with its output
-	local name=$1 detail=$2
-	shift 2
-	local out
-	if out=$("$@" 2>&1); then pass "$name" "$detail${out:+ ($(echo "$out" | tr '\n' ' ' | cut -c1-200))}"
-	else fail "$name" "$detail: $(echo "$out" | tr '\n' ' ' | cut -c1-300)"; return 1; fi
-}
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-finish() {
-	emit END
-	sync
-	systemctl --no-block poweroff
-	exit 0
-}
+# shellcheck source=../../boot/guest/lib.sh
+. "$P/lib.sh"
 
 VIP=10.88.0.100
 DIR_IP=10.88.0.2

@@ -28,19 +28,9 @@ set -u
 P=/run/boot-test/payload
 W=/run/netmgr
 mkdir -p "$W"
-PORT=/dev/virtio-ports/boottest
-for _ in $(seq 50); do [ -e "$PORT" ] && break; sleep 0.1; done
-
-emit() {
-	local line="@@BT $*"
-	if [ -e "$PORT" ]; then printf '%s\n' "$line" >"$PORT"; fi
-	printf '%s\n' "$line" >/dev/console
-	printf '%s\n' "$line" >>"$W/markers.log"
-}
-pass() { emit PASS "$1" "${*:2}"; }
-fail() { emit FAIL "$1" "${*:2}"; }
-info() { emit INFO "$*"; }
-metric() { emit METRIC "$1" "$2"; }
+BT_MARKERS_LOG=$W/markers.log
+# shellcheck source=../../boot/guest/lib.sh
+. "$P/lib.sh"
 infocmd() { # infocmd PREFIX CMD...: each output line as an INFO line
 	local p=$1; shift
 	"$@" 2>&1 | head -n 40 | while IFS= read -r l; do info "$p: $l"; done

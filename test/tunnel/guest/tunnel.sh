@@ -23,27 +23,9 @@ set -u
 P=/run/boot-test/payload
 W=/run/tunnel
 mkdir -p "$W"
-PORT=/dev/virtio-ports/boottest
-for _ in $(seq 50); do [ -e "$PORT" ] && break; sleep 0.1; done
-emit() {
-	local line="@@BT $*"
-	if [ -e "$PORT" ]; then printf '%s\n' "$line" >"$PORT"; fi
-	printf '%s\n' "$line" >/dev/console
-}
-pass() { emit PASS "$1" "${*:2}"; }
-fail() { emit FAIL "$1" "${*:2}"; }
-skip() { emit SKIP "$1" "${*:2}"; }
-info() { emit INFO "$*"; }
-metric() { emit METRIC "$1" "$2"; }
-check() { # check NAME DETAIL CMD...: pass if CMD succeeds; its output goes into the detail
-	local name=$1 detail=$2 out
-	shift 2
-	if out=$("$@" 2>&1); then pass "$name" "$detail${out:+ ($(echo "$out" | tr '\n' ' ' | cut -c1-200))}"
-	else fail "$name" "$detail: $(echo "$out" | tr '\n' ' ' | cut -c1-300)"; return 1; fi
-}
-infofile() { tail -n "${2:-30}" "$1" 2>/dev/null | while IFS= read -r l; do info "$(basename "$1"): $l"; done; }
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-finish() { emit END; sync; systemctl --no-block poweroff; exit 0; }
+# shellcheck source=../../boot/guest/lib.sh
+. "$P/lib.sh"
+check() { ok "$@"; } # this script's name for ok
 
 MANUAL=$(cat "$P/manual" 2>/dev/null || echo 0)
 MSS=1400
