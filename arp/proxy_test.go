@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dsr-agent/dsr-agent/sysctl"
 )
 
 // proxyFacts is a VIP arriving on eth0 with the route given, every sysctl 0
@@ -22,7 +24,7 @@ func proxyFacts(vip string, route ProxyRoute, entry string, sysctls map[string]s
 		f.Sysctls[p.Key()] = "0"
 	}
 	for k, v := range sysctls {
-		f.Sysctls[ParseKey(k).Key()] = v
+		f.Sysctls[sysctl.ParseKey(k).Key()] = v
 	}
 	return f
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
+	"github.com/dsr-agent/dsr-agent/sysctl"
 )
 
 // The proxy ARP / proxy NDP lab (issue 17 point 7): a client and a real
@@ -41,7 +42,7 @@ const (
 
 type proxyLab struct {
 	srv, cli *netnstest.NS
-	proc     *arp.Proc
+	proc     *sysctl.Proc
 	eth0     int // the server's eth0 ifindex
 	srvMAC   string
 	probe    *ndProbe
@@ -54,7 +55,7 @@ func newProxyLab(t *testing.T) *proxyLab {
 	srv.AddDummy(t, "eth1", "203.0.113.21/24")
 	srv.Exec(t, "ip", "route", "add", "default", "via", "203.0.113.1", "dev", "eth1")
 	srv.Exec(t, "ip", "route", "add", "unreachable", "10.255.0.0/16")
-	l := &proxyLab{srv: srv, cli: cli, proc: &arp.Proc{Root: "/proc/sys", NS: srv.Handle}}
+	l := &proxyLab{srv: srv, cli: cli, proc: &sysctl.Proc{Root: "/proc/sys", NS: srv.Handle}}
 	eth0, err := srv.Netlink.LinkByName("eth0")
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +79,7 @@ func newProxyLab(t *testing.T) *proxyLab {
 
 func (l *proxyLab) sysctl(t *testing.T, path, v string) {
 	t.Helper()
-	if err := l.proc.Write(arp.ParseKey(path), v); err != nil {
+	if err := l.proc.Write(sysctl.ParseKey(path), v); err != nil {
 		t.Fatal(err)
 	}
 }
