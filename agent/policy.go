@@ -10,6 +10,7 @@ import (
 	"github.com/dsr-agent/dsr-agent/firewall"
 	"github.com/dsr-agent/dsr-agent/loopback"
 	"github.com/dsr-agent/dsr-agent/route"
+	"github.com/dsr-agent/dsr-agent/sysctl"
 	"github.com/dsr-agent/dsr-agent/tunnel"
 )
 
@@ -21,7 +22,7 @@ type Desired struct {
 	// route's interface).
 	Interfaces []string
 	VIPs       []VIP
-	Sysctls    []arp.Setting
+	Sysctls    []sysctl.Setting
 	// Addrs are the VIP addresses; labels are assigned when planning.
 	Addrs  []loopback.Addr
 	Tables map[firewall.Family]firewall.Spec
