@@ -8,9 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/dsr-agent/dsr-agent/internal/golden"
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 )
 
@@ -23,14 +22,14 @@ func arpSpec() *ARPTable {
 
 func nat4Spec() *NATTable {
 	return &NATTable{Redirects: []Redirect{
-		{VIP: netip.MustParseAddr("192.0.2.10"), Proto: unix.IPPROTO_TCP, Port: 80, ToPort: 8080},
-		{VIP: netip.MustParseAddr("192.0.2.10"), Proto: unix.IPPROTO_UDP, Port: 53, ToPort: 5353},
+		{VIP: netip.MustParseAddr("192.0.2.10"), Proto: inet.TCP, Port: 80, ToPort: 8080},
+		{VIP: netip.MustParseAddr("192.0.2.10"), Proto: inet.UDP, Port: 53, ToPort: 5353},
 	}}
 }
 
 func nat6Spec() *NATTable {
 	return &NATTable{IPv6: true, Redirects: []Redirect{
-		{VIP: netip.MustParseAddr("2001:db8::10"), Proto: unix.IPPROTO_TCP, Port: 443, ToPort: 8443},
+		{VIP: netip.MustParseAddr("2001:db8::10"), Proto: inet.TCP, Port: 443, ToPort: 8443},
 	}}
 }
 
@@ -43,9 +42,9 @@ func arpGuardSpec() *ARPGuard {
 // Solicitation guard: two VIPs, one with two ports.
 func nat6GuardSpec() *NATTable {
 	return &NATTable{IPv6: true, DropNS: true, Redirects: []Redirect{
-		{VIP: netip.MustParseAddr("2001:db8::11"), Proto: unix.IPPROTO_TCP, Port: 443, ToPort: 8443},
-		{VIP: netip.MustParseAddr("2001:db8::10"), Proto: unix.IPPROTO_TCP, Port: 443, ToPort: 8443},
-		{VIP: netip.MustParseAddr("2001:db8::10"), Proto: unix.IPPROTO_UDP, Port: 53, ToPort: 5353},
+		{VIP: netip.MustParseAddr("2001:db8::11"), Proto: inet.TCP, Port: 443, ToPort: 8443},
+		{VIP: netip.MustParseAddr("2001:db8::10"), Proto: inet.TCP, Port: 443, ToPort: 8443},
+		{VIP: netip.MustParseAddr("2001:db8::10"), Proto: inet.UDP, Port: 53, ToPort: 5353},
 	}}
 }
 

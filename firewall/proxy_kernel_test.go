@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dsr-agent/dsr-agent/arp"
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 	"github.com/dsr-agent/dsr-agent/sysctl"
 )
@@ -301,7 +302,7 @@ func (l *proxyLab) guard(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := m.Replace(&NATTable{IPv6: true, DropNS: true, Redirects: []Redirect{
-		{VIP: netip.MustParseAddr(pxVIP6), Proto: unix.IPPROTO_TCP, Port: 80, ToPort: 8080},
+		{VIP: netip.MustParseAddr(pxVIP6), Proto: inet.TCP, Port: 80, ToPort: 8080},
 	}}); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 )
 
@@ -13,7 +14,7 @@ func TestReceives(t *testing.T) {
 	v4 := netip.MustParseAddrPort("192.0.2.10:80")
 	v6 := netip.MustParseAddrPort("[2001:db8::10]:80")
 	sock := func(addr string, v6only bool) Socket {
-		return Socket{Proto: TCP, Addr: netip.MustParseAddr(addr), Port: 80, V6Only: v6only}
+		return Socket{Proto: inet.TCP, Addr: netip.MustParseAddr(addr), Port: 80, V6Only: v6only}
 	}
 	for _, c := range []struct {
 		s        Socket
@@ -31,10 +32,10 @@ func TestReceives(t *testing.T) {
 		{sock("::ffff:192.0.2.11", false), v4, false},
 		{sock("2001:db8::10", true), v6, true},
 		{sock("2001:db8::11", false), v6, false},
-		{Socket{Proto: UDP, Addr: netip.MustParseAddr("0.0.0.0"), Port: 80}, v4, false}, // other protocol
-		{Socket{Proto: TCP, Addr: netip.MustParseAddr("0.0.0.0"), Port: 81}, v4, false}, // other port
+		{Socket{Proto: inet.UDP, Addr: netip.MustParseAddr("0.0.0.0"), Port: 80}, v4, false}, // other protocol
+		{Socket{Proto: inet.TCP, Addr: netip.MustParseAddr("0.0.0.0"), Port: 81}, v4, false}, // other port
 	} {
-		if got := c.s.Receives(TCP, c.dst); got != c.receives {
+		if got := c.s.Receives(inet.TCP, c.dst); got != c.receives {
 			t.Errorf("%s receives tcp %s = %v, want %v", c.s, c.dst, got, c.receives)
 		}
 	}
@@ -100,7 +101,7 @@ func TestListKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	socks, err := d.List([]Proto{TCP, UDP}, true)
+	socks, err := d.List([]inet.Protocol{inet.TCP, inet.UDP}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,25 +118,25 @@ func TestListKernel(t *testing.T) {
 		t.Fatalf("sockets:\n got %q\nwant %q", got, want)
 	}
 	vip := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(netip.MustParseAddr("10.77.100.1"), port) }
-	served := func(proto Proto, dst netip.AddrPort) bool {
+	served := func(proto inet.Protocol, dst netip.AddrPort) bool {
 		return slices.ContainsFunc(socks, func(s Socket) bool { return s.Receives(proto, dst) })
 	}
 	for port, want := range map[uint16]bool{80: true, 81: true, 82: false, 83: true, 84: false, 85: false} {
-		if got := served(TCP, vip(port)); got != want {
+		if got := served(inet.TCP, vip(port)); got != want {
 			t.Errorf("VIP:%d/tcp served = %v, want %v", port, got, want)
 		}
 	}
-	if !served(UDP, vip(53)) || served(TCP, vip(53)) {
+	if !served(inet.UDP, vip(53)) || served(inet.TCP, vip(53)) {
 		t.Error("udp wildcard :53 not seen as serving udp only")
 	}
 
 	// Only TCP asked: no UDP dump. IPv6 only: no IPv4 sockets.
-	socks, err = d.List([]Proto{TCP}, false)
+	socks, err = d.List([]inet.Protocol{inet.TCP}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range socks {
-		if s.Proto != TCP || s.Addr.Is4() {
+		if s.Proto != inet.TCP || s.Addr.Is4() {
 			t.Errorf("List(tcp, ipv6 only) returned %s", s)
 		}
 	}

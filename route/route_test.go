@@ -11,11 +11,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 )
 
 func portRule(v6 bool, src string, port uint16) Rule {
-	return Rule{IPv6: v6, Priority: 8558, Src: netip.MustParsePrefix(src), IPProto: unix.IPPROTO_TCP, SPort: port, Table: 8558, SuppressPrefixLen: -1}
+	return Rule{IPv6: v6, Priority: 8558, Src: netip.MustParsePrefix(src), IPProto: inet.TCP, SPort: port, Table: 8558, SuppressPrefixLen: -1}
 }
 
 func TestRender(t *testing.T) {
