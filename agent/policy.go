@@ -100,7 +100,7 @@ func Resolve(cfg *Config, f *Facts) (*Desired, error) {
 				t = nat6
 			}
 			for _, p := range v.Ports {
-				t.Redirects = append(t.Redirects, firewall.Redirect{VIP: v.Address, Proto: p.Protocol.Number(), Port: p.Port, ToPort: p.ToPort})
+				t.Redirects = append(t.Redirects, firewall.Redirect{VIP: v.Address, Proto: p.Protocol, Port: p.Port, ToPort: p.ToPort})
 			}
 		}
 		// The VIP is never local here, so arp_ignore does not cover it:

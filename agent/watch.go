@@ -86,7 +86,7 @@ func listenerPorts(d *Desired) []listener.Port {
 			if d.Mode == ModeFirewalld {
 				port = p.ToPort
 			}
-			out = append(out, listener.Port{Proto: listener.Proto(p.Protocol), Port: port})
+			out = append(out, listener.Port{Proto: p.Protocol, Port: port})
 		}
 	}
 	return out
