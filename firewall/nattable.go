@@ -46,12 +46,7 @@ func (n *NATTable) nsVIPs() []netip.Addr {
 }
 
 // Family implements Spec.
-func (n *NATTable) Family() Family {
-	if n.IPv6 {
-		return nftables.TableFamilyIPv6
-	}
-	return nftables.TableFamilyIPv4
-}
+func (n *NATTable) Family() Family { return ipFamily(n.IPv6) }
 
 // NAT priority dstnat (-100): before the routing decision, so the redirected
 // packet is delivered locally.
@@ -78,16 +73,9 @@ func (n *NATTable) redirects() []Redirect {
 	})
 }
 
-func (n *NATTable) addrType() nftables.SetDatatype {
-	if n.IPv6 {
-		return nftables.TypeIP6Addr
-	}
-	return nftables.TypeIPAddr
-}
-
 func (n *NATTable) set(t *nftables.Table) (*nftables.Set, []nftables.SetElement) {
 	s := &nftables.Set{Table: t, Name: "vip_ports", IsMap: true, Concatenation: true,
-		KeyType:      nftables.MustConcatSetType(n.addrType(), nftables.TypeInetProto, nftables.TypeInetService),
+		KeyType:      nftables.MustConcatSetType(ipAddrType(n.IPv6), nftables.TypeInetProto, nftables.TypeInetService),
 		DataType:     nftables.TypeInetService,
 		KeyByteOrder: binaryutil.BigEndian}
 	var elems []nftables.SetElement
@@ -193,10 +181,8 @@ func (n *NATTable) expected() tableContent {
 
 // Render implements Spec.
 func (n *NATTable) Render() string {
-	fam, addrType, daddr := "ip", "ipv4_addr", "ip daddr"
-	if n.IPv6 {
-		fam, addrType, daddr = "ip6", "ipv6_addr", "ip6 daddr"
-	}
+	fam, addrType := FamilyName(n.Family()), ipAddrType(n.IPv6).Name
+	daddr := fam + " daddr"
 	var elems []string
 	for _, r := range n.redirects() {
 		elems = append(elems, fmt.Sprintf("%s . %s . %d : %d", r.VIP, r.Proto, r.Port, r.ToPort))
