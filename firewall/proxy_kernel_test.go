@@ -1,13 +1,10 @@
 package firewall
 
 import (
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,6 +15,7 @@ import (
 
 	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/internal/inet"
+	"github.com/dsr-agent/dsr-agent/internal/ndprobe"
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 	"github.com/dsr-agent/dsr-agent/sysctl"
 )
@@ -46,7 +44,7 @@ type proxyLab struct {
 	proc     *sysctl.Proc
 	eth0     int // the server's eth0 ifindex
 	srvMAC   string
-	probe    *ndProbe
+	probe    *ndprobe.Probe
 }
 
 func newProxyLab(t *testing.T) *proxyLab {
@@ -155,7 +153,7 @@ func (l *proxyLab) answers(t *testing.T, vip string) []string {
 	if strings.Contains(vip, ":") {
 		barrier = pxSrv6
 	}
-	return l.probe.ask(t, netip.MustParseAddr(vip), netip.MustParseAddr(barrier), 0)
+	return ask(t, l.probe, netip.MustParseAddr(vip), netip.MustParseAddr(barrier), 0)
 }
 
 // TestProxyJudgementMatchesKernel: for every combination of the sysctls and
@@ -343,11 +341,11 @@ func TestProxyGuardGratuitous(t *testing.T) {
 	l := newProxyLab(t)
 	l.exposeAll(t)
 	vip, barrier := netip.MustParseAddr(pxVIPOther), netip.MustParseAddr(pxSrv4)
-	if got := l.probe.askGratuitous(t, vip, barrier); len(got) == 0 {
+	if got := askGratuitous(t, l.probe, vip, barrier); len(got) == 0 {
 		t.Fatal("negative control: the gratuitous request from the VIP is not answered by proxy ARP")
 	}
 	l.guard(t)
-	if got := l.probe.askGratuitous(t, vip, barrier); len(got) != 0 {
+	if got := askGratuitous(t, l.probe, vip, barrier); len(got) != 0 {
 		t.Errorf("gratuitous ARP for %s answered by %v with the guard in place", vip, got)
 	}
 	if n := ruleCounter(t, l.srv, "arp", "output"); n < 1 {
@@ -383,10 +381,10 @@ func TestProxyGuardGratuitous(t *testing.T) {
 				t.Fatal(err)
 			}
 			l.srv.Exec(t, "ip", "neigh", "replace", pxVIPSame, "lladdr", "02:00:00:00:00:01", "dev", "eth0", "nud", "stale")
-			l.probe.askGratuitous(t, same, barrier)
+			askGratuitous(t, l.probe, same, barrier)
 			got := entryMAC()
-			if updated := got == l.probe.mac.String(); updated != tc.updates {
-				t.Errorf("server's entry for %s is %s after the gratuitous ARP from %s: updated %v, want %v", pxVIPSame, got, l.probe.mac, updated, tc.updates)
+			if updated := got == l.probe.MAC.String(); updated != tc.updates {
+				t.Errorf("server's entry for %s is %s after the gratuitous ARP from %s: updated %v, want %v", pxVIPSame, got, l.probe.MAC, updated, tc.updates)
 			}
 		})
 	}
@@ -408,7 +406,7 @@ func TestProxyGuardDelayed(t *testing.T) {
 		if strings.Contains(vip, ":") {
 			barrier = pxSrv6
 		}
-		if got := l.probe.ask(t, netip.MustParseAddr(vip), netip.MustParseAddr(barrier), linger); len(got) == 0 {
+		if got := ask(t, l.probe, netip.MustParseAddr(vip), netip.MustParseAddr(barrier), linger); len(got) == 0 {
 			t.Fatalf("negative control: no delayed proxy answer for %s", vip)
 		}
 	}
@@ -418,7 +416,7 @@ func TestProxyGuardDelayed(t *testing.T) {
 		if strings.Contains(vip, ":") {
 			barrier = pxSrv6
 		}
-		if got := l.probe.ask(t, netip.MustParseAddr(vip), netip.MustParseAddr(barrier), linger); len(got) != 0 {
+		if got := ask(t, l.probe, netip.MustParseAddr(vip), netip.MustParseAddr(barrier), linger); len(got) != 0 {
 			t.Errorf("%s answered by %v (delayed) with the guard in place", vip, got)
 		}
 	}
@@ -479,210 +477,39 @@ func ruleCounter(t *testing.T, ns *netnstest.NS, family, chain string) int {
 	return n
 }
 
-// ndProbe asks who has an address, by ARP or by Neighbour Solicitation,
-// from a packet socket on the client's NIC, and reads every answer on the
-// wire (not only the one the client's kernel would keep).
-type ndProbe struct {
-	fd       int
-	ifindex  int
-	mac      net.HardwareAddr
-	ip4, ip6 netip.Addr
-}
-
-func newNDProbe(t *testing.T, ns *netnstest.NS, ifname string, ip4, ip6 netip.Addr) *ndProbe {
+// newNDProbe asks from ifname in ns (ip4, ip6: its addresses).
+func newNDProbe(t *testing.T, ns *netnstest.NS, ifname string, ip4, ip6 netip.Addr) *ndprobe.Probe {
 	t.Helper()
 	link, err := ns.Netlink.LinkByName(ifname)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &ndProbe{ifindex: link.Attrs().Index, mac: link.Attrs().HardwareAddr, ip4: ip4, ip6: ip6}
-	proto := int(htons(unix.ETH_P_ALL))
-	ns.Do(t, func() {
-		p.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
-	})
+	p := &ndprobe.Probe{Ifindex: link.Attrs().Index, MAC: link.Attrs().HardwareAddr, IP4: ip4, IP6: ip6}
+	ns.Do(t, func() { p.FD, err = ndprobe.Socket(p.Ifindex, 50*time.Millisecond) })
 	if err != nil {
-		t.Fatalf("packet socket: %v", err)
-	}
-	t.Cleanup(func() { unix.Close(p.fd) })
-	if err := unix.Bind(p.fd, &unix.SockaddrLinklayer{Protocol: uint16(proto), Ifindex: p.ifindex}); err != nil {
-		t.Fatalf("bind packet socket: %v", err)
-	}
-	tv := unix.NsecToTimeval(int64(50 * time.Millisecond))
-	if err := unix.SetsockoptTimeval(p.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { unix.Close(p.FD) })
 	return p
 }
 
-func (p *ndProbe) arpRequest(sender, target netip.Addr) []byte {
-	f := []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-	f = append(f, p.mac...)
-	f = binary.BigEndian.AppendUint16(f, unix.ETH_P_ARP)
-	f = append(f, 0, 1, 0x08, 0x00, 6, 4, 0, 1)
-	f = append(f, p.mac...)
-	f = append(f, sender.AsSlice()...)
-	f = append(f, 0, 0, 0, 0, 0, 0)
-	f = append(f, target.AsSlice()...)
-	return append(f, make([]byte, 60-len(f))...)
-}
-
-// ns is a Neighbour Solicitation to target's solicited-node group, as a
-// kernel sends it.
-func (p *ndProbe) ns(target netip.Addr) []byte {
-	v := target.As16()
-	dst := netip.AddrFrom16([16]byte{0xff, 0x02, 11: 1, 12: 0xff, 13: v[13], 14: v[14], 15: v[15]})
-	icmp := append([]byte{135, 0, 0, 0, 0, 0, 0, 0}, v[:]...)
-	icmp = append(icmp, 1, 1)
-	icmp = append(icmp, p.mac...)
-	binary.BigEndian.PutUint16(icmp[2:4], icmp6Checksum(p.ip6, dst, icmp))
-	f := []byte{0x33, 0x33, 0xff, v[13], v[14], v[15]}
-	f = append(f, p.mac...)
-	f = binary.BigEndian.AppendUint16(f, unix.ETH_P_IPV6)
-	f = append(f, 0x60, 0, 0, 0)
-	f = binary.BigEndian.AppendUint16(f, uint16(len(icmp)))
-	f = append(f, unix.IPPROTO_ICMPV6, 255)
-	f = append(f, p.ip6.AsSlice()...)
-	f = append(f, dst.AsSlice()...)
-	return append(f, icmp...)
-}
-
-func icmp6Checksum(src, dst netip.Addr, msg []byte) uint16 {
-	b := append(src.AsSlice(), dst.AsSlice()...)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(msg)))
-	b = append(b, 0, 0, 0, unix.IPPROTO_ICMPV6)
-	b = append(b, msg...)
-	if len(b)%2 == 1 {
-		b = append(b, 0)
-	}
-	var s uint32
-	for i := 0; i < len(b); i += 2 {
-		s += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return ^uint16(s)
-}
-
-func (p *ndProbe) request(target netip.Addr) []byte {
-	if target.Is4() {
-		return p.arpRequest(p.ip4, target)
-	}
-	return p.ns(target)
-}
-
-// ask sends a request for target, then one for barrier (an address of the
-// server's own, always answered at once), and returns the MACs that
-// answered for target. Both requests leave from one CPU, so the server
-// handles them in order: an immediate answer for target arrives before the
-// barrier's. linger keeps reading that long after the barrier, for answers
-// the kernel delays (proxy_delay), and stops early at the first one.
-func (p *ndProbe) ask(t *testing.T, target, barrier netip.Addr, linger time.Duration) []string {
+// ask is Probe.Ask, failing the test when the barrier is not answered.
+func ask(t *testing.T, p *ndprobe.Probe, target, barrier netip.Addr, linger time.Duration) []string {
 	t.Helper()
-	return p.exchange(t, [][]byte{p.request(target), p.request(barrier)}, target, barrier, linger)
-}
-
-// askGratuitous sends the director's gratuitous ARP for vip (a request from
-// the VIP for the VIP) and returns the MACs that answered it.
-func (p *ndProbe) askGratuitous(t *testing.T, vip, barrier netip.Addr) []string {
-	t.Helper()
-	return p.exchange(t, [][]byte{p.arpRequest(vip, vip), p.request(barrier)}, vip, barrier, 0)
-}
-
-func (p *ndProbe) exchange(t *testing.T, frames [][]byte, target, barrier netip.Addr, linger time.Duration) []string {
-	t.Helper()
-	p.drain()
-	if err := p.sendOnOneCPU(frames); err != nil {
+	got, err := p.Ask(target, barrier, linger)
+	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	buf := make([]byte, 2048)
-	deadline := time.Now().Add(5 * time.Second)
-	var barrierAt time.Time
-	for {
-		now := time.Now()
-		if !barrierAt.IsZero() && (linger == 0 || len(got) > 0 || now.After(barrierAt.Add(linger))) {
-			return got
-		}
-		if now.After(deadline) && barrierAt.IsZero() {
-			t.Fatalf("no answer for the server's own %s within 5s", barrier)
-		}
-		n, from, err := unix.Recvfrom(p.fd, buf, 0)
-		if err != nil {
-			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-				continue
-			}
-			t.Fatalf("read packet socket: %v", err)
-		}
-		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
-			continue
-		}
-		addr, src, ok := answerFor(buf[:n])
-		switch {
-		case !ok:
-		case addr == target:
-			got = append(got, src)
-		case addr == barrier && barrierAt.IsZero():
-			barrierAt = time.Now()
-		}
-	}
+	return got
 }
 
-// answerFor parses an ARP reply (the address is its sender IP) or a
-// Neighbour Advertisement (its target).
-func answerFor(f []byte) (addr netip.Addr, mac string, ok bool) {
-	if len(f) < 14 {
-		return addr, "", false
+// askGratuitous is Probe.AskGratuitous, failing the test when the barrier
+// is not answered.
+func askGratuitous(t *testing.T, p *ndprobe.Probe, vip, barrier netip.Addr) []string {
+	t.Helper()
+	got, err := p.AskGratuitous(vip, barrier)
+	if err != nil {
+		t.Fatal(err)
 	}
-	mac = net.HardwareAddr(f[6:12]).String()
-	switch binary.BigEndian.Uint16(f[12:14]) {
-	case unix.ETH_P_ARP:
-		if len(f) >= 42 && binary.BigEndian.Uint16(f[20:22]) == 2 {
-			return netip.AddrFrom4([4]byte(f[28:32])), mac, true
-		}
-	case unix.ETH_P_IPV6:
-		if len(f) >= 14+40+24 && f[14+6] == unix.IPPROTO_ICMPV6 && f[54] == 136 {
-			return netip.AddrFrom16([16]byte(f[62:78])), mac, true
-		}
-	}
-	return addr, "", false
-}
-
-func (p *ndProbe) drain() {
-	buf := make([]byte, 2048)
-	for {
-		if _, _, err := unix.Recvfrom(p.fd, buf, unix.MSG_DONTWAIT); err != nil {
-			return
-		}
-	}
-}
-
-// sendOnOneCPU sends the frames from a thread pinned to one CPU: a veth
-// queues what it receives on the sending CPU's backlog, so frames sent from
-// two CPUs may be handled out of order.
-func (p *ndProbe) sendOnOneCPU(frames [][]byte) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	var old, one unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &old); err != nil {
-		return fmt.Errorf("sched_getaffinity: %w", err)
-	}
-	for c := 0; c < 1024; c++ {
-		if old.IsSet(c) {
-			one.Set(c)
-			break
-		}
-	}
-	if err := unix.SchedSetaffinity(0, &one); err != nil {
-		return fmt.Errorf("sched_setaffinity: %w", err)
-	}
-	defer unix.SchedSetaffinity(0, &old)
-	to := &unix.SockaddrLinklayer{Ifindex: p.ifindex, Halen: 6, Protocol: htons(unix.ETH_P_ALL)}
-	for _, f := range frames {
-		copy(to.Addr[:], f[:6])
-		if err := unix.Sendto(p.fd, f, 0, to); err != nil {
-			return fmt.Errorf("send probe: %w", err)
-		}
-	}
-	return nil
+	return got
 }
