@@ -1,7 +1,6 @@
 package listener
 
 import (
-	"net"
 	"net/netip"
 	"slices"
 	"testing"
@@ -49,52 +48,18 @@ func TestListKernel(t *testing.T) {
 	ns := netnstest.New(t)
 	ns.AddDummy(t, "eth0", "10.77.0.2/24", "fd00:77::2/64")
 	ns.Exec(t, "ip", "addr", "add", "10.77.100.1/32", "dev", "lo")
-	var closers []interface{ Close() error }
-	t.Cleanup(func() {
-		for _, c := range closers {
-			c.Close()
-		}
-	})
-	listen := func(network, addr string) net.Listener {
-		var l net.Listener
-		var err error
-		ns.Do(t, func() { l, err = net.Listen(network, addr) })
-		if err != nil {
-			t.Fatal(err)
-		}
-		closers = append(closers, l)
-		return l
-	}
-	udp := func(network, addr string) {
-		var c net.PacketConn
-		var err error
-		ns.Do(t, func() { c, err = net.ListenPacket(network, addr) })
-		if err != nil {
-			t.Fatal(err)
-		}
-		closers = append(closers, c)
-	}
-	listen("tcp4", "10.77.100.1:80")
-	listen("tcp4", "0.0.0.0:81")
-	listen("tcp4", "10.77.0.2:82")
-	listen("tcp", ":83")      // dual-stack [::]
-	listen("tcp6", "[::]:84") // v6only
-	lc := listen("tcp4", "127.0.0.1:85")
-	udp("udp4", "0.0.0.0:53")
-	udp("udp6", "[fd00:77::2]:54")
+	s := newSockets(t, ns)
+	s.listen("tcp4", "10.77.100.1:80")
+	s.listen("tcp4", "0.0.0.0:81")
+	s.listen("tcp4", "10.77.0.2:82")
+	s.listen("tcp", ":83")      // dual-stack [::]
+	s.listen("tcp6", "[::]:84") // v6only
+	lc := s.listen("tcp4", "127.0.0.1:85")
+	s.udp("udp4", "0.0.0.0:53")
+	s.udp("udp6", "[fd00:77::2]:54")
 	// An established connection and a connected UDP socket: not listeners.
-	var conn, uconn net.Conn
-	var err error
-	ns.Do(t, func() {
-		conn, err = net.Dial("tcp4", lc.Addr().String())
-		if err == nil {
-			uconn, err = net.Dial("udp4", "10.77.0.2:9")
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	closers = append(closers, conn, uconn)
+	s.dial("tcp4", "", lc.Addr().String())
+	s.dial("udp4", "", "10.77.0.2:9")
 
 	d, err := Open(int(ns.Handle))
 	if err != nil {

@@ -170,10 +170,11 @@ const (
 	rpPort   = 9999
 )
 
-// rpFilterDelivers builds the two namespaces, sends one datagram and reports
-// whether it was delivered (true) or dropped by rp_filter (false).
-func rpFilterDelivers(t *testing.T, all, dev, devCIDR string) bool {
-	srv, cli := netnstest.New(t), netnstest.New(t)
+// newRPLab builds the two namespaces: the client on c0, the server on s0
+// (holding devCIDR, if any) with the VIP and the route back to the client
+// out o0, and rp_filter all and s0 set.
+func newRPLab(t *testing.T, all, dev, devCIDR string) (srv, cli *netnstest.NS) {
+	srv, cli = netnstest.New(t), netnstest.New(t)
 	var srvCIDRs []string
 	if devCIDR != "" {
 		srvCIDRs = []string{devCIDR}
@@ -200,7 +201,14 @@ func rpFilterDelivers(t *testing.T, all, dev, devCIDR string) bool {
 			t.Fatal(err)
 		}
 	}
+	return srv, cli
+}
 
+// rpFilterDelivers builds the two namespaces, sends one datagram and reports
+// whether it was delivered (true) or dropped by rp_filter (false).
+func rpFilterDelivers(t *testing.T, all, dev, devCIDR string) bool {
+	srv, cli := newRPLab(t, all, dev, devCIDR)
+	var err error
 	var rfd int
 	srv.Do(t, func() {
 		rfd, err = udpSocket(rpVIP, rpPort)
