@@ -183,13 +183,16 @@ func normalize(exprs []expr.Any) []expr.Any {
 	return out
 }
 
+// TableMissing is the difference of a table that is not there at all.
+const TableMissing = "table missing"
+
 // diff describes how got differs from want in a table of family f; ""
 // means no difference. Each difference is named the way nft lists it
 // ("chain input: hook output, want input") so an operator can see what was
 // changed by hand.
 func (got tableContent) diff(f Family, want tableContent) string {
 	if got.missing {
-		return "table missing"
+		return TableMissing
 	}
 	var d []string
 	if got.flags != want.flags {
