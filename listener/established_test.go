@@ -21,6 +21,9 @@ func TestCountEstablishedKernel(t *testing.T) {
 	for _, a := range []string{"fd00:77::100/128", "fd00:77::2/128"} {
 		ns.Exec(t, "ip", "addr", "add", a, "dev", "lo", "nodad")
 	}
+	for _, a := range []string{"fd00:77::100", "fd00:77::2"} {
+		awaitUsable(t, ns, a)
+	}
 	s := newSockets(t, ns)
 	s.listen("tcp4", "0.0.0.0:80")
 	s.listen("tcp6", "[::]:80") // v6only: Go sets IPV6_V6ONLY for tcp6

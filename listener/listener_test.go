@@ -48,6 +48,7 @@ func TestListKernel(t *testing.T) {
 	ns := netnstest.New(t)
 	ns.AddDummy(t, "eth0", "10.77.0.2/24", "fd00:77::2/64")
 	ns.Exec(t, "ip", "addr", "add", "10.77.100.1/32", "dev", "lo")
+	awaitUsable(t, ns, "fd00:77::2")
 	s := newSockets(t, ns)
 	s.listen("tcp4", "10.77.100.1:80")
 	s.listen("tcp4", "0.0.0.0:81")

@@ -3,7 +3,12 @@ package listener
 import (
 	"io"
 	"net"
+	"net/netip"
 	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 )
@@ -61,4 +66,34 @@ func (s *sockets) dial(network, src, dst string) {
 		s.t.Fatal(err)
 	}
 	s.keep(c)
+}
+
+// awaitUsable waits until addr is on an interface of ns and no longer
+// tentative: with DAD off the kernel still clears the flag from a work
+// item after the link comes up, and a bind before that fails
+// (EADDRNOTAVAIL).
+func awaitUsable(t *testing.T, ns *netnstest.NS, addr string) {
+	t.Helper()
+	want := netip.MustParseAddr(addr)
+	ch, done := make(chan netlink.AddrUpdate, 64), make(chan struct{})
+	defer close(done)
+	h := ns.Handle
+	if err := netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{Namespace: &h, ListExisting: true}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case u, ok := <-ch:
+			if !ok {
+				t.Fatalf("address subscription closed before %s was usable", addr)
+			}
+			a, _ := netip.AddrFromSlice(u.LinkAddress.IP)
+			if u.NewAddr && a.Unmap() == want && u.Flags&unix.IFA_F_TENTATIVE == 0 {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("%s still tentative or absent after 10s", addr)
+		}
+	}
 }
