@@ -58,16 +58,11 @@ func newARPLab(t *testing.T) *arpLab {
 		t.Fatal(err)
 	}
 	l.srvMAC = eth0.Attrs().HardwareAddr.String()
-	link, err := cli.Netlink.LinkByName("eth0")
+	l.probe, err = ndprobe.Open(cli.Handle, "eth0", netip.MustParseAddr(labCli), netip.Addr{}, 50*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.probe = &ndprobe.Probe{Ifindex: link.Attrs().Index, MAC: link.Attrs().HardwareAddr, IP4: netip.MustParseAddr(labCli)}
-	cli.Do(t, func() { l.probe.FD, err = ndprobe.Socket(l.probe.Ifindex, 50*time.Millisecond) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(l.probe.FD) })
+	t.Cleanup(func() { l.probe.Close() })
 	return l
 }
 

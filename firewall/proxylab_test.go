@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/internal/inet"
@@ -204,16 +203,11 @@ func ruleCounter(t *testing.T, ns *netnstest.NS, family, chain string) int {
 // newNDProbe asks from ifname in ns (ip4, ip6: its addresses).
 func newNDProbe(t *testing.T, ns *netnstest.NS, ifname string, ip4, ip6 netip.Addr) *ndprobe.Probe {
 	t.Helper()
-	link, err := ns.Netlink.LinkByName(ifname)
+	p, err := ndprobe.Open(ns.Handle, ifname, ip4, ip6, 50*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &ndprobe.Probe{Ifindex: link.Attrs().Index, MAC: link.Attrs().HardwareAddr, IP4: ip4, IP6: ip6}
-	ns.Do(t, func() { p.FD, err = ndprobe.Socket(p.Ifindex, 50*time.Millisecond) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(p.FD) })
+	t.Cleanup(func() { p.Close() })
 	return p
 }
 

@@ -8,7 +8,11 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/dsr-agent/dsr-agent/internal/netnsutil"
 )
 
 // Socket opens an AF_PACKET socket for every protocol, bound to ifindex,
@@ -32,6 +36,33 @@ func Socket(ifindex int, timeout time.Duration) (int, error) {
 	}
 	return fd, nil
 }
+
+// Open opens a Probe on the interface ifname of the network namespace ns,
+// asking as ip4 and ip6, its reads timing out after timeout. Close it when
+// done.
+func Open(ns netns.NsHandle, ifname string, ip4, ip6 netip.Addr, timeout time.Duration) (*Probe, error) {
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("netlink in namespace: %w", err)
+	}
+	defer h.Close()
+	link, err := h.LinkByName(ifname)
+	if err != nil {
+		return nil, fmt.Errorf("link %s: %w", ifname, err)
+	}
+	p := &Probe{Ifindex: link.Attrs().Index, MAC: link.Attrs().HardwareAddr, IP4: ip4, IP6: ip6}
+	err = netnsutil.Within(ns, func() error {
+		p.FD, err = Socket(p.Ifindex, timeout)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ifname, err)
+	}
+	return p, nil
+}
+
+// Close closes the socket.
+func (p *Probe) Close() error { return unix.Close(p.FD) }
 
 // Probe asks from one interface: FD is a Socket bound to Ifindex, MAC, IP4
 // and IP6 the interface's own (the sender of its requests).
