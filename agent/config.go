@@ -12,7 +12,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
-	"golang.org/x/sys/unix"
+
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 )
 
 // ErrInvalidConfig marks every config error; the CLI maps it to exit 2.
@@ -67,20 +68,12 @@ type Port struct {
 }
 
 // Protocol is a port's transport: "tcp" or "udp".
-type Protocol string
+type Protocol = inet.Protocol
 
 const (
-	TCP Protocol = "tcp"
-	UDP Protocol = "udp"
+	TCP = inet.TCP
+	UDP = inet.UDP
 )
-
-// Number is the IP protocol number (what nftables matches).
-func (p Protocol) Number() uint8 {
-	if p == UDP {
-		return unix.IPPROTO_UDP
-	}
-	return unix.IPPROTO_TCP
-}
 
 // HealthConfig configures the daemon's health endpoint.
 type HealthConfig struct {

@@ -11,19 +11,19 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/firewall"
 	"github.com/dsr-agent/dsr-agent/firewalld"
 	"github.com/dsr-agent/dsr-agent/listener"
 	"github.com/dsr-agent/dsr-agent/loopback"
 	"github.com/dsr-agent/dsr-agent/route"
+	"github.com/dsr-agent/dsr-agent/sysctl"
 )
 
 // Host is the kernel state dsr-agent manages in one network namespace, plus
 // the state dir that records what it owns.
 type Host struct {
 	nl     *netlink.Handle
-	sysctl *arp.Proc
+	sysctl *sysctl.Proc
 	addrs  *loopback.Manager
 	tables *firewall.Manager
 	store  *stateStore
@@ -52,7 +52,7 @@ func OpenHostAt(stateDir string, ns netns.NsHandle) (*Host, error) {
 	var nl *netlink.Handle
 	var conn *nftables.Conn
 	var err error
-	proc := arp.NewProc()
+	proc := sysctl.NewProc()
 	if ns.IsOpen() {
 		// NETLINK_GENERIC too: mode tunnel's fou requests would otherwise
 		// go out on a socket of the calling thread's namespace.

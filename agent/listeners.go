@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 	"github.com/dsr-agent/dsr-agent/listener"
 )
 
@@ -35,13 +36,13 @@ type ListenerState struct {
 // ports, and whether any IPv4 address is served (IPv6 sockets are always
 // read: a dual-stack wildcard serves IPv4 too). No protocols: nothing to
 // check (no ports, or `vips: []`).
-func listenerDumpSpec(d *Desired) (protos []listener.Proto, v4 bool) {
+func listenerDumpSpec(d *Desired) (protos []inet.Protocol, v4 bool) {
 	if d.HandsOff {
 		return nil, false
 	}
 	for _, v := range d.VIPs {
 		for _, p := range v.Ports {
-			lp := listener.Proto(p.Protocol)
+			lp := p.Protocol
 			if !slices.Contains(protos, lp) {
 				protos = append(protos, lp)
 			}
@@ -123,7 +124,7 @@ func listenerView(d *Desired, f *Facts, socks []listener.Socket) (states []Liste
 	}
 	for _, v := range d.VIPs {
 		for _, p := range v.Ports {
-			proto := listener.Proto(p.Protocol)
+			proto := p.Protocol
 			vipPort := netip.AddrPortFrom(v.Address, p.Port)
 			st := ListenerState{Subject: vipPort.String() + "/" + string(p.Protocol), VIP: v.Address.String(), Port: p.Port, Protocol: string(p.Protocol), Present: true}
 			var expect []string
@@ -161,7 +162,7 @@ func listenerView(d *Desired, f *Facts, socks []listener.Socket) (states []Liste
 				}
 			}
 			st.Expect = strings.Join(expect, "; ")
-			if st.Present && proto == listener.UDP && onlyWildcard && d.Mode != ModeFirewalld {
+			if st.Present && proto == inet.UDP && onlyWildcard && d.Mode != ModeFirewalld {
 				warnings = append(warnings, fmt.Sprintf("%s is served by a socket on the wildcard (%s): unless the server uses IP_PKTINFO (IPV6_RECVPKTINFO), "+
 					"its replies leave from this host's own address and clients drop them; bind it to %s (unbound: interface-automatic: yes), see docs/lab.md",
 					st.Subject, strings.Join(st.Sockets, ", "), v.Address))

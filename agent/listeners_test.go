@@ -7,10 +7,11 @@ import (
 	"testing"
 
 	"github.com/dsr-agent/dsr-agent/internal/golden"
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 	"github.com/dsr-agent/dsr-agent/listener"
 )
 
-func sock(proto listener.Proto, addrPort string, v6only bool) listener.Socket {
+func sock(proto inet.Protocol, addrPort string, v6only bool) listener.Socket {
 	ap := netip.MustParseAddrPort(addrPort)
 	return listener.Socket{Proto: proto, Addr: ap.Addr(), Port: ap.Port(), V6Only: v6only}
 }
@@ -46,7 +47,7 @@ func TestStatusListenersGolden(t *testing.T) {
 		js.WriteString("### " + name + "\n" + string(b) + "\n")
 		return r
 	}
-	tcp, udp := listener.TCP, listener.UDP
+	tcp, udp := inet.TCP, inet.UDP
 	if r := view("on-the-vip", listenerLoopbackCfg,
 		sock(tcp, "192.0.2.10:80", false), sock(udp, "192.0.2.10:53", false), sock(tcp, "[2001:db8::10]:443", true)); !r.InSync || len(r.Warnings) != 0 {
 		t.Errorf("listeners on the VIPs: in sync %v, warnings %q", r.InSync, r.Warnings)

@@ -11,11 +11,11 @@ import (
 
 	"github.com/google/nftables"
 
-	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/firewall"
 	"github.com/dsr-agent/dsr-agent/internal/golden"
 	"github.com/dsr-agent/dsr-agent/loopback"
 	"github.com/dsr-agent/dsr-agent/route"
+	"github.com/dsr-agent/dsr-agent/sysctl"
 	"github.com/dsr-agent/dsr-agent/tunnel"
 )
 
@@ -186,7 +186,7 @@ func pathKey(name string) string {
 	if strings.Contains(name, "/") {
 		return name
 	}
-	return arp.Path(strings.Split(name, ".")).Key()
+	return sysctl.Path(strings.Split(name, ".")).Key()
 }
 
 var planConfigs = map[string]string{

@@ -10,6 +10,7 @@ import (
 	"github.com/dsr-agent/dsr-agent/firewall"
 	"github.com/dsr-agent/dsr-agent/loopback"
 	"github.com/dsr-agent/dsr-agent/route"
+	"github.com/dsr-agent/dsr-agent/sysctl"
 	"github.com/dsr-agent/dsr-agent/tunnel"
 )
 
@@ -21,7 +22,7 @@ type Desired struct {
 	// route's interface).
 	Interfaces []string
 	VIPs       []VIP
-	Sysctls    []arp.Setting
+	Sysctls    []sysctl.Setting
 	// Addrs are the VIP addresses; labels are assigned when planning.
 	Addrs  []loopback.Addr
 	Tables map[firewall.Family]firewall.Spec
@@ -99,7 +100,7 @@ func Resolve(cfg *Config, f *Facts) (*Desired, error) {
 				t = nat6
 			}
 			for _, p := range v.Ports {
-				t.Redirects = append(t.Redirects, firewall.Redirect{VIP: v.Address, Proto: p.Protocol.Number(), Port: p.Port, ToPort: p.ToPort})
+				t.Redirects = append(t.Redirects, firewall.Redirect{VIP: v.Address, Proto: p.Protocol, Port: p.Port, ToPort: p.ToPort})
 			}
 		}
 		// The VIP is never local here, so arp_ignore does not cover it:

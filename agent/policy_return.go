@@ -91,7 +91,7 @@ func resolveReturnVia(cfg *Config, f *Facts, d *Desired, errs *fieldErrors) {
 			}
 			for _, a := range srcs {
 				d.Rules = append(d.Rules, route.Rule{IPv6: v6, Priority: returnPriority, Src: netip.PrefixFrom(a, a.BitLen()),
-					IPProto: p.Protocol.Number(), SPort: p.Port, Table: rv.Table, SuppressPrefixLen: -1})
+					IPProto: p.Protocol, SPort: p.Port, Table: rv.Table, SuppressPrefixLen: -1})
 			}
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/firewall"
 	"github.com/dsr-agent/dsr-agent/loopback"
+	"github.com/dsr-agent/dsr-agent/rpfilter"
 	"github.com/dsr-agent/dsr-agent/tunnel"
 )
 
@@ -41,7 +42,7 @@ func resolveTunnel(cfg *Config, f *Facts, d *Desired) {
 	d.Tunnel = spec
 	d.Sysctls = arp.Suppression(d.Interfaces)
 	if spec.IPv4 {
-		d.Sysctls = append(d.Sysctls, arp.Decapsulation([]string{tunnel.DevIPv4})...)
+		d.Sysctls = append(d.Sysctls, rpfilter.Decapsulation([]string{tunnel.DevIPv4})...)
 	}
 	// The smallest MTU of the LB-facing interfaces: the encapsulated
 	// segment must fit whichever one the director's packets arrive on.

@@ -13,6 +13,7 @@ import (
 	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/firewall"
 	"github.com/dsr-agent/dsr-agent/internal/nldump"
+	"github.com/dsr-agent/dsr-agent/sysctl"
 )
 
 // ProxyAnswers is the status difference of a VIP the kernel would answer
@@ -75,13 +76,13 @@ func (h *Host) readProxy(p *planned) {
 
 func (h *Host) proxyFindings(nic string, nicIndex int, v6 bool, vips []netip.Addr) ([]arp.ProxyFinding, error) {
 	vals := map[string]string{}
-	read := func(paths []arp.Path) error {
+	read := func(paths []sysctl.Path) error {
 		for _, path := range paths {
 			if _, ok := vals[path.Key()]; ok {
 				continue
 			}
 			v, err := h.sysctl.Read(path)
-			if errors.Is(err, arp.ErrNotFound) {
+			if errors.Is(err, sysctl.ErrNotFound) {
 				v, err = "", nil // the interface is gone: it answers nothing
 			}
 			if err != nil {
@@ -146,8 +147,8 @@ func (h *Host) proxyFindings(nic string, nicIndex int, v6 bool, vips []netip.Add
 // entryOrSysctlOn: proxy_arp or proxy_arp_pvlan is on for nic (all or
 // the interface).
 func entryOrSysctlOn(vals map[string]string, nic string) bool {
-	for _, p := range []arp.Path{arp.ConfPath("all", "proxy_arp"), arp.ConfPath(nic, "proxy_arp"),
-		arp.ConfPath("all", "proxy_arp_pvlan"), arp.ConfPath(nic, "proxy_arp_pvlan")} {
+	for _, p := range []sysctl.Path{sysctl.ConfPath("all", "proxy_arp"), sysctl.ConfPath(nic, "proxy_arp"),
+		sysctl.ConfPath("all", "proxy_arp_pvlan"), sysctl.ConfPath(nic, "proxy_arp_pvlan")} {
 		if v := vals[p.Key()]; v != "" && v != "0" {
 			return true
 		}

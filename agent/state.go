@@ -19,8 +19,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/internal/atomicfile"
+	"github.com/dsr-agent/dsr-agent/sysctl"
 )
 
 // stateFile records what dsr-agent owns so remove, re-apply and a restart
@@ -210,8 +210,8 @@ func parseState(data []byte, s *State) error {
 		s.SavedSysctls = map[string]string{}
 	}
 	for k, v := range s.SavedSysctls {
-		p := arp.ParseKey(k)
-		if arp.RuleFor(p) == nil || len(p) != 5 {
+		p := sysctl.ParseKey(k)
+		if sysctl.RuleFor(p, sysctlRules) == nil || len(p) != 5 {
 			return fmt.Errorf("saved sysctl %q: not one dsr-agent sets", k)
 		}
 		if _, err := strconv.Atoi(v); err != nil {

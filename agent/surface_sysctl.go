@@ -8,12 +8,17 @@ import (
 	"strconv"
 
 	"github.com/dsr-agent/dsr-agent/arp"
+	"github.com/dsr-agent/dsr-agent/rpfilter"
+	"github.com/dsr-agent/dsr-agent/sysctl"
 )
+
+// sysctlRules are the rules of every sysctl dsr-agent sets.
+var sysctlRules = append(slices.Clone(arp.Rules), rpfilter.Rule)
 
 // sysctlSurface is the ARP sysctls: set what the rules require, save what
 // was there, restore it when no longer wanted.
 type sysctlSurface struct {
-	proc *arp.Proc
+	proc *sysctl.Proc
 	// cur holds the current values of desired and saved sysctls, by
 	// Path.Key ("" when the sysctl does not exist, e.g. its interface is gone).
 	cur map[string]string
@@ -25,16 +30,16 @@ type sysctlSurface struct {
 
 func (s *sysctlSurface) observe(d *Desired, st *State) error {
 	s.cur = map[string]string{}
-	paths := map[string]arp.Path{}
+	paths := map[string]sysctl.Path{}
 	for _, w := range d.Sysctls {
 		paths[w.Path.Key()] = w.Path
 	}
 	for k := range st.SavedSysctls {
-		paths[k] = arp.ParseKey(k)
+		paths[k] = sysctl.ParseKey(k)
 	}
 	for k, p := range paths {
 		v, err := s.proc.Read(p)
-		if err != nil && !errors.Is(err, arp.ErrNotFound) {
+		if err != nil && !errors.Is(err, sysctl.ErrNotFound) {
 			return err
 		}
 		s.cur[k] = v
@@ -63,19 +68,19 @@ func (s *sysctlSurface) diff(d *Desired, st *State) []Change {
 	for _, w := range d.Sysctls {
 		wanted[w.Path.Key()] = true
 	}
-	for _, v := range arp.Needed(d.Sysctls, s.cur) {
+	for _, v := range sysctl.Needed(d.Sysctls, s.cur) {
 		path, value, found := v.Setting.Path, v.Setting.Value(), s.cur[v.Setting.Path.Key()]
 		if found == "" {
 			found = s.inherit[path.Key()]
 		}
 		out = append(out, Change{Kind: SysctlSet, Subject: path.String(), Reason: v.Reason, Command: sysctlCommand(path, value),
-			phase: PhaseSuppress, drift: "sysctl-wrong", unsuppressed: !v.Setting.Rule.Decap,
+			phase: PhaseSuppress, drift: "sysctl-wrong", unsuppressed: slices.Contains(arp.Rules, v.Setting.Rule),
 			own: func(st *State) (bool, error) {
 				if _, saved := st.SavedSysctls[path.Key()]; saved {
 					return false, nil
 				}
 				if found == "" {
-					return false, fmt.Errorf("save sysctl %s before changing it: %w", path, arp.ErrNotFound)
+					return false, fmt.Errorf("save sysctl %s before changing it: %w", path, sysctl.ErrNotFound)
 				}
 				st.SavedSysctls[path.Key()] = found
 				return true, nil
@@ -87,9 +92,9 @@ func (s *sysctlSurface) diff(d *Desired, st *State) []Change {
 		if wanted[k] {
 			continue
 		}
-		path, saved, cur := arp.ParseKey(k), st.SavedSysctls[k], s.cur[k]
+		path, saved, cur := sysctl.ParseKey(k), st.SavedSysctls[k], s.cur[k]
 		forget := func(st *State) bool { delete(st.SavedSysctls, path.Key()); return true }
-		rule := arp.RuleFor(path)
+		rule := sysctl.RuleFor(path, sysctlRules)
 		if cur == "" || cur == saved || rule == nil || cur != strconv.Itoa(rule.Target) {
 			// Gone with its interface, already back, or changed by someone
 			// since dsr-agent set it: nothing to restore, only to forget.
@@ -99,7 +104,7 @@ func (s *sysctlSurface) diff(d *Desired, st *State) []Change {
 		out = append(out, Change{Kind: SysctlRestore, Subject: path.String(), Reason: "restore the value found before dsr-agent",
 			Command: sysctlCommand(path, saved), phase: PhaseRestore, drift: "sysctl-not-restored", done: forget,
 			apply: func() error {
-				if err := s.proc.Write(path, saved); err != nil && !errors.Is(err, arp.ErrNotFound) {
+				if err := s.proc.Write(path, saved); err != nil && !errors.Is(err, sysctl.ErrNotFound) {
 					return err
 				}
 				return nil
@@ -112,12 +117,12 @@ func (s *sysctlSurface) diff(d *Desired, st *State) []Change {
 // after is the values the sysctls will have once the plan ran.
 func (s *sysctlSurface) after(d *Desired) map[string]string {
 	after := maps.Clone(s.cur)
-	for _, v := range arp.Needed(d.Sysctls, s.cur) {
+	for _, v := range sysctl.Needed(d.Sysctls, s.cur) {
 		after[v.Setting.Path.Key()] = v.Setting.Value()
 	}
 	return after
 }
 
-func sysctlCommand(path arp.Path, value string) string {
+func sysctlCommand(path sysctl.Path, value string) string {
 	return fmt.Sprintf("sysctl -w %s=%s", path, value)
 }

@@ -29,7 +29,7 @@ func (s *tableSurface) observe(d *Desired, _ *State) error {
 	s.present, s.why = present, map[firewall.Family]string{}
 	for fam, spec := range d.Tables {
 		if !present[fam] {
-			s.why[fam] = "table missing"
+			s.why[fam] = firewall.TableMissing
 			continue
 		}
 		if s.why[fam], err = s.mgr.Diff(spec); err != nil {

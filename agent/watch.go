@@ -9,12 +9,12 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/firewall"
 	"github.com/dsr-agent/dsr-agent/internal/resubscribe"
 	"github.com/dsr-agent/dsr-agent/listener"
 	"github.com/dsr-agent/dsr-agent/loopback"
 	"github.com/dsr-agent/dsr-agent/route"
+	"github.com/dsr-agent/dsr-agent/sysctl"
 	"github.com/dsr-agent/dsr-agent/tunnel"
 )
 
@@ -22,7 +22,7 @@ import (
 // surface, each waking the reconcile loop with what changed. They watch the
 // network namespace of the calling process (the daemon's own).
 type Watchers struct {
-	sysctls   *arp.Watcher
+	sysctls   *sysctl.Watcher
 	listeners *listener.Watcher
 	// ListenerPoll is how often the sockets of the served ports are read
 	// (default listener.DefaultPoll); set it before Run.
@@ -33,7 +33,7 @@ type Watchers struct {
 
 // NewWatchers returns the watchers; Run starts them.
 func NewWatchers() *Watchers {
-	return &Watchers{sysctls: arp.NewWatcher(), listeners: &listener.Watcher{}, ListenerPoll: listener.DefaultPoll}
+	return &Watchers{sysctls: sysctl.NewWatcher(), listeners: &listener.Watcher{}, ListenerPoll: listener.DefaultPoll}
 }
 
 // Run runs every watcher until ctx ends; sysctlPoll is how often the ARP
@@ -64,7 +64,7 @@ func (w *Watchers) Changed() { w.sysctls.Invalidate() }
 // before the pass that applies d: a change after this read is seen by the
 // next poll, one before it by that pass itself.
 func (w *Watchers) Follow(d *Desired) {
-	var paths []arp.Path
+	var paths []sysctl.Path
 	for _, s := range d.Sysctls {
 		paths = append(paths, s.Path)
 	}
@@ -86,7 +86,7 @@ func listenerPorts(d *Desired) []listener.Port {
 			if d.Mode == ModeFirewalld {
 				port = p.ToPort
 			}
-			out = append(out, listener.Port{Proto: listener.Proto(p.Protocol), Port: port})
+			out = append(out, listener.Port{Proto: p.Protocol, Port: port})
 		}
 	}
 	return out

@@ -1,30 +1,12 @@
 package arp
 
 import (
-	"errors"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"testing"
 
-	"github.com/dsr-agent/dsr-agent/internal/netnstest"
+	"github.com/dsr-agent/dsr-agent/sysctl"
 )
-
-func TestPathString(t *testing.T) {
-	cases := map[string]Path{
-		"net.ipv4.conf.all.arp_ignore":      ConfPath("all", "arp_ignore"),
-		"net/ipv4/conf/eth0.100/arp_ignore": ConfPath("eth0.100", "arp_ignore"),
-	}
-	for want, p := range cases {
-		if got := p.String(); got != want {
-			t.Errorf("%v.String() = %q, want %q", []string(p), got, want)
-		}
-		if got := ParseKey(p.Key()); !reflect.DeepEqual(got, p) {
-			t.Errorf("ParseKey(Key(%v)) = %v", []string(p), got)
-		}
-	}
-}
 
 func TestSuppressionTable(t *testing.T) {
 	got := Suppression([]string{"eth0.100"})
@@ -45,81 +27,14 @@ func TestSuppressionTable(t *testing.T) {
 	}
 }
 
-func TestProcRejectsTraversal(t *testing.T) {
-	p := &Proc{Root: t.TempDir(), NS: -1}
-	if _, err := p.Read(Path{"net", "..", "x"}); err == nil {
-		t.Fatal("path with .. accepted")
-	}
-	if err := p.Write(Path{"net", "a/b"}, "1"); err == nil {
-		t.Fatal("component with / accepted")
-	}
-}
-
-func TestProcWriteDoesNotCreate(t *testing.T) {
-	root := t.TempDir()
-	p := &Proc{Root: root, NS: -1}
-	err := p.Write(ConfPath("nosuch0", "arp_ignore"), "1")
-	if !errors.Is(err, ErrNotFound) {
-		t.Fatalf("Write to missing sysctl: err = %v, want ErrNotFound", err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "net")); !os.IsNotExist(err) {
-		t.Fatalf("Write created files under root: %v", err)
-	}
-}
-
-// TestProcInNamespace writes through a VLAN interface whose name has a dot,
-// in a throwaway namespace, and reads the kernel's view back.
-func TestProcInNamespace(t *testing.T) {
-	ns := netnstest.New(t)
-	// No vlan driver here: a veth named like a VLAN sub-interface exercises
-	// the same dotted /proc/sys path.
-	ns.AddDummy(t, "d0.100")
-	p := &Proc{Root: "/proc/sys", NS: ns.Handle}
-	for _, s := range Suppression([]string{"d0.100"}) {
-		if err := p.Write(s.Path, s.Value()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if got := ns.Sysctl(t, "net", "ipv4", "conf", "d0.100", "arp_announce"); got != "2" {
-		t.Fatalf("d0.100 arp_announce = %s, want 2", got)
-	}
-	if got := ns.Sysctl(t, "net", "ipv4", "conf", "all", "arp_ignore"); got != "1" {
-		t.Fatalf("all arp_ignore = %s, want 1", got)
-	}
-	// The host's own value must be untouched by a write in the namespace.
-	host, err := os.ReadFile("/proc/sys/net/ipv4/conf/all/arp_announce")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v, err := p.Read(ConfPath("d0.100", "arp_ignore")); err != nil || v != "1" {
-		t.Fatalf("Read d0.100 arp_ignore = %q, %v", v, err)
-	}
-	t.Logf("host all.arp_announce stays %s", host)
-}
-
-// TestRulesMatchKernel pins the table to net/ipv4/arp.c: which effective
-// values keep a VIP on lo unanswered and unannounced.
-func TestRulesMatchKernel(t *testing.T) {
-	suppresses := map[string]func(int) bool{
-		"arp_ignore":   func(v int) bool { return slices.Contains([]int{1, 2, 8}, v) },
-		"arp_announce": func(v int) bool { return v == 2 },
-		// fib_validate_source: only strict (1) drops a packet routed back
-		// via another interface; 0 skips the check, 2 and above are loose.
-		"rp_filter": func(v int) bool { return v != 1 },
-	}
-	for _, r := range Rules {
-		if suppresses[r.Key] == nil {
-			t.Fatalf("rule %s has no expectation", r.Key)
-		}
-		for v := -1; v <= 256; v++ {
-			want := suppresses[r.Key](v)
-			if got := r.Suppresses(v); got != want {
-				t.Errorf("%s %d: Suppresses = %v, want %v", r.Key, v, got, want)
-			}
-		}
-	}
-	if RuleFor(ConfPath("all", "arp_ignore")).Caveat(8) == "" {
+// TestIgnore8Caveat: arp_ignore 8 suppresses (TestIgnoreMatchesKernel) at
+// the cost of the host's own address, which the operator must hear about.
+func TestIgnore8Caveat(t *testing.T) {
+	if Ignore.Caveat(8) == "" {
 		t.Error("arp_ignore 8 has no caveat")
+	}
+	if c := Ignore.Caveat(1); c != "" {
+		t.Errorf("arp_ignore 1 has a caveat: %s", c)
 	}
 }
 
@@ -150,13 +65,13 @@ func TestNeeded(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			cur := map[string]string{
-				ConfPath("all", "arp_ignore").Key(): c.ignore.all, ConfPath("default", "arp_ignore").Key(): c.ignore.def,
-				ConfPath("eth0", "arp_ignore").Key():  c.ignore.eth0,
-				ConfPath("all", "arp_announce").Key(): "2", ConfPath("default", "arp_announce").Key(): "0",
-				ConfPath("eth0", "arp_announce").Key(): "2",
+				sysctl.ConfPath("all", "arp_ignore").Key(): c.ignore.all, sysctl.ConfPath("default", "arp_ignore").Key(): c.ignore.def,
+				sysctl.ConfPath("eth0", "arp_ignore").Key():  c.ignore.eth0,
+				sysctl.ConfPath("all", "arp_announce").Key(): "2", sysctl.ConfPath("default", "arp_announce").Key(): "0",
+				sysctl.ConfPath("eth0", "arp_announce").Key(): "2",
 			}
 			var got []string
-			for _, v := range Needed(Suppression([]string{"eth0"}), cur) {
+			for _, v := range sysctl.Needed(Suppression([]string{"eth0"}), cur) {
 				if v.Setting.Rule.Key != "arp_ignore" {
 					t.Errorf("unexpected %s: %s", v.Setting.Path, v.Reason)
 					continue
@@ -177,8 +92,8 @@ func TestNeeded(t *testing.T) {
 				cur[s.Path.Key()] = "2"
 			}
 		}
-		cur[ConfPath("all", "arp_announce").Key()] = v
-		n := Needed(Suppression([]string{"eth0"}), cur)
+		cur[sysctl.ConfPath("all", "arp_announce").Key()] = v
+		n := sysctl.Needed(Suppression([]string{"eth0"}), cur)
 		if len(n) != 1 || n[0].Setting.Path.String() != "net.ipv4.conf.all.arp_announce" {
 			t.Errorf("all.arp_announce=%s: Needed = %v, want all.arp_announce only", v, n)
 		}

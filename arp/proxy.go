@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dsr-agent/dsr-agent/sysctl"
 )
 
 // Proxy ARP and proxy NDP: the kernel answers for an address that is NOT
@@ -101,26 +103,23 @@ func ProxyEntryMatches(entryIfindex, nicIfindex int) bool {
 	return entryIfindex == 0 || entryIfindex == nicIfindex
 }
 
-// Conf6Path is net/ipv6/conf/<iface>/<key>.
-func Conf6Path(iface, key string) Path { return Path{"net", "ipv6", "conf", iface, key} }
-
 // ProxySysctls lists the sysctls ProxyExposure reads for a VIP of the given
 // family arriving on nic (outDev: the route's device, "" for none): what the
 // caller reads into ProxyFacts.Sysctls, and what the daemon polls (of them
 // the kernel announces only proxy_arp, proxy_ndp and forwarding by netconf;
 // proxy_arp_pvlan and medium_id change silently).
-func ProxySysctls(v6 bool, nic, outDev string) []Path {
+func ProxySysctls(v6 bool, nic, outDev string) []sysctl.Path {
 	if v6 {
-		return []Path{Conf6Path(nic, "forwarding"), Conf6Path("all", "proxy_ndp"), Conf6Path(nic, "proxy_ndp")}
+		return []sysctl.Path{sysctl.Conf6Path(nic, "forwarding"), sysctl.Conf6Path("all", "proxy_ndp"), sysctl.Conf6Path(nic, "proxy_ndp")}
 	}
-	out := []Path{
-		ConfPath(nic, "forwarding"),
-		ConfPath("all", "proxy_arp"), ConfPath(nic, "proxy_arp"),
-		ConfPath("all", "proxy_arp_pvlan"), ConfPath(nic, "proxy_arp_pvlan"),
-		ConfPath(nic, "medium_id"),
+	out := []sysctl.Path{
+		sysctl.ConfPath(nic, "forwarding"),
+		sysctl.ConfPath("all", "proxy_arp"), sysctl.ConfPath(nic, "proxy_arp"),
+		sysctl.ConfPath("all", "proxy_arp_pvlan"), sysctl.ConfPath(nic, "proxy_arp_pvlan"),
+		sysctl.ConfPath(nic, "medium_id"),
 	}
 	if outDev != "" && outDev != nic {
-		out = append(out, ConfPath(outDev, "medium_id"))
+		out = append(out, sysctl.ConfPath(outDev, "medium_id"))
 	}
 	return out
 }
@@ -165,16 +164,16 @@ var ProxyRules = []ProxyRule{
 			if f.Route != RouteOtherDev || !f.forwarding4() {
 				return ""
 			}
-			on := f.orconf(ConfPath("all", "proxy_arp"), ConfPath(f.NIC, "proxy_arp"))
+			on := f.orconf(sysctl.ConfPath("all", "proxy_arp"), sysctl.ConfPath(f.NIC, "proxy_arp"))
 			if on == "" {
 				return ""
 			}
-			imi := f.int(ConfPath(f.NIC, "medium_id"))
+			imi := f.int(sysctl.ConfPath(f.NIC, "medium_id"))
 			switch {
 			case imi == -1:
 				return ""
 			case imi != 0:
-				omi := f.int(ConfPath(f.OutDev, "medium_id"))
+				omi := f.int(sysctl.ConfPath(f.OutDev, "medium_id"))
 				if omi == imi || omi == -1 {
 					return ""
 				}
@@ -196,7 +195,7 @@ var ProxyRules = []ProxyRule{
 			if f.Route != RouteSameDev || !f.forwarding4() {
 				return ""
 			}
-			on := f.orconf(ConfPath("all", "proxy_arp_pvlan"), ConfPath(f.NIC, "proxy_arp_pvlan"))
+			on := f.orconf(sysctl.ConfPath("all", "proxy_arp_pvlan"), sysctl.ConfPath(f.NIC, "proxy_arp_pvlan"))
 			if on == "" {
 				return ""
 			}
@@ -231,10 +230,10 @@ var ProxyRules = []ProxyRule{
 		Name: "proxy_ndp",
 		IPv6: true,
 		Answers: func(f ProxyFacts) string {
-			if f.int(Conf6Path(f.NIC, "forwarding")) == 0 || f.ProxyEntry == "" {
+			if f.int(sysctl.Conf6Path(f.NIC, "forwarding")) == 0 || f.ProxyEntry == "" {
 				return ""
 			}
-			on := f.orconf(Conf6Path("all", "proxy_ndp"), Conf6Path(f.NIC, "proxy_ndp"))
+			on := f.orconf(sysctl.Conf6Path("all", "proxy_ndp"), sysctl.Conf6Path(f.NIC, "proxy_ndp"))
 			if on == "" {
 				return ""
 			}
@@ -283,7 +282,7 @@ func ProxyExposure(f ProxyFacts) []ProxyFinding {
 // int reads a sysctl as the kernel holds it; missing or garbled counts as 0
 // (a missing interface answers nothing; the values are plain
 // proc_dointvec, so anything the kernel holds is a number).
-func (f ProxyFacts) int(p Path) int {
+func (f ProxyFacts) int(p sysctl.Path) int {
 	v, err := strconv.Atoi(f.Sysctls[p.Key()])
 	if err != nil {
 		return 0
@@ -291,14 +290,14 @@ func (f ProxyFacts) int(p Path) int {
 	return v
 }
 
-func (f ProxyFacts) forwarding4() bool { return f.int(ConfPath(f.NIC, "forwarding")) != 0 }
+func (f ProxyFacts) forwarding4() bool { return f.int(sysctl.ConfPath(f.NIC, "forwarding")) != 0 }
 
 // orconf is IN_DEV_ORCONF: all || iface (any non-zero value is on). It
 // returns the setting(s) that switch it on ("" when off), as sysctl(8)
 // names them.
-func (f ProxyFacts) orconf(all, iface Path) string {
+func (f ProxyFacts) orconf(all, iface sysctl.Path) string {
 	var on []string
-	for _, p := range []Path{all, iface} {
+	for _, p := range []sysctl.Path{all, iface} {
 		if v := f.int(p); v != 0 {
 			on = append(on, fmt.Sprintf("%s=%d", p, v))
 		}

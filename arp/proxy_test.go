@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dsr-agent/dsr-agent/sysctl"
 )
 
 // proxyFacts is a VIP arriving on eth0 with the route given, every sysctl 0
@@ -22,7 +24,7 @@ func proxyFacts(vip string, route ProxyRoute, entry string, sysctls map[string]s
 		f.Sysctls[p.Key()] = "0"
 	}
 	for k, v := range sysctls {
-		f.Sysctls[ParseKey(k).Key()] = v
+		f.Sysctls[sysctl.ParseKey(k).Key()] = v
 	}
 	return f
 }
@@ -35,72 +37,77 @@ func rulesOf(fs []ProxyFinding) []string {
 	return out
 }
 
+// The sysctls, entries and VIPs of proxyExposureCases.
+const (
+	fwd     = "net/ipv4/conf/eth0/forwarding"
+	pa      = "net/ipv4/conf/eth0/proxy_arp"
+	paAll   = "net/ipv4/conf/all/proxy_arp"
+	pv      = "net/ipv4/conf/eth0/proxy_arp_pvlan"
+	pvAll   = "net/ipv4/conf/all/proxy_arp_pvlan"
+	mid     = "net/ipv4/conf/eth0/medium_id"
+	midOut  = "net/ipv4/conf/eth1/medium_id"
+	fwd6    = "net/ipv6/conf/eth0/forwarding"
+	ndp     = "net/ipv6/conf/eth0/proxy_ndp"
+	ndpAll  = "net/ipv6/conf/all/proxy_ndp"
+	entry4  = "proxy 192.0.2.10 dev eth0"
+	entry6  = "proxy 2001:db8::10 dev eth0"
+	vip4    = "192.0.2.10"
+	vip6    = "2001:db8::10"
+	fwdAll  = "net/ipv4/conf/all/forwarding"
+	fwd6All = "net/ipv6/conf/all/forwarding"
+)
+
+// on is the sysctls given, each 1.
+func on(kv ...string) map[string]string {
+	m := map[string]string{}
+	for _, k := range kv {
+		m[k] = "1"
+	}
+	return m
+}
+
+var proxyExposureCases = []struct {
+	name  string
+	f     ProxyFacts
+	rules []string
+	// words the reason must contain (the sysctl or entry to blame)
+	words []string
+}{
+	{"the issue's host: proxy_arp on the NIC, forwarding, default route elsewhere",
+		proxyFacts(vip4, RouteOtherDev, "", on(fwd, pa)), []string{"proxy_arp"}, []string{"net.ipv4.conf.eth0.proxy_arp=1", "out eth1"}},
+	{"all.proxy_arp alone (ORCONF)", proxyFacts(vip4, RouteOtherDev, "", on(fwd, paAll)), []string{"proxy_arp"}, []string{"net.ipv4.conf.all.proxy_arp=1"}},
+	{"any non-zero value is on", proxyFacts(vip4, RouteOtherDev, "", map[string]string{fwd: "1", pa: "2"}), []string{"proxy_arp"}, []string{"proxy_arp=2"}},
+	{"no forwarding on the NIC: silent", proxyFacts(vip4, RouteOtherDev, "", on(pa, paAll, fwdAll)), nil, nil},
+	{"route back out the NIC: proxy_arp silent", proxyFacts(vip4, RouteSameDev, "", on(fwd, pa)), nil, nil},
+	{"no route: silent", proxyFacts(vip4, NoRoute, entry4, on(fwd, pa, pv)), nil, nil},
+	{"local VIP: arp_ignore's business", proxyFacts(vip4, RouteLocal, entry4, on(fwd, pa, pv)), nil, nil},
+	{"medium_id -1 disables proxy_arp", proxyFacts(vip4, RouteOtherDev, "", map[string]string{fwd: "1", pa: "1", mid: "-1"}), nil, nil},
+	{"same medium: no proxy between them", proxyFacts(vip4, RouteOtherDev, "", map[string]string{fwd: "1", pa: "1", mid: "3", midOut: "3"}), nil, nil},
+	{"out device medium -1", proxyFacts(vip4, RouteOtherDev, "", map[string]string{fwd: "1", pa: "1", mid: "3", midOut: "-1"}), nil, nil},
+	{"other medium answers", proxyFacts(vip4, RouteOtherDev, "", map[string]string{fwd: "1", pa: "1", mid: "3", midOut: "4"}), []string{"proxy_arp"}, nil},
+	{"medium_id does not stop an entry", proxyFacts(vip4, RouteOtherDev, entry4, map[string]string{fwd: "1", mid: "-1"}), []string{"proxy neighbour entry"}, []string{entry4}},
+	{"pvlan, VIP in the NIC's subnet", proxyFacts(vip4, RouteSameDev, "", on(fwd, pv)), []string{"proxy_arp_pvlan"}, []string{"net.ipv4.conf.eth0.proxy_arp_pvlan=1"}},
+	{"all.proxy_arp_pvlan alone", proxyFacts(vip4, RouteSameDev, "", on(fwd, pvAll)), []string{"proxy_arp_pvlan"}, []string{"all.proxy_arp_pvlan=1"}},
+	{"pvlan with the route elsewhere: silent", proxyFacts(vip4, RouteOtherDev, "", on(fwd, pv)), nil, nil},
+	{"pvlan without forwarding: silent", proxyFacts(vip4, RouteSameDev, "", on(pv)), nil, nil},
+	{"entry with the route elsewhere", proxyFacts(vip4, RouteOtherDev, entry4, on(fwd)), []string{"proxy neighbour entry"}, []string{entry4}},
+	{"entry with the route back out the NIC: silent", proxyFacts(vip4, RouteSameDev, entry4, on(fwd)), nil, nil},
+	{"entry without forwarding: silent", proxyFacts(vip4, RouteOtherDev, entry4, nil), nil, nil},
+	{"every arm at once", proxyFacts(vip4, RouteOtherDev, entry4, on(fwd, pa, pv)), []string{"proxy_arp", "proxy neighbour entry"}, nil},
+	{"missing NIC sysctls: silent", ProxyFacts{NIC: "eth0", VIP: netip.MustParseAddr(vip4), Route: RouteOtherDev, OutDev: "eth1", Sysctls: map[string]string{paAll: "1"}}, nil, nil},
+
+	{"proxy_ndp with an entry and forwarding", proxyFacts(vip6, NoRoute, entry6, on(fwd6, ndp)), []string{"proxy_ndp"}, []string{"net.ipv6.conf.eth0.proxy_ndp=1", entry6}},
+	{"all.proxy_ndp alone", proxyFacts(vip6, NoRoute, entry6, on(fwd6, ndpAll)), []string{"proxy_ndp"}, []string{"net.ipv6.conf.all.proxy_ndp=1"}},
+	{"proxy_ndp without an entry: silent", proxyFacts(vip6, NoRoute, "", on(fwd6, ndp, ndpAll)), nil, nil},
+	{"entry without proxy_ndp: silent", proxyFacts(vip6, NoRoute, entry6, on(fwd6)), nil, nil},
+	{"proxy_ndp without forwarding on the NIC: silent", proxyFacts(vip6, NoRoute, entry6, on(ndp, fwd6All)), nil, nil},
+	{"an IPv6 VIP ignores the IPv4 arms", proxyFacts(vip6, RouteOtherDev, entry6, on(fwd, pa, pv)), nil, nil},
+}
+
 // TestProxyExposure: each arm of arp_process's proxy branch and of
 // ndisc_recv_ns, and what keeps each silent.
 func TestProxyExposure(t *testing.T) {
-	const (
-		fwd     = "net/ipv4/conf/eth0/forwarding"
-		pa      = "net/ipv4/conf/eth0/proxy_arp"
-		paAll   = "net/ipv4/conf/all/proxy_arp"
-		pv      = "net/ipv4/conf/eth0/proxy_arp_pvlan"
-		pvAll   = "net/ipv4/conf/all/proxy_arp_pvlan"
-		mid     = "net/ipv4/conf/eth0/medium_id"
-		midOut  = "net/ipv4/conf/eth1/medium_id"
-		fwd6    = "net/ipv6/conf/eth0/forwarding"
-		ndp     = "net/ipv6/conf/eth0/proxy_ndp"
-		ndpAll  = "net/ipv6/conf/all/proxy_ndp"
-		entry4  = "proxy 192.0.2.10 dev eth0"
-		entry6  = "proxy 2001:db8::10 dev eth0"
-		vip4    = "192.0.2.10"
-		vip6    = "2001:db8::10"
-		fwdAll  = "net/ipv4/conf/all/forwarding"
-		fwd6All = "net/ipv6/conf/all/forwarding"
-	)
-	on := func(kv ...string) map[string]string {
-		m := map[string]string{}
-		for _, k := range kv {
-			m[k] = "1"
-		}
-		return m
-	}
-	cases := []struct {
-		name  string
-		f     ProxyFacts
-		rules []string
-		// words the reason must contain (the sysctl or entry to blame)
-		words []string
-	}{
-		{"the issue's host: proxy_arp on the NIC, forwarding, default route elsewhere",
-			proxyFacts(vip4, RouteOtherDev, "", on(fwd, pa)), []string{"proxy_arp"}, []string{"net.ipv4.conf.eth0.proxy_arp=1", "out eth1"}},
-		{"all.proxy_arp alone (ORCONF)", proxyFacts(vip4, RouteOtherDev, "", on(fwd, paAll)), []string{"proxy_arp"}, []string{"net.ipv4.conf.all.proxy_arp=1"}},
-		{"any non-zero value is on", proxyFacts(vip4, RouteOtherDev, "", map[string]string{fwd: "1", pa: "2"}), []string{"proxy_arp"}, []string{"proxy_arp=2"}},
-		{"no forwarding on the NIC: silent", proxyFacts(vip4, RouteOtherDev, "", on(pa, paAll, fwdAll)), nil, nil},
-		{"route back out the NIC: proxy_arp silent", proxyFacts(vip4, RouteSameDev, "", on(fwd, pa)), nil, nil},
-		{"no route: silent", proxyFacts(vip4, NoRoute, entry4, on(fwd, pa, pv)), nil, nil},
-		{"local VIP: arp_ignore's business", proxyFacts(vip4, RouteLocal, entry4, on(fwd, pa, pv)), nil, nil},
-		{"medium_id -1 disables proxy_arp", proxyFacts(vip4, RouteOtherDev, "", map[string]string{fwd: "1", pa: "1", mid: "-1"}), nil, nil},
-		{"same medium: no proxy between them", proxyFacts(vip4, RouteOtherDev, "", map[string]string{fwd: "1", pa: "1", mid: "3", midOut: "3"}), nil, nil},
-		{"out device medium -1", proxyFacts(vip4, RouteOtherDev, "", map[string]string{fwd: "1", pa: "1", mid: "3", midOut: "-1"}), nil, nil},
-		{"other medium answers", proxyFacts(vip4, RouteOtherDev, "", map[string]string{fwd: "1", pa: "1", mid: "3", midOut: "4"}), []string{"proxy_arp"}, nil},
-		{"medium_id does not stop an entry", proxyFacts(vip4, RouteOtherDev, entry4, map[string]string{fwd: "1", mid: "-1"}), []string{"proxy neighbour entry"}, []string{entry4}},
-		{"pvlan, VIP in the NIC's subnet", proxyFacts(vip4, RouteSameDev, "", on(fwd, pv)), []string{"proxy_arp_pvlan"}, []string{"net.ipv4.conf.eth0.proxy_arp_pvlan=1"}},
-		{"all.proxy_arp_pvlan alone", proxyFacts(vip4, RouteSameDev, "", on(fwd, pvAll)), []string{"proxy_arp_pvlan"}, []string{"all.proxy_arp_pvlan=1"}},
-		{"pvlan with the route elsewhere: silent", proxyFacts(vip4, RouteOtherDev, "", on(fwd, pv)), nil, nil},
-		{"pvlan without forwarding: silent", proxyFacts(vip4, RouteSameDev, "", on(pv)), nil, nil},
-		{"entry with the route elsewhere", proxyFacts(vip4, RouteOtherDev, entry4, on(fwd)), []string{"proxy neighbour entry"}, []string{entry4}},
-		{"entry with the route back out the NIC: silent", proxyFacts(vip4, RouteSameDev, entry4, on(fwd)), nil, nil},
-		{"entry without forwarding: silent", proxyFacts(vip4, RouteOtherDev, entry4, nil), nil, nil},
-		{"every arm at once", proxyFacts(vip4, RouteOtherDev, entry4, on(fwd, pa, pv)), []string{"proxy_arp", "proxy neighbour entry"}, nil},
-		{"missing NIC sysctls: silent", ProxyFacts{NIC: "eth0", VIP: netip.MustParseAddr(vip4), Route: RouteOtherDev, OutDev: "eth1", Sysctls: map[string]string{paAll: "1"}}, nil, nil},
-
-		{"proxy_ndp with an entry and forwarding", proxyFacts(vip6, NoRoute, entry6, on(fwd6, ndp)), []string{"proxy_ndp"}, []string{"net.ipv6.conf.eth0.proxy_ndp=1", entry6}},
-		{"all.proxy_ndp alone", proxyFacts(vip6, NoRoute, entry6, on(fwd6, ndpAll)), []string{"proxy_ndp"}, []string{"net.ipv6.conf.all.proxy_ndp=1"}},
-		{"proxy_ndp without an entry: silent", proxyFacts(vip6, NoRoute, "", on(fwd6, ndp, ndpAll)), nil, nil},
-		{"entry without proxy_ndp: silent", proxyFacts(vip6, NoRoute, entry6, on(fwd6)), nil, nil},
-		{"proxy_ndp without forwarding on the NIC: silent", proxyFacts(vip6, NoRoute, entry6, on(ndp, fwd6All)), nil, nil},
-		{"an IPv6 VIP ignores the IPv4 arms", proxyFacts(vip6, RouteOtherDev, entry6, on(fwd, pa, pv)), nil, nil},
-	}
-	for _, c := range cases {
+	for _, c := range proxyExposureCases {
 		t.Run(c.name, func(t *testing.T) {
 			got := ProxyExposure(c.f)
 			if !slices.Equal(rulesOf(got), c.rules) {

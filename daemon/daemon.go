@@ -17,9 +17,9 @@ import (
 	sd "github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/dsr-agent/dsr-agent/agent"
-	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/health"
 	"github.com/dsr-agent/dsr-agent/loopback"
+	"github.com/dsr-agent/dsr-agent/sysctl"
 )
 
 // Options configure Run.
@@ -34,7 +34,7 @@ type Options struct {
 	// the notifications and the sysctl poll miss.
 	Resync time.Duration
 	// SysctlPoll is how often the ARP sysctls are read to see a reset
-	// (default arp.DefaultPoll).
+	// (default sysctl.DefaultPoll).
 	SysctlPoll time.Duration
 	// ListenerPoll is how often the sockets of the VIP ports are read to
 	// notice a service that started or stopped (default
@@ -97,7 +97,7 @@ func Run(ctx context.Context, o Options) error {
 		o.Resync = DefaultResync
 	}
 	if o.SysctlPoll <= 0 {
-		o.SysctlPoll = arp.DefaultPoll
+		o.SysctlPoll = sysctl.DefaultPoll
 	}
 	if o.Debounce < 0 {
 		o.Debounce = 0

@@ -8,8 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 )
 
@@ -60,7 +59,7 @@ func nat6Many(n int, dropNS bool) *NATTable {
 	for i := 0; i < n; i++ {
 		a := base
 		a[14], a[15] = byte(i>>8), byte(i)
-		spec.Redirects = append(spec.Redirects, Redirect{VIP: netip.AddrFrom16(a), Proto: unix.IPPROTO_TCP, Port: 80, ToPort: 8080})
+		spec.Redirects = append(spec.Redirects, Redirect{VIP: netip.AddrFrom16(a), Proto: inet.TCP, Port: 80, ToPort: 8080})
 	}
 	return spec
 }

@@ -183,58 +183,58 @@ func normalize(exprs []expr.Any) []expr.Any {
 	return out
 }
 
+// TableMissing is the difference of a table that is not there at all.
+const TableMissing = "table missing"
+
 // diff describes how got differs from want in a table of family f; ""
 // means no difference. Each difference is named the way nft lists it
 // ("chain input: hook output, want input") so an operator can see what was
 // changed by hand.
 func (got tableContent) diff(f Family, want tableContent) string {
 	if got.missing {
-		return "table missing"
+		return TableMissing
 	}
 	var d []string
 	if got.flags != want.flags {
 		d = append(d, fmt.Sprintf("table flags %s, want %s", tableFlagNames(got.flags), tableFlagNames(want.flags)))
 	}
-	gotChains := map[string]chainContent{}
-	for _, c := range got.chains {
-		gotChains[c.name] = c
-	}
-	for _, w := range want.chains {
-		g, ok := gotChains[w.name]
-		delete(gotChains, w.name)
-		if !ok {
-			d = append(d, fmt.Sprintf("chain %s missing", w.name))
-			continue
-		}
-		for _, why := range chainDiff(f, g, w) {
-			d = append(d, fmt.Sprintf("chain %s: %s", w.name, why))
-		}
-	}
-	for _, name := range slices.Sorted(maps.Keys(gotChains)) {
-		d = append(d, fmt.Sprintf("unexpected chain %s", name))
-	}
-	gotSets := map[string]setContent{}
-	for _, s := range got.sets {
-		gotSets[s.name] = s
-	}
-	for _, w := range want.sets {
-		g, ok := gotSets[w.name]
-		delete(gotSets, w.name)
-		if !ok {
-			d = append(d, fmt.Sprintf("%s %s missing", setKind(w.isMap), w.name))
-			continue
-		}
-		for _, why := range setDiff(g, w) {
-			d = append(d, fmt.Sprintf("%s %s: %s", setKind(w.isMap), w.name, why))
-		}
-	}
-	for _, name := range slices.Sorted(maps.Keys(gotSets)) {
-		d = append(d, fmt.Sprintf("unexpected %s %s", setKind(gotSets[name].isMap), name))
-	}
+	d = append(d, diffByName(got.chains, want.chains, func(c chainContent) (string, string) { return "chain", c.name },
+		func(g, w chainContent) []string { return chainDiff(f, g, w) })...)
+	d = append(d, diffByName(got.sets, want.sets, func(s setContent) (string, string) { return setKind(s.isMap), s.name }, setDiff)...)
 	if len(d) == 0 {
 		return ""
 	}
 	return "altered: " + strings.Join(d, "; ")
+}
+
+// diffByName matches the named parts of a table (chains, sets) by name:
+// each wanted one missing or differing (by differ), in want's order, then
+// each unexpected one, by name. id gives a part's kind ("chain", "set",
+// "map") and name.
+func diffByName[T any](got, want []T, id func(T) (kind, name string), differ func(g, w T) []string) []string {
+	var d []string
+	gotByName := map[string]T{}
+	for _, g := range got {
+		_, name := id(g)
+		gotByName[name] = g
+	}
+	for _, w := range want {
+		kind, name := id(w)
+		g, ok := gotByName[name]
+		delete(gotByName, name)
+		if !ok {
+			d = append(d, fmt.Sprintf("%s %s missing", kind, name))
+			continue
+		}
+		for _, why := range differ(g, w) {
+			d = append(d, fmt.Sprintf("%s %s: %s", kind, name, why))
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(gotByName)) {
+		kind, _ := id(gotByName[name])
+		d = append(d, fmt.Sprintf("unexpected %s %s", kind, name))
+	}
+	return d
 }
 
 // chainDiff lists how chain g differs from w: its hook attachment, then its

@@ -45,6 +45,23 @@ func FamilyName(f Family) string {
 	return fmt.Sprintf("family(%d)", f)
 }
 
+// ipFamily is the family of an ip or ip6 table (NATTable, MSSTable).
+func ipFamily(v6 bool) Family {
+	if v6 {
+		return nftables.TableFamilyIPv6
+	}
+	return nftables.TableFamilyIPv4
+}
+
+// ipAddrType is the address type of an ip or ip6 table's sets; its Name is
+// nft's ("ipv4_addr").
+func ipAddrType(v6 bool) nftables.SetDatatype {
+	if v6 {
+		return nftables.TypeIP6Addr
+	}
+	return nftables.TypeIPAddr
+}
+
 // TableRef is "arp dsr-agent" and the like, as nft names a table.
 func TableRef(f Family) string { return FamilyName(f) + " " + TableName }
 

@@ -2,15 +2,12 @@ package firewall
 
 import (
 	"net/netip"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/dsr-agent/dsr-agent/internal/golden"
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 )
 
@@ -23,14 +20,14 @@ func arpSpec() *ARPTable {
 
 func nat4Spec() *NATTable {
 	return &NATTable{Redirects: []Redirect{
-		{VIP: netip.MustParseAddr("192.0.2.10"), Proto: unix.IPPROTO_TCP, Port: 80, ToPort: 8080},
-		{VIP: netip.MustParseAddr("192.0.2.10"), Proto: unix.IPPROTO_UDP, Port: 53, ToPort: 5353},
+		{VIP: netip.MustParseAddr("192.0.2.10"), Proto: inet.TCP, Port: 80, ToPort: 8080},
+		{VIP: netip.MustParseAddr("192.0.2.10"), Proto: inet.UDP, Port: 53, ToPort: 5353},
 	}}
 }
 
 func nat6Spec() *NATTable {
 	return &NATTable{IPv6: true, Redirects: []Redirect{
-		{VIP: netip.MustParseAddr("2001:db8::10"), Proto: unix.IPPROTO_TCP, Port: 443, ToPort: 8443},
+		{VIP: netip.MustParseAddr("2001:db8::10"), Proto: inet.TCP, Port: 443, ToPort: 8443},
 	}}
 }
 
@@ -43,9 +40,9 @@ func arpGuardSpec() *ARPGuard {
 // Solicitation guard: two VIPs, one with two ports.
 func nat6GuardSpec() *NATTable {
 	return &NATTable{IPv6: true, DropNS: true, Redirects: []Redirect{
-		{VIP: netip.MustParseAddr("2001:db8::11"), Proto: unix.IPPROTO_TCP, Port: 443, ToPort: 8443},
-		{VIP: netip.MustParseAddr("2001:db8::10"), Proto: unix.IPPROTO_TCP, Port: 443, ToPort: 8443},
-		{VIP: netip.MustParseAddr("2001:db8::10"), Proto: unix.IPPROTO_UDP, Port: 53, ToPort: 5353},
+		{VIP: netip.MustParseAddr("2001:db8::11"), Proto: inet.TCP, Port: 443, ToPort: 8443},
+		{VIP: netip.MustParseAddr("2001:db8::10"), Proto: inet.TCP, Port: 443, ToPort: 8443},
+		{VIP: netip.MustParseAddr("2001:db8::10"), Proto: inet.UDP, Port: 53, ToPort: 5353},
 	}}
 }
 
@@ -126,39 +123,40 @@ func listTable(t *testing.T, ns *netnstest.NS, f Family) string {
 func TestReplaceMatchesKernel(t *testing.T) {
 	for _, spec := range []Spec{arpSpec(), nat4Spec(), nat6Spec(), arpGuardSpec(), nat6GuardSpec(), nsGuardSpec(), mss6GuardSpec()} {
 		name := goldenName(spec)
-		t.Run(name, func(t *testing.T) {
-			ns := netnstest.New(t)
-			m := &Manager{Conn: ns.NFT(t)}
-			if d, err := m.Diff(spec); err != nil || d != "table missing" {
-				t.Fatalf("Diff before Replace = %q, %v; want table missing", d, err)
-			}
-			if err := m.Replace(spec); err != nil {
-				t.Fatal(err)
-			}
-			golden.Assert(t, name+".kernel.nft", listTable(t, ns, spec.Family()))
-			if d, err := m.Diff(spec); err != nil || d != "" {
-				t.Fatalf("Diff after Replace = %q, %v; want in sync", d, err)
-			}
-			// Replace again: still exactly one table, same content.
-			if err := m.Replace(spec); err != nil {
-				t.Fatal(err)
-			}
-			golden.Assert(t, name+".kernel.nft", listTable(t, ns, spec.Family()))
-			// The rendered plan is valid nft input.
-			script := RenderReplace(spec)
-			body := strings.TrimSuffix(strings.TrimPrefix(script, "nft -f - <<'EOF'\n"), "EOF\n")
-			f := filepath.Join(t.TempDir(), "plan.nft")
-			if err := os.WriteFile(f, []byte(body), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			ns.Exec(t, "nft", "-f", f)
-			golden.Assert(t, name+".kernel.nft", listTable(t, ns, spec.Family()))
-			// What nft built from the rendered script is what Replace builds.
-			if d, err := m.Diff(spec); err != nil || d != "" {
-				t.Fatalf("Diff after nft -f of the rendered plan = %q, %v", d, err)
-			}
-		})
+		t.Run(name, func(t *testing.T) { replaceRoundTrip(t, name, spec) })
 	}
+}
+
+// replaceRoundTrip builds spec in a fresh namespace: Diff sees it missing,
+// the kernel's listing after Replace (twice: still one table) and after
+// nft -f of the rendered plan is the golden name.kernel.nft, and Diff is in
+// sync after each. It returns the namespace's manager.
+func replaceRoundTrip(t *testing.T, name string, spec Spec) *Manager {
+	t.Helper()
+	ns := netnstest.New(t)
+	m := &Manager{Conn: ns.NFT(t)}
+	inSync := func(when string) {
+		t.Helper()
+		if d, err := m.Diff(spec); err != nil || d != "" {
+			t.Fatalf("Diff after %s = %q, %v; want in sync", when, d, err)
+		}
+	}
+	if d, err := m.Diff(spec); err != nil || d != TableMissing {
+		t.Fatalf("Diff before Replace = %q, %v; want table missing", d, err)
+	}
+	for _, when := range []string{"Replace", "a second Replace"} {
+		if err := m.Replace(spec); err != nil {
+			t.Fatal(err)
+		}
+		golden.Assert(t, name+".kernel.nft", listTable(t, ns, spec.Family()))
+		inSync(when)
+	}
+	// The rendered plan is valid nft input, and what nft builds from it is
+	// what Replace builds.
+	nftScript(t, ns, strings.TrimSuffix(strings.TrimPrefix(RenderReplace(spec), "nft -f - <<'EOF'\n"), "EOF\n"))
+	golden.Assert(t, name+".kernel.nft", listTable(t, ns, spec.Family()))
+	inSync("nft -f of the rendered plan")
+	return m
 }
 
 func TestDiffDetectsHandEdits(t *testing.T) {

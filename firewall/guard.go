@@ -270,7 +270,7 @@ func Suppresses(s Spec) bool {
 	case *NATTable:
 		return s.IPv6 && s.DropNS
 	case *MSSTable:
-		return s.IPv6 && s.DropNS && len(s.VIPs) > 0
+		return len(s.nsVIPs()) > 0
 	}
 	return false
 }

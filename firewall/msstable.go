@@ -44,13 +44,17 @@ func NewMSSClamp(ipv6 bool, vips []netip.Addr, mss uint16) *MSSTable {
 	return &MSSTable{IPv6: ipv6, VIPs: own, MSS: mss}
 }
 
-// Family implements Spec.
-func (m *MSSTable) Family() Family {
-	if m.IPv6 {
-		return nftables.TableFamilyIPv6
+// nsVIPs are the VIPs the Neighbour Solicitation guard covers (none unless
+// DropNS on the IPv6 table).
+func (m *MSSTable) nsVIPs() []netip.Addr {
+	if !m.IPv6 || !m.DropNS {
+		return nil
 	}
-	return nftables.TableFamilyIPv4
+	return m.VIPs
 }
+
+// Family implements Spec.
+func (m *MSSTable) Family() Family { return ipFamily(m.IPv6) }
 
 // mssPriority is mangle (-150): rewriting a packet is mangle's job (iptables'
 // TCPMSS target lives in the mangle table), and running before every
@@ -75,11 +79,7 @@ func (m *MSSTable) vips() []netip.Addr {
 }
 
 func (m *MSSTable) set(t *nftables.Table) (*nftables.Set, []nftables.SetElement) {
-	typ := nftables.TypeIPAddr
-	if m.IPv6 {
-		typ = nftables.TypeIP6Addr
-	}
-	s := &nftables.Set{Table: t, Name: "vips", KeyType: typ, KeyByteOrder: binaryutil.BigEndian}
+	s := &nftables.Set{Table: t, Name: "vips", KeyType: ipAddrType(m.IPv6), KeyByteOrder: binaryutil.BigEndian}
 	var elems []nftables.SetElement
 	for _, v := range m.vips() {
 		elems = append(elems, nftables.SetElement{Key: v.AsSlice()})
@@ -134,8 +134,8 @@ func (m *MSSTable) build(c *nftables.Conn, t *nftables.Table) error {
 	}
 	ch := c.AddChain(mssChain(t))
 	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: m.rule(s)})
-	if m.IPv6 && m.DropNS && len(m.VIPs) > 0 {
-		buildNSGuard(c, t, m.VIPs)
+	if vips := m.nsVIPs(); len(vips) > 0 {
+		buildNSGuard(c, t, vips)
 	}
 	return nil
 }
@@ -147,18 +147,15 @@ func (m *MSSTable) expected() tableContent {
 			priority: int32(*mssPriority), policy: nftables.ChainPolicyAccept, rules: [][]expr.Any{m.rule(s)}}},
 		sets: []setContent{setContentOf(s, elems)},
 	}
-	if m.IPv6 && m.DropNS && len(m.VIPs) > 0 {
-		tc.chains = append(tc.chains, nsGuardContent(m.VIPs)...)
+	if vips := m.nsVIPs(); len(vips) > 0 {
+		tc.chains = append(tc.chains, nsGuardContent(vips)...)
 	}
 	return tc
 }
 
 // Render implements Spec.
 func (m *MSSTable) Render() string {
-	fam, addrType := "ip", "ipv4_addr"
-	if m.IPv6 {
-		fam, addrType = "ip6", "ipv6_addr"
-	}
+	fam, addrType := FamilyName(m.Family()), ipAddrType(m.IPv6).Name
 	var elems []string
 	for _, v := range m.vips() {
 		elems = append(elems, v.String())
@@ -172,9 +169,9 @@ func (m *MSSTable) Render() string {
 	b.WriteString("\tchain output {\n\t\ttype filter hook output priority mangle; policy accept;\n")
 	fmt.Fprintf(&b, "\t\t%s saddr @vips tcp flags & (syn | ack) == (syn | ack) tcp option maxseg size > %d counter tcp option maxseg size set %d\n", fam, m.MSS, m.MSS)
 	b.WriteString("\t}\n")
-	if m.IPv6 && m.DropNS && len(m.VIPs) > 0 {
+	if vips := m.nsVIPs(); len(vips) > 0 {
 		b.WriteString("\n")
-		renderNSGuard(&b, m.VIPs)
+		renderNSGuard(&b, vips)
 	}
 	b.WriteString("}\n")
 	return b.String()

@@ -50,28 +50,7 @@ func TestMSSRenderGolden(t *testing.T) {
 func TestMSSReplaceMatchesKernel(t *testing.T) {
 	for name, spec := range map[string]*MSSTable{"mss4": mss4Spec(), "mss6": mss6Spec()} {
 		t.Run(name, func(t *testing.T) {
-			ns := netnstest.New(t)
-			m := &Manager{Conn: ns.NFT(t)}
-			if d, err := m.Diff(spec); err != nil || d != "table missing" {
-				t.Fatalf("Diff before Replace = %q, %v; want table missing", d, err)
-			}
-			if err := m.Replace(spec); err != nil {
-				t.Fatal(err)
-			}
-			golden.Assert(t, name+".kernel.nft", listTable(t, ns, spec.Family()))
-			if d, err := m.Diff(spec); err != nil || d != "" {
-				t.Fatalf("Diff after Replace = %q, %v; want in sync", d, err)
-			}
-			if err := m.Replace(spec); err != nil {
-				t.Fatal(err)
-			}
-			golden.Assert(t, name+".kernel.nft", listTable(t, ns, spec.Family()))
-			body := strings.TrimSuffix(strings.TrimPrefix(RenderReplace(spec), "nft -f - <<'EOF'\n"), "EOF\n")
-			nftScript(t, ns, body)
-			golden.Assert(t, name+".kernel.nft", listTable(t, ns, spec.Family()))
-			if d, err := m.Diff(spec); err != nil || d != "" {
-				t.Fatalf("Diff after nft -f of the rendered plan = %q, %v", d, err)
-			}
+			m := replaceRoundTrip(t, name, spec)
 			// Another MSS is another table.
 			other := *spec
 			other.MSS = 1300

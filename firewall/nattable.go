@@ -8,26 +8,16 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
-	"golang.org/x/sys/unix"
+
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 )
 
 // Redirect sends VIP:Port/Proto to the local ToPort.
 type Redirect struct {
 	VIP    netip.Addr
-	Proto  uint8 // unix.IPPROTO_TCP or unix.IPPROTO_UDP
+	Proto  inet.Protocol // TCP or UDP
 	Port   uint16
 	ToPort uint16
-}
-
-// ProtoName is nft's name for the protocol.
-func ProtoName(p uint8) string {
-	switch p {
-	case unix.IPPROTO_TCP:
-		return "tcp"
-	case unix.IPPROTO_UDP:
-		return "udp"
-	}
-	return fmt.Sprint(p)
 }
 
 // NATTable is the firewalld-mode table of one family: packets to a VIP's
@@ -56,12 +46,7 @@ func (n *NATTable) nsVIPs() []netip.Addr {
 }
 
 // Family implements Spec.
-func (n *NATTable) Family() Family {
-	if n.IPv6 {
-		return nftables.TableFamilyIPv6
-	}
-	return nftables.TableFamilyIPv4
-}
+func (n *NATTable) Family() Family { return ipFamily(n.IPv6) }
 
 // NAT priority dstnat (-100): before the routing decision, so the redirected
 // packet is delivered locally.
@@ -82,29 +67,22 @@ func (n *NATTable) redirects() []Redirect {
 			return c
 		}
 		if a.Proto != b.Proto {
-			return int(a.Proto) - int(b.Proto)
+			return int(a.Proto.Number()) - int(b.Proto.Number())
 		}
 		return int(a.Port) - int(b.Port)
 	})
 }
 
-func (n *NATTable) addrType() nftables.SetDatatype {
-	if n.IPv6 {
-		return nftables.TypeIP6Addr
-	}
-	return nftables.TypeIPAddr
-}
-
 func (n *NATTable) set(t *nftables.Table) (*nftables.Set, []nftables.SetElement) {
 	s := &nftables.Set{Table: t, Name: "vip_ports", IsMap: true, Concatenation: true,
-		KeyType:      nftables.MustConcatSetType(n.addrType(), nftables.TypeInetProto, nftables.TypeInetService),
+		KeyType:      nftables.MustConcatSetType(ipAddrType(n.IPv6), nftables.TypeInetProto, nftables.TypeInetService),
 		DataType:     nftables.TypeInetService,
 		KeyByteOrder: binaryutil.BigEndian}
 	var elems []nftables.SetElement
 	for _, r := range n.redirects() {
 		// Each concatenated component is padded to a 4-byte register.
 		key := append([]byte{}, r.VIP.AsSlice()...)
-		key = append(key, r.Proto, 0, 0, 0)
+		key = append(key, r.Proto.Number(), 0, 0, 0)
 		key = append(key, byte(r.Port>>8), byte(r.Port), 0, 0)
 		elems = append(elems, nftables.SetElement{Key: key, Val: []byte{byte(r.ToPort >> 8), byte(r.ToPort)}})
 	}
@@ -122,9 +100,9 @@ func canonReg(reg32 uint32) uint32 {
 }
 
 // protos lists the transport protocols in use, in a stable order.
-func (n *NATTable) protos() []uint8 {
-	var out []uint8
-	for _, p := range []uint8{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+func (n *NATTable) protos() []inet.Protocol {
+	var out []inet.Protocol
+	for _, p := range []inet.Protocol{inet.TCP, inet.UDP} {
 		for _, r := range n.Redirects {
 			if r.Proto == p {
 				out = append(out, p)
@@ -142,7 +120,7 @@ func (n *NATTable) rules(s *nftables.Set) [][]expr.Any {
 	for _, p := range n.protos() {
 		r := []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p}},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p.Number()}},
 		}
 		out = append(out, append(r, n.redirectExprs(s)...))
 	}
@@ -203,13 +181,11 @@ func (n *NATTable) expected() tableContent {
 
 // Render implements Spec.
 func (n *NATTable) Render() string {
-	fam, addrType, daddr := "ip", "ipv4_addr", "ip daddr"
-	if n.IPv6 {
-		fam, addrType, daddr = "ip6", "ipv6_addr", "ip6 daddr"
-	}
+	fam, addrType := FamilyName(n.Family()), ipAddrType(n.IPv6).Name
+	daddr := fam + " daddr"
 	var elems []string
 	for _, r := range n.redirects() {
-		elems = append(elems, fmt.Sprintf("%s . %s . %d : %d", r.VIP, ProtoName(r.Proto), r.Port, r.ToPort))
+		elems = append(elems, fmt.Sprintf("%s . %s . %d : %d", r.VIP, r.Proto, r.Port, r.ToPort))
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "table %s %s {\n", fam, TableName)
@@ -219,7 +195,7 @@ func (n *NATTable) Render() string {
 	b.WriteString("\t}\n\n")
 	b.WriteString("\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n")
 	for _, p := range n.protos() {
-		fmt.Fprintf(&b, "\t\tmeta l4proto %s counter redirect to :%s . meta l4proto . th dport map @vip_ports\n", ProtoName(p), daddr)
+		fmt.Fprintf(&b, "\t\tmeta l4proto %s counter redirect to :%s . meta l4proto . th dport map @vip_ports\n", p, daddr)
 	}
 	b.WriteString("\t}\n")
 	if vips := n.nsVIPs(); len(vips) > 0 {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 )
 
 // The inet_diag filter language (include/uapi/linux/inet_diag.h,
@@ -103,7 +105,7 @@ func (d *Diag) countOnce(family uint8, prog []byte, match func(netip.Addr, uint1
 		if m.Header.Flags&netlink.DumpInterrupted != 0 {
 			interrupted = true
 		}
-		s, ok := parse(TCP, m.Data)
+		s, ok := parse(inet.TCP, m.Data)
 		if ok && (match == nil || match(s.Addr, s.Port)) {
 			n++
 		}

@@ -1,7 +1,6 @@
 package listener
 
 import (
-	"net"
 	"net/netip"
 	"testing"
 
@@ -22,42 +21,21 @@ func TestCountEstablishedKernel(t *testing.T) {
 	for _, a := range []string{"fd00:77::100/128", "fd00:77::2/128"} {
 		ns.Exec(t, "ip", "addr", "add", a, "dev", "lo", "nodad")
 	}
-	var closers []interface{ Close() error }
-	t.Cleanup(func() {
-		for _, c := range closers {
-			c.Close()
-		}
-	})
-	listen := func(network, addr string) {
-		var l net.Listener
-		var err error
-		ns.Do(t, func() { l, err = net.Listen(network, addr) })
-		if err != nil {
-			t.Fatal(err)
-		}
-		closers = append(closers, l)
+	for _, a := range []string{"fd00:77::100", "fd00:77::2"} {
+		awaitUsable(t, ns, a)
 	}
-	// connect opens n connections from src to dst; they stay in the
-	// listener's accept queue, established (the kernel counts them).
+	s := newSockets(t, ns)
+	s.listen("tcp4", "0.0.0.0:80")
+	s.listen("tcp6", "[::]:80") // v6only: Go sets IPV6_V6ONLY for tcp6
+	s.listen("tcp", ":81")      // dual-stack: IPv4 arrives v4-mapped
+	s.listen("tcp4", "0.0.0.0:8080")
+	// Connections stay in the listener's accept queue, established (the
+	// kernel counts them).
 	connect := func(n int, src, dst string) {
-		t.Helper()
 		for range n {
-			var c net.Conn
-			var err error
-			ns.Do(t, func() {
-				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-				c, err = d.Dial("tcp", dst)
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			closers = append(closers, c)
+			s.dial("tcp", src, dst)
 		}
 	}
-	listen("tcp4", "0.0.0.0:80")
-	listen("tcp6", "[::]:80") // v6only: Go sets IPV6_V6ONLY for tcp6
-	listen("tcp", ":81")      // dual-stack: IPv4 arrives v4-mapped
-	listen("tcp4", "0.0.0.0:8080")
 	connect(3, "10.77.0.2", "10.77.100.1:80")
 	connect(2, "fd00:77::2", "[fd00:77::100]:80")
 	connect(4, "10.77.0.2", "10.77.100.1:81") // AF_INET6 sockets, ::ffff:10.77.100.1

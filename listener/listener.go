@@ -21,27 +21,14 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 )
-
-// Proto is a transport protocol.
-type Proto string
-
-const (
-	TCP Proto = "tcp"
-	UDP Proto = "udp"
-)
-
-func (p Proto) number() uint8 {
-	if p == UDP {
-		return unix.IPPROTO_UDP
-	}
-	return unix.IPPROTO_TCP
-}
 
 // Socket is one socket that can receive new traffic: a listening TCP
 // socket or an unconnected UDP socket.
 type Socket struct {
-	Proto Proto
+	Proto inet.Protocol
 	// Addr is the bound address as the kernel has it: an IPv6 socket's
 	// address stays IPv6 (:: or ::ffff:a.b.c.d for a v4-mapped bind).
 	Addr netip.Addr
@@ -75,7 +62,7 @@ func (s Socket) Wildcard() bool { return s.Addr.IsUnspecified() }
 // dst, the wildcard of dst's family, or an IPv6 wildcard without
 // IPV6_V6ONLY for an IPv4 dst (and a v4-mapped bind for its IPv4 address).
 // A socket bound to an interface is for the caller to judge (Ifindex).
-func (s Socket) Receives(proto Proto, dst netip.AddrPort) bool {
+func (s Socket) Receives(proto inet.Protocol, dst netip.AddrPort) bool {
 	if s.Proto != proto || s.Port != dst.Port() {
 		return false
 	}
@@ -137,7 +124,7 @@ const maxRetries = 5
 
 // List dumps the sockets of protos that can receive new traffic, IPv4 (when
 // v4) and IPv6: one dump per protocol and family.
-func (d *Diag) List(protos []Proto, v4 bool) ([]Socket, error) {
+func (d *Diag) List(protos []inet.Protocol, v4 bool) ([]Socket, error) {
 	var out []Socket
 	fams := []uint8{unix.AF_INET6}
 	if v4 {
@@ -157,7 +144,7 @@ func (d *Diag) List(protos []Proto, v4 bool) ([]Socket, error) {
 
 var errInterrupted = errors.New("dump interrupted")
 
-func (d *Diag) dump(p Proto, family uint8) ([]Socket, error) {
+func (d *Diag) dump(p inet.Protocol, family uint8) ([]Socket, error) {
 	for i := 0; ; i++ {
 		socks, err := d.dumpOnce(p, family)
 		if !errors.Is(err, errInterrupted) || i == maxRetries {
@@ -166,13 +153,13 @@ func (d *Diag) dump(p Proto, family uint8) ([]Socket, error) {
 	}
 }
 
-func (d *Diag) dumpOnce(p Proto, family uint8) ([]Socket, error) {
+func (d *Diag) dumpOnce(p inet.Protocol, family uint8) ([]Socket, error) {
 	state := uint32(1) << tcpListen
-	if p == UDP {
+	if p == inet.UDP {
 		state = 1 << tcpClose
 	}
 	req := make([]byte, sizeofReq)
-	req[0], req[1] = family, p.number()
+	req[0], req[1] = family, p.Number()
 	binary.NativeEndian.PutUint32(req[4:], state)
 	msgs, err := d.conn.Execute(netlink.Message{
 		Header: netlink.Header{Type: unix.SOCK_DIAG_BY_FAMILY, Flags: netlink.Request | netlink.Dump},
@@ -203,7 +190,7 @@ func (d *Diag) dumpOnce(p Proto, family uint8) ([]Socket, error) {
 }
 
 // parse decodes one struct inet_diag_msg and its attributes.
-func parse(p Proto, b []byte) (Socket, bool) {
+func parse(p inet.Protocol, b []byte) (Socket, bool) {
 	if len(b) < sizeofMsg {
 		return Socket{}, false
 	}

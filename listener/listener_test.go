@@ -1,11 +1,11 @@
 package listener
 
 import (
-	"net"
 	"net/netip"
 	"slices"
 	"testing"
 
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 )
 
@@ -13,7 +13,7 @@ func TestReceives(t *testing.T) {
 	v4 := netip.MustParseAddrPort("192.0.2.10:80")
 	v6 := netip.MustParseAddrPort("[2001:db8::10]:80")
 	sock := func(addr string, v6only bool) Socket {
-		return Socket{Proto: TCP, Addr: netip.MustParseAddr(addr), Port: 80, V6Only: v6only}
+		return Socket{Proto: inet.TCP, Addr: netip.MustParseAddr(addr), Port: 80, V6Only: v6only}
 	}
 	for _, c := range []struct {
 		s        Socket
@@ -31,10 +31,10 @@ func TestReceives(t *testing.T) {
 		{sock("::ffff:192.0.2.11", false), v4, false},
 		{sock("2001:db8::10", true), v6, true},
 		{sock("2001:db8::11", false), v6, false},
-		{Socket{Proto: UDP, Addr: netip.MustParseAddr("0.0.0.0"), Port: 80}, v4, false}, // other protocol
-		{Socket{Proto: TCP, Addr: netip.MustParseAddr("0.0.0.0"), Port: 81}, v4, false}, // other port
+		{Socket{Proto: inet.UDP, Addr: netip.MustParseAddr("0.0.0.0"), Port: 80}, v4, false}, // other protocol
+		{Socket{Proto: inet.TCP, Addr: netip.MustParseAddr("0.0.0.0"), Port: 81}, v4, false}, // other port
 	} {
-		if got := c.s.Receives(TCP, c.dst); got != c.receives {
+		if got := c.s.Receives(inet.TCP, c.dst); got != c.receives {
 			t.Errorf("%s receives tcp %s = %v, want %v", c.s, c.dst, got, c.receives)
 		}
 	}
@@ -48,59 +48,26 @@ func TestListKernel(t *testing.T) {
 	ns := netnstest.New(t)
 	ns.AddDummy(t, "eth0", "10.77.0.2/24", "fd00:77::2/64")
 	ns.Exec(t, "ip", "addr", "add", "10.77.100.1/32", "dev", "lo")
-	var closers []interface{ Close() error }
-	t.Cleanup(func() {
-		for _, c := range closers {
-			c.Close()
-		}
-	})
-	listen := func(network, addr string) net.Listener {
-		var l net.Listener
-		var err error
-		ns.Do(t, func() { l, err = net.Listen(network, addr) })
-		if err != nil {
-			t.Fatal(err)
-		}
-		closers = append(closers, l)
-		return l
-	}
-	udp := func(network, addr string) {
-		var c net.PacketConn
-		var err error
-		ns.Do(t, func() { c, err = net.ListenPacket(network, addr) })
-		if err != nil {
-			t.Fatal(err)
-		}
-		closers = append(closers, c)
-	}
-	listen("tcp4", "10.77.100.1:80")
-	listen("tcp4", "0.0.0.0:81")
-	listen("tcp4", "10.77.0.2:82")
-	listen("tcp", ":83")      // dual-stack [::]
-	listen("tcp6", "[::]:84") // v6only
-	lc := listen("tcp4", "127.0.0.1:85")
-	udp("udp4", "0.0.0.0:53")
-	udp("udp6", "[fd00:77::2]:54")
+	awaitUsable(t, ns, "fd00:77::2")
+	s := newSockets(t, ns)
+	s.listen("tcp4", "10.77.100.1:80")
+	s.listen("tcp4", "0.0.0.0:81")
+	s.listen("tcp4", "10.77.0.2:82")
+	s.listen("tcp", ":83")      // dual-stack [::]
+	s.listen("tcp6", "[::]:84") // v6only
+	lc := s.listen("tcp4", "127.0.0.1:85")
+	s.udp("udp4", "0.0.0.0:53")
+	s.udp("udp6", "[fd00:77::2]:54")
 	// An established connection and a connected UDP socket: not listeners.
-	var conn, uconn net.Conn
-	var err error
-	ns.Do(t, func() {
-		conn, err = net.Dial("tcp4", lc.Addr().String())
-		if err == nil {
-			uconn, err = net.Dial("udp4", "10.77.0.2:9")
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	closers = append(closers, conn, uconn)
+	s.dial("tcp4", "", lc.Addr().String())
+	s.dial("udp4", "", "10.77.0.2:9")
 
 	d, err := Open(int(ns.Handle))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	socks, err := d.List([]Proto{TCP, UDP}, true)
+	socks, err := d.List([]inet.Protocol{inet.TCP, inet.UDP}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,25 +84,25 @@ func TestListKernel(t *testing.T) {
 		t.Fatalf("sockets:\n got %q\nwant %q", got, want)
 	}
 	vip := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(netip.MustParseAddr("10.77.100.1"), port) }
-	served := func(proto Proto, dst netip.AddrPort) bool {
+	served := func(proto inet.Protocol, dst netip.AddrPort) bool {
 		return slices.ContainsFunc(socks, func(s Socket) bool { return s.Receives(proto, dst) })
 	}
 	for port, want := range map[uint16]bool{80: true, 81: true, 82: false, 83: true, 84: false, 85: false} {
-		if got := served(TCP, vip(port)); got != want {
+		if got := served(inet.TCP, vip(port)); got != want {
 			t.Errorf("VIP:%d/tcp served = %v, want %v", port, got, want)
 		}
 	}
-	if !served(UDP, vip(53)) || served(TCP, vip(53)) {
+	if !served(inet.UDP, vip(53)) || served(inet.TCP, vip(53)) {
 		t.Error("udp wildcard :53 not seen as serving udp only")
 	}
 
 	// Only TCP asked: no UDP dump. IPv6 only: no IPv4 sockets.
-	socks, err = d.List([]Proto{TCP}, false)
+	socks, err = d.List([]inet.Protocol{inet.TCP}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range socks {
-		if s.Proto != TCP || s.Addr.Is4() {
+		if s.Proto != inet.TCP || s.Addr.Is4() {
 			t.Errorf("List(tcp, ipv6 only) returned %s", s)
 		}
 	}

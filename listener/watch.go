@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 )
 
 // DefaultPoll is how often the daemon reads the sockets of the served
@@ -18,7 +20,7 @@ const DefaultPoll = time.Second
 // Port is one served protocol and port, as the kernel sees the packets
 // (in firewalld mode the redirect's to_port).
 type Port struct {
-	Proto Proto
+	Proto inet.Protocol
 	Port  uint16
 }
 
@@ -73,7 +75,7 @@ func (w *Watcher) Run(ctx context.Context, wake func(string), log *slog.Logger, 
 				continue
 			}
 		}
-		var protos []Proto
+		var protos []inet.Protocol
 		for p := range ports {
 			if !slices.Contains(protos, p.Proto) {
 				protos = append(protos, p.Proto)

@@ -22,6 +22,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 	"github.com/dsr-agent/dsr-agent/internal/nldump"
 )
 
@@ -36,7 +37,7 @@ type Rule struct {
 	IPv6     bool
 	Priority int
 	Src      netip.Prefix
-	IPProto  uint8 // unix.IPPROTO_TCP, unix.IPPROTO_UDP, 0 any
+	IPProto  inet.Protocol // "" any
 	SPort    uint16
 	Table    int
 	// SuppressPrefixLen is suppress_prefixlength (-1 off): `lookup main
@@ -79,10 +80,8 @@ func (r Rule) String() string {
 		b.WriteString(" from all")
 	}
 	switch r.IPProto {
-	case unix.IPPROTO_TCP:
-		b.WriteString(" ipproto tcp")
-	case unix.IPPROTO_UDP:
-		b.WriteString(" ipproto udp")
+	case inet.TCP, inet.UDP:
+		b.WriteString(" ipproto " + r.IPProto.String())
 	}
 	if r.SPort != 0 {
 		fmt.Fprintf(&b, " sport %d", r.SPort)
@@ -203,7 +202,7 @@ func describeDst(dst *net.IPNet) string {
 }
 
 func fromNetlinkRule(v6 bool, r netlink.Rule) Rule {
-	out := Rule{IPv6: v6, Priority: r.Priority, Table: r.Table, IPProto: uint8(r.IPProto), SuppressPrefixLen: r.SuppressPrefixlen}
+	out := Rule{IPv6: v6, Priority: r.Priority, Table: r.Table, IPProto: inet.ProtocolOf(uint8(r.IPProto)), SuppressPrefixLen: r.SuppressPrefixlen}
 	if r.Src != nil {
 		if a, ok := netip.AddrFromSlice(r.Src.IP); ok {
 			ones, _ := r.Src.Mask.Size()
@@ -226,7 +225,7 @@ func (r Rule) netlink() *netlink.Rule {
 	if r.Src.IsValid() {
 		nr.Src = &net.IPNet{IP: r.Src.Addr().AsSlice(), Mask: net.CIDRMask(r.Src.Bits(), r.Src.Addr().BitLen())}
 	}
-	nr.IPProto = int(r.IPProto)
+	nr.IPProto = int(r.IPProto.Number())
 	if r.SPort != 0 {
 		nr.Sport = netlink.NewRulePortRange(r.SPort, r.SPort)
 	}

@@ -2,6 +2,8 @@ package route
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -9,13 +11,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 )
 
 func portRule(v6 bool, src string, port uint16) Rule {
-	return Rule{IPv6: v6, Priority: 8558, Src: netip.MustParsePrefix(src), IPProto: unix.IPPROTO_TCP, SPort: port, Table: 8558, SuppressPrefixLen: -1}
+	return Rule{IPv6: v6, Priority: 8558, Src: netip.MustParsePrefix(src), IPProto: inet.TCP, SPort: port, Table: 8558, SuppressPrefixLen: -1}
 }
 
 func TestRender(t *testing.T) {
@@ -128,7 +132,49 @@ func TestManagerInNamespace(t *testing.T) {
 
 // The watcher wakes for dsr-agent's rules and routes and for any rule (a
 // foreign rule may be in the way of return_via's), not for others' routes.
+// Watch judges each message by ours, so ours is held to the messages the
+// kernel really sends for each change, read from a subscription like
+// Watch's and awaited one by one (no quiet period stands for "no wake").
+// TestWatchWakes shows the subscription is wired to wake.
 func TestWatchWakesForOwnOnly(t *testing.T) {
+	ns := netnstest.New(t)
+	ns.AddDummy(t, "eth0", "192.0.2.21/24")
+	m := &Manager{NL: ns.Netlink}
+	next := subscribe(t, ns)
+	foreign := "198.51.100.0/24"
+	ns.Exec(t, "ip", "route", "add", foreign, "via", "192.0.2.1")
+	if next(unix.RTM_NEWROUTE, routeTo(foreign)) {
+		t.Error("a foreign route wakes the watcher")
+	}
+	if err := m.AddRule(portRule(false, "192.0.2.21/32", 443)); err != nil {
+		t.Fatal(err)
+	}
+	if !next(unix.RTM_NEWRULE, rulePriority(8558)) {
+		t.Error("no wake for dsr-agent's rule")
+	}
+	if err := m.ReplaceRoute(Route{Gateway: netip.MustParseAddr("192.0.2.1"), Link: "eth0", Table: 8558}); err != nil {
+		t.Fatal(err)
+	}
+	if !next(unix.RTM_NEWROUTE, routeInTable(8558)) {
+		t.Error("no wake for dsr-agent's route")
+	}
+	ns.Exec(t, "ip", "rule", "add", "priority", "100", "from", "192.0.2.21", "lookup", "main")
+	if !next(unix.RTM_NEWRULE, rulePriority(100)) {
+		t.Error("no wake for a foreign rule (it may be in the way)")
+	}
+	ns.Exec(t, "ip", "rule", "del", "priority", "8558")
+	if !next(unix.RTM_DELRULE, rulePriority(8558)) {
+		t.Error("no wake for the deleted rule")
+	}
+	ns.Exec(t, "ip", "route", "del", foreign)
+	if next(unix.RTM_DELROUTE, routeTo(foreign)) {
+		t.Error("a foreign route's deletion wakes the watcher")
+	}
+}
+
+// TestWatchWakes: Watch, subscribed in a namespace, wakes with "route" for a
+// rule of dsr-agent's.
+func TestWatchWakes(t *testing.T) {
 	ns := netnstest.New(t)
 	ns.AddDummy(t, "eth0", "192.0.2.21/24")
 	m := &Manager{NL: ns.Netlink}
@@ -144,9 +190,11 @@ func TestWatchWakesForOwnOnly(t *testing.T) {
 		})
 	}()
 	defer func() { cancel(); <-done }()
-	// Wait until the subscription is open: toggle one of ours until it wakes.
+	// Changes made before the subscription is open are not seen: toggle
+	// one of ours until it wakes.
 	probe := portRule(false, "192.0.2.21/32", 9)
-	for ready := false; !ready; {
+	deadline := time.After(10 * time.Second)
+	for {
 		if err := m.AddRule(probe); err != nil {
 			t.Fatal(err)
 		}
@@ -154,43 +202,89 @@ func TestWatchWakesForOwnOnly(t *testing.T) {
 			t.Fatal(err)
 		}
 		select {
-		case <-woke:
-			ready = true
+		case got := <-woke:
+			if got != "route" {
+				t.Fatalf("woke with %q", got)
+			}
+			return
+		case <-deadline:
+			t.Fatal("no wake for dsr-agent's rule")
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	time.Sleep(100 * time.Millisecond)
-	for len(woke) > 0 {
-		<-woke
-	}
-	ns.Exec(t, "ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.1")
-	if err := m.AddRule(portRule(false, "192.0.2.21/32", 443)); err != nil {
+}
+
+// subscribe opens a subscription to Watch's groups in ns and returns next:
+// it reads the kernel's messages until one of type typ matches, and
+// reports whether ours says that message wakes the watcher.
+func subscribe(t *testing.T, ns *netnstest.NS) (next func(typ uint16, match func(data []byte) bool) bool) {
+	t.Helper()
+	var s *nl.NetlinkSocket
+	var err error
+	ns.Do(t, func() { s, err = nl.Subscribe(unix.NETLINK_ROUTE, watchGroups...) })
+	if err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case got := <-woke:
-		if got != "route" {
-			t.Fatalf("woke with %q", got)
+	t.Cleanup(s.Close)
+	if err := s.SetReceiveTimeout(&unix.Timeval{Usec: 100000}); err != nil {
+		t.Fatal(err)
+	}
+	return func(typ uint16, match func([]byte) bool) bool {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+			msgs, _, err := s.Receive()
+			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil {
+				t.Fatalf("receive: %v", err)
+			}
+			for _, m := range msgs {
+				if m.Header.Type == typ && match(m.Data) {
+					return ours(m.Header.Type, m.Data)
+				}
+			}
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no wake for dsr-agent's rule")
+		t.Fatalf("no message of type %d from the kernel", typ)
+		return false
 	}
-	// The foreign route came first, on the same socket, and did not
-	// wake it: this wake is the only one.
-	time.Sleep(100 * time.Millisecond)
-	if n := len(woke); n != 0 {
-		t.Errorf("%d more wakes: a foreign route woke the watcher", n)
+}
+
+// rtAttrs are the attributes after an rtmsg (routes and rules share the
+// header's size).
+func rtAttrs(data []byte) map[uint16][]byte {
+	if len(data) < unix.SizeofRtMsg {
+		return nil
 	}
-	ns.Exec(t, "ip", "rule", "add", "priority", "100", "from", "192.0.2.21", "lookup", "main")
-	select {
-	case <-woke:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no wake for a foreign rule (it may be in the way)")
+	attrs, err := nl.ParseRouteAttrAsMap(data[unix.SizeofRtMsg:])
+	if err != nil {
+		return nil
 	}
-	ns.Exec(t, "ip", "rule", "del", "priority", "8558")
-	select {
-	case <-woke:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no wake for the deleted rule")
+	out := map[uint16][]byte{}
+	for k, a := range attrs {
+		out[k] = a.Value
+	}
+	return out
+}
+
+func routeTo(dst string) func([]byte) bool {
+	p := netip.MustParsePrefix(dst)
+	return func(data []byte) bool {
+		a, ok := netip.AddrFromSlice(rtAttrs(data)[unix.RTA_DST])
+		return ok && netip.PrefixFrom(a, int(nl.DeserializeRtMsg(data).Dst_len)) == p
+	}
+}
+
+func routeInTable(table uint32) func([]byte) bool {
+	return func(data []byte) bool {
+		v := rtAttrs(data)[unix.RTA_TABLE]
+		return len(v) == 4 && binary.NativeEndian.Uint32(v) == table
+	}
+}
+
+func rulePriority(prio uint32) func([]byte) bool {
+	return func(data []byte) bool {
+		v := rtAttrs(data)[unix.FRA_PRIORITY]
+		return len(v) == 4 && binary.NativeEndian.Uint32(v) == prio
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 	"github.com/dsr-agent/dsr-agent/internal/nldump"
 )
 
@@ -161,10 +162,10 @@ func selectorsMatch(r netlink.Rule, w Rule, own []netip.Addr) (bool, []string) {
 	}
 	ok = ok && r.Mark&mask == 0 && r.Tos == 0 && r.TunID == 0
 	if r.IPProto != 0 {
-		if w.IPProto == 0 {
+		if w.IPProto == "" {
 			partly = append(partly, fmt.Sprintf("of ipproto %d", r.IPProto))
 		} else {
-			ok = ok && r.IPProto == int(w.IPProto)
+			ok = ok && r.IPProto == int(w.IPProto.Number())
 		}
 	}
 	if r.Sport != nil {
@@ -276,14 +277,8 @@ func ruleText(r netlink.Rule) string {
 	if r.OifName != "" {
 		fmt.Fprintf(&b, " oif %s", r.OifName)
 	}
-	switch r.IPProto {
-	case 0:
-	case unix.IPPROTO_TCP:
-		b.WriteString(" ipproto tcp")
-	case unix.IPPROTO_UDP:
-		b.WriteString(" ipproto udp")
-	default:
-		fmt.Fprintf(&b, " ipproto %d", r.IPProto)
+	if p := inet.ProtocolOf(uint8(r.IPProto)); p != "" {
+		b.WriteString(" ipproto " + p.String())
 	}
 	for _, p := range []struct {
 		name string

@@ -8,6 +8,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 )
 
 func nlRule(prio, table int, mod func(*netlink.Rule)) netlink.Rule {
@@ -31,7 +33,7 @@ func cidr(s string) *net.IPNet {
 // 198.51.100.21 tcp port 443, in the cases the kernel test does not build
 // (the kernel test checks the same judgment against `ip route get`).
 func TestShadowsJudgment(t *testing.T) {
-	w := Rule{Priority: 8558, Src: netip.MustParsePrefix("198.51.100.21/32"), IPProto: unix.IPPROTO_TCP, SPort: 443, Table: 8558, SuppressPrefixLen: -1}
+	w := Rule{Priority: 8558, Src: netip.MustParsePrefix("198.51.100.21/32"), IPProto: inet.TCP, SPort: 443, Table: 8558, SuppressPrefixLen: -1}
 	whole := Rule{Priority: 8558, Table: 8558, SuppressPrefixLen: -1}
 	own := []netip.Addr{netip.MustParseAddr("198.51.100.21")}
 	tables := map[int][]netlink.Route{
@@ -96,7 +98,7 @@ func TestShadowsJudgment(t *testing.T) {
 // The kernel inserts a rule after those of its priority already there: a
 // foreign rule of the same priority is in the way only when it comes first.
 func TestShadowsOrderWithinPriority(t *testing.T) {
-	w := Rule{Priority: 8558, Src: netip.MustParsePrefix("198.51.100.21/32"), IPProto: unix.IPPROTO_TCP, SPort: 443, Table: 8558, SuppressPrefixLen: -1}
+	w := Rule{Priority: 8558, Src: netip.MustParsePrefix("198.51.100.21/32"), IPProto: inet.TCP, SPort: 443, Table: 8558, SuppressPrefixLen: -1}
 	ours := *w.netlink()
 	foreign := nlRule(8558, 100, nil)
 	routes := func(int) ([]netlink.Route, error) { return []netlink.Route{{}}, nil }

@@ -18,9 +18,8 @@ import (
 // routes of others, which change often, do not wake it). A link going down takes its IPv4 routes with it without a
 // notification; the link watcher covers that.
 func Watch(ctx context.Context, wake resubscribe.Wake, log *slog.Logger) {
-	groups := []uint{unix.RTNLGRP_IPV4_RULE, unix.RTNLGRP_IPV6_RULE, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE}
 	for ctx.Err() == nil {
-		s, err := nl.Subscribe(unix.NETLINK_ROUTE, groups...)
+		s, err := nl.Subscribe(unix.NETLINK_ROUTE, watchGroups...)
 		if err == nil {
 			err = s.SetReceiveBufferSize(resubscribe.RcvBuf, true)
 		}
@@ -59,6 +58,9 @@ func Watch(ctx context.Context, wake resubscribe.Wake, log *slog.Logger) {
 		}
 	}
 }
+
+// watchGroups are the rtnetlink groups Watch listens to.
+var watchGroups = []uint{unix.RTNLGRP_IPV4_RULE, unix.RTNLGRP_IPV6_RULE, unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE}
 
 // ours reports whether a message wakes the watcher: a rule, or a route
 // carrying dsr-agent's mark (in the rtmsg header).

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dsr-agent/dsr-agent/internal/ndprobe"
 )
 
 // Prober sends ARP requests and IPv6 Neighbour Solicitations for the VIPs
@@ -26,6 +28,7 @@ type Prober struct {
 	lab     *Lab
 	fd      int
 	ifindex int
+	probe   *ndprobe.Probe
 	stop    atomic.Bool
 	done    chan struct{}
 
@@ -38,11 +41,6 @@ type Prober struct {
 	drops    uint32
 }
 
-// ethPAll is ETH_P_ALL in network byte order, as AF_PACKET wants it.
-var ethPAll = htons(unix.ETH_P_ALL)
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
 // NewProber opens the packet socket in the client namespace and starts
 // counting answers. Close it when done.
 func (l *Lab) NewProber() (*Prober, error) {
@@ -52,31 +50,20 @@ func (l *Lab) NewProber() (*Prober, error) {
 	}
 	p := &Prober{lab: l, ifindex: nic.Attrs().Index, done: make(chan struct{}),
 		arp: map[string]int{}, na: map[string]int{}, udp: map[UDPSource]int{}}
+	// A receive timeout lets Close stop the reader without closing the fd
+	// under a blocked recvfrom.
 	err = l.Client.Do(func() error {
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(ethPAll))
-		if err != nil {
-			return fmt.Errorf("packet socket: %w", err)
-		}
+		fd, err := ndprobe.Socket(p.ifindex, 100*time.Millisecond)
 		p.fd = fd
-		return nil
+		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
+		return nil, fmt.Errorf("client: %s: %w", NIC, err)
 	}
-	if err := unix.Bind(p.fd, &unix.SockaddrLinklayer{Protocol: ethPAll, Ifindex: p.ifindex}); err != nil {
-		unix.Close(p.fd)
-		return nil, fmt.Errorf("client: bind packet socket to %s: %w", NIC, err)
-	}
+	p.probe = &ndprobe.Probe{FD: p.fd, Ifindex: p.ifindex, MAC: l.Client.MAC, IP4: l.Client.IP4, IP6: l.Client.IP6}
 	// A large buffer so bursts of answers are not dropped (drops are checked
 	// in Check: a lost frame could hide the one bad answer we look for).
 	_ = unix.SetsockoptInt(p.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
-	// A receive timeout lets Close stop the reader without closing the fd
-	// under a blocked recvfrom.
-	tv := unix.NsecToTimeval(int64(100 * time.Millisecond))
-	if err := unix.SetsockoptTimeval(p.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		unix.Close(p.fd)
-		return nil, fmt.Errorf("client: packet socket timeout: %w", err)
-	}
 	// Reset the drop counter: frames queued before bind do not count.
 	_, _ = unix.GetsockoptTpacketStats(p.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
 	go p.read()
@@ -86,7 +73,6 @@ func (l *Lab) NewProber() (*Prober, error) {
 func (p *Prober) read() {
 	defer close(p.done)
 	buf := make([]byte, 65536)
-	vip4, vip6 := VIP4.As4(), VIP6.As16()
 	for !p.stop.Load() {
 		n, from, err := unix.Recvfrom(p.fd, buf, 0)
 		if err != nil {
@@ -106,21 +92,18 @@ func (p *Prober) read() {
 			continue
 		}
 		src := net.HardwareAddr(f[6:12]).String()
-		switch binary.BigEndian.Uint16(f[12:14]) {
-		case unix.ETH_P_ARP:
-			// op=reply, sender protocol address = VIP
-			if len(f) >= 42 && binary.BigEndian.Uint16(f[20:22]) == 2 && [4]byte(f[28:32]) == vip4 {
-				p.mu.Lock()
+		if addr, _, ok := ndprobe.Answer(f); ok && (addr == VIP4 || addr == VIP6) {
+			p.mu.Lock()
+			if addr.Is4() {
 				p.arp[src]++
-				p.mu.Unlock()
-			}
-		case unix.ETH_P_IPV6:
-			// next header ICMPv6, type 136 (Neighbour Advertisement), target = VIP
-			if len(f) >= 14+40+24 && f[14+6] == unix.IPPROTO_ICMPV6 && f[54] == 136 && [16]byte(f[62:78]) == vip6 {
-				p.mu.Lock()
+			} else {
 				p.na[src]++
-				p.mu.Unlock()
 			}
+			p.mu.Unlock()
+			continue
+		}
+		switch binary.BigEndian.Uint16(f[12:14]) {
+		case unix.ETH_P_IPV6:
 			// UDP (no extension headers) to the client
 			if len(f) >= 14+40+8 && f[14+6] == unix.IPPROTO_UDP && [16]byte(f[38:54]) == p.lab.Client.IP6.As16() {
 				p.countUDP(src, netip.AddrFrom16([16]byte(f[22:38])), f[54:])
@@ -163,19 +146,8 @@ func (p *Prober) Close() {
 
 // SendARP broadcasts one ARP request "who has VIP4, tell client".
 func (p *Prober) SendARP() error {
-	c := p.lab.Client
-	f := make([]byte, 0, 60)
-	f = append(f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
-	f = append(f, c.MAC...)
-	f = binary.BigEndian.AppendUint16(f, unix.ETH_P_ARP)
-	f = append(f, 0, 1, 0x08, 0x00, 6, 4, 0, 1) // Ethernet, IPv4, hlen 6, plen 4, request
-	f = append(f, c.MAC...)
-	f = append(f, c.IP4.AsSlice()...)
-	f = append(f, 0, 0, 0, 0, 0, 0)
-	f = append(f, VIP4.AsSlice()...)
-	f = append(f, make([]byte, 60-len(f))...) // pad to the Ethernet minimum
-	if err := p.send(f); err != nil {
-		return err
+	if err := p.probe.Send(p.probe.Request(VIP4)); err != nil {
+		return fmt.Errorf("client: %w", err)
 	}
 	p.mu.Lock()
 	p.sentARP++
@@ -186,27 +158,8 @@ func (p *Prober) SendARP() error {
 // SendNS sends one Neighbour Solicitation for VIP6 to its solicited-node
 // multicast group, as the client's kernel would.
 func (p *Prober) SendNS() error {
-	c := p.lab.Client
-	v := VIP6.As16()
-	dst := netip.AddrFrom16([16]byte{0xff, 0x02, 10: 0, 11: 1, 12: 0xff, 13: v[13], 14: v[14], 15: v[15]})
-	icmp := []byte{135, 0, 0, 0, 0, 0, 0, 0}
-	icmp = append(icmp, v[:]...)
-	icmp = append(icmp, 1, 1) // option: source link-layer address, 8 bytes
-	icmp = append(icmp, c.MAC...)
-	sum := icmp6Checksum(c.IP6, dst, icmp)
-	binary.BigEndian.PutUint16(icmp[2:4], sum)
-
-	f := []byte{0x33, 0x33, 0xff, v[13], v[14], v[15]}
-	f = append(f, c.MAC...)
-	f = binary.BigEndian.AppendUint16(f, unix.ETH_P_IPV6)
-	f = append(f, 0x60, 0, 0, 0)
-	f = binary.BigEndian.AppendUint16(f, uint16(len(icmp)))
-	f = append(f, unix.IPPROTO_ICMPV6, 255) // hop limit 255, as NDP requires
-	f = append(f, c.IP6.AsSlice()...)
-	f = append(f, dst.AsSlice()...)
-	f = append(f, icmp...)
-	if err := p.send(f); err != nil {
-		return err
+	if err := p.probe.Send(p.probe.Request(VIP6)); err != nil {
+		return fmt.Errorf("client: %w", err)
 	}
 	p.mu.Lock()
 	p.sentNS++
@@ -214,42 +167,8 @@ func (p *Prober) SendNS() error {
 	return nil
 }
 
-func icmp6Checksum(src, dst netip.Addr, msg []byte) uint16 {
-	var b []byte
-	b = append(b, src.AsSlice()...)
-	b = append(b, dst.AsSlice()...)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(msg)))
-	b = append(b, 0, 0, 0, unix.IPPROTO_ICMPV6)
-	b = append(b, msg...)
-	if len(b)%2 == 1 {
-		b = append(b, 0)
-	}
-	var s uint32
-	for i := 0; i < len(b); i += 2 {
-		s += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return ^uint16(s)
-}
-
-func (p *Prober) send(frame []byte) error {
-	to := &unix.SockaddrLinklayer{Ifindex: p.ifindex, Halen: 6, Protocol: ethPAll}
-	copy(to.Addr[:], frame[:6])
-	for {
-		err := unix.Sendto(p.fd, frame, 0, to)
-		// ENOBUFS: the NIC queue is momentarily full; wait and retry.
-		if errors.Is(err, unix.ENOBUFS) {
-			time.Sleep(100 * time.Microsecond)
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("client: send probe: %w", err)
-		}
-		return nil
-	}
-}
+// icmp6Checksum is ndprobe's (lab_test.go checks it here).
+var icmp6Checksum = ndprobe.ICMPv6Checksum
 
 // Blast sends an ARP request and/or an NS every interval until ctx ends.
 // Timers cannot wake a goroutine much more often than every ~100µs, so short

@@ -1,4 +1,4 @@
-package arp
+package sysctl
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"github.com/dsr-agent/dsr-agent/internal/resubscribe"
 )
 
-// DefaultPoll is how often the watched ARP sysctls are read.
+// DefaultPoll is how often the watched sysctls are read.
 //
 // A reset arp_ignore/arp_announce is the most dangerous drift there is (the
 // host answers ARP for its VIPs at once), and the kernel does not announce

@@ -1,4 +1,4 @@
-package arp
+package rpfilter
 
 import (
 	"bufio"
@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
+	"github.com/dsr-agent/dsr-agent/sysctl"
 )
 
 func TestDecapsulationTable(t *testing.T) {
@@ -30,14 +31,8 @@ func TestDecapsulationTable(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Decapsulation = %v, want %v", got, want)
 	}
-	// The ARP modes must not start managing rp_filter.
-	for _, s := range Suppression([]string{"eth0"}) {
-		if s.Rule.Key == "rp_filter" {
-			t.Fatalf("Suppression returns %s", s.Path)
-		}
-	}
 	// The state journal restores what it saved: it must know the key.
-	if r := RuleFor(ConfPath("tunl0", "rp_filter")); r == nil || r.Target != 2 {
+	if r := sysctl.RuleFor(sysctl.ConfPath("tunl0", "rp_filter"), []*sysctl.Rule{Rule}); r != Rule || r.Target != 2 {
 		t.Fatalf("RuleFor(tunl0 rp_filter) = %+v, want the rp_filter rule", r)
 	}
 }
@@ -54,10 +49,10 @@ func TestNeededRPFilter(t *testing.T) {
 			d, _ := strconv.Atoi(dev)
 			wantWrite := max(a, d) == 1
 			cur := map[string]string{
-				ConfPath("all", "rp_filter").Key():   all,
-				ConfPath("tunl0", "rp_filter").Key(): dev,
+				sysctl.ConfPath("all", "rp_filter").Key():   all,
+				sysctl.ConfPath("tunl0", "rp_filter").Key(): dev,
 			}
-			n := Needed(Decapsulation([]string{"tunl0"}), cur)
+			n := sysctl.Needed(Decapsulation([]string{"tunl0"}), cur)
 			var got []string
 			for _, v := range n {
 				got = append(got, v.Setting.Path.String()+"="+v.Setting.Value())
@@ -74,7 +69,7 @@ func TestNeededRPFilter(t *testing.T) {
 			for _, v := range n {
 				after[v.Setting.Path.Key()] = v.Setting.Value()
 			}
-			eff, ok := Effective(after[ConfPath("all", "rp_filter").Key()], after[ConfPath("tunl0", "rp_filter").Key()])
+			eff, ok := sysctl.Effective(after[sysctl.ConfPath("all", "rp_filter").Key()], after[sysctl.ConfPath("tunl0", "rp_filter").Key()])
 			if !ok || eff == 1 {
 				t.Errorf("all=%s tunl0=%s: after the plan max = %d, still strict", all, dev, eff)
 			}
@@ -83,15 +78,15 @@ func TestNeededRPFilter(t *testing.T) {
 	// A missing or garbled "all" is never written; the device gets 2, which
 	// is loose whatever all holds.
 	for _, all := range []string{"", "x"} {
-		n := Needed(Decapsulation([]string{"tunl0"}), map[string]string{
-			ConfPath("all", "rp_filter").Key(): all, ConfPath("tunl0", "rp_filter").Key(): "0",
+		n := sysctl.Needed(Decapsulation([]string{"tunl0"}), map[string]string{
+			sysctl.ConfPath("all", "rp_filter").Key(): all, sysctl.ConfPath("tunl0", "rp_filter").Key(): "0",
 		})
 		if len(n) != 1 || n[0].Setting.Path.String() != "net.ipv4.conf.tunl0.rp_filter" {
 			t.Errorf("all=%q: Needed = %v, want tunl0 only", all, n)
 		}
 	}
 	// A missing device (the module not loaded yet) is reported, not skipped.
-	n := Needed(Decapsulation([]string{"tunl0"}), map[string]string{ConfPath("all", "rp_filter").Key(): "0"})
+	n := sysctl.Needed(Decapsulation([]string{"tunl0"}), map[string]string{sysctl.ConfPath("all", "rp_filter").Key(): "0"})
 	if len(n) != 1 || n[0].Reason != "missing" {
 		t.Errorf("missing tunl0: Needed = %v", n)
 	}
@@ -103,9 +98,9 @@ func TestNeededRPFilter(t *testing.T) {
 func TestRPFilterProcInNamespace(t *testing.T) {
 	ns := netnstest.New(t)
 	ns.AddDummy(t, "tun0")
-	p := &Proc{Root: "/proc/sys", NS: ns.Handle}
-	dev := ConfPath("tun0", "rp_filter")
-	if err := p.Write(ConfPath("all", "rp_filter"), "1"); err != nil {
+	p := &sysctl.Proc{Root: "/proc/sys", NS: ns.Handle}
+	dev := sysctl.ConfPath("tun0", "rp_filter")
+	if err := p.Write(sysctl.ConfPath("all", "rp_filter"), "1"); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Write(dev, "0"); err != nil {
@@ -119,7 +114,7 @@ func TestRPFilterProcInNamespace(t *testing.T) {
 		}
 		cur[s.Path.Key()] = v
 	}
-	for _, v := range Needed(Decapsulation([]string{"tun0"}), cur) {
+	for _, v := range sysctl.Needed(Decapsulation([]string{"tun0"}), cur) {
 		if err := p.Write(v.Setting.Path, v.Setting.Value()); err != nil {
 			t.Fatal(err)
 		}
@@ -130,7 +125,7 @@ func TestRPFilterProcInNamespace(t *testing.T) {
 	if got := ns.Sysctl(t, "net", "ipv4", "conf", "all", "rp_filter"); got != "1" {
 		t.Fatalf("all rp_filter = %s, want 1 (never lowered)", got)
 	}
-	if _, err := p.Read(ConfPath("nosuch0", "rp_filter")); !errors.Is(err, ErrNotFound) {
+	if _, err := p.Read(sysctl.ConfPath("nosuch0", "rp_filter")); !errors.Is(err, sysctl.ErrNotFound) {
 		t.Fatalf("Read of a missing device: %v, want ErrNotFound", err)
 	}
 }
@@ -175,10 +170,11 @@ const (
 	rpPort   = 9999
 )
 
-// rpFilterDelivers builds the two namespaces, sends one datagram and reports
-// whether it was delivered (true) or dropped by rp_filter (false).
-func rpFilterDelivers(t *testing.T, all, dev, devCIDR string) bool {
-	srv, cli := netnstest.New(t), netnstest.New(t)
+// newRPLab builds the two namespaces: the client on c0, the server on s0
+// (holding devCIDR, if any) with the VIP and the route back to the client
+// out o0, and rp_filter all and s0 set.
+func newRPLab(t *testing.T, all, dev, devCIDR string) (srv, cli *netnstest.NS) {
+	srv, cli = netnstest.New(t), netnstest.New(t)
 	var srvCIDRs []string
 	if devCIDR != "" {
 		srvCIDRs = []string{devCIDR}
@@ -199,13 +195,20 @@ func rpFilterDelivers(t *testing.T, all, dev, devCIDR string) bool {
 	cli.Exec(t, "ip", "route", "add", rpVIP+"/32", "dev", "c0")
 	cli.Exec(t, "ip", "neigh", "replace", rpVIP, "lladdr", s0.Attrs().HardwareAddr.String(), "dev", "c0", "nud", "permanent")
 
-	p := &Proc{Root: "/proc/sys", NS: srv.Handle}
+	p := &sysctl.Proc{Root: "/proc/sys", NS: srv.Handle}
 	for path, v := range map[string]string{"all": all, "s0": dev} {
-		if err := p.Write(ConfPath(path, "rp_filter"), v); err != nil {
+		if err := p.Write(sysctl.ConfPath(path, "rp_filter"), v); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return srv, cli
+}
 
+// rpFilterDelivers builds the two namespaces, sends one datagram and reports
+// whether it was delivered (true) or dropped by rp_filter (false).
+func rpFilterDelivers(t *testing.T, all, dev, devCIDR string) bool {
+	srv, cli := newRPLab(t, all, dev, devCIDR)
+	var err error
 	var rfd int
 	srv.Do(t, func() {
 		rfd, err = udpSocket(rpVIP, rpPort)
