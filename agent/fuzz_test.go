@@ -58,7 +58,7 @@ func FuzzParseState(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		s := &State{SavedSysctls: map[string]string{}}
+		s := &Ownership{SavedSysctls: map[string]string{}}
 		if err := parseState(data, s); err != nil {
 			return
 		}

@@ -2,14 +2,16 @@ package agent
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 
 	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/firewall"
@@ -32,13 +34,15 @@ func addr(link, prefix, label string) loopback.Addr {
 	return loopback.Addr{Link: link, Prefix: netip.MustParsePrefix(prefix), Label: label}
 }
 
-// simHost is a host in memory for pure plan tests: what the surfaces would
-// observe, and how applying a plan changes it. No kernel, no root.
+// simHost is a host in memory for pure plan tests: the kernel behind each
+// surface's seam (kernel), so the real observe, diff and apply run against
+// it. No kernel, no root.
 type simHost struct {
-	facts   *Facts
+	facts   *Facts // facts.Addrs is the kernel's address list
 	sysctls map[string]string
-	tables  map[firewall.Family]bool
-	routes  *route.Observed
+	tables  map[firewall.Family]firewall.Spec
+	rules   []route.Rule
+	routes  []route.Route
 	tun     tunnel.State
 }
 
@@ -51,13 +55,17 @@ func newSimHost() *simHost {
 			DefaultLink: "eth0.100",
 			MTU:         map[string]int{"eth0.100": 1500},
 			Gateways:    map[netip.Addr]bool{netip.MustParseAddr("198.51.100.1"): true},
-			State:       &State{SavedSysctls: map[string]string{}},
+			Owned:       &Ownership{SavedSysctls: map[string]string{}},
 		},
 		sysctls: map[string]string{},
-		tables:  map[firewall.Family]bool{},
-		routes:  &route.Observed{},
+		tables:  map[firewall.Family]firewall.Spec{},
 		tun:     tunnel.State{Modules: map[string]bool{}, Links: map[string]tunnel.Link{}},
 	}
+}
+
+// kernel is the simulated host behind the surfaces' seams.
+func (s *simHost) kernel() kernel {
+	return kernel{sysctls: simSysctls{s}, addrs: simAddrs{s}, tables: simTables{s}, routes: simRoutes{s}, tunnel: simTunnel{s}}
 }
 
 // plan resolves cfg (nil: remove) and diffs the simulated host.
@@ -76,30 +84,17 @@ func (s *simHost) planned(t *testing.T, cfg *Config) *planned {
 			t.Fatal(err)
 		}
 	}
-	cur := map[string]string{}
-	for _, w := range d.Sysctls {
-		cur[w.Path.Key()] = s.sysctl(w.Path.Key())
-	}
-	for k := range s.facts.State.SavedSysctls {
-		cur[k] = s.sysctl(k)
-	}
-	why := map[firewall.Family]string{}
-	for fam := range d.Tables {
-		if !s.tables[fam] {
-			why[fam] = "table missing"
-		}
-	}
-	sysctls, tables := &sysctlSurface{cur: cur}, &tableSurface{present: s.tables, why: why}
-	spec := tunnel.Spec{}
-	if d.Tunnel != nil {
-		spec = *d.Tunnel
-	}
-	steps, err := tunnel.Needed(spec, s.tun, s.facts.State.Tunnel)
+	// The surfaces get the one address dump of a pass, as from facts.
+	f := *s.facts
+	f.Addrs = slices.Clone(s.facts.Addrs)
+	p, err := planOn(s.kernel(), &f, d)
 	if err != nil {
 		t.Fatal(err)
 	}
-	surfaces := []surface{&tunnelSurface{steps: steps, stale: staleOwned(s.facts.State.Tunnel, s.tun)}, &addrSurface{addrs: s.facts.Addrs}, sysctls, tables, &routeSurface{obs: s.routes}}
-	return &planned{plan: planFrom(surfaces, d, s.facts.State), facts: s.facts, want: d, sysctls: sysctls, tables: tables}
+	if p.blocked != nil {
+		t.Fatal(p.blocked)
+	}
+	return p
 }
 
 func (s *simHost) sysctl(key string) string {
@@ -109,11 +104,12 @@ func (s *simHost) sysctl(key string) string {
 	return "0"
 }
 
-// apply plays a plan on the simulated host: the state journal through the
-// changes' own hooks, the "kernel" by what each change does.
-func (s *simHost) apply(t *testing.T, p *Plan, d *Desired) {
+// apply runs a plan on the simulated host as the executor does: every
+// change's own hook, then in order its apply (the surface's own, through
+// the seam) and done.
+func (s *simHost) apply(t *testing.T, p *Plan, _ *Desired) {
 	t.Helper()
-	st := s.facts.State
+	st := s.facts.Owned
 	for _, c := range p.Changes {
 		if c.own != nil {
 			if _, err := c.own(st); err != nil {
@@ -122,57 +118,10 @@ func (s *simHost) apply(t *testing.T, p *Plan, d *Desired) {
 		}
 	}
 	for _, c := range p.Changes {
-		switch {
-		case c.bookkeeping:
-		case c.Kind == AddrDel:
-			// The address on the device the command names: a moved VIP is
-			// briefly on two.
-			f := strings.Fields(c.Command)
-			dev := f[slices.Index(f, "dev")+1]
-			s.facts.Addrs = slices.DeleteFunc(s.facts.Addrs, func(a loopback.Addr) bool { return a.Prefix.Addr().String() == c.Subject && a.Link == dev })
-		case c.Kind == AddrAdd:
-			s.facts.Addrs = append(s.facts.Addrs, *c.missing)
-		case c.Kind == SysctlSet || c.Kind == SysctlRestore:
-			name, value, _ := strings.Cut(strings.Fields(c.Command)[2], "=")
-			s.sysctls[pathKey(name)] = value
-		case c.Kind == TableReplace || c.Kind == TableDelete:
-			for _, fam := range firewall.Families {
-				if firewall.TableRef(fam) == c.Subject {
-					s.tables[fam] = c.Kind == TableReplace
-				}
+		if c.apply != nil {
+			if err := c.apply(); err != nil {
+				t.Fatalf("%s %s: %v", c.Kind, c.Subject, err)
 			}
-		case c.Kind == tunnelKinds[tunnel.LoadModule]:
-			// Loading the module creates its fallback device, down.
-			s.tun.Modules[strings.Fields(c.Command)[1]] = true
-			for mod, dev := range map[string]string{tunnel.ModIPIP: tunnel.DevIPv4, tunnel.ModIP6Tnl: tunnel.DevIPv6} {
-				if s.tun.Modules[mod] && s.tun.Links[dev].Name == "" {
-					s.tun.Links[dev] = tunnel.Link{Name: dev, Type: map[string]string{tunnel.DevIPv4: "ipip", tunnel.DevIPv6: "ip6tnl"}[dev]}
-				}
-			}
-		case c.Kind == tunnelKinds[tunnel.SetUp] || c.Kind == tunnelKinds[tunnel.SetDown]:
-			l := s.tun.Links[strings.Fields(c.Command)[3]]
-			l.Up = c.Kind == tunnelKinds[tunnel.SetUp]
-			s.tun.Links[l.Name] = l
-		case c.Kind == tunnelKinds[tunnel.AddFou] || c.Kind == tunnelKinds[tunnel.DelFou]:
-			f := strings.Fields(c.Command)
-			port, _ := strconv.Atoi(f[len(f)-1])
-			if c.Kind == tunnelKinds[tunnel.AddFou] {
-				port, _ = strconv.Atoi(f[len(f)-2])
-			}
-			key := tunnel.FouKey{Family: 4, Port: uint16(port)}
-			if f[1] == "-6" {
-				key.Family = 6
-			}
-			s.tun.Fou = slices.DeleteFunc(s.tun.Fou, func(p tunnel.FouPort) bool { return p.FouKey == key })
-			if c.Kind == tunnelKinds[tunnel.AddFou] {
-				s.tun.Fou = append(s.tun.Fou, tunnel.FouPort{FouKey: key, Encap: "gue"})
-			}
-		case c.Kind == RuleAdd || c.Kind == RuleDel || c.Kind == RouteReplace || c.Kind == RouteDel:
-			// The route surface's changes take the kernel to exactly the
-			// desired rules and routes.
-			s.routes = &route.Observed{Rules: d.Rules, Routes: d.Routes}
-		default:
-			t.Fatalf("simHost cannot play %s", c.Kind)
 		}
 		if c.done != nil {
 			c.done(st)
@@ -181,12 +130,132 @@ func (s *simHost) apply(t *testing.T, p *Plan, d *Desired) {
 	st.compact()
 }
 
-// pathKey turns sysctl(8)'s name back into a Path.Key.
-func pathKey(name string) string {
-	if strings.Contains(name, "/") {
-		return name
+// The simulated kernel's seams. Each refuses what the real one refuses
+// where that matters (adding an address twice, deleting one not there).
+
+type simSysctls struct{ h *simHost }
+
+func (k simSysctls) Read(p arp.Path) (string, error) { return k.h.sysctl(p.Key()), nil }
+func (k simSysctls) Write(p arp.Path, v string) error {
+	k.h.sysctls[p.Key()] = v
+	return nil
+}
+
+type simAddrs struct{ h *simHost }
+
+func (k simAddrs) Add(a loopback.Addr) error {
+	if slices.ContainsFunc(k.h.facts.Addrs, func(b loopback.Addr) bool { return b.Link == a.Link && b.Prefix == a.Prefix }) {
+		return unix.EEXIST
 	}
-	return arp.Path(strings.Split(name, ".")).Key()
+	k.h.facts.Addrs = append(k.h.facts.Addrs, a)
+	return nil
+}
+
+func (k simAddrs) Del(a loopback.Addr) error {
+	n := len(k.h.facts.Addrs)
+	k.h.facts.Addrs = slices.DeleteFunc(k.h.facts.Addrs, func(b loopback.Addr) bool { return b.Link == a.Link && b.Prefix == a.Prefix })
+	if len(k.h.facts.Addrs) == n {
+		return unix.EADDRNOTAVAIL
+	}
+	return nil
+}
+
+type simTables struct{ h *simHost }
+
+func (k simTables) Present() (map[firewall.Family]bool, error) {
+	out := map[firewall.Family]bool{}
+	for fam := range k.h.tables {
+		out[fam] = true
+	}
+	return out, nil
+}
+
+// Diff compares the table's whole rendering, as the real one compares what
+// the kernel lists.
+func (k simTables) Diff(want firewall.Spec) (string, error) {
+	if got := k.h.tables[want.Family()]; got == nil || got.Render() != want.Render() {
+		return "content differs", nil
+	}
+	return "", nil
+}
+func (k simTables) Replace(s firewall.Spec) error { k.h.tables[s.Family()] = s; return nil }
+func (k simTables) Delete(fam firewall.Family) error {
+	delete(k.h.tables, fam)
+	return nil
+}
+
+type simRoutes struct{ h *simHost }
+
+func (k simRoutes) Observe(tables []int) (*route.Observed, error) {
+	o := &route.Observed{Rules: slices.Clone(k.h.rules)}
+	for _, r := range k.h.routes {
+		if slices.Contains(tables, r.Table) {
+			o.Routes = append(o.Routes, r)
+		}
+	}
+	return o, nil
+}
+func (simRoutes) Shadows([]route.Rule) ([]route.Shadow, error) { return nil, nil }
+func (k simRoutes) AddRule(r route.Rule) error {
+	if !slices.Contains(k.h.rules, r) {
+		k.h.rules = append(k.h.rules, r)
+	}
+	return nil
+}
+func (k simRoutes) DelRule(r route.Rule) error {
+	k.h.rules = slices.DeleteFunc(k.h.rules, func(o route.Rule) bool { return o == r })
+	return nil
+}
+func (k simRoutes) ReplaceRoute(r route.Route) error {
+	k.h.routes = slices.DeleteFunc(k.h.routes, func(o route.Route) bool { return o.Table == r.Table && o.IPv6() == r.IPv6() })
+	k.h.routes = append(k.h.routes, r)
+	return nil
+}
+func (k simRoutes) DelRoute(r route.Route) error {
+	k.h.routes = slices.DeleteFunc(k.h.routes, func(o route.Route) bool { return o == r })
+	return nil
+}
+
+type simTunnel struct{ h *simHost }
+
+func (k simTunnel) observe() (tunnel.State, error) {
+	return tunnel.State{Modules: maps.Clone(k.h.tun.Modules), Links: maps.Clone(k.h.tun.Links), Fou: slices.Clone(k.h.tun.Fou)}, nil
+}
+func (simTunnel) loadable(string) error { return nil }
+
+func (k simTunnel) apply(step tunnel.Step) error {
+	tun := &k.h.tun
+	switch step.Kind {
+	case tunnel.LoadModule:
+		// Loading the module creates its fallback device, down.
+		tun.Modules[step.Module] = true
+		for mod, dev := range map[string]string{tunnel.ModIPIP: tunnel.DevIPv4, tunnel.ModIP6Tnl: tunnel.DevIPv6} {
+			if tun.Modules[mod] && tun.Links[dev].Name == "" {
+				tun.Links[dev] = tunnel.Link{Name: dev, Type: map[string]string{tunnel.DevIPv4: "ipip", tunnel.DevIPv6: "ip6tnl"}[dev]}
+			}
+		}
+	case tunnel.CreateLink:
+		tun.Links[step.Link] = tunnel.Link{Name: step.Link, Type: map[string]string{tunnel.DevIPv4: "ipip", tunnel.DevIPv6: "ip6tnl"}[step.Link]}
+	case tunnel.DeleteLink:
+		delete(tun.Links, step.Link)
+	case tunnel.SetUp, tunnel.SetDown:
+		l, ok := tun.Links[step.Link]
+		if !ok {
+			return unix.ENODEV
+		}
+		l.Up = step.Kind == tunnel.SetUp
+		tun.Links[step.Link] = l
+	case tunnel.AddFou:
+		if slices.ContainsFunc(tun.Fou, func(p tunnel.FouPort) bool { return p.FouKey == step.Fou }) {
+			return unix.EEXIST
+		}
+		tun.Fou = append(tun.Fou, tunnel.FouPort{FouKey: step.Fou, Encap: "gue"})
+	case tunnel.DelFou:
+		tun.Fou = slices.DeleteFunc(tun.Fou, func(p tunnel.FouPort) bool { return p.FouKey == step.Fou })
+	default:
+		return fmt.Errorf("simulated kernel cannot do %s", step)
+	}
+	return nil
 }
 
 var planConfigs = map[string]string{
@@ -215,7 +284,7 @@ func TestPlanGolden(t *testing.T) {
 func TestPlanModeSwitchOrder(t *testing.T) {
 	h := newSimHost()
 	h.facts.Addrs = append(h.facts.Addrs, addr("lo", "192.0.2.10/32", "lo:dsr0"), addr("lo", "127.0.0.1/8", ""))
-	h.facts.State = &State{
+	h.facts.Owned = &Ownership{
 		SavedSysctls: map[string]string{"net/ipv4/conf/all/arp_ignore": "0", "net/ipv4/conf/all/arp_announce": "0"},
 		Addresses:    []OwnedAddr{{Link: "lo", Prefix: "192.0.2.10/32"}},
 	}
@@ -277,8 +346,8 @@ func TestRouterStates(t *testing.T) {
 		}
 	}
 	golden.Assert(t, "router-states.txt", transcript.String())
-	if len(h.facts.State.Addresses) != 0 || len(h.facts.State.SavedSysctls) != 0 {
-		t.Fatalf("state after remove: %+v", h.facts.State)
+	if len(h.facts.Owned.Addresses) != 0 || len(h.facts.Owned.SavedSysctls) != 0 {
+		t.Fatalf("state after remove: %+v", h.facts.Owned)
 	}
 	for k, v := range h.sysctls {
 		if v != "0" {
@@ -307,7 +376,7 @@ func TestStatusViewsGolden(t *testing.T) {
 	view("in-sync")
 	h.sysctls["net/ipv4/conf/all/arp_ignore"] = "3" // reset by hand: answers for the VIP
 	h.facts.Addrs = slices.DeleteFunc(h.facts.Addrs, func(a loopback.Addr) bool { return a.Prefix.Addr().String() == "192.0.2.11" })
-	h.tables[firewall.Family(nftables.TableFamilyARP)] = true // a table of another mode left behind
+	h.tables[firewall.Family(nftables.TableFamilyARP)] = &firewall.ARPTable{} // a table of another mode left behind
 	view("drift")
 	h.sysctls["net/ipv4/conf/all/arp_ignore"] = "8"
 	h.facts.Addrs = append(h.facts.Addrs, addr("lo", "192.0.2.11/32", "lo:dsr1"))
@@ -344,8 +413,8 @@ func TestTunnelOwnershipAcrossDrift(t *testing.T) {
 	p, d := h.plan(t, cfg)
 	h.apply(t, p, d)
 	want := []tunnel.FouKey{{Family: 4, Port: DefaultGUEPort}}
-	if !slices.Equal(h.facts.State.Tunnel.FouPorts, want) {
-		t.Fatalf("owned fou ports %v, want %v", h.facts.State.Tunnel.FouPorts, want)
+	if !slices.Equal(h.facts.Owned.Tunnel.FouPorts, want) {
+		t.Fatalf("owned fou ports %v, want %v", h.facts.Owned.Tunnel.FouPorts, want)
 	}
 	h.tun.Fou = nil // ip fou del port 6080
 	p, d = h.plan(t, cfg)
@@ -353,8 +422,8 @@ func TestTunnelOwnershipAcrossDrift(t *testing.T) {
 		t.Fatalf("no repair planned:\n%s", p)
 	}
 	h.apply(t, p, d)
-	if !slices.Equal(h.facts.State.Tunnel.FouPorts, want) {
-		t.Fatalf("after the repair dsr-agent no longer owns the port: %v", h.facts.State.Tunnel.FouPorts)
+	if !slices.Equal(h.facts.Owned.Tunnel.FouPorts, want) {
+		t.Fatalf("after the repair dsr-agent no longer owns the port: %v", h.facts.Owned.Tunnel.FouPorts)
 	}
 	p, d = h.plan(t, nil)
 	if !strings.Contains(p.String(), "ip fou del port 6080") {
@@ -367,7 +436,7 @@ func TestTunnelOwnershipAcrossDrift(t *testing.T) {
 	h.tun.Fou = nil
 	p, d = h.plan(t, mustConfig(t, "mode: tunnel\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\n"))
 	h.apply(t, p, d)
-	if len(h.facts.State.Tunnel.FouPorts) != 0 {
-		t.Fatalf("a vanished, no longer wanted port is still owned: %v", h.facts.State.Tunnel.FouPorts)
+	if len(h.facts.Owned.Tunnel.FouPorts) != 0 {
+		t.Fatalf("a vanished, no longer wanted port is still owned: %v", h.facts.Owned.Tunnel.FouPorts)
 	}
 }

@@ -30,6 +30,14 @@ type Desired struct {
 	Rules       []route.Rule
 	Routes      []route.Route
 	RouteTables []int
+	// Redirect: the VIPs are never local addresses; a nat redirect rewrites
+	// their traffic to each port's to_port on the primary address of the
+	// interface it arrives on. What follows from it for the rest of the code:
+	// the ports traffic is delivered to (to_port, not port: listeners, the
+	// weight's connections), how a VIP's presence is judged (its family's
+	// table in place, not an address), and that a firewall must accept
+	// redirected traffic rather than the VIP ports (firewalld's findings).
+	Redirect bool
 	// Tunnel is mode tunnel's decapsulation (nil in the other modes).
 	Tunnel *tunnel.Spec
 	// Health is the health section with host defaults filled in (a copy;
@@ -92,6 +100,7 @@ func Resolve(cfg *Config, f *Facts) (*Desired, error) {
 	case ModeTunnel:
 		resolveTunnel(cfg, f, d)
 	case ModeFirewalld:
+		d.Redirect = true
 		nat4, nat6 := &firewall.NATTable{}, &firewall.NATTable{IPv6: true}
 		for _, v := range cfg.VIPs {
 			t := nat4
@@ -170,7 +179,7 @@ func checkVIPs(cfg *Config, f *Facts, d *Desired, errs *fieldErrors) {
 	own := map[netip.Addr]string{}
 	special := map[netip.Addr]string{}
 	for _, a := range f.Addrs {
-		if a.Link == "lo" || f.State.owns(a.Link, a.Prefix.String()) {
+		if a.Link == "lo" || f.Owned.owns(a.Link, a.Prefix.String()) {
 			continue
 		}
 		own[a.Prefix.Addr()] = a.Link
@@ -227,7 +236,7 @@ func resolveHealth(cfg *Config, f *Facts, d *Desired, errs *fieldErrors) *Health
 	}
 	hostAddrs := map[netip.Addr]bool{}
 	for _, a := range f.Addrs {
-		if !f.State.owns(a.Link, a.Prefix.String()) {
+		if !f.Owned.owns(a.Link, a.Prefix.String()) {
 			hostAddrs[a.Prefix.Addr()] = true
 		}
 	}
@@ -251,7 +260,7 @@ func resolveHealth(cfg *Config, f *Facts, d *Desired, errs *fieldErrors) *Health
 // dsr-agent VIP.
 func primaryIPv4(f *Facts, link string) netip.Addr {
 	for _, a := range f.Addrs {
-		if a.Link == link && a.Prefix.Addr().Is4() && !a.Secondary && !f.State.owns(a.Link, a.Prefix.String()) {
+		if a.Link == link && a.Prefix.Addr().Is4() && !a.Secondary && !f.Owned.owns(a.Link, a.Prefix.String()) {
 			return a.Prefix.Addr()
 		}
 	}

@@ -101,22 +101,14 @@ type Change struct {
 	// own runs before any change is applied: it records in the state what
 	// the change will own or the value it will overwrite, so the state file
 	// is always ahead of the kernel. It reports whether the state changed.
-	own func(*State) (bool, error)
+	own func(*Ownership) (bool, error)
 	// done runs after the change succeeded: it drops what is no longer owned.
-	done func(*State) bool
-}
-
-// surface is one kernel surface dsr-agent manages (sysctls, addresses,
-// nftables tables). observe reads the kernel for what the surface manages;
-// diff is then a pure function of desired, observed and owned state.
-type surface interface {
-	observe(d *Desired, st *State) error
-	diff(d *Desired, st *State) []Change
+	done func(*Ownership) bool
 }
 
 // planFrom runs every surface's diff and orders the changes by phase,
 // keeping each surface's order within a phase.
-func planFrom(surfaces []surface, d *Desired, st *State) *Plan {
+func planFrom(surfaces []surface, d *Desired, st *Ownership) *Plan {
 	if d.HandsOff {
 		return &Plan{}
 	}
@@ -136,7 +128,7 @@ func planFrom(surfaces []surface, d *Desired, st *State) *Plan {
 // execute runs the plan in phase order, keeping the state file ahead of the
 // kernel: ownership and saved values are written before the change they
 // cover, and dropped only after it.
-func (h *Host) execute(plan *Plan, st *State, dirty bool) (*Plan, error) {
+func (h *Host) execute(plan *Plan, st *Ownership, dirty bool) (*Plan, error) {
 	done := &Plan{}
 	for _, c := range plan.Changes {
 		if c.own == nil {

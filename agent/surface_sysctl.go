@@ -13,7 +13,7 @@ import (
 // sysctlSurface is the ARP sysctls: set what the rules require, save what
 // was there, restore it when no longer wanted.
 type sysctlSurface struct {
-	proc *arp.Proc
+	k sysctlKernel
 	// cur holds the current values of desired and saved sysctls, by
 	// Path.Key ("" when the sysctl does not exist, e.g. its interface is gone).
 	cur map[string]string
@@ -23,7 +23,7 @@ type sysctlSurface struct {
 	inherit map[string]string
 }
 
-func (s *sysctlSurface) observe(d *Desired, st *State) error {
+func (s *sysctlSurface) observe(d *Desired, st *Ownership) error {
 	s.cur = map[string]string{}
 	paths := map[string]arp.Path{}
 	for _, w := range d.Sysctls {
@@ -33,7 +33,7 @@ func (s *sysctlSurface) observe(d *Desired, st *State) error {
 		paths[k] = arp.ParseKey(k)
 	}
 	for k, p := range paths {
-		v, err := s.proc.Read(p)
+		v, err := s.k.Read(p)
 		if err != nil && !errors.Is(err, arp.ErrNotFound) {
 			return err
 		}
@@ -47,7 +47,7 @@ func (s *sysctlSurface) observe(d *Desired, st *State) error {
 		}
 		def := slices.Clone(w.Path)
 		def[len(def)-2] = "default"
-		if v, err := s.proc.Read(def); err == nil {
+		if v, err := s.k.Read(def); err == nil {
 			// Judged as the value the device will start with: written
 			// only if that would not do.
 			s.inherit[k] = v
@@ -57,7 +57,7 @@ func (s *sysctlSurface) observe(d *Desired, st *State) error {
 	return nil
 }
 
-func (s *sysctlSurface) diff(d *Desired, st *State) []Change {
+func (s *sysctlSurface) diff(d *Desired, st *Ownership) []Change {
 	var out []Change
 	wanted := map[string]bool{}
 	for _, w := range d.Sysctls {
@@ -70,7 +70,7 @@ func (s *sysctlSurface) diff(d *Desired, st *State) []Change {
 		}
 		out = append(out, Change{Kind: SysctlSet, Subject: path.String(), Reason: v.Reason, Command: sysctlCommand(path, value),
 			phase: PhaseSuppress, drift: "sysctl-wrong", unsuppressed: !v.Setting.Rule.Decap,
-			own: func(st *State) (bool, error) {
+			own: func(st *Ownership) (bool, error) {
 				if _, saved := st.SavedSysctls[path.Key()]; saved {
 					return false, nil
 				}
@@ -80,7 +80,7 @@ func (s *sysctlSurface) diff(d *Desired, st *State) []Change {
 				st.SavedSysctls[path.Key()] = found
 				return true, nil
 			},
-			apply: func() error { return s.proc.Write(path, value) },
+			apply: func() error { return s.k.Write(path, value) },
 		})
 	}
 	for _, k := range slices.Sorted(maps.Keys(st.SavedSysctls)) {
@@ -88,7 +88,7 @@ func (s *sysctlSurface) diff(d *Desired, st *State) []Change {
 			continue
 		}
 		path, saved, cur := arp.ParseKey(k), st.SavedSysctls[k], s.cur[k]
-		forget := func(st *State) bool { delete(st.SavedSysctls, path.Key()); return true }
+		forget := func(st *Ownership) bool { delete(st.SavedSysctls, path.Key()); return true }
 		rule := arp.RuleFor(path)
 		if cur == "" || cur == saved || rule == nil || cur != strconv.Itoa(rule.Target) {
 			// Gone with its interface, already back, or changed by someone
@@ -99,7 +99,7 @@ func (s *sysctlSurface) diff(d *Desired, st *State) []Change {
 		out = append(out, Change{Kind: SysctlRestore, Subject: path.String(), Reason: "restore the value found before dsr-agent",
 			Command: sysctlCommand(path, saved), phase: PhaseRestore, drift: "sysctl-not-restored", done: forget,
 			apply: func() error {
-				if err := s.proc.Write(path, saved); err != nil && !errors.Is(err, arp.ErrNotFound) {
+				if err := s.k.Write(path, saved); err != nil && !errors.Is(err, arp.ErrNotFound) {
 					return err
 				}
 				return nil
@@ -120,4 +120,14 @@ func (s *sysctlSurface) after(d *Desired) map[string]string {
 
 func sysctlCommand(path arp.Path, value string) string {
 	return fmt.Sprintf("sysctl -w %s=%s", path, value)
+}
+
+func (s *sysctlSurface) blocked() error { return nil }
+
+// report: the arp.Rules caveats of the values the LB-facing interfaces will
+// have once the plan ran.
+func (s *sysctlSurface) report(p *planned, r *Report) {
+	if len(p.want.Sysctls) > 0 {
+		r.Warnings = append(r.Warnings, arp.Caveats(p.want.Interfaces, s.after(p.want))...)
+	}
 }

@@ -17,9 +17,7 @@ import (
 	sd "github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/dsr-agent/dsr-agent/agent"
-	"github.com/dsr-agent/dsr-agent/arp"
 	"github.com/dsr-agent/dsr-agent/health"
-	"github.com/dsr-agent/dsr-agent/loopback"
 )
 
 // Options configure Run.
@@ -34,11 +32,11 @@ type Options struct {
 	// the notifications and the sysctl poll miss.
 	Resync time.Duration
 	// SysctlPoll is how often the ARP sysctls are read to see a reset
-	// (default arp.DefaultPoll).
+	// (default agent.DefaultSysctlPoll).
 	SysctlPoll time.Duration
 	// ListenerPoll is how often the sockets of the VIP ports are read to
 	// notice a service that started or stopped (default
-	// listener.DefaultPoll).
+	// agent.DefaultListenerPoll).
 	ListenerPoll time.Duration
 	// Debounce is how long to let a burst of events (ip addr flush) settle
 	// before a pass; the pass repairs all of them at once.
@@ -96,9 +94,6 @@ func Run(ctx context.Context, o Options) error {
 	if o.Resync <= 0 {
 		o.Resync = DefaultResync
 	}
-	if o.SysctlPoll <= 0 {
-		o.SysctlPoll = arp.DefaultPoll
-	}
 	if o.Debounce < 0 {
 		o.Debounce = 0
 	}
@@ -145,10 +140,7 @@ func Run(ctx context.Context, o Options) error {
 	// Subscribe before the first apply so nothing changed between the apply
 	// and the subscription goes unnoticed.
 	d.watchers.Follow(want)
-	if o.ListenerPoll > 0 {
-		d.watchers.ListenerPoll = o.ListenerPoll
-	}
-	go d.watchers.Run(ctx, d.w.wake, d.log, o.SysctlPoll)
+	go d.watchers.Run(ctx, d.w.wake, d.log, agent.WatchOptions{SysctlPoll: o.SysctlPoll, ListenerPoll: o.ListenerPoll})
 
 	sigs := o.Signals
 	if sigs == nil {
@@ -197,7 +189,7 @@ func Run(ctx context.Context, o Options) error {
 			triggers := d.w.take()
 			if d.retryTimer == nil {
 				// An added address only matters to a pass that failed.
-				triggers = slices.DeleteFunc(triggers, func(t string) bool { return t == loopback.AddressAdded })
+				triggers = slices.DeleteFunc(triggers, func(t string) bool { return t == agent.TriggerAddressAdded })
 			}
 			if len(triggers) > 0 {
 				d.reconcile(triggers)
