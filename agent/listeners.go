@@ -9,11 +9,6 @@ import (
 	"github.com/dsr-agent/dsr-agent/listener"
 )
 
-// ListenerMissing is the difference kind of a VIP port nothing serves. It is
-// not a kernel change: apply does not start services, so it never appears in
-// a plan, only in status, the daemon's snapshot and health.
-const ListenerMissing = "listener-missing"
-
 // ListenerState is whether something on the host receives one VIP port's
 // traffic ("Make sure your services include the VIP to bind to").
 type ListenerState struct {

@@ -15,11 +15,6 @@ import (
 	"github.com/dsr-agent/dsr-agent/internal/nldump"
 )
 
-// ProxyAnswers is the status difference of a VIP the kernel would answer
-// ARP or Neighbour Solicitations for through proxy ARP/NDP, with nothing of
-// dsr-agent's dropping those requests.
-const ProxyAnswers = "proxy-answers"
-
 // proxyView is what the kernel's proxy ARP / proxy NDP rules do for the
 // VIPs that are not local on the LB-facing interfaces (firewalld mode's
 // VIPs; IPv6 VIPs on lo, which ndisc_recv_ns does not find on the NIC):

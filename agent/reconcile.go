@@ -70,6 +70,37 @@ const (
 	RouteDel      ChangeKind = "route-del"
 )
 
+// DriftKind names a way the host differs from the config (stable: status
+// --json, health's /status and the metrics use it).
+type DriftKind string
+
+// The drift kinds: a pending change of each surface, and what status reads
+// beside the plan (a listener, proxy ARP/NDP).
+const (
+	DriftVIPMissing        DriftKind = "vip-missing"
+	DriftVIPUnexpected     DriftKind = "vip-unexpected"
+	DriftSysctlWrong       DriftKind = "sysctl-wrong"
+	DriftSysctlNotRestored DriftKind = "sysctl-not-restored"
+	DriftTableWrong        DriftKind = "table-wrong"
+	DriftTableUnexpected   DriftKind = "table-unexpected"
+	DriftRouteMissing      DriftKind = "route-missing"
+	DriftRouteWrong        DriftKind = "route-wrong"
+	DriftRouteUnexpected   DriftKind = "route-unexpected"
+	DriftRuleMissing       DriftKind = "rule-missing"
+	DriftRuleUnexpected    DriftKind = "rule-unexpected"
+	DriftRuleShadowed      DriftKind = "rule-shadowed"
+	DriftTunnelMissing     DriftKind = "tunnel-missing"
+	DriftTunnelUnexpected  DriftKind = "tunnel-unexpected"
+	// ListenerMissing is a VIP port nothing serves. It is not a kernel
+	// change: apply does not start services, so it never appears in a plan,
+	// only in status, the daemon's snapshot and health.
+	ListenerMissing DriftKind = "listener-missing"
+	// ProxyAnswers is a VIP the kernel would answer ARP or Neighbour
+	// Solicitations for through proxy ARP/NDP, with nothing of dsr-agent's
+	// dropping those requests.
+	ProxyAnswers DriftKind = "proxy-answers"
+)
+
 // Change is one step of a plan. The surface that made it gave it its own
 // apply and rendering; the executor knows no kinds.
 type Change struct {
@@ -83,7 +114,7 @@ type Change struct {
 
 	phase Phase
 	// drift is how status names this change while it is pending.
-	drift string
+	drift DriftKind
 	// fix is what status suggests (default: Command).
 	fix string
 	// bookkeeping changes touch only the state file: not shown, not drift.

@@ -56,9 +56,9 @@ type VIPState struct {
 
 // Difference is one way the host differs from the config.
 type Difference struct {
-	Kind    string `json:"kind"`
-	Subject string `json:"subject"`
-	Detail  string `json:"detail"`
+	Kind    DriftKind `json:"kind"`
+	Subject string    `json:"subject"`
+	Detail  string    `json:"detail"`
 	// Fix is the command apply would run.
 	Fix string `json:"fix,omitempty"`
 }

@@ -68,7 +68,7 @@ func (s *addrSurface) diff(d *Desired, st *Ownership) []Change {
 			}
 		}
 		out = append(out, Change{Kind: AddrDel, Subject: p.Addr().String(), Reason: reason,
-			Command: a.Command("del"), phase: phase, drift: "vip-unexpected",
+			Command: a.Command("del"), phase: phase, drift: DriftVIPUnexpected,
 			apply: func() error { return s.k.Del(a) }, done: forget})
 	}
 	labels := loopback.NewLabeler(s.addrs)
@@ -80,7 +80,7 @@ func (s *addrSurface) diff(d *Desired, st *Ownership) []Change {
 			a.Label = labels.Next(a.Link)
 		}
 		out = append(out, Change{Kind: AddrAdd, Subject: a.Prefix.Addr().String(), Command: a.Command("add"),
-			phase: PhaseAddVIPs, drift: "vip-missing", missing: &a,
+			phase: PhaseAddVIPs, drift: DriftVIPMissing, missing: &a,
 			own:   func(st *Ownership) (bool, error) { return st.addAddr(a.Link, a.Prefix.String()), nil },
 			apply: func() error { return s.k.Add(a) }})
 	}

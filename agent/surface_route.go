@@ -94,17 +94,17 @@ func (s *routeSurface) diff(d *Desired, _ *Ownership) []Change {
 	for _, sh := range groupShadows(s.shadows) {
 		msg := fmt.Sprintf("return_via: %s: dsr-agent never changes a rule it did not make: move it after priority %d or narrow its selectors", sh, returnPriority)
 		out = append(out, Change{Kind: RuleShadowed, Subject: "rule " + sh.Foreign, Reason: "return_via: " + sh.String(),
-			Command: "# foreign rule in the way of return_via: " + sh.Foreign, phase: PhaseReturnPath, drift: "rule-shadowed",
+			Command: "# foreign rule in the way of return_via: " + sh.Foreign, phase: PhaseReturnPath, drift: DriftRuleShadowed,
 			apply: func() error { return errors.New(msg) }})
 	}
 	// Add before delete (a changed rule set or gateway never leaves a
 	// moment without a return path); a route before the rules that lead
 	// to it, rules before the route they led to.
 	for _, r := range putRoutes {
-		reason, drift := "missing", "route-missing"
+		reason, drift := "missing", DriftRouteMissing
 		for _, o := range s.obs.Routes {
 			if o.Table == r.Table && o.IPv6() == r.IPv6() {
-				reason, drift = "is via "+o.Gateway.String()+" dev "+o.Link, "route-wrong"
+				reason, drift = "is via "+o.Gateway.String()+" dev "+o.Link, DriftRouteWrong
 			}
 		}
 		out = append(out, Change{Kind: RouteReplace, Subject: "route " + r.String(), Reason: reason,
@@ -113,17 +113,17 @@ func (s *routeSurface) diff(d *Desired, _ *Ownership) []Change {
 	}
 	for _, r := range addRules {
 		out = append(out, Change{Kind: RuleAdd, Subject: "rule " + r.String(), Reason: "missing",
-			Command: r.Command("add"), phase: PhaseReturnPath, drift: "rule-missing",
+			Command: r.Command("add"), phase: PhaseReturnPath, drift: DriftRuleMissing,
 			apply: func() error { return s.k.AddRule(r) }})
 	}
 	for _, r := range delRules {
 		out = append(out, Change{Kind: RuleDel, Subject: "rule " + r.String(), Reason: "not in the config",
-			Command: r.Command("del"), phase: PhaseReturnPath, drift: "rule-unexpected",
+			Command: r.Command("del"), phase: PhaseReturnPath, drift: DriftRuleUnexpected,
 			apply: func() error { return s.k.DelRule(r) }})
 	}
 	for _, r := range delRoutes {
 		out = append(out, Change{Kind: RouteDel, Subject: "route " + r.String(), Reason: "not in the config",
-			Command: r.Command("del"), phase: PhaseReturnPath, drift: "route-unexpected",
+			Command: r.Command("del"), phase: PhaseReturnPath, drift: DriftRouteUnexpected,
 			apply: func() error { return s.k.DelRoute(r) }})
 	}
 	return out

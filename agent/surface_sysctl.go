@@ -69,7 +69,7 @@ func (s *sysctlSurface) diff(d *Desired, st *Ownership) []Change {
 			found = s.inherit[path.Key()]
 		}
 		out = append(out, Change{Kind: SysctlSet, Subject: path.String(), Reason: v.Reason, Command: sysctlCommand(path, value),
-			phase: PhaseSuppress, drift: "sysctl-wrong", unsuppressed: !v.Setting.Rule.Decap,
+			phase: PhaseSuppress, drift: DriftSysctlWrong, unsuppressed: !v.Setting.Rule.Decap,
 			own: func(st *Ownership) (bool, error) {
 				if _, saved := st.SavedSysctls[path.Key()]; saved {
 					return false, nil
@@ -97,7 +97,7 @@ func (s *sysctlSurface) diff(d *Desired, st *Ownership) []Change {
 			continue
 		}
 		out = append(out, Change{Kind: SysctlRestore, Subject: path.String(), Reason: "restore the value found before dsr-agent",
-			Command: sysctlCommand(path, saved), phase: PhaseRestore, drift: "sysctl-not-restored", done: forget,
+			Command: sysctlCommand(path, saved), phase: PhaseRestore, drift: DriftSysctlNotRestored, done: forget,
 			apply: func() error {
 				if err := s.k.Write(path, saved); err != nil && !errors.Is(err, arp.ErrNotFound) {
 					return err

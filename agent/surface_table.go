@@ -47,7 +47,7 @@ func (s *tableSurface) diff(d *Desired, _ *Ownership) []Change {
 		if !ok {
 			if s.present[fam] {
 				del := Change{Kind: TableDelete, Subject: firewall.TableRef(fam), Reason: "not in the config",
-					Command: firewall.RenderDelete(fam), phase: PhaseRemoveTables, drift: "table-unexpected",
+					Command: firewall.RenderDelete(fam), phase: PhaseRemoveTables, drift: DriftTableUnexpected,
 					apply: func() error { return s.k.Delete(fam) }}
 				// The arp table (arptables mode's rules, firewalld mode's
 				// guard) leaves last: while a redirect still serves a VIP,
@@ -78,7 +78,7 @@ func (s *tableSurface) diff(d *Desired, _ *Ownership) []Change {
 		}
 		cmd := firewall.RenderReplace(spec)
 		out = append(out, Change{Kind: TableReplace, Subject: firewall.TableRef(fam), Reason: why, Command: cmd,
-			phase: phase, drift: "table-wrong", fix: "dsr-agent apply", unsuppressed: suppression,
+			phase: phase, drift: DriftTableWrong, fix: "dsr-agent apply", unsuppressed: suppression,
 			render: func() string { return fmt.Sprintf("# %s: %s\n%s", firewall.TableRef(fam), why, cmd) },
 			apply:  func() error { return s.k.Replace(spec) }})
 	}

@@ -142,12 +142,12 @@ func (s *tunnelSurface) diff(*Desired, *Ownership) []Change {
 			apply: func() error { return s.k.apply(step) }}
 		if step.Removal() {
 			// After the VIPs that used it left and the tables went.
-			c.phase, c.drift, c.Reason = PhaseRemoveDevices, "tunnel-unexpected", "not in the config"
+			c.phase, c.drift, c.Reason = PhaseRemoveDevices, DriftTunnelUnexpected, "not in the config"
 			c.done = func(st *Ownership) bool { st.Tunnel.Record(step); return true }
 		} else {
 			// Before suppression: the decapsulation device's sysctls and
 			// the VIPs on it need the device.
-			c.phase, c.drift, c.Reason = PhaseDevices, "tunnel-missing", "missing"
+			c.phase, c.drift, c.Reason = PhaseDevices, DriftTunnelMissing, "missing"
 			c.own = func(st *Ownership) (bool, error) { st.Tunnel.Record(step); return true, nil }
 		}
 		out = append(out, c)
