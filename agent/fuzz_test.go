@@ -41,7 +41,7 @@ func FuzzParseConfig(f *testing.F) {
 			}
 		}
 		switch cfg.Mode {
-		case ModeLoopback, ModeARPTables, ModeFirewalld:
+		case ModeLoopback, ModeARPTables, ModeFirewalld, ModeTunnel:
 		default:
 			t.Fatalf("accepted mode %q", cfg.Mode)
 		}

@@ -43,6 +43,8 @@ type simHost struct {
 	tables  map[firewall.Family]firewall.Spec
 	rules   []route.Rule
 	routes  []route.Route
+	// shadows are foreign rules in front of return_via's (Shadows).
+	shadows []route.Shadow
 	tun     tunnel.State
 }
 
@@ -195,7 +197,7 @@ func (k simRoutes) Observe(tables []int) (*route.Observed, error) {
 	}
 	return o, nil
 }
-func (simRoutes) Shadows([]route.Rule) ([]route.Shadow, error) { return nil, nil }
+func (k simRoutes) Shadows([]route.Rule) ([]route.Shadow, error) { return k.h.shadows, nil }
 func (k simRoutes) AddRule(r route.Rule) error {
 	if !slices.Contains(k.h.rules, r) {
 		k.h.rules = append(k.h.rules, r)
@@ -357,7 +359,9 @@ func TestRouterStates(t *testing.T) {
 }
 
 // TestStatusViewsGolden: status text and --json are renderings of the plan:
-// a host in sync, one with drift of every kind, and one with arp_ignore 8.
+// a host in sync, one with drift of three kinds (a sysctl, a VIP, a table
+// of another mode; TestDriftEveryKind covers every kind), and one with
+// arp_ignore 8.
 func TestStatusViewsGolden(t *testing.T) {
 	cfg := mustConfig(t, planConfigs["loopback"])
 	h := newSimHost()
