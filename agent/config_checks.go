@@ -95,28 +95,50 @@ func (rc *rawCheck) kind(v checkErrs) CheckKind {
 	return ""
 }
 
+// checkRefiningKeys are the keys that refine one kind of check.
+var checkRefiningKeys = []struct {
+	key   string
+	kind  CheckKind
+	value func(*rawCheck) (string, bool) // its text, and whether it is set
+}{
+	{"expect_status", CheckHTTP, func(rc *rawCheck) (string, bool) { return rawOf(rc.ExpectStatus), rc.ExpectStatus != nil }},
+	{"server_name", CheckTLS, func(rc *rawCheck) (string, bool) { return rc.ServerName, rc.ServerName != "" }},
+	{"verify", CheckTLS, func(rc *rawCheck) (string, bool) { return boolRaw(rc.Verify), rc.Verify != nil }},
+	{"cert_expiry_warning", CheckTLS, func(rc *rawCheck) (string, bool) { return rc.CertExpiryWarning, rc.CertExpiryWarning != "" }},
+	{"query", CheckDNS, func(rc *rawCheck) (string, bool) { return rc.Query, rc.Query != "" }},
+	{"type", CheckDNS, func(rc *rawCheck) (string, bool) { return rc.Type, rc.Type != "" }},
+	{"expect", CheckDNS, func(rc *rawCheck) (string, bool) { return strOf(rc.Expect), rc.Expect != nil }},
+	{"payload", CheckUDP, func(rc *rawCheck) (string, bool) { return strOf(rc.Payload), rc.Payload != nil }},
+	{"expect_reply", CheckUDP, func(rc *rawCheck) (string, bool) { return boolRaw(rc.ExpectReply), rc.ExpectReply != nil }},
+}
+
 // otherKindKeys: keys of another kind are mistakes, not silently ignored.
 func (rc *rawCheck) otherKindKeys(kind CheckKind, v checkErrs) {
-	for _, k := range []struct {
-		key   string
-		set   bool
-		kind  CheckKind
-		value string
-	}{
-		{"expect_status", rc.ExpectStatus != nil, CheckHTTP, rawOf(rc.ExpectStatus)},
-		{"server_name", rc.ServerName != "", CheckTLS, rc.ServerName},
-		{"verify", rc.Verify != nil, CheckTLS, boolRaw(rc.Verify)},
-		{"cert_expiry_warning", rc.CertExpiryWarning != "", CheckTLS, rc.CertExpiryWarning},
-		{"query", rc.Query != "", CheckDNS, rc.Query},
-		{"type", rc.Type != "", CheckDNS, rc.Type},
-		{"expect", rc.Expect != nil, CheckDNS, strOf(rc.Expect)},
-		{"payload", rc.Payload != nil, CheckUDP, strOf(rc.Payload)},
-		{"expect_reply", rc.ExpectReply != nil, CheckUDP, boolRaw(rc.ExpectReply)},
-	} {
-		if k.set && kind != "" && kind != k.kind {
-			v.add(k.key, k.value, fmt.Sprintf("%s only with %s checks (this is a %s check)", k.key, k.kind, kind))
+	for _, k := range checkRefiningKeys {
+		if value, set := k.value(rc); set && kind != "" && kind != k.kind {
+			v.add(k.key, value, fmt.Sprintf("%s only with %s checks (this is a %s check)", k.key, k.kind, kind))
 		}
 	}
+}
+
+// keysHelp lists a check's keys as an unknown one's error says them: the
+// name, the kind keys, each kind's refining keys, the schedule.
+func (*rawCheck) keysHelp() string {
+	var kinds []string
+	groups := []string{}
+	for _, k := range checkKinds {
+		kinds = append(kinds, string(k.kind))
+		var keys []string
+		for _, r := range checkRefiningKeys {
+			if r.kind == k.kind {
+				keys = append(keys, r.key)
+			}
+		}
+		if len(keys) > 0 {
+			groups = append(groups, strings.Join(keys, ", ")+" ("+string(k.kind)+")")
+		}
+	}
+	return "name, one of " + strings.Join(kinds, ", ") + "; " + strings.Join(groups, "; ") + "; interval, timeout, rise, fall"
 }
 
 // schedule: interval, timeout (no longer than the interval).

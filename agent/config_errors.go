@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -20,61 +19,15 @@ import (
 // million error lines.
 const MaxConfigSize = 1 << 20
 
-// yamlKeyErr rewrites yaml.v3's "field x not found in type agent.rawVIP".
-var yamlKeyErr = regexp.MustCompile(`field (\S+) not found in type agent\.raw(\w+)`)
-
-var knownKeys = map[string]string{
-	"Config":     "mode, interfaces, vips, health, return_via, tunnel",
-	"Tunnel":     "encap, port, mss",
-	"ReturnVia":  "gateway, gateway6, ports, table",
-	"ReturnPort": "port, protocol",
-	"VIP":        "address, real_ip, ports",
-	"Port":       "port, protocol, to_port",
-	"Health":     "listen, allowed_sources, checks, agent_check, listener_grace",
-	"Check": "name, one of tcp, http, tls, dns, exec, udp; expect_status (http); server_name, verify, cert_expiry_warning (tls); " +
-		"query, type, expect (dns); payload, expect_reply (udp); interval, timeout, rise, fall",
-	"AgentCheck": "listen, weight",
-	"Weight":     "cpu, load, connections, exec, smoothing, min",
-}
-
-// yamlTypeErr matches yaml.v3's "cannot unmarshal !!str `http` into int".
-var yamlTypeErr = regexp.MustCompile("cannot unmarshal !!(\\w+)(?: `([^`]*)`)? into (\\S+)")
-
-var goTypeWords = map[string]string{
-	"int": "a number", "*int": "a number", "string": "a string",
-	"[]string": "a list of strings", "[]agent.rawVIP": "a list of VIPs",
-	"[]agent.rawPort": "a list of ports", "[]agent.rawCheck": "a list of checks",
-	"[]agent.rawReturnPort": "a list of ports",
-}
-
-// yamlMessage rewrites yaml.v3 errors in the config's own terms: unknown
-// keys with the keys allowed there, type errors without Go type names.
-func yamlMessage(err error) string {
-	msg := yamlKeyErr.ReplaceAllStringFunc(err.Error(), func(m string) string {
-		sub := yamlKeyErr.FindStringSubmatch(m)
-		return fmt.Sprintf("unknown key %q (expected one of: %s)", sub[1], knownKeys[sub[2]])
-	})
-	msg = yamlTypeErr.ReplaceAllStringFunc(msg, func(m string) string {
-		sub := yamlTypeErr.FindStringSubmatch(m)
-		want, ok := goTypeWords[sub[3]]
-		if !ok {
-			want = "a mapping of keys"
-		}
-		val := sub[2]
-		if val == "" {
-			val = "a " + sub[1]
-		}
-		return fmt.Sprintf("%q: expected %s", val, want)
-	})
-	return strings.TrimPrefix(msg, "yaml: ")
-}
-
 // ParseConfig parses and validates YAML config text.
 func ParseConfig(data []byte) (*Config, error) {
-	var raw rawConfig
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	err := dec.Decode(&raw)
+	var doc yaml.Node
+	err := dec.Decode(&doc)
+	var raw rawConfig
+	if err == nil {
+		err = decodeRaw(&doc, &raw)
+	}
 	if errors.Is(err, io.EOF) || (err == nil && raw.empty()) {
 		// An empty or comment-only file is a truncated write or a
 		// mistake, never "no VIPs": tearing the host down is remove's job.
@@ -91,6 +44,10 @@ func ParseConfig(data []byte) (*Config, error) {
 	}
 	return raw.validate()
 }
+
+// yamlMessage is a decoding error as the config's errors say it: a syntax
+// error as yaml.v3's parser words it, without its "yaml: " prefix.
+func yamlMessage(err error) string { return strings.TrimPrefix(err.Error(), "yaml: ") }
 
 // fieldErrors collects every problem so one run reports them all.
 type fieldErrors []fieldError
