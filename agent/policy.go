@@ -71,68 +71,84 @@ func Resolve(cfg *Config, f *Facts) (*Desired, error) {
 	}
 	switch cfg.Mode {
 	case ModeLoopback:
-		d.Sysctls = arp.Suppression(d.Interfaces)
-		for _, v := range cfg.VIPs {
-			d.Addrs = append(d.Addrs, loopback.Addr{Link: "lo", Prefix: loopback.HostPrefix(v.Address)})
-		}
+		resolveLoopback(cfg, d)
 	case ModeARPTables:
-		arpTable := &firewall.ARPTable{}
-		nic := d.Interfaces[0]
-		real := primaryIPv4(f, nic)
-		for _, v := range cfg.VIPs {
-			if !v.Address.Is4() {
-				// ARP is IPv4 only; the kernel answers Neighbour Solicitations
-				// only for addresses on the receiving interface, so an IPv6
-				// VIP on lo is never claimed.
-				d.Addrs = append(d.Addrs, loopback.Addr{Link: "lo", Prefix: loopback.HostPrefix(v.Address)})
-				continue
-			}
-			r := v.RealIP
-			if !r.IsValid() {
-				r = real
-			}
-			arpTable.Entries = append(arpTable.Entries, firewall.ARPEntry{VIP: v.Address, Real: r})
-			d.Addrs = append(d.Addrs, loopback.Addr{Link: nic, Prefix: loopback.HostPrefix(v.Address)})
-		}
-		if len(arpTable.Entries) > 0 {
-			d.Tables[arpTable.Family()] = arpTable
-		}
+		resolveARPTables(cfg, f, d)
 	case ModeTunnel:
 		resolveTunnel(cfg, f, d)
 	case ModeFirewalld:
-		d.Redirect = true
-		nat4, nat6 := &firewall.NATTable{}, &firewall.NATTable{IPv6: true}
-		for _, v := range cfg.VIPs {
-			t := nat4
-			if v.Address.Is6() {
-				t = nat6
-			}
-			for _, p := range v.Ports {
-				t.Redirects = append(t.Redirects, firewall.Redirect{VIP: v.Address, Proto: p.Protocol.Number(), Port: p.Port, ToPort: p.ToPort})
-			}
-		}
-		// The VIP is never local here, so arp_ignore does not cover it:
-		// proxy ARP (a forwarding host: every Docker host) or a proxy
-		// neighbour entry would answer for it. Drop those requests (and
-		// NDP's solicitations) in dsr-agent's own tables; docs/safety.md.
-		guard := &firewall.ARPGuard{}
-		for _, v := range cfg.VIPs {
-			if v.Address.Is4() {
-				guard.VIPs = append(guard.VIPs, v.Address)
-			}
-		}
-		if len(guard.VIPs) > 0 {
-			d.Tables[guard.Family()] = guard
-		}
-		nat6.DropNS = true
-		for _, t := range []*firewall.NATTable{nat4, nat6} {
-			if len(t.Redirects) > 0 {
-				d.Tables[t.Family()] = t
-			}
-		}
+		resolveFirewalld(cfg, d)
 	}
 	loopback.SortAddrs(d.Addrs)
 	return d, nil
+}
+
+// resolveLoopback: the ARP sysctls suppress the VIPs on lo.
+func resolveLoopback(cfg *Config, d *Desired) {
+	d.Sysctls = arp.Suppression(d.Interfaces)
+	for _, v := range cfg.VIPs {
+		d.Addrs = append(d.Addrs, loopback.Addr{Link: "lo", Prefix: loopback.HostPrefix(v.Address)})
+	}
+}
+
+// resolveARPTables: the VIPs on the NIC, their ARP dropped and rewritten by
+// the arp table.
+func resolveARPTables(cfg *Config, f *Facts, d *Desired) {
+	arpTable := &firewall.ARPTable{}
+	nic := d.Interfaces[0]
+	real := primaryIPv4(f, nic)
+	for _, v := range cfg.VIPs {
+		if !v.Address.Is4() {
+			// ARP is IPv4 only; the kernel answers Neighbour Solicitations
+			// only for addresses on the receiving interface, so an IPv6
+			// VIP on lo is never claimed.
+			d.Addrs = append(d.Addrs, loopback.Addr{Link: "lo", Prefix: loopback.HostPrefix(v.Address)})
+			continue
+		}
+		r := v.RealIP
+		if !r.IsValid() {
+			r = real
+		}
+		arpTable.Entries = append(arpTable.Entries, firewall.ARPEntry{VIP: v.Address, Real: r})
+		d.Addrs = append(d.Addrs, loopback.Addr{Link: nic, Prefix: loopback.HostPrefix(v.Address)})
+	}
+	if len(arpTable.Entries) > 0 {
+		d.Tables[arpTable.Family()] = arpTable
+	}
+}
+
+// resolveFirewalld: the VIPs are never local; nat redirects serve them.
+func resolveFirewalld(cfg *Config, d *Desired) {
+	d.Redirect = true
+	nat4, nat6 := &firewall.NATTable{}, &firewall.NATTable{IPv6: true}
+	for _, v := range cfg.VIPs {
+		t := nat4
+		if v.Address.Is6() {
+			t = nat6
+		}
+		for _, p := range v.Ports {
+			t.Redirects = append(t.Redirects, firewall.Redirect{VIP: v.Address, Proto: p.Protocol.Number(), Port: p.Port, ToPort: p.ToPort})
+		}
+	}
+	// The VIP is never local here, so arp_ignore does not cover it: proxy
+	// ARP (a forwarding host: every Docker host) or a proxy neighbour entry
+	// would answer for it. Drop those requests (and NDP's solicitations) in
+	// dsr-agent's own tables; docs/safety.md.
+	guard := &firewall.ARPGuard{}
+	for _, v := range cfg.VIPs {
+		if v.Address.Is4() {
+			guard.VIPs = append(guard.VIPs, v.Address)
+		}
+	}
+	if len(guard.VIPs) > 0 {
+		d.Tables[guard.Family()] = guard
+	}
+	nat6.DropNS = true
+	for _, t := range []*firewall.NATTable{nat4, nat6} {
+		if len(t.Redirects) > 0 {
+			d.Tables[t.Family()] = t
+		}
+	}
 }
 
 func resolveInterfaces(cfg *Config, f *Facts, d *Desired, errs *fieldErrors) {
