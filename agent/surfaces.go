@@ -87,7 +87,6 @@ type routeKernel interface {
 // surfaceKind is one kind of surface: how to build it on a kernel, and its
 // watcher (nil: none).
 type surfaceKind struct {
-	name  string
 	build func(k kernel, f *Facts) surface
 	watch func() watcher
 }
@@ -96,11 +95,11 @@ type surfaceKind struct {
 // within a phase. Host, the daemon's watchers and the tests all build from
 // it: a new surface is one entry here, its file, and its part of Resolve.
 var surfaceKinds = []surfaceKind{
-	{"tunnel", func(k kernel, _ *Facts) surface { return &tunnelSurface{k: k.tunnel} }, newTunnelWatcher},
-	{"addresses", func(k kernel, f *Facts) surface { return &addrSurface{k: k.addrs, addrs: f.Addrs} }, newAddrWatcher},
-	{"sysctls", func(k kernel, _ *Facts) surface { return &sysctlSurface{k: k.sysctls} }, newSysctlWatcher},
-	{"tables", func(k kernel, _ *Facts) surface { return &tableSurface{k: k.tables} }, newTableWatcher},
-	{"routes", func(k kernel, _ *Facts) surface { return &routeSurface{k: k.routes} }, newRouteWatcher},
+	{func(k kernel, _ *Facts) surface { return &tunnelSurface{k: k.tunnel} }, newTunnelWatcher},
+	{func(k kernel, f *Facts) surface { return &addrSurface{k: k.addrs, addrs: f.Addrs} }, newAddrWatcher},
+	{func(k kernel, _ *Facts) surface { return &sysctlSurface{k: k.sysctls} }, newSysctlWatcher},
+	{func(k kernel, _ *Facts) surface { return &tableSurface{k: k.tables} }, newTableWatcher},
+	{func(k kernel, _ *Facts) surface { return &routeSurface{k: k.routes} }, newRouteWatcher},
 }
 
 // newSurfaces builds every surface on k.
