@@ -4,11 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 )
 
 // The health checks' config: one key names the kind and carries its target
@@ -27,66 +24,34 @@ var DNSTypes = map[string]uint16{
 // dnsExpectTypes are the types whose answers `expect` can be compared with.
 var dnsExpectTypes = "A, AAAA, CNAME, NS, PTR, MX or TXT"
 
-// strictBool is a YAML boolean (true/false) and nothing else.
-type strictBool struct {
-	v, ok bool
-	raw   string
+// checkKinds is each check kind: the key that names it and carries its
+// target, and the validator of that key and the keys that refine it. A new
+// kind is one entry here, one validator and its probe in health/.
+var checkKinds = []struct {
+	kind     CheckKind
+	set      func(*rawCheck) bool
+	validate func(*rawCheck, *CheckConfig, checkErrs)
+}{
+	{CheckTCP, func(rc *rawCheck) bool { return rc.TCP != "" }, validateTCP},
+	{CheckHTTP, func(rc *rawCheck) bool { return rc.HTTP != "" }, validateHTTP},
+	{CheckTLS, func(rc *rawCheck) bool { return rc.TLS != "" }, validateTLS},
+	{CheckDNS, func(rc *rawCheck) bool { return rc.DNS != "" }, validateDNS},
+	{CheckExec, func(rc *rawCheck) bool { return rc.Exec != nil }, validateExec},
+	{CheckUDP, func(rc *rawCheck) bool { return rc.UDP != "" }, validateUDP},
 }
 
-func (b *strictBool) UnmarshalYAML(n *yaml.Node) error {
-	b.raw = n.Value
-	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!bool" {
-		b.v, b.ok = strings.EqualFold(n.Value, "true"), true
-	}
-	return nil
+// checkErrs adds the errors of one check, under its field (health.checks[1]).
+type checkErrs struct {
+	field string
+	errs  *fieldErrors
 }
 
-func (b *strictBool) value(errs *fieldErrors, field string, def bool) bool {
-	if b == nil {
-		return def
-	}
-	if !b.ok {
-		errs.add(field, b.raw, "true or false")
-		return def
-	}
-	return b.v
-}
+func (v checkErrs) add(key, value, expected string) { v.errs.add(v.field+"."+key, value, expected) }
 
-// strictList is a YAML list of scalars (an argv); anything else is kept as
-// its text for the error.
-type strictList struct {
-	items []string
-	raw   string
-	ok    bool
-}
-
-func (l *strictList) UnmarshalYAML(n *yaml.Node) error {
-	l.raw = n.Value
-	if n.Kind != yaml.SequenceNode {
-		return nil
+func (v checkErrs) hostPort(key, s string) {
+	if _, _, err := splitHostPort(s); err != nil {
+		v.add(key, s, "host:port (e.g. 127.0.0.1:443 or [::1]:443)")
 	}
-	for _, c := range n.Content {
-		if c.Kind != yaml.ScalarNode {
-			l.raw = "a nested " + map[yaml.Kind]string{yaml.MappingNode: "mapping", yaml.SequenceNode: "list"}[c.Kind]
-			return nil
-		}
-		l.items = append(l.items, c.Value)
-	}
-	l.ok = true
-	return nil
-}
-
-// parseLongDuration is time.ParseDuration plus a day unit ("14d").
-func parseLongDuration(s string) (time.Duration, bool) {
-	if d, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.Atoi(d)
-		if err != nil || n < 0 || n > 3650 {
-			return 0, false
-		}
-		return time.Duration(n) * 24 * time.Hour, true
-	}
-	v, err := time.ParseDuration(s)
-	return v, err == nil && v >= 0
 }
 
 func (rc *rawCheck) validate(field string, errs *fieldErrors) CheckConfig {
@@ -96,145 +61,95 @@ func (rc *rawCheck) validate(field string, errs *fieldErrors) CheckConfig {
 	if c.Name == "" {
 		errs.add(field+".name", "", "a name for the check")
 	}
+	v := checkErrs{field: field, errs: errs}
+	c.Kind = rc.kind(v)
+	for _, k := range checkKinds {
+		if k.kind == c.Kind {
+			k.validate(rc, &c, v)
+		}
+	}
+	rc.otherKindKeys(c.Kind, v)
+	if c.Kind == CheckHTTP {
+		c.ExpectStatus, _ = rc.ExpectStatus.value(errs, field+".expect_status", 200, 100, 599, "an HTTP status 100-599")
+	}
+	rc.schedule(&c, v)
+	return c
+}
 
-	// Exactly one kind key.
+// kind is the one kind key set ("" and an error if none or several).
+func (rc *rawCheck) kind(v checkErrs) CheckKind {
 	var kinds []CheckKind
-	for _, k := range []struct {
-		kind CheckKind
-		set  bool
-	}{
-		{CheckTCP, rc.TCP != ""}, {CheckHTTP, rc.HTTP != ""}, {CheckTLS, rc.TLS != ""},
-		{CheckDNS, rc.DNS != ""}, {CheckExec, rc.Exec != nil}, {CheckUDP, rc.UDP != ""},
-	} {
-		if k.set {
+	for _, k := range checkKinds {
+		if k.set(rc) {
 			kinds = append(kinds, k.kind)
 		}
 	}
 	switch len(kinds) {
 	case 0:
-		errs.add(field, rc.Name, "exactly one of tcp, http, tls, dns, exec or udp (the key names the kind, its value the target)")
+		v.errs.add(v.field, rc.Name, "exactly one of tcp, http, tls, dns, exec or udp (the key names the kind, its value the target)")
 	case 1:
-		c.Kind = kinds[0]
+		return kinds[0]
 	default:
-		errs.add(field, rc.Name, fmt.Sprintf("exactly one of tcp, http, tls, dns, exec or udp, not %d (%s)", len(kinds), joinKinds(kinds)))
+		v.errs.add(v.field, rc.Name, fmt.Sprintf("exactly one of tcp, http, tls, dns, exec or udp, not %d (%s)", len(kinds), joinKinds(kinds)))
 	}
+	return ""
+}
 
-	hostPort := func(key, s string) {
-		if _, _, err := splitHostPort(s); err != nil {
-			errs.add(field+"."+key, s, "host:port (e.g. 127.0.0.1:443 or [::1]:443)")
+// checkRefiningKeys are the keys that refine one kind of check.
+var checkRefiningKeys = []struct {
+	key   string
+	kind  CheckKind
+	value func(*rawCheck) (string, bool) // its text, and whether it is set
+}{
+	{"expect_status", CheckHTTP, func(rc *rawCheck) (string, bool) { return rawOf(rc.ExpectStatus), rc.ExpectStatus != nil }},
+	{"server_name", CheckTLS, func(rc *rawCheck) (string, bool) { return rc.ServerName, rc.ServerName != "" }},
+	{"verify", CheckTLS, func(rc *rawCheck) (string, bool) { return boolRaw(rc.Verify), rc.Verify != nil }},
+	{"cert_expiry_warning", CheckTLS, func(rc *rawCheck) (string, bool) { return rc.CertExpiryWarning, rc.CertExpiryWarning != "" }},
+	{"query", CheckDNS, func(rc *rawCheck) (string, bool) { return rc.Query, rc.Query != "" }},
+	{"type", CheckDNS, func(rc *rawCheck) (string, bool) { return rc.Type, rc.Type != "" }},
+	{"expect", CheckDNS, func(rc *rawCheck) (string, bool) { return strOf(rc.Expect), rc.Expect != nil }},
+	{"payload", CheckUDP, func(rc *rawCheck) (string, bool) { return strOf(rc.Payload), rc.Payload != nil }},
+	{"expect_reply", CheckUDP, func(rc *rawCheck) (string, bool) { return boolRaw(rc.ExpectReply), rc.ExpectReply != nil }},
+}
+
+// otherKindKeys: keys of another kind are mistakes, not silently ignored.
+func (rc *rawCheck) otherKindKeys(kind CheckKind, v checkErrs) {
+	for _, k := range checkRefiningKeys {
+		if value, set := k.value(rc); set && kind != "" && kind != k.kind {
+			v.add(k.key, value, fmt.Sprintf("%s only with %s checks (this is a %s check)", k.key, k.kind, kind))
 		}
 	}
-	switch c.Kind {
-	case CheckTCP:
-		c.Target = rc.TCP
-		hostPort("tcp", rc.TCP)
-	case CheckHTTP:
-		c.Target = rc.HTTP
-		if !strings.HasPrefix(rc.HTTP, "http://") && !strings.HasPrefix(rc.HTTP, "https://") {
-			errs.add(field+".http", rc.HTTP, "an http:// or https:// URL")
-		}
-	case CheckTLS:
-		c.Target = rc.TLS
-		hostPort("tls", rc.TLS)
-		c.ServerName = rc.ServerName
-		if c.ServerName == "" {
-			c.ServerName, _, _ = splitHostPort(rc.TLS)
-		} else if !validDNSName(c.ServerName) {
-			errs.add(field+".server_name", rc.ServerName, "a DNS name (the SNI the server selects its certificate by)")
-		}
-		c.Verify = rc.Verify.value(errs, field+".verify", false)
-		c.CertExpiryWarning = DefaultCertExpiryWarning
-		if rc.CertExpiryWarning != "" {
-			d, ok := parseLongDuration(rc.CertExpiryWarning)
-			if !ok {
-				errs.add(field+".cert_expiry_warning", rc.CertExpiryWarning, "a duration such as 14d or 72h (0 turns the warning off)")
-			}
-			c.CertExpiryWarning = d
-		}
-	case CheckDNS:
-		c.Target = rc.DNS
-		hostPort("dns", rc.DNS)
-		c.Query, c.Type = rc.Query, strings.ToUpper(rc.Type)
-		if c.Type == "" {
-			c.Type = "A"
-		}
-		switch {
-		case rc.Query == "":
-			errs.add(field+".query", "", "the name to ask (e.g. example.com)")
-		case !validDNSName(rc.Query) && rc.Query != ".":
-			errs.add(field+".query", rc.Query, "a DNS name (labels of 1-63 characters, at most 253 in all)")
-		}
-		if _, ok := DNSTypes[c.Type]; !ok {
-			errs.add(field+".type", rc.Type, "a record type: A, AAAA, CNAME, MX, NS, PTR, SOA, SRV or TXT")
-		}
-		if rc.Expect != nil {
-			c.Expect = *rc.Expect
-			switch c.Type {
-			case "A", "AAAA":
-				a, err := netip.ParseAddr(c.Expect)
-				if err != nil || a.Is4() != (c.Type == "A") {
-					errs.add(field+".expect", c.Expect, "an "+map[bool]string{true: "IPv4", false: "IPv6"}[c.Type == "A"]+" address (the answer's "+c.Type+" record)")
-				} else {
-					c.Expect = a.String()
-				}
-			case "CNAME", "NS", "PTR", "MX":
-				if !validDNSName(c.Expect) {
-					errs.add(field+".expect", c.Expect, "a DNS name (the answer's "+c.Type+" target)")
-				}
-				c.Expect = strings.TrimSuffix(strings.ToLower(c.Expect), ".") + "."
-			case "TXT":
-			default:
-				errs.add(field+".expect", c.Expect, "expect only with type "+dnsExpectTypes)
+}
+
+// keysHelp lists a check's keys as an unknown one's error says them: the
+// name, the kind keys, each kind's refining keys, the schedule.
+func (*rawCheck) keysHelp() string {
+	var kinds []string
+	groups := []string{}
+	for _, k := range checkKinds {
+		kinds = append(kinds, string(k.kind))
+		var keys []string
+		for _, r := range checkRefiningKeys {
+			if r.kind == k.kind {
+				keys = append(keys, r.key)
 			}
 		}
-	case CheckExec:
-		c.Target = rc.Exec.raw
-		switch {
-		case !rc.Exec.ok:
-			errs.add(field+".exec", rc.Exec.raw, "a list: the command and its arguments, run without a shell (e.g. [/usr/bin/redis-cli, ping])")
-		case len(rc.Exec.items) == 0:
-			errs.add(field+".exec", "[]", "a command and its arguments (e.g. [/usr/bin/redis-cli, ping])")
-		case !filepath.IsAbs(rc.Exec.items[0]):
-			errs.add(field+".exec[0]", rc.Exec.items[0], "an absolute path (the command runs without a shell or PATH lookup)")
-		default:
-			c.Command = rc.Exec.items
-			c.Target = strings.Join(c.Command, " ")
+		if len(keys) > 0 {
+			groups = append(groups, strings.Join(keys, ", ")+" ("+string(k.kind)+")")
 		}
-	case CheckUDP:
-		c.Target = rc.UDP
-		hostPort("udp", rc.UDP)
-		if rc.Payload != nil {
-			c.Payload = *rc.Payload
-		}
-		c.ExpectReply = rc.ExpectReply.value(errs, field+".expect_reply", true)
 	}
+	return "name, one of " + strings.Join(kinds, ", ") + "; " + strings.Join(groups, "; ") + "; interval, timeout, rise, fall"
+}
 
-	// Keys of another kind are mistakes, not silently ignored.
-	only := func(key string, set bool, kind CheckKind, value string) {
-		if set && c.Kind != "" && c.Kind != kind {
-			errs.add(field+"."+key, value, fmt.Sprintf("%s only with %s checks (this is a %s check)", key, kind, c.Kind))
-		}
-	}
-	only("expect_status", rc.ExpectStatus != nil, CheckHTTP, rawOf(rc.ExpectStatus))
-	only("server_name", rc.ServerName != "", CheckTLS, rc.ServerName)
-	only("verify", rc.Verify != nil, CheckTLS, boolRaw(rc.Verify))
-	only("cert_expiry_warning", rc.CertExpiryWarning != "", CheckTLS, rc.CertExpiryWarning)
-	only("query", rc.Query != "", CheckDNS, rc.Query)
-	only("type", rc.Type != "", CheckDNS, rc.Type)
-	only("expect", rc.Expect != nil, CheckDNS, strOf(rc.Expect))
-	only("payload", rc.Payload != nil, CheckUDP, strOf(rc.Payload))
-	only("expect_reply", rc.ExpectReply != nil, CheckUDP, boolRaw(rc.ExpectReply))
-	if c.Kind == CheckHTTP {
-		c.ExpectStatus, _ = rc.ExpectStatus.value(errs, field+".expect_status", 200, 100, 599, "an HTTP status 100-599")
-	}
-
+// schedule: interval, timeout (no longer than the interval).
+func (rc *rawCheck) schedule(c *CheckConfig, v checkErrs) {
 	parseDur := func(name, s string, dst *time.Duration) {
 		if s == "" {
 			return
 		}
 		d, err := time.ParseDuration(s)
 		if err != nil || d <= 0 {
-			errs.add(field+"."+name, s, "a positive duration such as 2s or 500ms")
+			v.add(name, s, "a positive duration such as 2s or 500ms")
 			return
 		}
 		*dst = d
@@ -242,9 +157,105 @@ func (rc *rawCheck) validate(field string, errs *fieldErrors) CheckConfig {
 	parseDur("interval", rc.Interval, &c.Interval)
 	parseDur("timeout", rc.Timeout, &c.Timeout)
 	if c.Timeout > c.Interval {
-		errs.add(field+".timeout", c.Timeout.String(), "a timeout no longer than the interval ("+c.Interval.String()+")")
+		v.add("timeout", c.Timeout.String(), "a timeout no longer than the interval ("+c.Interval.String()+")")
 	}
-	return c
+}
+
+func validateTCP(rc *rawCheck, c *CheckConfig, v checkErrs) {
+	c.Target = rc.TCP
+	v.hostPort("tcp", rc.TCP)
+}
+
+// validateHTTP: the URL (expect_status is read once the other kinds' keys
+// are refused).
+func validateHTTP(rc *rawCheck, c *CheckConfig, v checkErrs) {
+	c.Target = rc.HTTP
+	if !strings.HasPrefix(rc.HTTP, "http://") && !strings.HasPrefix(rc.HTTP, "https://") {
+		v.add("http", rc.HTTP, "an http:// or https:// URL")
+	}
+}
+
+func validateTLS(rc *rawCheck, c *CheckConfig, v checkErrs) {
+	c.Target = rc.TLS
+	v.hostPort("tls", rc.TLS)
+	c.ServerName = rc.ServerName
+	if c.ServerName == "" {
+		c.ServerName, _, _ = splitHostPort(rc.TLS)
+	} else if !validDNSName(c.ServerName) {
+		v.add("server_name", rc.ServerName, "a DNS name (the SNI the server selects its certificate by)")
+	}
+	c.Verify = rc.Verify.value(v.errs, v.field+".verify", false)
+	c.CertExpiryWarning = DefaultCertExpiryWarning
+	if rc.CertExpiryWarning != "" {
+		d, ok := parseLongDuration(rc.CertExpiryWarning)
+		if !ok {
+			v.add("cert_expiry_warning", rc.CertExpiryWarning, "a duration such as 14d or 72h (0 turns the warning off)")
+		}
+		c.CertExpiryWarning = d
+	}
+}
+
+func validateDNS(rc *rawCheck, c *CheckConfig, v checkErrs) {
+	c.Target = rc.DNS
+	v.hostPort("dns", rc.DNS)
+	c.Query, c.Type = rc.Query, strings.ToUpper(rc.Type)
+	if c.Type == "" {
+		c.Type = "A"
+	}
+	switch {
+	case rc.Query == "":
+		v.add("query", "", "the name to ask (e.g. example.com)")
+	case !validDNSName(rc.Query) && rc.Query != ".":
+		v.add("query", rc.Query, "a DNS name (labels of 1-63 characters, at most 253 in all)")
+	}
+	if _, ok := DNSTypes[c.Type]; !ok {
+		v.add("type", rc.Type, "a record type: A, AAAA, CNAME, MX, NS, PTR, SOA, SRV or TXT")
+	}
+	if rc.Expect == nil {
+		return
+	}
+	c.Expect = *rc.Expect
+	switch c.Type {
+	case "A", "AAAA":
+		a, err := netip.ParseAddr(c.Expect)
+		if err != nil || a.Is4() != (c.Type == "A") {
+			v.add("expect", c.Expect, "an "+map[bool]string{true: "IPv4", false: "IPv6"}[c.Type == "A"]+" address (the answer's "+c.Type+" record)")
+		} else {
+			c.Expect = a.String()
+		}
+	case "CNAME", "NS", "PTR", "MX":
+		if !validDNSName(c.Expect) {
+			v.add("expect", c.Expect, "a DNS name (the answer's "+c.Type+" target)")
+		}
+		c.Expect = strings.TrimSuffix(strings.ToLower(c.Expect), ".") + "."
+	case "TXT":
+	default:
+		v.add("expect", c.Expect, "expect only with type "+dnsExpectTypes)
+	}
+}
+
+func validateExec(rc *rawCheck, c *CheckConfig, v checkErrs) {
+	c.Target = rc.Exec.raw
+	switch {
+	case !rc.Exec.ok:
+		v.add("exec", rc.Exec.raw, "a list: the command and its arguments, run without a shell (e.g. [/usr/bin/redis-cli, ping])")
+	case len(rc.Exec.items) == 0:
+		v.add("exec", "[]", "a command and its arguments (e.g. [/usr/bin/redis-cli, ping])")
+	case !filepath.IsAbs(rc.Exec.items[0]):
+		v.add("exec[0]", rc.Exec.items[0], "an absolute path (the command runs without a shell or PATH lookup)")
+	default:
+		c.Command = rc.Exec.items
+		c.Target = strings.Join(c.Command, " ")
+	}
+}
+
+func validateUDP(rc *rawCheck, c *CheckConfig, v checkErrs) {
+	c.Target = rc.UDP
+	v.hostPort("udp", rc.UDP)
+	if rc.Payload != nil {
+		c.Payload = *rc.Payload
+	}
+	c.ExpectReply = rc.ExpectReply.value(v.errs, v.field+".expect_reply", true)
 }
 
 func joinKinds(ks []CheckKind) string {

@@ -51,7 +51,7 @@ func ParseFiles(files []confdir.File) (*Config, *confdir.Merged, error) {
 	}
 	var raw rawConfig
 	if merged.Root != nil {
-		if err := merged.Root.Decode(&raw); err != nil {
+		if err := decodeRaw(merged.Root, &raw); err != nil {
 			// Each file decoded alone, so this is a clash only the merge
 			// made; yaml.v3 still names the line.
 			return nil, nil, fmt.Errorf("%w: merged config: %s", ErrInvalidConfig, capLines(yamlMessage(err)))
@@ -81,8 +81,11 @@ const emptyConfigMsg = "the config is empty (or only comments): expected at leas
 func decodeStrict(f confdir.File) error {
 	var raw rawConfig
 	dec := yaml.NewDecoder(bytes.NewReader(f.Data))
-	dec.KnownFields(true)
-	err := dec.Decode(&raw)
+	var doc yaml.Node
+	err := dec.Decode(&doc)
+	if err == nil {
+		err = decodeRaw(&doc, &raw)
+	}
 	switch {
 	case errors.Is(err, io.EOF) || (err == nil && raw.empty()):
 		if !f.DropIn {
@@ -102,7 +105,8 @@ func decodeStrict(f confdir.File) error {
 	return nil
 }
 
-// fileMessage turns yaml.v3's "line 3: msg" lines into "FILE:3: msg".
+// fileMessage turns "line 3: msg" lines (decodeRaw's, yaml.v3's syntax
+// errors) into "FILE:3: msg".
 func fileMessage(path, msg string) string {
 	lines := strings.Split(msg, "\n")
 	for i, l := range lines {
@@ -113,7 +117,7 @@ func fileMessage(path, msg string) string {
 				continue
 			}
 		}
-		if t != "" && !strings.HasPrefix(t, "unmarshal errors:") {
+		if t != "" {
 			lines[i] = strings.Replace(l, t, path+": "+t, 1)
 		}
 	}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -338,5 +339,47 @@ func TestKernelModules(t *testing.T) {
 		if got := strings.Join(cfg.KernelModules(), " "); got != want {
 			t.Errorf("%s: modules %q, want %q", y, got, want)
 		}
+	}
+}
+
+// TestSplitHostPort: the standard library's host:port rules (brackets,
+// zones), a host and a port 1-65535 required.
+func TestSplitHostPort(t *testing.T) {
+	for s, want := range map[string]string{
+		"127.0.0.1:53": "127.0.0.1 53", "[::1]:53": "::1 53", "[fe80::1%eth0]:853": "fe80::1%eth0 853",
+		"dns.example:53": "dns.example 53", "::1:53": "error", ":53": "error", "127.0.0.1": "error",
+		"127.0.0.1:0": "error", "127.0.0.1:65536": "error", "[::1]53": "error", "127.0.0.1:http": "error",
+	} {
+		host, port, err := splitHostPort(s)
+		got := fmt.Sprint(host, " ", port)
+		if err != nil {
+			got = "error"
+		}
+		if got != want {
+			t.Errorf("splitHostPort(%q) = %s, want %s", s, got, want)
+		}
+	}
+}
+
+// TestDecodeRawMessages: decoding errors come from the node walk, each with
+// its line, the key or value, and what the struct expects there.
+func TestDecodeRawMessages(t *testing.T) {
+	for y, want := range map[string]string{
+		"vips: []\nfoo: 1\nbar: 2\n": `invalid config: line 2: unknown key "foo" (expected one of: mode, interfaces, vips, health, return_via, tunnel)` +
+			"\n  " + `line 3: unknown key "bar" (expected one of: mode, interfaces, vips, health, return_via, tunnel)`,
+		"vips: {address: 192.0.2.10}\n":                      `invalid config: line 1: "a mapping": expected a list of VIPs`,
+		"vips: []\nhealth: [1]\n":                            `invalid config: line 2: "a list": expected a mapping of keys`,
+		"vips: []\ninterfaces: eth0\n":                       `invalid config: line 2: "eth0": expected a list of strings`,
+		"mode: loopback\nmode: tunnel\nvips: []\n":           `invalid config: line 2: key "mode" already defined at line 1`,
+		"vips: []\nreturn_via: {ports: [{port: 1, x: 2}]}\n": `invalid config: line 2: unknown key "x" (expected one of: port, protocol)`,
+	} {
+		if _, err := ParseConfig([]byte(y)); err == nil || err.Error() != want {
+			t.Errorf("%q:\n got %v\nwant %s", y, err, want)
+		}
+	}
+	// A YAML merge key and an alias decode like the mapping they name.
+	cfg, err := ParseConfig([]byte("vips: [{<<: {address: 192.0.2.10}, ports: [{port: 80}]}]\nhealth: {checks: [&c {name: a, tcp: '127.0.0.1:80'}]}\n"))
+	if err != nil || len(cfg.VIPs) != 1 || cfg.VIPs[0].Address.String() != "192.0.2.10" || len(cfg.VIPs[0].Ports) != 1 {
+		t.Errorf("merge key: %+v %v", cfg, err)
 	}
 }

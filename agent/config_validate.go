@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -364,14 +365,19 @@ func (rw *rawWeight) validate(field string, checks []CheckConfig, errs *fieldErr
 	return w
 }
 
+// splitHostPort is net.SplitHostPort (brackets, zones) with a host and a
+// port 1-65535 required.
 func splitHostPort(s string) (string, int, error) {
-	i := strings.LastIndex(s, ":")
-	if i <= 0 {
-		return "", 0, errors.New("no port")
+	host, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, err
 	}
-	port, err := strconv.Atoi(s[i+1:])
+	if host == "" {
+		return "", 0, errors.New("no host")
+	}
+	port, err := strconv.Atoi(p)
 	if err != nil || port < 1 || port > 65535 {
 		return "", 0, errors.New("bad port")
 	}
-	return strings.Trim(s[:i], "[]"), port, nil
+	return host, port, nil
 }

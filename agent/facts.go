@@ -24,7 +24,8 @@ type Facts struct {
 	DefaultLink string
 	// Gateways are the next hops of every route in the main table.
 	Gateways map[netip.Addr]bool
-	State    *State
+	// Owned is the ownership record (the state file) as read.
+	Owned *Ownership
 }
 
 // facts reads the host. Commands that change the host pass moveAside, so an
@@ -52,7 +53,7 @@ func (h *Host) facts(moveAside bool) (*Facts, error) {
 			st.addAddr(a.Link, a.Prefix.String())
 		}
 	}
-	f := &Facts{Addrs: addrs, State: st, Gateways: map[netip.Addr]bool{}, Index: map[string]int{}, MTU: map[string]int{}}
+	f := &Facts{Addrs: addrs, Owned: st, Gateways: map[netip.Addr]bool{}, Index: map[string]int{}, MTU: map[string]int{}}
 	links, err := h.nl.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)

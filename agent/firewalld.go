@@ -31,7 +31,7 @@ func firewalldRequest(d *Desired, f *Facts) firewalld.Request {
 	if d.HandsOff {
 		return req
 	}
-	if d.Mode != ModeFirewalld {
+	if !d.Redirect {
 		for _, v := range d.VIPs {
 			for _, p := range v.Ports {
 				for _, iface := range d.Interfaces {

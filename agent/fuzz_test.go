@@ -41,7 +41,7 @@ func FuzzParseConfig(f *testing.F) {
 			}
 		}
 		switch cfg.Mode {
-		case ModeLoopback, ModeARPTables, ModeFirewalld:
+		case ModeLoopback, ModeARPTables, ModeFirewalld, ModeTunnel:
 		default:
 			t.Fatalf("accepted mode %q", cfg.Mode)
 		}
@@ -58,7 +58,7 @@ func FuzzParseState(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		s := &State{SavedSysctls: map[string]string{}}
+		s := &Ownership{SavedSysctls: map[string]string{}}
 		if err := parseState(data, s); err != nil {
 			return
 		}

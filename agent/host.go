@@ -100,16 +100,13 @@ func (h *Host) Close() {
 
 // planned is a plan with the facts, desired state and surfaces it came from.
 type planned struct {
-	plan    *Plan
-	facts   *Facts
-	want    *Desired
-	sysctls *sysctlSurface
-	tables  *tableSurface
-	// blocked is a surface that could plan nothing (a foreign route in
-	// return_via's table, a foreign GUE port, a module that cannot be
-	// loaded). apply refuses it before its first change (exit 2, nothing
-	// changed); in the daemon's repair pass the other changes run, and
-	// the pass fails with it.
+	plan     *Plan
+	facts    *Facts
+	want     *Desired
+	surfaces []surface
+	// blocked is every surface's blocked(): what apply refuses before its
+	// first change, and what fails the daemon's repair pass after the
+	// other changes ran.
 	blocked error
 	// The sockets serving the VIP ports (status only: a listener is not a
 	// kernel change, so plans never read them).
@@ -134,31 +131,40 @@ func (h *Host) plan(cfg *Config, moveAside bool) (*planned, error) {
 	return h.planWith(f, d)
 }
 
-func (h *Host) planWith(f *Facts, d *Desired) (*planned, error) {
-	sysctls, tables := &sysctlSurface{proc: h.sysctl}, &tableSurface{mgr: h.tables}
+// kernel is the host's real kernel, as the surfaces see it.
+func (h *Host) kernel() kernel {
 	var tk tunnelKernel = kernelTunnel{nl: h.nl, ns: h.ns}
 	if h.tunnel != nil {
 		tk = h.tunnel
 	}
-	routes, tun := &routeSurface{mgr: &route.Manager{NL: h.nl}}, &tunnelSurface{k: tk}
-	surfaces := []surface{tun, &addrSurface{mgr: h.addrs, addrs: f.Addrs}, sysctls, tables, routes}
+	return kernel{sysctls: h.sysctl, addrs: h.addrs, tables: h.tables, routes: &route.Manager{NL: h.nl}, tunnel: tk}
+}
+
+func (h *Host) planWith(f *Facts, d *Desired) (*planned, error) { return planOn(h.kernel(), f, d) }
+
+// planOn observes and diffs every surface on k.
+func planOn(k kernel, f *Facts, d *Desired) (*planned, error) {
+	surfaces := newSurfaces(k, f)
 	for _, s := range surfaces {
 		if d.HandsOff {
 			break // nothing will be diffed
 		}
-		if err := s.observe(d, f.State); err != nil {
+		if err := s.observe(d, f.Owned); err != nil {
 			return nil, err
 		}
 	}
-	return &planned{plan: planFrom(surfaces, d, f.State), facts: f, want: d, sysctls: sysctls, tables: tables,
-		blocked: errors.Join(tun.blocked, routes.blocked)}, nil
+	var blocked []error
+	for _, s := range surfaces {
+		blocked = append(blocked, s.blocked())
+	}
+	return &planned{plan: planFrom(surfaces, d, f.Owned), facts: f, want: d, surfaces: surfaces, blocked: errors.Join(blocked...)}, nil
 }
 
 // notes are what the operator must hear beside the plan.
 func (p *planned) notes(when noteWhen) []string {
-	n := stateNotes(p.facts.State, when)
+	n := stateNotes(p.facts.Owned, when)
 	if p.want.HandsOff {
-		n = append(n, handsOffNote(p.facts.State)...)
+		n = append(n, handsOffNote(p.facts.Owned)...)
 	}
 	return n
 }
@@ -290,7 +296,7 @@ func firstErrLine(err error) string { return strings.Join(strings.Fields(err.Err
 
 // run executes a plan with the ownership bookkeeping around it.
 func (h *Host) run(p *planned) (*Plan, error) {
-	st := p.facts.State
+	st := p.facts.Owned
 	pruned := forgetVanished(p.facts, p.want.Addrs)
 	if st.Recovered != "" {
 		adoptConfiguredVIPs(p.facts, p.want.Addrs)
@@ -317,12 +323,12 @@ func (h *Host) Remove() (*Plan, error) {
 		return nil, err
 	}
 	pruned := forgetVanished(f, nil)
-	done, err := h.execute(p.plan, f.State, pruned || f.State.Recovered != "")
-	done.Notes = stateNotes(f.State, noteRemove)
+	done, err := h.execute(p.plan, f.Owned, pruned || f.Owned.Recovered != "")
+	done.Notes = stateNotes(f.Owned, noteRemove)
 	if err != nil {
 		return done, err
 	}
-	if len(f.State.Addresses) == 0 && len(f.State.SavedSysctls) == 0 {
+	if len(f.Owned.Addresses) == 0 && len(f.Owned.SavedSysctls) == 0 {
 		if err := h.store.clear(); err != nil {
 			return done, err
 		}
@@ -340,7 +346,7 @@ func adoptConfiguredVIPs(f *Facts, want []loopback.Addr) {
 	}
 	for _, a := range want {
 		if present[OwnedAddr{Link: a.Link, Prefix: a.Prefix.String()}] {
-			f.State.addAddr(a.Link, a.Prefix.String())
+			f.Owned.addAddr(a.Link, a.Prefix.String())
 		}
 	}
 }
@@ -356,5 +362,5 @@ func forgetVanished(f *Facts, want []loopback.Addr) (changed bool) {
 	for _, a := range want {
 		keep[OwnedAddr{Link: a.Link, Prefix: a.Prefix.String()}] = true
 	}
-	return f.State.keepAddrs(func(a OwnedAddr) bool { return keep[a] }) > 0
+	return f.Owned.keepAddrs(func(a OwnedAddr) bool { return keep[a] }) > 0
 }

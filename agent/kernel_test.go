@@ -138,7 +138,7 @@ func (th *testHost) requireInSync(yaml string) {
 
 // requireDrift breaks the host with a command, expects status to name a
 // difference of kind, and apply to repair it so that the host is in sync.
-func (th *testHost) requireDrift(yaml, kind string, breakIt ...string) {
+func (th *testHost) requireDrift(yaml string, kind DriftKind, breakIt ...string) {
 	th.t.Helper()
 	th.ns.Exec(th.t, breakIt[0], breakIt[1:]...)
 	r := th.status(yaml)
@@ -399,7 +399,7 @@ func TestStatusReportsEachDrift(t *testing.T) {
 	if r.InSync || r.Suppression {
 		t.Fatalf("status in sync=%v suppression=%v after drift", r.InSync, r.Suppression)
 	}
-	kinds := map[string]string{}
+	kinds := map[DriftKind]string{}
 	for _, d := range r.Differences {
 		kinds[d.Kind] = d.Subject + ": " + d.Detail
 	}
@@ -410,7 +410,7 @@ func TestStatusReportsEachDrift(t *testing.T) {
 	th.ns.Exec(t, "sysctl", "-qw", "net/ipv4/conf/eth0.100/arp_ignore=0")
 	th.ns.Exec(t, "nft", "add table arp dsr-agent")
 	r = th.status(loopbackCfg)
-	kinds = map[string]string{}
+	kinds = map[DriftKind]string{}
 	for _, d := range r.Differences {
 		kinds[d.Kind] = d.Subject + ": " + d.Detail
 	}

@@ -10,11 +10,6 @@ import (
 	"github.com/dsr-agent/dsr-agent/listener"
 )
 
-// ListenerMissing is the difference kind of a VIP port nothing serves. It is
-// not a kernel change: apply does not start services, so it never appears in
-// a plan, only in status, the daemon's snapshot and health.
-const ListenerMissing = "listener-missing"
-
 // ListenerState is whether something on the host receives one VIP port's
 // traffic ("Make sure your services include the VIP to bind to").
 type ListenerState struct {
@@ -63,15 +58,14 @@ type listenerTarget struct {
 	via string // what the address is, for the detail
 }
 
-// listenerTargets is where the kernel delivers a VIP port's packets. In
-// loopback and arptables modes: the VIP itself, arriving on an LB-facing
-// NIC. In firewalld mode the redirect rewrites the destination to to_port on
+// listenerTargets is where the kernel delivers a VIP port's packets: the
+// VIP itself, arriving on an LB-facing NIC; or, with a redirect, the redirect rewrites the destination to to_port on
 // the primary address of the incoming interface (the kernel's first IPv4 of
 // the interface; for IPv6 its first global address), so each LB-facing NIC
 // is one target; without an address of the family there is no target but
 // the wildcard.
 func listenerTargets(d *Desired, f *Facts, v VIP, p Port) []listenerTarget {
-	if d.Mode != ModeFirewalld {
+	if !d.Redirect {
 		t := listenerTarget{dst: netip.AddrPortFrom(v.Address, p.Port)}
 		for _, i := range d.Interfaces {
 			if t.ifs == nil {
@@ -116,7 +110,7 @@ func wildcards(dst netip.AddrPort) string {
 // reported: one state per VIP port, a difference for each one nothing
 // receives, and the UDP warning: a datagram server on the wildcard answers
 // from the VIP only if it uses IP_PKTINFO (which sock_diag cannot see), so
-// it is a note, not drift. firewalld mode's redirect is immune (conntrack
+// it is a note, not drift. A redirect is immune (conntrack
 // restores the VIP as the reply's source).
 func listenerView(d *Desired, f *Facts, socks []listener.Socket) (states []ListenerState, diffs []Difference, warnings []string) {
 	if d.HandsOff {
@@ -162,7 +156,7 @@ func listenerView(d *Desired, f *Facts, socks []listener.Socket) (states []Liste
 				}
 			}
 			st.Expect = strings.Join(expect, "; ")
-			if st.Present && proto == inet.UDP && onlyWildcard && d.Mode != ModeFirewalld {
+			if st.Present && proto == inet.UDP && onlyWildcard && !d.Redirect {
 				warnings = append(warnings, fmt.Sprintf("%s is served by a socket on the wildcard (%s): unless the server uses IP_PKTINFO (IPV6_RECVPKTINFO), "+
 					"its replies leave from this host's own address and clients drop them; bind it to %s (unbound: interface-automatic: yes), see docs/lab.md",
 					st.Subject, strings.Join(st.Sockets, ", "), v.Address))

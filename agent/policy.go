@@ -31,6 +31,14 @@ type Desired struct {
 	Rules       []route.Rule
 	Routes      []route.Route
 	RouteTables []int
+	// Redirect: the VIPs are never local addresses; a nat redirect rewrites
+	// their traffic to each port's to_port on the primary address of the
+	// interface it arrives on. What follows from it for the rest of the code:
+	// the ports traffic is delivered to (to_port, not port: listeners, the
+	// weight's connections), how a VIP's presence is judged (its family's
+	// table in place, not an address), and that a firewall must accept
+	// redirected traffic rather than the VIP ports (firewalld's findings).
+	Redirect bool
 	// Tunnel is mode tunnel's decapsulation (nil in the other modes).
 	Tunnel *tunnel.Spec
 	// Health is the health section with host defaults filled in (a copy;
@@ -64,67 +72,84 @@ func Resolve(cfg *Config, f *Facts) (*Desired, error) {
 	}
 	switch cfg.Mode {
 	case ModeLoopback:
-		d.Sysctls = arp.Suppression(d.Interfaces)
-		for _, v := range cfg.VIPs {
-			d.Addrs = append(d.Addrs, loopback.Addr{Link: "lo", Prefix: loopback.HostPrefix(v.Address)})
-		}
+		resolveLoopback(cfg, d)
 	case ModeARPTables:
-		arpTable := &firewall.ARPTable{}
-		nic := d.Interfaces[0]
-		real := primaryIPv4(f, nic)
-		for _, v := range cfg.VIPs {
-			if !v.Address.Is4() {
-				// ARP is IPv4 only; the kernel answers Neighbour Solicitations
-				// only for addresses on the receiving interface, so an IPv6
-				// VIP on lo is never claimed.
-				d.Addrs = append(d.Addrs, loopback.Addr{Link: "lo", Prefix: loopback.HostPrefix(v.Address)})
-				continue
-			}
-			r := v.RealIP
-			if !r.IsValid() {
-				r = real
-			}
-			arpTable.Entries = append(arpTable.Entries, firewall.ARPEntry{VIP: v.Address, Real: r})
-			d.Addrs = append(d.Addrs, loopback.Addr{Link: nic, Prefix: loopback.HostPrefix(v.Address)})
-		}
-		if len(arpTable.Entries) > 0 {
-			d.Tables[arpTable.Family()] = arpTable
-		}
+		resolveARPTables(cfg, f, d)
 	case ModeTunnel:
 		resolveTunnel(cfg, f, d)
 	case ModeFirewalld:
-		nat4, nat6 := &firewall.NATTable{}, &firewall.NATTable{IPv6: true}
-		for _, v := range cfg.VIPs {
-			t := nat4
-			if v.Address.Is6() {
-				t = nat6
-			}
-			for _, p := range v.Ports {
-				t.Redirects = append(t.Redirects, firewall.Redirect{VIP: v.Address, Proto: p.Protocol, Port: p.Port, ToPort: p.ToPort})
-			}
-		}
-		// The VIP is never local here, so arp_ignore does not cover it:
-		// proxy ARP (a forwarding host: every Docker host) or a proxy
-		// neighbour entry would answer for it. Drop those requests (and
-		// NDP's solicitations) in dsr-agent's own tables; docs/safety.md.
-		guard := &firewall.ARPGuard{}
-		for _, v := range cfg.VIPs {
-			if v.Address.Is4() {
-				guard.VIPs = append(guard.VIPs, v.Address)
-			}
-		}
-		if len(guard.VIPs) > 0 {
-			d.Tables[guard.Family()] = guard
-		}
-		nat6.DropNS = true
-		for _, t := range []*firewall.NATTable{nat4, nat6} {
-			if len(t.Redirects) > 0 {
-				d.Tables[t.Family()] = t
-			}
-		}
+		resolveFirewalld(cfg, d)
 	}
 	loopback.SortAddrs(d.Addrs)
 	return d, nil
+}
+
+// resolveLoopback: the ARP sysctls suppress the VIPs on lo.
+func resolveLoopback(cfg *Config, d *Desired) {
+	d.Sysctls = arp.Suppression(d.Interfaces)
+	for _, v := range cfg.VIPs {
+		d.Addrs = append(d.Addrs, loopback.Addr{Link: "lo", Prefix: loopback.HostPrefix(v.Address)})
+	}
+}
+
+// resolveARPTables: the VIPs on the NIC, their ARP dropped and rewritten by
+// the arp table.
+func resolveARPTables(cfg *Config, f *Facts, d *Desired) {
+	arpTable := &firewall.ARPTable{}
+	nic := d.Interfaces[0]
+	real := primaryIPv4(f, nic)
+	for _, v := range cfg.VIPs {
+		if !v.Address.Is4() {
+			// ARP is IPv4 only; the kernel answers Neighbour Solicitations
+			// only for addresses on the receiving interface, so an IPv6
+			// VIP on lo is never claimed.
+			d.Addrs = append(d.Addrs, loopback.Addr{Link: "lo", Prefix: loopback.HostPrefix(v.Address)})
+			continue
+		}
+		r := v.RealIP
+		if !r.IsValid() {
+			r = real
+		}
+		arpTable.Entries = append(arpTable.Entries, firewall.ARPEntry{VIP: v.Address, Real: r})
+		d.Addrs = append(d.Addrs, loopback.Addr{Link: nic, Prefix: loopback.HostPrefix(v.Address)})
+	}
+	if len(arpTable.Entries) > 0 {
+		d.Tables[arpTable.Family()] = arpTable
+	}
+}
+
+// resolveFirewalld: the VIPs are never local; nat redirects serve them.
+func resolveFirewalld(cfg *Config, d *Desired) {
+	d.Redirect = true
+	nat4, nat6 := &firewall.NATTable{}, &firewall.NATTable{IPv6: true}
+	for _, v := range cfg.VIPs {
+		t := nat4
+		if v.Address.Is6() {
+			t = nat6
+		}
+		for _, p := range v.Ports {
+			t.Redirects = append(t.Redirects, firewall.Redirect{VIP: v.Address, Proto: p.Protocol, Port: p.Port, ToPort: p.ToPort})
+		}
+	}
+	// The VIP is never local here, so arp_ignore does not cover it: proxy
+	// ARP (a forwarding host: every Docker host) or a proxy neighbour entry
+	// would answer for it. Drop those requests (and NDP's solicitations) in
+	// dsr-agent's own tables; docs/safety.md.
+	guard := &firewall.ARPGuard{}
+	for _, v := range cfg.VIPs {
+		if v.Address.Is4() {
+			guard.VIPs = append(guard.VIPs, v.Address)
+		}
+	}
+	if len(guard.VIPs) > 0 {
+		d.Tables[guard.Family()] = guard
+	}
+	nat6.DropNS = true
+	for _, t := range []*firewall.NATTable{nat4, nat6} {
+		if len(t.Redirects) > 0 {
+			d.Tables[t.Family()] = t
+		}
+	}
 }
 
 func resolveInterfaces(cfg *Config, f *Facts, d *Desired, errs *fieldErrors) {
@@ -171,7 +196,7 @@ func checkVIPs(cfg *Config, f *Facts, d *Desired, errs *fieldErrors) {
 	own := map[netip.Addr]string{}
 	special := map[netip.Addr]string{}
 	for _, a := range f.Addrs {
-		if a.Link == "lo" || f.State.owns(a.Link, a.Prefix.String()) {
+		if a.Link == "lo" || f.Owned.owns(a.Link, a.Prefix.String()) {
 			continue
 		}
 		own[a.Prefix.Addr()] = a.Link
@@ -228,7 +253,7 @@ func resolveHealth(cfg *Config, f *Facts, d *Desired, errs *fieldErrors) *Health
 	}
 	hostAddrs := map[netip.Addr]bool{}
 	for _, a := range f.Addrs {
-		if !f.State.owns(a.Link, a.Prefix.String()) {
+		if !f.Owned.owns(a.Link, a.Prefix.String()) {
 			hostAddrs[a.Prefix.Addr()] = true
 		}
 	}
@@ -252,7 +277,7 @@ func resolveHealth(cfg *Config, f *Facts, d *Desired, errs *fieldErrors) *Health
 // dsr-agent VIP.
 func primaryIPv4(f *Facts, link string) netip.Addr {
 	for _, a := range f.Addrs {
-		if a.Link == link && a.Prefix.Addr().Is4() && !a.Secondary && !f.State.owns(a.Link, a.Prefix.String()) {
+		if a.Link == link && a.Prefix.Addr().Is4() && !a.Secondary && !f.Owned.owns(a.Link, a.Prefix.String()) {
 			return a.Prefix.Addr()
 		}
 	}

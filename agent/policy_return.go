@@ -38,7 +38,7 @@ func resolveReturnVia(cfg *Config, f *Facts, d *Desired, errs *fieldErrors) {
 		link, own := "", []netip.Addr(nil)
 		for _, ifc := range d.Interfaces {
 			for _, a := range f.Addrs {
-				if a.Link != ifc || a.Prefix.Addr().Is6() != v6 || f.State.owns(a.Link, a.Prefix.String()) {
+				if a.Link != ifc || a.Prefix.Addr().Is6() != v6 || f.Owned.owns(a.Link, a.Prefix.String()) {
 					continue
 				}
 				if a.Prefix.Addr().IsLinkLocalUnicast() {

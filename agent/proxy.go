@@ -16,11 +16,6 @@ import (
 	"github.com/dsr-agent/dsr-agent/sysctl"
 )
 
-// ProxyAnswers is the status difference of a VIP the kernel would answer
-// ARP or Neighbour Solicitations for through proxy ARP/NDP, with nothing of
-// dsr-agent's dropping those requests.
-const ProxyAnswers = "proxy-answers"
-
 // proxyView is what the kernel's proxy ARP / proxy NDP rules do for the
 // VIPs that are not local on the LB-facing interfaces (firewalld mode's
 // VIPs; IPv6 VIPs on lo, which ndisc_recv_ns does not find on the NIC):
@@ -190,7 +185,7 @@ func (p *planned) proxyReport(r *Report) {
 		if f.VIP.Is6() {
 			fam = nftables.TableFamilyIPv6
 		}
-		if spec, ok := p.want.Tables[fam]; ok && firewall.Suppresses(spec) && p.tables.tableInSync(fam) {
+		if spec, ok := p.want.Tables[fam]; ok && firewall.Suppresses(spec) && p.tableInSync(fam) {
 			r.Warnings = append(r.Warnings, fmt.Sprintf("proxy: %s: %s; %s drops these requests", f.VIP, f, firewall.TableRef(fam)))
 			continue
 		}
@@ -198,4 +193,16 @@ func (p *planned) proxyReport(r *Report) {
 		r.Differences = append(r.Differences, Difference{Kind: ProxyAnswers, Subject: f.VIP.String() + " on " + f.NIC, Detail: f.Reason,
 			Fix: "turn the proxy setting off (dsr-agent does not change it: it belongs to the host)"})
 	}
+}
+
+// tableInSync reports whether the plan leaves dsr-agent's table of fam as
+// it is.
+func (p *planned) tableInSync(fam firewall.Family) bool {
+	ref := firewall.TableRef(fam)
+	for _, c := range p.plan.Changes {
+		if c.Kind == TableReplace && c.Subject == ref {
+			return false
+		}
+	}
+	return true
 }

@@ -75,7 +75,7 @@ func TestProxyNDPOnLoopbackVIP(t *testing.T) {
 	}
 }
 
-func hasDiff(r *Report, kind, subject string) bool {
+func hasDiff(r *Report, kind DriftKind, subject string) bool {
 	for _, d := range r.Differences {
 		if d.Kind == kind && (subject == "" || d.Subject == subject) {
 			return true

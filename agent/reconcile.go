@@ -70,6 +70,37 @@ const (
 	RouteDel      ChangeKind = "route-del"
 )
 
+// DriftKind names a way the host differs from the config (stable: status
+// --json, health's /status and the metrics use it).
+type DriftKind string
+
+// The drift kinds: a pending change of each surface, and what status reads
+// beside the plan (a listener, proxy ARP/NDP).
+const (
+	DriftVIPMissing        DriftKind = "vip-missing"
+	DriftVIPUnexpected     DriftKind = "vip-unexpected"
+	DriftSysctlWrong       DriftKind = "sysctl-wrong"
+	DriftSysctlNotRestored DriftKind = "sysctl-not-restored"
+	DriftTableWrong        DriftKind = "table-wrong"
+	DriftTableUnexpected   DriftKind = "table-unexpected"
+	DriftRouteMissing      DriftKind = "route-missing"
+	DriftRouteWrong        DriftKind = "route-wrong"
+	DriftRouteUnexpected   DriftKind = "route-unexpected"
+	DriftRuleMissing       DriftKind = "rule-missing"
+	DriftRuleUnexpected    DriftKind = "rule-unexpected"
+	DriftRuleShadowed      DriftKind = "rule-shadowed"
+	DriftTunnelMissing     DriftKind = "tunnel-missing"
+	DriftTunnelUnexpected  DriftKind = "tunnel-unexpected"
+	// ListenerMissing is a VIP port nothing serves. It is not a kernel
+	// change: apply does not start services, so it never appears in a plan,
+	// only in status, the daemon's snapshot and health.
+	ListenerMissing DriftKind = "listener-missing"
+	// ProxyAnswers is a VIP the kernel would answer ARP or Neighbour
+	// Solicitations for through proxy ARP/NDP, with nothing of dsr-agent's
+	// dropping those requests.
+	ProxyAnswers DriftKind = "proxy-answers"
+)
+
 // Change is one step of a plan. The surface that made it gave it its own
 // apply and rendering; the executor knows no kinds.
 type Change struct {
@@ -83,7 +114,7 @@ type Change struct {
 
 	phase Phase
 	// drift is how status names this change while it is pending.
-	drift string
+	drift DriftKind
 	// fix is what status suggests (default: Command).
 	fix string
 	// bookkeeping changes touch only the state file: not shown, not drift.
@@ -101,22 +132,14 @@ type Change struct {
 	// own runs before any change is applied: it records in the state what
 	// the change will own or the value it will overwrite, so the state file
 	// is always ahead of the kernel. It reports whether the state changed.
-	own func(*State) (bool, error)
+	own func(*Ownership) (bool, error)
 	// done runs after the change succeeded: it drops what is no longer owned.
-	done func(*State) bool
-}
-
-// surface is one kernel surface dsr-agent manages (sysctls, addresses,
-// nftables tables). observe reads the kernel for what the surface manages;
-// diff is then a pure function of desired, observed and owned state.
-type surface interface {
-	observe(d *Desired, st *State) error
-	diff(d *Desired, st *State) []Change
+	done func(*Ownership) bool
 }
 
 // planFrom runs every surface's diff and orders the changes by phase,
 // keeping each surface's order within a phase.
-func planFrom(surfaces []surface, d *Desired, st *State) *Plan {
+func planFrom(surfaces []surface, d *Desired, st *Ownership) *Plan {
 	if d.HandsOff {
 		return &Plan{}
 	}
@@ -136,7 +159,7 @@ func planFrom(surfaces []surface, d *Desired, st *State) *Plan {
 // execute runs the plan in phase order, keeping the state file ahead of the
 // kernel: ownership and saved values are written before the change they
 // cover, and dropped only after it.
-func (h *Host) execute(plan *Plan, st *State, dirty bool) (*Plan, error) {
+func (h *Host) execute(plan *Plan, st *Ownership, dirty bool) (*Plan, error) {
 	done := &Plan{}
 	for _, c := range plan.Changes {
 		if c.own == nil {

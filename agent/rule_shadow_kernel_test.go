@@ -96,7 +96,7 @@ func TestReturnViaForeignRuleInTheWay(t *testing.T) {
 	}
 }
 
-func hasDiffWith(r *Report, kind, detail string) bool {
+func hasDiffWith(r *Report, kind DriftKind, detail string) bool {
 	for _, d := range r.Differences {
 		if d.Kind == kind && strings.Contains(d.Subject+" "+d.Detail, detail) {
 			return true

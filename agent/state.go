@@ -27,8 +27,8 @@ import (
 // after a crash touch exactly that and nothing else.
 const stateFile = "state.json"
 
-// State is what dsr-agent has changed on this host.
-type State struct {
+// Ownership is what dsr-agent has changed on this host.
+type Ownership struct {
 	// SavedSysctls maps a sysctl key (slash-joined path) to the value found
 	// before dsr-agent first changed it; remove writes it back.
 	SavedSysctls map[string]string `json:"saved_sysctls,omitempty"`
@@ -60,14 +60,14 @@ type OwnedAddr struct {
 	Prefix string `json:"prefix"`
 }
 
-func (s *State) reindex() {
+func (s *Ownership) reindex() {
 	s.index = make(map[OwnedAddr]bool, len(s.Addresses))
 	for _, a := range s.Addresses {
 		s.index[a] = true
 	}
 }
 
-func (s *State) owns(link, prefix string) bool {
+func (s *Ownership) owns(link, prefix string) bool {
 	if s.index == nil {
 		s.reindex()
 	}
@@ -75,7 +75,7 @@ func (s *State) owns(link, prefix string) bool {
 }
 
 // addAddr records an owned address; it reports whether it was new.
-func (s *State) addAddr(link, prefix string) bool {
+func (s *Ownership) addAddr(link, prefix string) bool {
 	if s.owns(link, prefix) {
 		return false
 	}
@@ -87,7 +87,7 @@ func (s *State) addAddr(link, prefix string) bool {
 
 // dropAddr forgets an owned address in O(1) (deleting 10,000 VIPs must not
 // cost O(n²)); Addresses is compacted before it is next read or saved.
-func (s *State) dropAddr(link, prefix string) bool {
+func (s *Ownership) dropAddr(link, prefix string) bool {
 	if !s.owns(link, prefix) {
 		return false
 	}
@@ -96,7 +96,7 @@ func (s *State) dropAddr(link, prefix string) bool {
 	return true
 }
 
-func (s *State) compact() {
+func (s *Ownership) compact() {
 	if s.dropped > 0 {
 		s.Addresses = slices.DeleteFunc(s.Addresses, func(a OwnedAddr) bool { return !s.index[a] })
 		s.dropped = 0
@@ -104,7 +104,7 @@ func (s *State) compact() {
 }
 
 // keepAddrs drops every owned address for which keep is false.
-func (s *State) keepAddrs(keep func(OwnedAddr) bool) (dropped int) {
+func (s *Ownership) keepAddrs(keep func(OwnedAddr) bool) (dropped int) {
 	s.compact()
 	n := len(s.Addresses)
 	s.Addresses = slices.DeleteFunc(s.Addresses, func(a OwnedAddr) bool { return !keep(a) })
@@ -131,12 +131,12 @@ var errCorruptState = errors.New("state file unreadable")
 // Recovered and rebuilds ownership from what it can prove (labels, its own
 // tables). With moveAside the bad file is renamed state.json.corrupt-<time>
 // so the next save does not overwrite the evidence.
-func (st *stateStore) load(moveAside bool) (*State, error) {
+func (st *stateStore) load(moveAside bool) (*Ownership, error) {
 	s, err := st.read()
 	if err == nil || !errors.Is(err, errCorruptState) {
 		return s, err
 	}
-	fresh := &State{SavedSysctls: map[string]string{}, Recovered: err.Error()}
+	fresh := &Ownership{SavedSysctls: map[string]string{}, Recovered: err.Error()}
 	if moveAside {
 		aside := st.path() + ".corrupt-" + time.Now().UTC().Format("20060102T150405.000000000Z")
 		if rerr := os.Rename(st.path(), aside); rerr != nil {
@@ -149,8 +149,8 @@ func (st *stateStore) load(moveAside bool) (*State, error) {
 	return fresh, nil
 }
 
-func (st *stateStore) read() (*State, error) {
-	s := &State{SavedSysctls: map[string]string{}}
+func (st *stateStore) read() (*Ownership, error) {
+	s := &Ownership{SavedSysctls: map[string]string{}}
 	// O_NOFOLLOW: a symlink planted at state.json must not make root read
 	// (and later replace) another file.
 	f, err := os.OpenFile(st.path(), os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
@@ -190,7 +190,7 @@ const maxStateSize = 16 << 20
 // parseState accepts only what dsr-agent writes: one JSON object whose
 // entries are well-formed (sysctl paths of its table, numeric values,
 // address prefixes).
-func parseState(data []byte, s *State) error {
+func parseState(data []byte, s *Ownership) error {
 	if len(data) > maxStateSize {
 		return fmt.Errorf("larger than %d MiB", maxStateSize>>20)
 	}
@@ -228,7 +228,7 @@ func parseState(data []byte, s *State) error {
 
 // save writes atomically: a temp file in the same dir, fsync, rename, fsync
 // the dir. A crash leaves the old state or the new one, never a torn file.
-func (st *stateStore) save(s *State) error {
+func (st *stateStore) save(s *Ownership) error {
 	if err := os.MkdirAll(st.dir, 0o700); err != nil {
 		return fmt.Errorf("create state dir %s: %w", st.dir, err)
 	}
@@ -286,7 +286,7 @@ func (st *stateStore) close() {
 }
 
 // handsOffNote tells why an empty VIP list leaves dsr-agent's setup alone.
-func handsOffNote(s *State) []string {
+func handsOffNote(s *Ownership) []string {
 	if len(s.Addresses) == 0 && len(s.SavedSysctls) == 0 {
 		return nil
 	}
@@ -305,7 +305,7 @@ const (
 
 // stateNotes tells the operator about a rebuilt state: why, and which
 // sysctls remove cannot put back.
-func stateNotes(s *State, when noteWhen) []string {
+func stateNotes(s *Ownership, when noteWhen) []string {
 	var notes []string
 	if s.Recovered != "" {
 		notes = append(notes, "the state file was unreadable ("+s.Recovered+"): ownership rebuilt from dsr-agent's labels and tables")

@@ -5,13 +5,8 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/google/nftables"
-
-	"github.com/dsr-agent/dsr-agent/arp"
-	"github.com/dsr-agent/dsr-agent/firewall"
 	"github.com/dsr-agent/dsr-agent/firewalld"
 	"github.com/dsr-agent/dsr-agent/listener"
-	"github.com/dsr-agent/dsr-agent/loopback"
 )
 
 // Report compares the host with the config.
@@ -61,9 +56,9 @@ type VIPState struct {
 
 // Difference is one way the host differs from the config.
 type Difference struct {
-	Kind    string `json:"kind"`
-	Subject string `json:"subject"`
-	Detail  string `json:"detail"`
+	Kind    DriftKind `json:"kind"`
+	Subject string    `json:"subject"`
+	Detail  string    `json:"detail"`
 	// Fix is the command apply would run.
 	Fix string `json:"fix,omitempty"`
 }
@@ -123,14 +118,12 @@ func (h *Host) readListeners(p *planned) {
 // report is the status view of a plan: each pending change is a difference.
 func (p *planned) report() *Report {
 	r := &Report{Mode: string(p.want.Mode), Suppression: true, VIPs: []VIPState{}, Differences: []Difference{}}
-	missing := map[string]bool{}
 	for _, c := range p.plan.Visible() {
 		d := Difference{Kind: c.drift, Subject: c.Subject, Detail: c.Reason, Fix: c.Command}
 		if c.fix != "" {
 			d.Fix = c.fix
 		}
 		if c.missing != nil {
-			missing[loopback.Key(c.missing.Link, c.missing.Prefix)] = true
 			d.Detail = "missing from " + c.missing.Link
 		}
 		if c.unsuppressed {
@@ -138,17 +131,8 @@ func (p *planned) report() *Report {
 		}
 		r.Differences = append(r.Differences, d)
 	}
-	for _, a := range p.want.Addrs {
-		r.VIPs = append(r.VIPs, VIPState{Address: a.Prefix.Addr().String(), Link: a.Link, Present: !missing[loopback.Key(a.Link, a.Prefix)]})
-	}
-	if p.want.Mode == ModeFirewalld {
-		for _, v := range p.want.VIPs {
-			fam := firewall.Family(nftables.TableFamilyIPv4)
-			if v.Address.Is6() {
-				fam = nftables.TableFamilyIPv6
-			}
-			r.VIPs = append(r.VIPs, VIPState{Address: v.Address.String(), Present: p.tables.tableInSync(fam)})
-		}
+	for _, s := range p.surfaces {
+		s.report(p, r)
 	}
 	var listenerWarnings []string
 	switch {
@@ -164,20 +148,11 @@ func (p *planned) report() *Report {
 	r.Differences = append(r.Differences, proxy.Differences...)
 	r.Suppression = r.Suppression && (len(proxy.Differences) == 0)
 	r.InSync = len(r.Differences) == 0
-	r.Warnings = append(p.sysctlCaveats(), p.notes(noteStatus)...)
+	r.Warnings = append(r.Warnings, p.notes(noteStatus)...)
 	r.Warnings = append(r.Warnings, proxy.Warnings...)
 	r.Warnings = append(r.Warnings, netmgrWarnings(p.want, p.facts)...)
 	r.Warnings = append(r.Warnings, listenerWarnings...)
 	return r
-}
-
-// sysctlCaveats are the arp.Rules caveats of the values the LB-facing
-// interfaces will have once the plan ran.
-func (p *planned) sysctlCaveats() []string {
-	if len(p.want.Sysctls) == 0 {
-		return nil
-	}
-	return arp.Caveats(p.want.Interfaces, p.sysctls.after(p.want))
 }
 
 // String renders the report for people: one line per difference.

@@ -9,14 +9,14 @@ import (
 
 // addrSurface is the VIP addresses: on lo, or on the NIC in arptables mode.
 type addrSurface struct {
-	mgr *loopback.Manager
+	k addrKernel
 	// addrs is every address on the host (the facts' one dump).
 	addrs []loopback.Addr
 }
 
-func (s *addrSurface) observe(*Desired, *State) error { return nil }
+func (s *addrSurface) observe(*Desired, *Ownership) error { return nil }
 
-func (s *addrSurface) diff(d *Desired, st *State) []Change {
+func (s *addrSurface) diff(d *Desired, st *Ownership) []Change {
 	var out []Change
 	present := make(map[string]loopback.Addr, len(s.addrs))
 	// The first IPv4 of each interface in the kernel's order: the host's
@@ -50,7 +50,7 @@ func (s *addrSurface) diff(d *Desired, st *State) []Change {
 			continue
 		}
 		a := loopback.Addr{Link: oa.Link, Prefix: p}
-		forget := func(st *State) bool { return st.dropAddr(a.Link, a.Prefix.String()) }
+		forget := func(st *Ownership) bool { return st.dropAddr(a.Link, a.Prefix.String()) }
 		if why := notProvablyOwn(pa, primary[pa.Link]); why != "" {
 			// Defence in depth behind the state dir check: a state file
 			// must never make dsr-agent delete the host's own address.
@@ -68,8 +68,8 @@ func (s *addrSurface) diff(d *Desired, st *State) []Change {
 			}
 		}
 		out = append(out, Change{Kind: AddrDel, Subject: p.Addr().String(), Reason: reason,
-			Command: a.Command("del"), phase: phase, drift: "vip-unexpected",
-			apply: func() error { return s.mgr.Del(a) }, done: forget})
+			Command: a.Command("del"), phase: phase, drift: DriftVIPUnexpected,
+			apply: func() error { return s.k.Del(a) }, done: forget})
 	}
 	labels := loopback.NewLabeler(s.addrs)
 	for _, a := range d.Addrs {
@@ -80,9 +80,9 @@ func (s *addrSurface) diff(d *Desired, st *State) []Change {
 			a.Label = labels.Next(a.Link)
 		}
 		out = append(out, Change{Kind: AddrAdd, Subject: a.Prefix.Addr().String(), Command: a.Command("add"),
-			phase: PhaseAddVIPs, drift: "vip-missing", missing: &a,
-			own:   func(st *State) (bool, error) { return st.addAddr(a.Link, a.Prefix.String()), nil },
-			apply: func() error { return s.mgr.Add(a) }})
+			phase: PhaseAddVIPs, drift: DriftVIPMissing, missing: &a,
+			own:   func(st *Ownership) (bool, error) { return st.addAddr(a.Link, a.Prefix.String()), nil },
+			apply: func() error { return s.k.Add(a) }})
 	}
 	return out
 }
@@ -102,4 +102,17 @@ func notProvablyOwn(a loopback.Addr, primary netip.Prefix) string {
 		return "the primary address of " + a.Link + " without dsr-agent's label"
 	}
 	return ""
+}
+
+func (s *addrSurface) blocked() error { return nil }
+
+// report: each VIP address is present where the mode wants it, or not.
+func (s *addrSurface) report(p *planned, r *Report) {
+	present := make(map[string]bool, len(s.addrs))
+	for _, a := range s.addrs {
+		present[loopback.Key(a.Link, a.Prefix)] = true
+	}
+	for _, a := range p.want.Addrs {
+		r.VIPs = append(r.VIPs, VIPState{Address: a.Prefix.Addr().String(), Link: a.Link, Present: present[loopback.Key(a.Link, a.Prefix)]})
+	}
 }

@@ -18,7 +18,7 @@ var sysctlRules = append(slices.Clone(arp.Rules), rpfilter.Rule)
 // sysctlSurface is the ARP sysctls: set what the rules require, save what
 // was there, restore it when no longer wanted.
 type sysctlSurface struct {
-	proc *sysctl.Proc
+	k sysctlKernel
 	// cur holds the current values of desired and saved sysctls, by
 	// Path.Key ("" when the sysctl does not exist, e.g. its interface is gone).
 	cur map[string]string
@@ -28,7 +28,7 @@ type sysctlSurface struct {
 	inherit map[string]string
 }
 
-func (s *sysctlSurface) observe(d *Desired, st *State) error {
+func (s *sysctlSurface) observe(d *Desired, st *Ownership) error {
 	s.cur = map[string]string{}
 	paths := map[string]sysctl.Path{}
 	for _, w := range d.Sysctls {
@@ -38,7 +38,7 @@ func (s *sysctlSurface) observe(d *Desired, st *State) error {
 		paths[k] = sysctl.ParseKey(k)
 	}
 	for k, p := range paths {
-		v, err := s.proc.Read(p)
+		v, err := s.k.Read(p)
 		if err != nil && !errors.Is(err, sysctl.ErrNotFound) {
 			return err
 		}
@@ -52,7 +52,7 @@ func (s *sysctlSurface) observe(d *Desired, st *State) error {
 		}
 		def := slices.Clone(w.Path)
 		def[len(def)-2] = "default"
-		if v, err := s.proc.Read(def); err == nil {
+		if v, err := s.k.Read(def); err == nil {
 			// Judged as the value the device will start with: written
 			// only if that would not do.
 			s.inherit[k] = v
@@ -62,7 +62,7 @@ func (s *sysctlSurface) observe(d *Desired, st *State) error {
 	return nil
 }
 
-func (s *sysctlSurface) diff(d *Desired, st *State) []Change {
+func (s *sysctlSurface) diff(d *Desired, st *Ownership) []Change {
 	var out []Change
 	wanted := map[string]bool{}
 	for _, w := range d.Sysctls {
@@ -74,8 +74,8 @@ func (s *sysctlSurface) diff(d *Desired, st *State) []Change {
 			found = s.inherit[path.Key()]
 		}
 		out = append(out, Change{Kind: SysctlSet, Subject: path.String(), Reason: v.Reason, Command: sysctlCommand(path, value),
-			phase: PhaseSuppress, drift: "sysctl-wrong", unsuppressed: slices.Contains(arp.Rules, v.Setting.Rule),
-			own: func(st *State) (bool, error) {
+			phase: PhaseSuppress, drift: DriftSysctlWrong, unsuppressed: slices.Contains(arp.Rules, v.Setting.Rule),
+			own: func(st *Ownership) (bool, error) {
 				if _, saved := st.SavedSysctls[path.Key()]; saved {
 					return false, nil
 				}
@@ -85,7 +85,7 @@ func (s *sysctlSurface) diff(d *Desired, st *State) []Change {
 				st.SavedSysctls[path.Key()] = found
 				return true, nil
 			},
-			apply: func() error { return s.proc.Write(path, value) },
+			apply: func() error { return s.k.Write(path, value) },
 		})
 	}
 	for _, k := range slices.Sorted(maps.Keys(st.SavedSysctls)) {
@@ -93,7 +93,7 @@ func (s *sysctlSurface) diff(d *Desired, st *State) []Change {
 			continue
 		}
 		path, saved, cur := sysctl.ParseKey(k), st.SavedSysctls[k], s.cur[k]
-		forget := func(st *State) bool { delete(st.SavedSysctls, path.Key()); return true }
+		forget := func(st *Ownership) bool { delete(st.SavedSysctls, path.Key()); return true }
 		rule := sysctl.RuleFor(path, sysctlRules)
 		if cur == "" || cur == saved || rule == nil || cur != strconv.Itoa(rule.Target) {
 			// Gone with its interface, already back, or changed by someone
@@ -102,9 +102,9 @@ func (s *sysctlSurface) diff(d *Desired, st *State) []Change {
 			continue
 		}
 		out = append(out, Change{Kind: SysctlRestore, Subject: path.String(), Reason: "restore the value found before dsr-agent",
-			Command: sysctlCommand(path, saved), phase: PhaseRestore, drift: "sysctl-not-restored", done: forget,
+			Command: sysctlCommand(path, saved), phase: PhaseRestore, drift: DriftSysctlNotRestored, done: forget,
 			apply: func() error {
-				if err := s.proc.Write(path, saved); err != nil && !errors.Is(err, sysctl.ErrNotFound) {
+				if err := s.k.Write(path, saved); err != nil && !errors.Is(err, sysctl.ErrNotFound) {
 					return err
 				}
 				return nil
@@ -125,4 +125,14 @@ func (s *sysctlSurface) after(d *Desired) map[string]string {
 
 func sysctlCommand(path sysctl.Path, value string) string {
 	return fmt.Sprintf("sysctl -w %s=%s", path, value)
+}
+
+func (s *sysctlSurface) blocked() error { return nil }
+
+// report: the arp.Rules caveats of the values the LB-facing interfaces will
+// have once the plan ran.
+func (s *sysctlSurface) report(p *planned, r *Report) {
+	if len(p.want.Sysctls) > 0 {
+		r.Warnings = append(r.Warnings, arp.Caveats(p.want.Interfaces, s.after(p.want))...)
+	}
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/google/nftables"
 
@@ -11,15 +12,15 @@ import (
 
 // tableSurface is dsr-agent's own nftables tables, replaced atomically.
 type tableSurface struct {
-	mgr *firewall.Manager
+	k tableKernel
 	// present: which families have a dsr-agent table; why: for each desired
 	// table, "" when in sync, else why not.
 	present map[firewall.Family]bool
 	why     map[firewall.Family]string
 }
 
-func (s *tableSurface) observe(d *Desired, _ *State) error {
-	present, err := s.mgr.Present()
+func (s *tableSurface) observe(d *Desired, _ *Ownership) error {
+	present, err := s.k.Present()
 	if errors.Is(err, firewall.ErrPermission) {
 		return fmt.Errorf("%w: %w", ErrPrivileges, err)
 	}
@@ -32,22 +33,22 @@ func (s *tableSurface) observe(d *Desired, _ *State) error {
 			s.why[fam] = firewall.TableMissing
 			continue
 		}
-		if s.why[fam], err = s.mgr.Diff(spec); err != nil {
+		if s.why[fam], err = s.k.Diff(spec); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (s *tableSurface) diff(d *Desired, _ *State) []Change {
+func (s *tableSurface) diff(d *Desired, _ *Ownership) []Change {
 	var out, deletes []Change
 	for _, fam := range firewall.Families {
 		spec, ok := d.Tables[fam]
 		if !ok {
 			if s.present[fam] {
 				del := Change{Kind: TableDelete, Subject: firewall.TableRef(fam), Reason: "not in the config",
-					Command: firewall.RenderDelete(fam), phase: PhaseRemoveTables, drift: "table-unexpected",
-					apply: func() error { return s.mgr.Delete(fam) }}
+					Command: firewall.RenderDelete(fam), phase: PhaseRemoveTables, drift: DriftTableUnexpected,
+					apply: func() error { return s.k.Delete(fam) }}
 				// The arp table (arptables mode's rules, firewalld mode's
 				// guard) leaves last: while a redirect still serves a VIP,
 				// proxy ARP must stay dropped.
@@ -77,12 +78,30 @@ func (s *tableSurface) diff(d *Desired, _ *State) []Change {
 		}
 		cmd := firewall.RenderReplace(spec)
 		out = append(out, Change{Kind: TableReplace, Subject: firewall.TableRef(fam), Reason: why, Command: cmd,
-			phase: phase, drift: "table-wrong", fix: "dsr-agent apply", unsuppressed: suppression,
+			phase: phase, drift: DriftTableWrong, fix: "dsr-agent apply", unsuppressed: suppression,
 			render: func() string { return fmt.Sprintf("# %s: %s\n%s", firewall.TableRef(fam), why, cmd) },
-			apply:  func() error { return s.mgr.Replace(spec) }})
+			apply:  func() error { return s.k.Replace(spec) }})
 	}
 	return append(out, deletes...)
 }
 
-// tableInSync reports whether the desired table of fam needs no change.
-func (s *tableSurface) tableInSync(fam firewall.Family) bool { return s.why[fam] == "" }
+func (s *tableSurface) blocked() error { return nil }
+
+// report: a VIP served by a redirect (never a local address) is present
+// when its family's table is in place.
+func (s *tableSurface) report(p *planned, r *Report) {
+	if !p.want.Redirect {
+		return
+	}
+	for _, v := range p.want.VIPs {
+		r.VIPs = append(r.VIPs, VIPState{Address: v.Address.String(), Present: s.why[tableFamily(v.Address)] == ""})
+	}
+}
+
+// tableFamily is the family of the nat table that serves addr.
+func tableFamily(addr netip.Addr) firewall.Family {
+	if addr.Is6() {
+		return nftables.TableFamilyIPv6
+	}
+	return nftables.TableFamilyIPv4
+}

@@ -13,7 +13,7 @@ import (
 
 // tunnelSurface is mode tunnel's decapsulation: tunl0 / ip6tnl0 up and the
 // GUE receive port. What dsr-agent brought up or added is recorded in the
-// state (State.Tunnel) before the change, and only that is ever undone.
+// state (Ownership.Tunnel) before the change, and only that is ever undone.
 type tunnelSurface struct {
 	k     tunnelKernel
 	steps []tunnel.Step
@@ -24,11 +24,11 @@ type tunnelSurface struct {
 	// blocked: a foreign fou port or device is in the way, or a module
 	// cannot be loaded. apply refuses the whole plan; the daemon's repair
 	// pass still runs the other steps and surfaces.
-	blocked error
+	block error
 }
 
-func (s *tunnelSurface) observe(d *Desired, st *State) error {
-	s.steps, s.stale, s.blocked = nil, tunnel.Owned{}, nil
+func (s *tunnelSurface) observe(d *Desired, st *Ownership) error {
+	s.steps, s.stale, s.block = nil, tunnel.Owned{}, nil
 	if d.Tunnel == nil && st.Tunnel.Empty() {
 		// Nothing wanted, nothing owned: nothing to plan, and the other
 		// modes' passes do not pay for the device and fou lookups.
@@ -45,9 +45,9 @@ func (s *tunnelSurface) observe(d *Desired, st *State) error {
 	s.stale = staleOwned(st.Tunnel, obs)
 	steps, err := tunnel.Needed(spec, obs, st.Tunnel)
 	var conflict *tunnel.ConflictError
-	s.steps, s.blocked = steps, nil
+	s.steps, s.block = steps, nil
 	if errors.As(err, &conflict) {
-		s.blocked = fmt.Errorf("%w: %w: tunnel: %w", ErrInvalidConfig, ErrHostMismatch, err)
+		s.block = fmt.Errorf("%w: %w: tunnel: %w", ErrInvalidConfig, ErrHostMismatch, err)
 	} else if err != nil {
 		return err
 	}
@@ -65,7 +65,7 @@ func (s *tunnelSurface) observe(d *Desired, st *State) error {
 				ErrInvalidConfig, ModeTunnel, step.Module, moduleUse[step.Module], err))
 		}
 	}
-	s.blocked = errors.Join(append([]error{s.blocked}, missing...)...)
+	s.block = errors.Join(append([]error{s.block}, missing...)...)
 	return nil
 }
 
@@ -128,27 +128,27 @@ var tunnelKinds = map[tunnel.Kind]ChangeKind{
 	tunnel.DeleteLink: "link-del",
 }
 
-func (s *tunnelSurface) diff(*Desired, *State) []Change {
+func (s *tunnelSurface) diff(*Desired, *Ownership) []Change {
 	var out []Change
 	if !s.stale.Empty() {
 		stale := s.stale
 		// In own, ahead of the adds' own in this same plan: an entry
 		// forgotten here and re-added below stays owned.
 		out = append(out, Change{Kind: "tunnel-forget", Subject: "tunnel", phase: PhaseDevices, bookkeeping: true,
-			own: func(st *State) (bool, error) { st.Tunnel = forgetOwned(st.Tunnel, stale); return true, nil }})
+			own: func(st *Ownership) (bool, error) { st.Tunnel = forgetOwned(st.Tunnel, stale); return true, nil }})
 	}
 	for _, step := range s.steps {
 		c := Change{Kind: tunnelKinds[step.Kind], Subject: step.String(), Command: step.Command(),
 			apply: func() error { return s.k.apply(step) }}
 		if step.Removal() {
 			// After the VIPs that used it left and the tables went.
-			c.phase, c.drift, c.Reason = PhaseRemoveDevices, "tunnel-unexpected", "not in the config"
-			c.done = func(st *State) bool { st.Tunnel.Record(step); return true }
+			c.phase, c.drift, c.Reason = PhaseRemoveDevices, DriftTunnelUnexpected, "not in the config"
+			c.done = func(st *Ownership) bool { st.Tunnel.Record(step); return true }
 		} else {
 			// Before suppression: the decapsulation device's sysctls and
 			// the VIPs on it need the device.
-			c.phase, c.drift, c.Reason = PhaseDevices, "tunnel-missing", "missing"
-			c.own = func(st *State) (bool, error) { st.Tunnel.Record(step); return true, nil }
+			c.phase, c.drift, c.Reason = PhaseDevices, DriftTunnelMissing, "missing"
+			c.own = func(st *Ownership) (bool, error) { st.Tunnel.Record(step); return true, nil }
 		}
 		out = append(out, c)
 	}
@@ -164,3 +164,8 @@ func forgetOwned(own, stale tunnel.Owned) tunnel.Owned {
 	own.FouPorts = slices.DeleteFunc(slices.Clone(own.FouPorts), func(k tunnel.FouKey) bool { return slices.Contains(stale.FouPorts, k) })
 	return own
 }
+
+func (s *tunnelSurface) blocked() error { return s.block }
+
+// report: nothing beyond its changes.
+func (s *tunnelSurface) report(*planned, *Report) {}

@@ -2,49 +2,17 @@ package daemon
 
 import (
 	"context"
-	"fmt"
-	"net/netip"
 	"time"
 
 	"github.com/dsr-agent/dsr-agent/agent"
-	"github.com/dsr-agent/dsr-agent/listener"
 )
 
-// Connections counts the established TCP connections to the VIPs, exactly
-// as the agent-check weight's connections signal does (weightTargets): by
-// local address, or in firewalld mode by the redirects' target ports. It
-// reads the calling process's network namespace.
-type Connections struct {
-	diag  *listener.Diag
-	addrs []netip.Addr
-	ports []uint16
+// OpenConnections opens a counter of want's established TCP connections,
+// exactly as the agent-check weight's connections signal counts them
+// (Desired.ConnectionTargets), in the calling process's network namespace.
+func OpenConnections(want *agent.Desired) (*agent.ConnectionCounter, error) {
+	return agent.OpenConnectionCounter(want.ConnectionTargets())
 }
-
-// OpenConnections opens a sock_diag socket counting want's connections.
-func OpenConnections(want *agent.Desired) (*Connections, error) {
-	addrs, ports := weightTargets(want)
-	return openConnections(addrs, ports)
-}
-
-func openConnections(addrs []netip.Addr, ports []uint16) (*Connections, error) {
-	diag, err := listener.Open(-1)
-	if err != nil {
-		return nil, err
-	}
-	return &Connections{diag: diag, addrs: addrs, ports: ports}, nil
-}
-
-// Count is one kernel-filtered dump of the established TCP sockets.
-func (c *Connections) Count() (int, error) {
-	n, err := c.diag.CountEstablished(c.addrs, c.ports)
-	if err != nil {
-		return 0, fmt.Errorf("count established connections: %w", err)
-	}
-	return n, nil
-}
-
-// Close releases the socket.
-func (c *Connections) Close() error { return c.diag.Close() }
 
 // DrainPoll is how often WaitConnections counts. The kernel announces no
 // socket leaving ESTABLISHED (sock_diag's destroy events come only when a

@@ -18,8 +18,6 @@ import (
 
 	"github.com/dsr-agent/dsr-agent/agent"
 	"github.com/dsr-agent/dsr-agent/health"
-	"github.com/dsr-agent/dsr-agent/loopback"
-	"github.com/dsr-agent/dsr-agent/sysctl"
 )
 
 // Options configure Run.
@@ -34,11 +32,11 @@ type Options struct {
 	// the notifications and the sysctl poll miss.
 	Resync time.Duration
 	// SysctlPoll is how often the ARP sysctls are read to see a reset
-	// (default sysctl.DefaultPoll).
+	// (default agent.DefaultSysctlPoll).
 	SysctlPoll time.Duration
 	// ListenerPoll is how often the sockets of the VIP ports are read to
 	// notice a service that started or stopped (default
-	// listener.DefaultPoll).
+	// agent.DefaultListenerPoll).
 	ListenerPoll time.Duration
 	// Debounce is how long to let a burst of events (ip addr flush) settle
 	// before a pass; the pass repairs all of them at once.
@@ -90,25 +88,7 @@ type daemon struct {
 // cancellation, leaving the host configured. A config that does not load at
 // start is returned as is (it wraps agent.ErrInvalidConfig: exit 2).
 func Run(ctx context.Context, o Options) error {
-	if o.Log == nil {
-		o.Log = slog.Default()
-	}
-	if o.Resync <= 0 {
-		o.Resync = DefaultResync
-	}
-	if o.SysctlPoll <= 0 {
-		o.SysctlPoll = sysctl.DefaultPoll
-	}
-	if o.Debounce < 0 {
-		o.Debounce = 0
-	}
-	if o.Notify == nil {
-		o.Notify = func(state string) {
-			if _, err := sd.SdNotify(false, state); err != nil {
-				o.Log.Warn("systemd notify failed", "state", state, "err", err)
-			}
-		}
-	}
+	o = o.withDefaults()
 	cfg, want, err := loadWhenHostReady(ctx, o)
 	if err != nil {
 		return err
@@ -119,17 +99,7 @@ func Run(ctx context.Context, o Options) error {
 	d := &daemon{o: o, log: o.Log, state: health.NewState(), w: newWaker(), watchers: agent.NewWatchers(), cfg: cfg, want: want, retryDelay: time.Second}
 	d.checker = health.NewChecker(d.state)
 	defer d.checker.Stop()
-
-	mode, err := health.LoadDrain(o.StateDir)
-	if err != nil {
-		// A corrupt drain file must not keep the host out of service silently
-		// nor crash the daemon: log it loudly and treat as in rotation.
-		d.log.Error("cannot read drain state; assuming in rotation", "err", err)
-	}
-	d.state.SetDrain(mode)
-	if mode != health.InRotation {
-		d.log.Warn("host is drained (persisted); run `dsr-agent undrain` to put it back", "drain", mode)
-	}
+	d.restoreDrain()
 
 	ctl, err := listenControl(o.StateDir, d.state, d.log)
 	if err != nil {
@@ -145,32 +115,59 @@ func Run(ctx context.Context, o Options) error {
 	// Subscribe before the first apply so nothing changed between the apply
 	// and the subscription goes unnoticed.
 	d.watchers.Follow(want)
-	if o.ListenerPoll > 0 {
-		d.watchers.ListenerPoll = o.ListenerPoll
-	}
-	go d.watchers.Run(ctx, d.w.wake, d.log, o.SysctlPoll)
+	go d.watchers.Run(ctx, d.w.wake, d.log, agent.WatchOptions{SysctlPoll: o.SysctlPoll, ListenerPoll: o.ListenerPoll})
 
-	sigs := o.Signals
-	if sigs == nil {
-		ch := make(chan os.Signal, 4)
-		signal.Notify(ch, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-		defer signal.Stop(ch)
-		sigs = ch
-	}
+	return d.loop(ctx, ctl)
+}
 
-	var watchdog <-chan time.Time
-	if wd, err := sd.SdWatchdogEnabled(false); err == nil && wd > 0 {
-		t := time.NewTicker(wd / 3)
-		defer t.Stop()
-		watchdog = t.C
-		d.log.Info("systemd watchdog enabled", "interval", wd)
+// withDefaults fills in what the caller left unset.
+func (o Options) withDefaults() Options {
+	if o.Log == nil {
+		o.Log = slog.Default()
 	}
-	resync := time.NewTicker(o.Resync)
+	if o.Resync <= 0 {
+		o.Resync = DefaultResync
+	}
+	if o.Debounce < 0 {
+		o.Debounce = 0
+	}
+	if o.Notify == nil {
+		log := o.Log
+		o.Notify = func(state string) {
+			if _, err := sd.SdNotify(false, state); err != nil {
+				log.Warn("systemd notify failed", "state", state, "err", err)
+			}
+		}
+	}
+	return o
+}
+
+// restoreDrain puts back the operator's persisted drain.
+func (d *daemon) restoreDrain() {
+	mode, err := health.LoadDrain(d.o.StateDir)
+	if err != nil {
+		// A corrupt drain file must not keep the host out of service silently
+		// nor crash the daemon: log it loudly and treat as in rotation.
+		d.log.Error("cannot read drain state; assuming in rotation", "err", err)
+	}
+	d.state.SetDrain(mode)
+	if mode != health.InRotation {
+		d.log.Warn("host is drained (persisted); run `dsr-agent undrain` to put it back", "drain", mode)
+	}
+}
+
+// loop is the reconcile loop: one pass at start, then one per wake-up,
+// reload, resync or retry, until a signal or ctx ends it.
+func (d *daemon) loop(ctx context.Context, ctl *control) error {
+	sigs, stopSignals := d.signals()
+	defer stopSignals()
+	watchdog, stopWatchdog := d.watchdog()
+	defer stopWatchdog()
+	resync := time.NewTicker(d.o.Resync)
 	defer resync.Stop()
 
-	d.log.Info("dsr-agent daemon starting", "config", o.ConfigPath, "mode", cfg.Mode, "vips", len(cfg.VIPs), "resync", o.Resync)
+	d.log.Info("dsr-agent daemon starting", "config", d.o.ConfigPath, "mode", d.cfg.Mode, "vips", len(d.cfg.VIPs), "resync", d.o.Resync)
 	d.reconcile([]string{"start"})
-
 	for {
 		var retry <-chan time.Time
 		if d.retryTimer != nil {
@@ -181,27 +178,13 @@ func Run(ctx context.Context, o Options) error {
 			d.stop("context cancelled")
 			return nil
 		case sig := <-sigs:
-			switch sig {
-			case syscall.SIGHUP:
-				_, _ = d.reload(ctx)
-			default:
+			if sig != syscall.SIGHUP {
 				d.stop(sig.String())
 				return nil
 			}
+			_, _ = d.reload(ctx)
 		case <-d.w.ch:
-			if o.Debounce > 0 {
-				time.Sleep(o.Debounce)
-			}
-			// Empty when the triggers were already handled by the pass that
-			// followed an earlier wake-up.
-			triggers := d.w.take()
-			if d.retryTimer == nil {
-				// An added address only matters to a pass that failed.
-				triggers = slices.DeleteFunc(triggers, func(t string) bool { return t == loopback.AddressAdded })
-			}
-			if len(triggers) > 0 {
-				d.reconcile(triggers)
-			}
+			d.woken()
 		case answer := <-ctl.reloads:
 			msg, err := d.reload(ctx)
 			r := ctl.reply("")
@@ -211,24 +194,68 @@ func Run(ctx context.Context, o Options) error {
 			r.Message = msg
 			answer <- r
 		case <-resync.C:
-			// The drain file is the operator's choice; a CLI whose request
-			// never reached the daemon (its socket backlog full) recorded it
-			// all the same, and so did a hand edit.
-			_ = ctl.syncDrain("resync")
-			d.reconcile([]string{"resync"})
-			// Give back what a burst (a health flood, a big repair) grew the
-			// heap to: steady-state RSS is what every host of a fleet pays,
-			// and with a live heap of about 1 MB this GC costs a millisecond.
-			debug.FreeOSMemory()
+			d.resync(ctl)
 		case <-retry:
 			d.retryTimer = nil
 			d.reconcile([]string{"retry"})
 		case <-watchdog:
 			// Sent from the reconcile loop itself: if a pass hangs, the
 			// pings stop and systemd restarts the daemon.
-			o.Notify("WATCHDOG=1")
+			d.o.Notify("WATCHDOG=1")
 		}
 	}
+}
+
+// signals are SIGHUP (reload), SIGTERM and SIGINT, or the test's.
+func (d *daemon) signals() (<-chan os.Signal, func()) {
+	if d.o.Signals != nil {
+		return d.o.Signals, func() {}
+	}
+	ch := make(chan os.Signal, 4)
+	signal.Notify(ch, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	return ch, func() { signal.Stop(ch) }
+}
+
+// watchdog ticks at a third of systemd's watchdog interval (never when the
+// unit has none).
+func (d *daemon) watchdog() (<-chan time.Time, func()) {
+	wd, err := sd.SdWatchdogEnabled(false)
+	if err != nil || wd <= 0 {
+		return nil, func() {}
+	}
+	t := time.NewTicker(wd / 3)
+	d.log.Info("systemd watchdog enabled", "interval", wd)
+	return t.C, t.Stop
+}
+
+// woken is a pass for what the watchers saw.
+func (d *daemon) woken() {
+	if d.o.Debounce > 0 {
+		time.Sleep(d.o.Debounce)
+	}
+	// Empty when the triggers were already handled by the pass that
+	// followed an earlier wake-up.
+	triggers := d.w.take()
+	if d.retryTimer == nil {
+		// An added address only matters to a pass that failed.
+		triggers = slices.DeleteFunc(triggers, func(t string) bool { return t == agent.TriggerAddressAdded })
+	}
+	if len(triggers) > 0 {
+		d.reconcile(triggers)
+	}
+}
+
+// resync is the periodic full pass, the backstop for what the watchers miss.
+func (d *daemon) resync(ctl *control) {
+	// The drain file is the operator's choice; a CLI whose request never
+	// reached the daemon (its socket backlog full) recorded it all the
+	// same, and so did a hand edit.
+	_ = ctl.syncDrain("resync")
+	d.reconcile([]string{"resync"})
+	// Give back what a burst (a health flood, a big repair) grew the heap
+	// to: steady-state RSS is what every host of a fleet pays, and with a
+	// live heap of about 1 MB this GC costs a millisecond.
+	debug.FreeOSMemory()
 }
 
 func (d *daemon) stop(why string) {

@@ -42,7 +42,7 @@ func (d *daemon) configureWeight(ctx context.Context) {
 		}
 		return
 	}
-	addrs, ports := weightTargets(d.want)
+	addrs, ports := d.want.ConnectionTargets()
 	key := weightKey{cfg: *wc, addrs: addrs, ports: ports}
 	if d.weight != nil && reflect.DeepEqual(d.weight.key, key) {
 		return
@@ -65,7 +65,7 @@ func (d *daemon) runWeight(ctx context.Context, key weightKey) {
 	wc := key.cfg
 	src := weight.Sources{}
 	if wc.Connections > 0 {
-		conns, err := openConnections(key.addrs, key.ports)
+		conns, err := agent.OpenConnectionCounter(key.addrs, key.ports)
 		if err != nil {
 			src.Connections = func() (int, error) { return 0, err }
 		} else {
@@ -102,26 +102,4 @@ func (d *daemon) stopWeight() {
 	d.weight.cancel()
 	<-d.weight.done
 	d.weight = nil
-}
-
-// weightTargets is what the connections signal counts: connections whose
-// local address is a VIP; in firewalld mode the VIP is never local (the
-// redirect rewrites it to the host's own address), so connections to a
-// redirect's target TCP port instead.
-func weightTargets(want *agent.Desired) ([]netip.Addr, []uint16) {
-	var addrs []netip.Addr
-	var ports []uint16
-	for _, v := range want.VIPs {
-		if want.Mode != agent.ModeFirewalld {
-			addrs = append(addrs, v.Address)
-			continue
-		}
-		for _, p := range v.Ports {
-			if p.Protocol == agent.TCP || p.Protocol == "" {
-				ports = append(ports, p.ToPort)
-			}
-		}
-	}
-	slices.Sort(ports)
-	return addrs, slices.Compact(ports)
 }

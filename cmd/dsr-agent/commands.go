@@ -166,13 +166,7 @@ func applyCmd(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		printNotesIfEmpty(c, plan)
-		if plan.Empty() {
-			fmt.Fprintln(c.App.Writer, "# nothing to do: host is in sync with the config")
-			return nil
-		}
-		fmt.Fprint(c.App.Writer, plan.String())
-		return nil
+		return printPlan(c, plan, nil, nothingToApply)
 	}
 	lock, err := lockNamespace(c, instance.Apply)
 	if err != nil {
@@ -180,17 +174,7 @@ func applyCmd(c *cli.Context) error {
 	}
 	defer lock.Release()
 	plan, err := host.Apply(cfg)
-	printNotesIfEmpty(c, plan)
-	if plan != nil && !plan.Empty() {
-		fmt.Fprint(c.App.Writer, plan.String())
-	}
-	if err != nil {
-		return err
-	}
-	if plan.Empty() {
-		fmt.Fprintln(c.App.Writer, "# nothing to do: host is in sync with the config")
-	}
-	return nil
+	return printPlan(c, plan, err, nothingToApply)
 }
 
 func statusCmd(c *cli.Context) error {
@@ -233,6 +217,15 @@ func removeCmd(c *cli.Context) error {
 	}
 	defer host.Close()
 	plan, err := host.Remove()
+	return printPlan(c, plan, err, "# nothing to remove: dsr-agent owns nothing on this host")
+}
+
+const nothingToApply = "# nothing to do: host is in sync with the config"
+
+// printPlan prints what apply or remove did (with err, as far as it got:
+// the changes made before the one that failed), or nothing when there was
+// nothing to do; it returns err.
+func printPlan(c *cli.Context, plan *agent.Plan, err error, nothing string) error {
 	printNotesIfEmpty(c, plan)
 	if plan != nil && !plan.Empty() {
 		fmt.Fprint(c.App.Writer, plan.String())
@@ -241,7 +234,7 @@ func removeCmd(c *cli.Context) error {
 		return err
 	}
 	if plan.Empty() {
-		fmt.Fprintln(c.App.Writer, "# nothing to remove: dsr-agent owns nothing on this host")
+		fmt.Fprintln(c.App.Writer, nothing)
 	}
 	return nil
 }

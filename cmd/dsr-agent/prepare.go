@@ -2,13 +2,10 @@ package main
 
 import (
 	"fmt"
-	"os/exec"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/dsr-agent/dsr-agent/agent"
-	"github.com/dsr-agent/dsr-agent/tunnel"
 )
 
 // prepareCommand loads the kernel modules the config needs. The daemon runs
@@ -24,21 +21,11 @@ func prepareCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			var failed []string
-			for _, m := range cfg.KernelModules() {
-				if tunnel.ModuleLoaded(m) {
-					continue
-				}
-				if out, err := exec.Command(tunnel.Modprobe, m).CombinedOutput(); err != nil {
-					failed = append(failed, fmt.Sprintf("modprobe %s: %v: %s", m, err, strings.TrimSpace(string(out))))
-					continue
-				}
+			loaded, err := agent.LoadModules(cfg)
+			for _, m := range loaded {
 				fmt.Fprintf(c.App.Writer, "modprobe %s\n", m)
 			}
-			if len(failed) > 0 {
-				return fmt.Errorf("load kernel modules: %s", strings.Join(failed, "; "))
-			}
-			return nil
+			return err
 		},
 	}
 }
