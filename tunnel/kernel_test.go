@@ -30,7 +30,7 @@ func requireModules(t *testing.T, mods ...string) {
 		if ModuleLoaded(m) {
 			continue
 		}
-		if err := (Step{Kind: LoadModule, Module: m}).Apply(nil); err != nil {
+		if err := LoadStep(m).Apply(nil); err != nil {
 			if os.Getenv(RequireEnv) == "1" {
 				t.Fatalf("%v (and %s=1 forbids skipping)", err, RequireEnv)
 			}
@@ -250,19 +250,19 @@ func TestCreateWithoutFallback(t *testing.T) {
 func TestMissingModuleError(t *testing.T) {
 	netnstest.RequireRoot(t)
 	if _, err := exec.LookPath(Modprobe); err != nil {
-		err := Step{Kind: LoadModule, Module: ModIPIP}.Apply(nil)
+		err := LoadStep(ModIPIP).Apply(nil)
 		if err == nil || !strings.Contains(err.Error(), "no modprobe (kmod) on PATH") {
 			t.Fatalf("without modprobe: err = %v", err)
 		}
 		t.Skipf("no modprobe here: %v", err)
 	}
 	const m = "dsr_agent_no_such_module"
-	err := Step{Kind: LoadModule, Module: m}.Apply(nil)
+	err := LoadStep(m).Apply(nil)
 	if err == nil || !strings.Contains(err.Error(), "kernel has no "+m+" module (modprobe "+m+": ") {
 		t.Fatalf("err = %v", err)
 	}
 	if !ModuleLoaded(ModIPIP) {
-		t.Logf("this kernel: %v", Step{Kind: LoadModule, Module: ModIPIP}.Apply(nil))
+		t.Logf("this kernel: %v", LoadStep(ModIPIP).Apply(nil))
 	}
 }
 
