@@ -39,7 +39,7 @@ type simHost struct {
 	sysctls map[string]string
 	tables  map[firewall.Family]bool
 	routes  *route.Observed
-	tun     tunnel.State
+	tun     tunnel.Observed
 }
 
 // newSimHost is a host with only its NIC address and default sysctls (0).
@@ -56,7 +56,7 @@ func newSimHost() *simHost {
 		sysctls: map[string]string{},
 		tables:  map[firewall.Family]bool{},
 		routes:  &route.Observed{},
-		tun:     tunnel.State{Modules: map[string]bool{}, Links: map[string]tunnel.Link{}},
+		tun:     tunnel.Observed{Modules: map[string]bool{}, Links: map[string]tunnel.Link{}},
 	}
 }
 
