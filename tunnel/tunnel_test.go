@@ -250,3 +250,17 @@ func TestStepWithoutAction(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// The parser TestFouPollCost checks ListFou against (iproute2's ipfou.c
+// print_fou_mapping format).
+func TestIPFouShowParse(t *testing.T) {
+	got := ipFouShow(t, "port 6081 gue -6\nport 6090 ipproto 4\nport 6080 gue local 192.0.2.1\n")
+	want := []FouPort{
+		{FouKey: FouKey{4, 6080}, Encap: "gue"},
+		{FouKey: FouKey{4, 6090}, Encap: "direct", Protocol: 4},
+		{FouKey: FouKey{6, 6081}, Encap: "gue"},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+}
