@@ -42,9 +42,9 @@ func TestUndocumentedSkipFailsCI(t *testing.T) {
 		t.Errorf("exit %d with %s=1 and an undocumented skip, want %d\n%s", code, strictEnv, exitSkips, out)
 	}
 	for _, want := range []string{
-		"SKIP daemon.TestUndocumented: d_test.go:6: looked for the thing / d_test.go:7: needs a thing nobody listed\n       NOT on the allow-list",
-		"SKIP tunnel.TestNeedsModule: t_test.go:5: load the ipip module",
-		"allowed by ../../mk/skips.allowed:",
+		"  NOT on the allow-list ../../mk/skips.allowed:\n    SKIP daemon.TestUndocumented: d_test.go:6: looked for the thing / d_test.go:7: needs a thing nobody listed\n",
+		"  allowed by ../../mk/skips.allowed:13: The tunnel kernel tests need",
+		"\n    SKIP tunnel.TestNeedsModule: t_test.go:5: load the ipip module",
 		"FAIL: 1 skipped tests are not on the allow-list",
 	} {
 		if !strings.Contains(out, want) {
@@ -73,8 +73,11 @@ func TestHostTunnelSkipsAllowed(t *testing.T) {
 	if !strings.Contains(out, "--- test-root: 9 tests skipped, 0 not on the allow-list") {
 		t.Errorf("summary line missing:\n%s", out)
 	}
-	if got := strings.Count(out, "allowed by ../../mk/skips.allowed:"); got != 9 {
-		t.Errorf("%d skips allowed, want 9:\n%s", got, out)
+	if got := strings.Count(out, "    SKIP tunnel.Test"); got != 9 {
+		t.Errorf("%d skips listed, want 9:\n%s", got, out)
+	}
+	if got := strings.Count(out, "allowed by ../../mk/skips.allowed:"); got != 1 {
+		t.Errorf("the entry's why is printed %d times, want once:\n%s", got, out)
 	}
 	if !strings.HasPrefix(out, "ok  \tgithub.com/dsr-agent/dsr-agent/tunnel\t") {
 		t.Errorf("the package line of plain go test does not come first:\n%s", out)

@@ -62,19 +62,31 @@ func Report(w io.Writer, runs []Run, allow []Allowed, allowFile string, strict b
 				r.Name, len(r.Skips), perPackage(r.Skips, prefix))
 			continue
 		}
-		var lines []string
-		runBad := 0
+		// Allowed skips grouped under the entry that allows them (its why
+		// printed once), the others last, where they show.
+		var order []*Allowed
+		byEntry := map[*Allowed][]string{}
+		var notAllowed []string
 		for _, s := range r.Skips {
-			name := strings.TrimPrefix(s.Package, prefix) + "." + s.Test
-			if a := match(allow, s); a != nil {
-				lines = append(lines, fmt.Sprintf("  SKIP %s: %s\n       allowed by %s:%d: %s", name, s.Reason, allowFile, a.Line, a.Why))
+			line := fmt.Sprintf("    SKIP %s.%s: %s", strings.TrimPrefix(s.Package, prefix), s.Test, s.Reason)
+			a := match(allow, s)
+			if a == nil {
+				notAllowed = append(notAllowed, line)
 				continue
 			}
-			runBad++
-			lines = append(lines, fmt.Sprintf("  SKIP %s: %s\n       NOT on the allow-list%s", name, s.Reason, inFile(allowFile)))
+			if _, seen := byEntry[a]; !seen {
+				order = append(order, a)
+			}
+			byEntry[a] = append(byEntry[a], line)
 		}
-		fmt.Fprintf(w, "--- %s: %d tests skipped, %d not on the allow-list%s:\n%s\n",
-			r.Name, len(r.Skips), runBad, inFile(allowFile), strings.Join(lines, "\n"))
+		runBad := len(notAllowed)
+		fmt.Fprintf(w, "--- %s: %d tests skipped, %d not on the allow-list%s\n", r.Name, len(r.Skips), runBad, inFile(allowFile))
+		for _, a := range order {
+			fmt.Fprintf(w, "  allowed by %s:%d: %s\n%s\n", allowFile, a.Line, a.Why, strings.Join(byEntry[a], "\n"))
+		}
+		if runBad > 0 {
+			fmt.Fprintf(w, "  NOT on the allow-list%s:\n%s\n", inFile(allowFile), strings.Join(notAllowed, "\n"))
+		}
 		bad += runBad
 	}
 	if bad > 0 {
