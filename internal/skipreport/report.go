@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -68,7 +69,7 @@ func Report(w io.Writer, runs []Run, allow []Allowed, allowFile string, strict b
 		byEntry := map[*Allowed][]string{}
 		var notAllowed []string
 		for _, s := range r.Skips {
-			line := fmt.Sprintf("    SKIP %s.%s: %s", strings.TrimPrefix(s.Package, prefix), s.Test, s.Reason)
+			line := fmt.Sprintf("    SKIP %s.%s: %s", shortPkg(s.Package, prefix), s.Test, s.Reason)
 			a := match(allow, s)
 			if a == nil {
 				notAllowed = append(notAllowed, line)
@@ -111,7 +112,7 @@ func inFile(f string) string {
 func perPackage(skips []Skip, prefix string) string {
 	n := map[string]int{}
 	for _, s := range skips {
-		n[strings.TrimPrefix(s.Package, prefix)]++
+		n[shortPkg(s.Package, prefix)]++
 	}
 	pkgs := make([]string, 0, len(n))
 	for p := range n {
@@ -122,6 +123,15 @@ func perPackage(skips []Skip, prefix string) string {
 		pkgs[i] = fmt.Sprintf("%s %d", p, n[p])
 	}
 	return strings.Join(pkgs, ", ")
+}
+
+// shortPkg is pkg without the module path ("tunnel"); the module's root
+// package is its last element ("dsr-agent").
+func shortPkg(pkg, prefix string) string {
+	if prefix != "" && pkg+"/" == prefix {
+		return path.Base(pkg)
+	}
+	return strings.TrimPrefix(pkg, prefix)
 }
 
 // modulePrefix is "MODULE/" of the go.mod in the working directory or above
