@@ -70,16 +70,16 @@ func LoadStep(module string) Step {
 func createLinkStep(dev string) Step {
 	cmd := "ip link add " + dev + " type ipip"
 	// PMTU discovery on, as on the fallback device.
-	var l netlink.Link = &netlink.Iptun{LinkAttrs: netlink.LinkAttrs{Name: dev}, PMtuDisc: 1}
+	link := func() netlink.Link { return &netlink.Iptun{LinkAttrs: netlink.LinkAttrs{Name: dev}, PMtuDisc: 1} }
 	if dev == DevIPv6 {
 		cmd = "ip -6 link add " + dev + " type ip6tnl mode any"
 		// Proto 0 is "any" (ip6ip6 and ip4ip6), as on the fallback device.
-		l = &netlink.Ip6tnl{LinkAttrs: netlink.LinkAttrs{Name: dev}}
+		link = func() netlink.Link { return &netlink.Ip6tnl{LinkAttrs: netlink.LinkAttrs{Name: dev}} }
 	}
 	return Step{Kind: CreateLink, Link: dev, command: cmd,
 		do: func(h *netlink.Handle, _ netns.NsHandle) error {
 			// EEXIST is an error: a device that appeared since Observe is not ours.
-			if err := h.LinkAdd(l); err != nil {
+			if err := h.LinkAdd(link()); err != nil {
 				return fmt.Errorf("%s: %w", cmd, err)
 			}
 			return nil
