@@ -26,6 +26,20 @@ GOBIN_DIR := $(CURDIR)/$(BIN)/tools
 TEST_TARGETS := test-unit test-root
 TEST_DEPS :=
 
+# Every go test of a test target goes through internal/skipreport: it prints
+# what go test prints and, at the end, each skipped test with its reason, and
+# records them in $(SKIPS_DIR)/TARGET.json for `make test`'s summary. With
+# DSR_AGENT_STRICT_SKIPS=1 (CI) a skip that mk/skips.allowed does not list
+# fails the target (-short runs, where tests skip by design, are only counted).
+#   $(call go_test,TARGET,ENV,GO TEST ARGS,SKIPREPORT FLAGS)
+SKIPREPORT := $(BIN)/skipreport
+SKIPS_DIR := $(BIN)/skips
+SKIPS_ALLOWED := mk/skips.allowed
+go_test = set -o pipefail; $(2) $(GO) test -json $(3) | $(SKIPREPORT) -name $(1) -allow $(SKIPS_ALLOWED) -record $(SKIPS_DIR)/$(1).json $(4)
+
+$(SKIPREPORT): $(wildcard internal/skipreport/*.go)
+	CGO_ENABLED=0 $(GO) build -o $@ ./internal/skipreport
+
 .PHONY: all build test test-unit test-root lint bench demo clean
 all: build
 
@@ -55,16 +69,19 @@ deps-%:
 # so it also holds under make -j). As non-root that is only a warning.
 lint $(sort test-root $(TEST_TARGETS)): | deps-test
 
-## test: everything CI runs (unit, real-kernel, end-to-end, packaging).
-test: lint $(TEST_TARGETS)
+## test: everything CI runs (unit, real-kernel, end-to-end, packaging), then
+## every skipped test with its reason.
+test: lint $(TEST_TARGETS) $(SKIPREPORT)
+	@echo "=== skipped tests (mk/skips.allowed lists those CI accepts)"
+	@$(SKIPREPORT) -summary -allow $(SKIPS_ALLOWED) $(foreach t,$(TEST_TARGETS),$(SKIPS_DIR)/$(t).json)
 
 ## test-unit: fast tests of pure logic, no root needed.
-test-unit:
-	$(GO) test -count=1 -short ./...
+test-unit: $(SKIPREPORT)
+	$(call go_test,test-unit,,-count=1 -short ./...,-short)
 
 ## test-root: real-kernel tests, each in its own network namespace (root).
-test-root:
-	$(GO) test -count=1 -p 1 -timeout 20m ./...
+test-root: $(SKIPREPORT)
+	$(call go_test,test-root,,-count=1 -p 1 -timeout 20m ./...)
 
 ## lint: gofmt, go vet, staticcheck.
 lint: $(GOBIN_DIR)/staticcheck

@@ -40,8 +40,8 @@ func newFakeTunnel(t *testing.T, ns *netnstest.NS) *fakeTunnel {
 
 var fakeKinds = map[string]string{tunnel.DevIPv4: "ipip", tunnel.DevIPv6: "ip6tnl"}
 
-func (f *fakeTunnel) observe() (tunnel.State, error) {
-	st := tunnel.State{Modules: map[string]bool{}, Links: map[string]tunnel.Link{}}
+func (f *fakeTunnel) observe() (tunnel.Observed, error) {
+	st := tunnel.Observed{Modules: map[string]bool{}, Links: map[string]tunnel.Link{}}
 	for m, ok := range f.modules {
 		st.Modules[m] = ok
 	}

@@ -27,7 +27,7 @@ func FirewalldFindings(ctx context.Context, d *Desired, f *Facts) ([]firewalld.F
 // firewalldRequest lists the ports the director and clients must reach.
 // Pure.
 func firewalldRequest(d *Desired, f *Facts) firewalld.Request {
-	req := firewalld.Request{Mode: string(d.Mode)}
+	req := firewalld.Request{VIPsRedirected: d.Redirect}
 	if d.HandsOff {
 		return req
 	}

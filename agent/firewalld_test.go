@@ -35,8 +35,8 @@ func TestFirewalldRequest(t *testing.T) {
 		if !slices.Equal(got, c.want) {
 			t.Errorf("%s\nwants %q\nwant  %q", c.config, got, c.want)
 		}
-		if req.Mode != string(d.Mode) {
-			t.Errorf("mode %q", req.Mode)
+		if req.VIPsRedirected != (d.Mode == ModeFirewalld) {
+			t.Errorf("VIPsRedirected %v in mode %s", req.VIPsRedirected, d.Mode)
 		}
 	}
 }

@@ -27,7 +27,7 @@ type simHost struct {
 	routes  []route.Route
 	// shadows are foreign rules in front of return_via's (Shadows).
 	shadows []route.Shadow
-	tun     tunnel.State
+	tun     tunnel.Observed
 }
 
 // newSimHost is a host with only its NIC address and default sysctls (0).
@@ -43,7 +43,7 @@ func newSimHost() *simHost {
 		},
 		sysctls: map[string]string{},
 		tables:  map[firewall.Family]firewall.Spec{},
-		tun:     tunnel.State{Modules: map[string]bool{}, Links: map[string]tunnel.Link{}},
+		tun:     tunnel.Observed{Modules: map[string]bool{}, Links: map[string]tunnel.Link{}},
 	}
 }
 
@@ -202,8 +202,8 @@ func (k simRoutes) DelRoute(r route.Route) error {
 
 type simTunnel struct{ h *simHost }
 
-func (k simTunnel) observe() (tunnel.State, error) {
-	return tunnel.State{Modules: maps.Clone(k.h.tun.Modules), Links: maps.Clone(k.h.tun.Links), Fou: slices.Clone(k.h.tun.Fou)}, nil
+func (k simTunnel) observe() (tunnel.Observed, error) {
+	return tunnel.Observed{Modules: maps.Clone(k.h.tun.Modules), Links: maps.Clone(k.h.tun.Links), Fou: slices.Clone(k.h.tun.Fou)}, nil
 }
 func (simTunnel) loadable(string) error { return nil }
 

@@ -81,7 +81,7 @@ var moduleUse = map[string]string{
 // against a kernel without ipip and fou (this one): addresses, sysctls and
 // tables stay real.
 type tunnelKernel interface {
-	observe() (tunnel.State, error)
+	observe() (tunnel.Observed, error)
 	apply(tunnel.Step) error
 	// loadable is nil when the module can be had (tunnel.Loadable).
 	loadable(module string) error
@@ -93,12 +93,12 @@ type kernelTunnel struct {
 	ns netns.NsHandle
 }
 
-func (k kernelTunnel) observe() (tunnel.State, error) { return tunnel.Observe(k.nl) }
-func (k kernelTunnel) apply(s tunnel.Step) error      { return s.ApplyIn(k.nl, k.ns) }
-func (kernelTunnel) loadable(module string) error     { return tunnel.Loadable(module) }
+func (k kernelTunnel) observe() (tunnel.Observed, error) { return tunnel.Observe(k.nl) }
+func (k kernelTunnel) apply(s tunnel.Step) error         { return s.ApplyIn(k.nl, k.ns) }
+func (kernelTunnel) loadable(module string) error        { return tunnel.Loadable(module) }
 
 // staleOwned is what st records as dsr-agent's but the kernel no longer has.
-func staleOwned(own tunnel.Owned, obs tunnel.State) tunnel.Owned {
+func staleOwned(own tunnel.Owned, obs tunnel.Observed) tunnel.Owned {
 	var out tunnel.Owned
 	for _, l := range own.LinksUp {
 		if _, ok := obs.Links[l]; !ok {

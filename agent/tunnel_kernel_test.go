@@ -17,7 +17,7 @@ func requireTunnelModules(t testing.TB) {
 		if tunnel.ModuleLoaded(m) {
 			continue
 		}
-		if err := (tunnel.Step{Kind: tunnel.LoadModule, Module: m}).Apply(nil); err != nil {
+		if err := tunnel.LoadStep(m).Apply(nil); err != nil {
 			if os.Getenv("DSR_TUNNEL_REQUIRE") == "1" {
 				t.Fatalf("%v (DSR_TUNNEL_REQUIRE=1)", err)
 			}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/dsr-agent/dsr-agent/agent"
 	"github.com/dsr-agent/dsr-agent/health"
+	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 )
 
 // fakeEngine stands in for the core so the loop's contract (READY only after
@@ -211,9 +212,7 @@ func TestInvalidConfigAtStart(t *testing.T) {
 // TestRequestRefusesNonRootPeer: a control socket served by a non-root user
 // (planted in a state dir it could write) is not believed, whatever it says.
 func TestRequestRefusesNonRootPeer(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run the fake server as another uid")
-	}
+	netnstest.RequireRoot(t) // runs the fake server as another uid
 	const nobody = 65534
 	// Not t.TempDir: its parent is private to root, and the fake must reach
 	// its directory.

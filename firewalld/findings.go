@@ -1,12 +1,9 @@
 package firewalld
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
-	"syscall"
 )
 
 // Kind says why a port must be let in; it picks the fix.
@@ -54,21 +51,12 @@ type Want struct {
 	Proto string // "tcp" (default) or "udp"
 }
 
-// Request is what Gather asks firewalld about.
-type Request struct {
-	// Mode is the config's mode. In "firewalld" mode the VIP ports are
-	// not judged by zone (dsr-agent redirects them; firewalld lets NATed
-	// traffic in or not as a whole): AcceptsRedirects is asked instead.
-	Mode  string
-	Wants []Want
-}
-
 // Checked is one Want with firewalld's answer.
 type Checked struct {
 	Want
 	Zone        string
 	DefaultZone bool // Iface is in no zone: the default zone applies
-	Verdict     Verdict
+	Admission   Admission
 	Err         error // firewalld could not answer for this port
 }
 
@@ -77,9 +65,9 @@ type Checked struct {
 type Input struct {
 	// Running is false when firewalld is not running: no findings at all.
 	Running bool
-	Mode    string
 	Checked []Checked
-	// Redirects is set in firewalld mode.
+	// Redirects, or RedirectsErr, is set when the request asked whether
+	// firewalld accepts redirected traffic (Request.VIPsRedirected).
 	Redirects    *Redirects
 	RedirectsErr error
 	// Service is how far firewalld knows dsr-agent.xml; it picks the fix
@@ -87,95 +75,6 @@ type Input struct {
 	// definition when loaded (nil: the packaged ports are assumed).
 	Service    ServiceState
 	ServiceDef *Service
-}
-
-// Gather asks a running firewalld about each wanted port (and, in firewalld
-// mode, about redirects). An error is returned only when firewalld's presence
-// cannot be told, or when it refuses to show its zones to this user (wrapping
-// ErrNotAuthorized: one line for the caller to print, not one per port);
-// other per-port failures are recorded in Checked.Err so one unreadable zone
-// does not hide the others.
-func Gather(ctx context.Context, c *Client, req Request) (Input, error) {
-	in := Input{Mode: req.Mode}
-	running, err := c.Running(ctx)
-	if err != nil {
-		return in, err
-	}
-	in.Running = running
-	if !running {
-		return in, nil
-	}
-	type zoneOf struct {
-		zone      string
-		isDefault bool
-		err       error
-	}
-	zones := map[string]zoneOf{}
-	// One read of each zone (and its services) however many ports ask.
-	type settings struct {
-		z    Zone
-		svcs map[string]Service
-		err  error
-	}
-	read := map[string]settings{}
-	for _, w := range req.Wants {
-		if req.Mode == "firewalld" && w.Kind == VIPPort {
-			continue
-		}
-		zo, ok := zones[w.Iface]
-		if !ok {
-			zo.zone, zo.isDefault, zo.err = c.ZoneOfInterface(ctx, w.Iface)
-			zones[w.Iface] = zo
-		}
-		ch := Checked{Want: w, Zone: zo.zone, DefaultZone: zo.isDefault, Err: zo.err}
-		if zo.err == nil {
-			st, ok := read[zo.zone]
-			if !ok {
-				st.z, st.err = c.Zone(ctx, zo.zone)
-				if st.err == nil {
-					// A service firewalld cannot describe is left out of
-					// the map; ZoneAllows then says "unknown" for a port
-					// only it might open. A refusal is not that.
-					var err error
-					st.svcs, err = c.Services(ctx, st.z)
-					if err != nil && IsNotAuthorized(err) {
-						st.err = err
-					}
-				}
-				read[zo.zone] = st
-			}
-			if st.err != nil && IsNotAuthorized(st.err) {
-				return in, fmt.Errorf("%w: %w", ErrNotAuthorized, st.err)
-			}
-			if st.err != nil {
-				ch.Err = st.err
-			} else {
-				ch.Verdict = ZoneAllows(st.z, st.svcs, w.Port, protoOr(w.Proto))
-			}
-		}
-		in.Checked = append(in.Checked, ch)
-	}
-	for _, w := range req.Wants {
-		if w.Kind == Health || w.Kind == AgentCheck {
-			st, def, err := c.ServiceStateOf(ctx, ServiceName)
-			if err != nil && IsNotAuthorized(err) {
-				return in, fmt.Errorf("%w: %w", ErrNotAuthorized, err)
-			}
-			// Another error: leave it absent, so the fix is --add-port,
-			// which works whatever firewalld knows.
-			in.Service, in.ServiceDef = st, def
-			break
-		}
-	}
-	if req.Mode == "firewalld" {
-		r, err := c.AcceptsRedirects(ctx)
-		if err != nil {
-			in.RedirectsErr = err
-		} else {
-			in.Redirects = &r
-		}
-	}
-	return in, nil
 }
 
 // Severity of a finding.
@@ -239,11 +138,11 @@ func Findings(in Input) []Finding {
 		case ch.Err != nil:
 			out = append(out, Finding{Warning, subject,
 				fmt.Sprintf("could not ask firewalld whether it is let in on %s: %v", ch.Iface, ch.Err), nil})
-		case ch.Verdict.Status == Open:
+		case ch.Admission.Status == Open:
 			// Nothing to say: status lists differences only.
-		case ch.Verdict.Status == Unknown:
+		case ch.Admission.Status == Unknown:
 			out = append(out, Finding{Warning, subject,
-				fmt.Sprintf("%s may not let it in (%s); check it or open it explicitly", where, ch.Verdict.How),
+				fmt.Sprintf("%s may not let it in (%s); check it or open it explicitly", where, ch.Admission.How),
 				fixLines(ch, in.Service, in.ServiceDef)})
 		default:
 			out = append(out, Finding{Warning, subject,
@@ -251,18 +150,17 @@ func Findings(in Input) []Finding {
 				fixLines(ch, in.Service, in.ServiceDef)})
 		}
 	}
-	if in.Mode == "firewalld" {
-		switch {
-		case in.RedirectsErr != nil:
-			out = append(out, Finding{Warning, "redirects",
-				fmt.Sprintf("could not ask firewalld whether it accepts redirected traffic: %v", in.RedirectsErr), nil})
-		case in.Redirects != nil && !in.Redirects.Accepted:
-			out = append(out, Finding{Warning, "redirects",
-				in.Redirects.Why + "; every client of a VIP is rejected after dsr-agent's redirect",
-				[]string{
-					"sed -i 's/^StrictForwardPorts=.*/StrictForwardPorts=no/' /etc/firewalld/firewalld.conf && firewall-cmd --reload",
-				}})
-		}
+	// Asked only when the VIP traffic arrives redirected (firewalld mode).
+	switch {
+	case in.RedirectsErr != nil:
+		out = append(out, Finding{Warning, "redirects",
+			fmt.Sprintf("could not ask firewalld whether it accepts redirected traffic: %v", in.RedirectsErr), nil})
+	case in.Redirects != nil && !in.Redirects.Accepted:
+		out = append(out, Finding{Warning, "redirects",
+			in.Redirects.Why + "; every client of a VIP is rejected after dsr-agent's redirect",
+			[]string{
+				"sed -i 's/^StrictForwardPorts=.*/StrictForwardPorts=no/' /etc/firewalld/firewalld.conf && firewall-cmd --reload",
+			}})
 	}
 	return out
 }
@@ -339,31 +237,4 @@ func protoOr(p string) string {
 		return "tcp"
 	}
 	return strings.ToLower(p)
-}
-
-// Check is the one call for validate and status: connect to the system bus,
-// ask firewalld about req, and return the findings. A host without a system
-// bus or without firewalld has nothing to report (nil, nil). An error is
-// either ErrNotAuthorized (print it once: run as root) or a bus that exists
-// but fails; callers report it as a warning, not as drift.
-func Check(ctx context.Context, req Request) ([]Finding, error) {
-	c, err := Connect(ctx)
-	if err != nil {
-		if noBus(err) {
-			return nil, nil
-		}
-		return nil, err
-	}
-	defer c.Close()
-	in, err := Gather(ctx, c, req)
-	if err != nil {
-		return nil, err
-	}
-	return Findings(in), nil
-}
-
-// noBus: no system bus socket, or nobody listening on it (a container or a
-// minimal host): then there is no firewalld either.
-func noBus(err error) bool {
-	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)
 }

@@ -75,7 +75,7 @@ func TestZoneAllows(t *testing.T) {
 	}
 }
 
-func TestRedirectVerdict(t *testing.T) {
+func TestRedirectsRule(t *testing.T) {
 	for _, tc := range []struct {
 		ver, strict string
 		accepted    bool
@@ -93,7 +93,7 @@ func TestRedirectVerdict(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := redirectVerdict(tc.ver, maj, min, tc.strict)
+		r := redirectsRule(tc.ver, maj, min, tc.strict)
 		if r.Accepted != tc.accepted || !strings.Contains(r.Why, tc.ver) {
 			t.Errorf("firewalld %s StrictForwardPorts=%q: accepted %v (%s); want %v", tc.ver, tc.strict, r.Accepted, r.Why, tc.accepted)
 		}
@@ -162,46 +162,43 @@ func TestFindings(t *testing.T) {
 	health := Want{Kind: Health, Iface: "ens32", Addr: "192.0.2.21", Port: 8558}
 	healthOdd := Want{Kind: Health, Iface: "ens32", Addr: "192.0.2.21", Port: 9000}
 	agent := Want{Kind: AgentCheck, Iface: "ens32", Addr: "192.0.2.21", Port: 3333}
-	closed := Verdict{Closed, "not in the ports or services of zone public (target default)"}
-	open := Verdict{Open, "service dsr-agent"}
+	closed := Admission{Closed, "not in the ports or services of zone public (target default)"}
+	open := Admission{Open, "service dsr-agent"}
 
 	cases := []struct {
 		name string
 		in   Input
 	}{
-		{"not running: nothing", Input{Running: false, Mode: "loopback", Checked: []Checked{{Want: vip, Zone: "public", Verdict: closed}}}},
-		{"loopback, default zone closes everything", Input{Running: true, Mode: "loopback", Service: ServiceLoaded, Checked: []Checked{
-			{Want: vip, Zone: "public", DefaultZone: true, Verdict: closed},
-			{Want: vipUDP, Zone: "public", DefaultZone: true, Verdict: closed},
-			{Want: health, Zone: "public", DefaultZone: true, Verdict: closed},
-			{Want: agent, Zone: "public", DefaultZone: true, Verdict: closed},
+		{"not running: nothing", Input{Running: false, Checked: []Checked{{Want: vip, Zone: "public", Admission: closed}}}},
+		{"loopback, default zone closes everything", Input{Running: true, Service: ServiceLoaded, Checked: []Checked{
+			{Want: vip, Zone: "public", DefaultZone: true, Admission: closed},
+			{Want: vipUDP, Zone: "public", DefaultZone: true, Admission: closed},
+			{Want: health, Zone: "public", DefaultZone: true, Admission: closed},
+			{Want: agent, Zone: "public", DefaultZone: true, Admission: closed},
 		}}},
-		{"all open: nothing", Input{Running: true, Mode: "arptables", Checked: []Checked{
-			{Want: vip, Zone: "internal", Verdict: Verdict{Open, "port 80/tcp"}},
-			{Want: health, Zone: "internal", Verdict: open},
+		{"all open: nothing", Input{Running: true, Checked: []Checked{
+			{Want: vip, Zone: "internal", Admission: Admission{Open, "port 80/tcp"}},
+			{Want: health, Zone: "internal", Admission: open},
 		}}},
-		{"health on a port the service lacks: add-port", Input{Running: true, Mode: "loopback", Service: ServiceLoaded, Checked: []Checked{
-			{Want: healthOdd, Zone: "dmz", Verdict: closed},
+		{"health on a port the service lacks: add-port", Input{Running: true, Service: ServiceLoaded, Checked: []Checked{
+			{Want: healthOdd, Zone: "dmz", Admission: closed},
 		}}},
-		{"unknown and errors", Input{Running: true, Mode: "loopback", Checked: []Checked{
-			{Want: vip, Zone: "public", Verdict: Verdict{Unknown, "1 rich rule(s) not evaluated"}},
+		{"unknown and errors", Input{Running: true, Checked: []Checked{
+			{Want: vip, Zone: "public", Admission: Admission{Unknown, "1 rich rule(s) not evaluated"}},
 			{Want: health, Err: errors.New("firewalld org.fedoraproject.FirewallD1.zone.getZoneOfInterface[ens32]: org.fedoraproject.FirewallD1.Exception: NOT_AUTHORIZED")},
 		}}},
-		{"firewalld mode, strict forward ports", Input{Running: true, Mode: "firewalld",
-			Checked:   []Checked{{Want: health, Zone: "public", Verdict: open}},
+		{"firewalld mode, strict forward ports", Input{Running: true, Checked: []Checked{{Want: health, Zone: "public", Admission: open}},
 			Redirects: &Redirects{Accepted: false, Version: "2.3.1", StrictForwardPorts: "yes", Why: "firewalld 2.3.1 has StrictForwardPorts=yes: it rejects traffic NATed by rules it did not create"},
 		}},
-		{"firewalld mode, 1.3 accepts", Input{Running: true, Mode: "firewalld",
-			Redirects: &Redirects{Accepted: true, Version: "1.3.3", Why: "firewalld 1.3.3 accepts NATed traffic (ct status dnat accept in filter_INPUT)"},
-		}},
-		{"service installed while firewalld ran: permanent, then reload", Input{Running: true, Mode: "loopback", Service: ServiceInstalled, Checked: []Checked{
-			{Want: health, Zone: "public", Verdict: closed},
+		{"firewalld mode, 1.3 accepts", Input{Running: true, Redirects: &Redirects{Accepted: true, Version: "1.3.3", Why: "firewalld 1.3.3 accepts NATed traffic (ct status dnat accept in filter_INPUT)"}}},
+		{"service installed while firewalld ran: permanent, then reload", Input{Running: true, Service: ServiceInstalled, Checked: []Checked{
+			{Want: health, Zone: "public", Admission: closed},
 		}}},
-		{"no service installed: add-port", Input{Running: true, Mode: "loopback", Service: ServiceAbsent, Checked: []Checked{
-			{Want: health, Zone: "public", Verdict: closed},
-			{Want: agent, Zone: "public", Verdict: closed},
+		{"no service installed: add-port", Input{Running: true, Service: ServiceAbsent, Checked: []Checked{
+			{Want: health, Zone: "public", Admission: closed},
+			{Want: agent, Zone: "public", Admission: closed},
 		}}},
-		{"firewalld mode, unreadable", Input{Running: true, Mode: "firewalld", RedirectsErr: errors.New("firewalld org.freedesktop.DBus.Properties.Get: timeout")}},
+		{"firewalld mode, unreadable", Input{Running: true, RedirectsErr: errors.New("firewalld org.freedesktop.DBus.Properties.Get: timeout")}},
 	}
 	var b strings.Builder
 	for _, tc := range cases {
@@ -245,9 +242,9 @@ func TestFindings(t *testing.T) {
 	// /etc/firewalld/services/dsr-agent.xml): the definition in force
 	// decides, not the packaged ports.
 	over := &Service{Name: "dsr-agent", Ports: []PortProto{{"9000", "tcp"}, {"3333", "tcp"}}}
-	in := Input{Running: true, Mode: "loopback", Service: ServiceLoaded, ServiceDef: over, Checked: []Checked{
-		{Want: healthOdd, Zone: "dmz", Verdict: closed},
-		{Want: health, Zone: "dmz", Verdict: closed},
+	in := Input{Running: true, Service: ServiceLoaded, ServiceDef: over, Checked: []Checked{
+		{Want: healthOdd, Zone: "dmz", Admission: closed},
+		{Want: health, Zone: "dmz", Admission: closed},
 	}}
 	if f := Findings(in); len(f) != 2 || f[0].Fix[0] != "firewall-cmd --zone=dmz --add-service=dsr-agent" || f[1].Fix[0] != "firewall-cmd --zone=dmz --add-port=8558/tcp" {
 		t.Errorf("overridden service: %v", f)
@@ -313,7 +310,7 @@ func TestIsNotAuthorized(t *testing.T) {
 // install) has no firewalld and nothing to report; it is not an error.
 func TestCheckWithoutBus(t *testing.T) {
 	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path="+t.TempDir()+"/no-bus")
-	f, err := Check(context.Background(), Request{Mode: "loopback", Wants: []Want{{Kind: Health, Iface: "eth0", Port: 8558}}})
+	f, err := Check(context.Background(), Request{Wants: []Want{{Kind: Health, Iface: "eth0", Port: 8558}}})
 	if err != nil || f != nil {
 		t.Fatalf("no bus: %v, %v; want nothing", f, err)
 	}

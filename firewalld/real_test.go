@@ -310,7 +310,7 @@ func TestRealFirewalld(t *testing.T) {
 		t.Fatalf("public 22/tcp = %+v, %v; want open by service ssh", v, err)
 	}
 
-	req := Request{Mode: "loopback", Wants: []Want{
+	req := Request{Wants: []Want{
 		{Kind: VIPPort, Iface: "lbnet0", Addr: "10.99.0.100", Port: 80},
 		{Kind: Health, Iface: "lbnet0", Addr: "10.99.0.2", Port: 8558},
 		{Kind: AgentCheck, Iface: "lbnet0", Addr: "10.99.0.2", Port: 3333},
@@ -387,7 +387,7 @@ func TestRealFirewalld(t *testing.T) {
 		t.Fatalf("findings after the fix, want none:\n%s", render(f))
 	}
 	for _, ch := range in.Checked {
-		t.Logf("%s: %s (%s)", subjectOf(ch.Want), ch.Verdict.Status, ch.Verdict.How)
+		t.Logf("%s: %s (%s)", subjectOf(ch.Want), ch.Admission.Status, ch.Admission.How)
 	}
 	for _, p := range []string{"8558", "3333", "80"} {
 		if err := l.dial(t, "10.99.0.2:"+p); err != nil {
@@ -397,7 +397,7 @@ func TestRealFirewalld(t *testing.T) {
 
 	// What status pays per call: 100 VIP ports on one interface cost one
 	// zone read (Gather caches per zone), not 100.
-	many := Request{Mode: "loopback"}
+	many := Request{}
 	for p := uint16(20000); p < 20100; p++ {
 		many.Wants = append(many.Wants, Want{Kind: VIPPort, Iface: "lbnet0", Addr: "10.99.0.100", Port: p})
 	}
@@ -449,7 +449,7 @@ func TestRealFirewalld(t *testing.T) {
 	if f, err := Check(ctx, req); err != nil || len(f) != 0 {
 		t.Fatalf("Check after the fixes: %v, %v; want nothing", f, err)
 	}
-	if f, err := Check(ctx, Request{Mode: "loopback", Wants: []Want{{Kind: VIPPort, Iface: "lbnet0", Addr: "10.99.0.100", Port: 8081}}}); err != nil || len(f) != 1 {
+	if f, err := Check(ctx, Request{Wants: []Want{{Kind: VIPPort, Iface: "lbnet0", Addr: "10.99.0.100", Port: 8081}}}); err != nil || len(f) != 1 {
 		t.Fatalf("Check of closed 8081: %v, %v; want one finding", f, err)
 	}
 
@@ -458,7 +458,7 @@ func TestRealFirewalld(t *testing.T) {
 	l.gatherAsNobody(t)
 
 	// firewalld mode: VIP ports are not judged by zone; redirects are.
-	in, err = Gather(ctx, l.c, Request{Mode: "firewalld", Wants: []Want{{Kind: VIPPort, Iface: "lbnet0", Addr: "10.99.0.100", Port: 443}}})
+	in, err = Gather(ctx, l.c, Request{VIPsRedirected: true, Wants: []Want{{Kind: VIPPort, Iface: "lbnet0", Addr: "10.99.0.100", Port: 443}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -525,7 +525,7 @@ func TestHelperGatherAsUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_, err = Gather(context.Background(), c, Request{Mode: "loopback", Wants: []Want{{Kind: Health, Iface: "lbnet0", Port: 8558}}})
+	_, err = Gather(context.Background(), c, Request{Wants: []Want{{Kind: Health, Iface: "lbnet0", Port: 8558}}})
 	fmt.Printf("uid %d: not authorized %v: %v\n", os.Geteuid(), errors.Is(err, ErrNotAuthorized), err)
 }
 
@@ -575,7 +575,7 @@ func TestRealNotRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	in, err := Gather(context.Background(), c, Request{Mode: "loopback", Wants: []Want{{Kind: Health, Iface: "eth0", Port: 8558}}})
+	in, err := Gather(context.Background(), c, Request{Wants: []Want{{Kind: Health, Iface: "eth0", Port: 8558}}})
 	if err != nil {
 		t.Fatal(err)
 	}

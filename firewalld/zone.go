@@ -64,9 +64,9 @@ func (s Status) String() string {
 	}
 }
 
-// Verdict is Status with the reason: "port 80/tcp", "service dsr-agent",
+// Admission is Status with the reason: "port 80/tcp", "service dsr-agent",
 // "target ACCEPT", "rich rules not evaluated".
-type Verdict struct {
+type Admission struct {
 	Status Status
 	How    string
 }
@@ -75,16 +75,16 @@ type Verdict struct {
 // its services, whether a new connection to port/proto is let in. Pure: the
 // rules follow firewalld's own order of precedence for what is evaluated
 // (zone ports, protocols and services accept; the target applies last).
-func ZoneAllows(z Zone, services map[string]Service, port uint16, proto string) Verdict {
+func ZoneAllows(z Zone, services map[string]Service, port uint16, proto string) Admission {
 	proto = strings.ToLower(proto)
 	if proto == "" {
 		proto = "tcp"
 	}
 	if pp, ok := matchPorts(z.Ports, port, proto); ok {
-		return Verdict{Open, "port " + pp.Port + "/" + pp.Proto}
+		return Admission{Open, "port " + pp.Port + "/" + pp.Proto}
 	}
 	if contains(z.Protocols, proto) {
-		return Verdict{Open, "protocol " + proto}
+		return Admission{Open, "protocol " + proto}
 	}
 	var partial []string
 	for _, name := range z.Services {
@@ -100,19 +100,19 @@ func ZoneAllows(z Zone, services map[string]Service, port uint16, proto string) 
 				partial = append(partial, "service "+by+" opens it only for destination "+destinations(s.Destination))
 				continue
 			}
-			return Verdict{Open, "service " + by}
+			return Admission{Open, "service " + by}
 		}
 	}
 	if strings.EqualFold(z.Target, "ACCEPT") {
-		return Verdict{Open, "zone target ACCEPT"}
+		return Admission{Open, "zone target ACCEPT"}
 	}
 	if len(z.RichRules) > 0 {
 		partial = append(partial, fmt.Sprintf("%d rich rule(s) not evaluated", len(z.RichRules)))
 	}
 	if len(partial) > 0 {
-		return Verdict{Unknown, strings.Join(partial, "; ")}
+		return Admission{Unknown, strings.Join(partial, "; ")}
 	}
-	return Verdict{Closed, "not in the ports or services of zone " + z.Name + " (target " + z.Target + ")"}
+	return Admission{Closed, "not in the ports or services of zone " + z.Name + " (target " + z.Target + ")"}
 }
 
 // serviceOpens follows includes (bounded: includes may form a loop).

@@ -12,7 +12,7 @@
 .PHONY: test-crash
 TEST_TARGETS += test-crash
 
-test-crash: build $(GOBIN_DIR)/staticcheck
+test-crash: build $(GOBIN_DIR)/staticcheck $(SKIPREPORT)
 	$(GO) vet -tags crash ./test/crash/
 	$(GOBIN_DIR)/staticcheck -tags crash ./test/crash/
-	DSR_AGENT_BIN=$(CURDIR)/$(BIN)/dsr-agent $(GO) test -tags crash -count=1 -timeout 10m -v ./test/crash/
+	$(call go_test,test-crash,DSR_AGENT_BIN=$(CURDIR)/$(BIN)/dsr-agent,-tags crash -count=1 -timeout 10m ./test/crash/,-v)

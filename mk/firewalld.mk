@@ -16,7 +16,7 @@ TEST_TARGETS += test-firewalld
 TEST_DEPS += firewalld
 
 ## test-firewalld: the firewalld checks against a real firewalld in a network namespace (root).
-test-firewalld: $(GOBIN_DIR)/staticcheck | deps-firewalld
+test-firewalld: $(GOBIN_DIR)/staticcheck $(SKIPREPORT) | deps-firewalld
 	$(GO) vet -tags firewalld ./firewalld/
 	$(GOBIN_DIR)/staticcheck -tags firewalld ./firewalld/
-	$(GO) test -tags firewalld -count=1 -timeout 5m -v ./firewalld/
+	$(call go_test,test-firewalld,,-tags firewalld -count=1 -timeout 5m ./firewalld/,-v)

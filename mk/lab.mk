@@ -23,8 +23,8 @@ demo: build $(LAB_BIN) | deps-lab
 	$(LAB_BIN) demo --agent $(BIN)/dsr-agent --mode $(MODE) --family $(FAMILY)
 
 ## test-e2e: end-to-end tests through the lab (root).
-test-e2e: build
-	DSR_AGENT_BIN=$(CURDIR)/$(BIN)/dsr-agent $(GO) test -tags e2e -count=1 -p 1 -timeout 15m -v ./internal/lab/
+test-e2e: build $(SKIPREPORT)
+	$(call go_test,test-e2e,DSR_AGENT_BIN=$(CURDIR)/$(BIN)/dsr-agent,-tags e2e -count=1 -p 1 -timeout 15m ./internal/lab/,-v)
 
 lab-sweep: $(LAB_BIN)
 	$(LAB_BIN) sweep

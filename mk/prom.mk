@@ -15,7 +15,7 @@ TEST_TARGETS += test-prom
 TEST_DEPS += prom
 
 ## test-prom: the alerting rules and dashboard against promtool and the live daemon (root).
-test-prom: $(BIN)/dsr-agent
+test-prom: $(BIN)/dsr-agent $(SKIPREPORT)
 	promtool check rules $(PROM_RULES)
 	promtool test rules $(PROM_RULES:.yml=.test.yml)
-	DSR_AGENT_BIN=$(CURDIR)/$(BIN)/dsr-agent $(GO) test -count=1 ./deploy/
+	$(call go_test,test-prom,DSR_AGENT_BIN=$(CURDIR)/$(BIN)/dsr-agent,-count=1 ./deploy/)

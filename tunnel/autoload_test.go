@@ -28,7 +28,7 @@ func TestAutoloadWithoutModprobe(t *testing.T) {
 	t.Cleanup(func() { Modprobe = saved })
 	ns := newNS(t)
 	for _, m := range []string{ModIPIP, ModIP6Tnl} {
-		if err := (Step{Kind: LoadModule, Module: m}).ApplyIn(ns.h, ns.Handle); err != nil {
+		if err := LoadStep(m).ApplyIn(ns.h, ns.Handle); err != nil {
 			if os.Getenv(RequireEnv) == "1" {
 				t.Fatalf("load %s without modprobe: %v", m, err)
 			}
@@ -41,7 +41,7 @@ func TestAutoloadWithoutModprobe(t *testing.T) {
 	if _, err := ns.h.LinkByName(DevIPv4); err != nil {
 		t.Errorf("no %s after the on-demand load of ipip: %v", DevIPv4, err)
 	}
-	if err := (Step{Kind: LoadModule, Module: ModFou}).ApplyIn(ns.h, ns.Handle); err == nil {
+	if err := LoadStep(ModFou).ApplyIn(ns.h, ns.Handle); err == nil {
 		if ModuleLoaded(ModFou) {
 			t.Log("fou loaded without modprobe on this kernel: prepare is belt and braces here")
 		}

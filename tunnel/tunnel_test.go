@@ -16,8 +16,8 @@ func commands(steps []Step) []string {
 	return out
 }
 
-func state(mods []string, links []Link, fou ...FouPort) State {
-	st := State{Modules: map[string]bool{}, Links: map[string]Link{}, Fou: fou}
+func state(mods []string, links []Link, fou ...FouPort) Observed {
+	st := Observed{Modules: map[string]bool{}, Links: map[string]Link{}, Fou: fou}
 	for _, m := range mods {
 		st.Modules[m] = true
 	}
@@ -42,7 +42,7 @@ func TestNeeded(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		spec     Spec
-		st       State
+		st       Observed
 		owned    Owned
 		want     []string
 		conflict string
@@ -179,12 +179,12 @@ func TestRecordConverges(t *testing.T) {
 }
 
 func TestRemovalFlag(t *testing.T) {
-	for _, s := range []Step{{Kind: LoadModule}, {Kind: CreateLink}, {Kind: SetUp}, {Kind: AddFou}} {
+	for _, s := range []Step{LoadStep(ModIPIP), createLinkStep(DevIPv4), setUpStep(DevIPv4), addFouStep(FouKey{4, 1})} {
 		if s.Removal() {
 			t.Errorf("%v is not a removal", s)
 		}
 	}
-	for _, s := range []Step{{Kind: DelFou}, {Kind: SetDown}, {Kind: DeleteLink}} {
+	for _, s := range []Step{delFouStep(FouKey{4, 1}), setDownStep(DevIPv4), deleteLinkStep(DevIPv4)} {
 		if !s.Removal() {
 			t.Errorf("%v is a removal", s)
 		}
@@ -212,23 +212,55 @@ func TestOverheadAndMSS(t *testing.T) {
 	}
 }
 
-func TestCommands(t *testing.T) {
+// Each step shows its command and records what it made (or undid) in Owned.
+func TestCommandsAndRecord(t *testing.T) {
+	full := func() Owned {
+		return Owned{LinksUp: []string{DevIPv4, DevIPv6}, LinksCreated: []string{DevIPv6}, FouPorts: []FouKey{{4, 5555}, {6, 5555}}}
+	}
 	for _, tc := range []struct {
-		s    Step
-		want string
+		s      Step
+		want   string
+		from   Owned
+		record string
 	}{
-		{Step{Kind: LoadModule, Module: ModIP6Tnl}, "modprobe ip6_tunnel"},
-		{Step{Kind: CreateLink, Link: DevIPv4}, "ip link add tunl0 type ipip"},
-		{Step{Kind: CreateLink, Link: DevIPv6}, "ip -6 link add ip6tnl0 type ip6tnl mode any"},
-		{Step{Kind: SetUp, Link: DevIPv6}, "ip link set ip6tnl0 up"},
-		{Step{Kind: SetDown, Link: DevIPv4}, "ip link set tunl0 down"},
-		{Step{Kind: DeleteLink, Link: DevIPv6}, "ip link del ip6tnl0"},
-		{Step{Kind: AddFou, Fou: FouKey{6, 6080}}, "ip -6 fou add port 6080 gue"},
-		{Step{Kind: DelFou, Fou: FouKey{4, 5555}}, "ip fou del port 5555"},
-		{Step{Kind: DelFou, Fou: FouKey{6, 5555}}, "ip -6 fou del port 5555"},
+		{LoadStep(ModIP6Tnl), "modprobe ip6_tunnel", Owned{}, `{}`},
+		{createLinkStep(DevIPv4), "ip link add tunl0 type ipip", Owned{}, `{"links_created":["tunl0"]}`},
+		{createLinkStep(DevIPv6), "ip -6 link add ip6tnl0 type ip6tnl mode any", Owned{}, `{"links_created":["ip6tnl0"]}`},
+		{setUpStep(DevIPv6), "ip link set ip6tnl0 up", Owned{LinksUp: []string{DevIPv6}}, `{"links_up":["ip6tnl0"]}`},
+		{setDownStep(DevIPv4), "ip link set tunl0 down", full(), `{"links_up":["ip6tnl0"],"links_created":["ip6tnl0"],"fou_ports":[{"family":4,"port":5555},{"family":6,"port":5555}]}`},
+		{deleteLinkStep(DevIPv6), "ip link del ip6tnl0", full(), `{"links_up":["tunl0"],"fou_ports":[{"family":4,"port":5555},{"family":6,"port":5555}]}`},
+		{addFouStep(FouKey{6, 6080}), "ip -6 fou add port 6080 gue", Owned{}, `{"fou_ports":[{"family":6,"port":6080}]}`},
+		{delFouStep(FouKey{4, 5555}), "ip fou del port 5555", full(), `{"links_up":["tunl0","ip6tnl0"],"links_created":["ip6tnl0"],"fou_ports":[{"family":6,"port":5555}]}`},
+		{delFouStep(FouKey{6, 5555}), "ip -6 fou del port 5555", Owned{}, `{}`},
 	} {
 		if got := tc.s.Command(); got != tc.want {
 			t.Errorf("Command() = %q, want %q", got, tc.want)
 		}
+		o := tc.from
+		o.Record(tc.s)
+		if b, _ := json.Marshal(o); string(b) != tc.record {
+			t.Errorf("%s: owned after Record = %s, want %s", tc.want, b, tc.record)
+		}
+	}
+}
+
+// A Step made outside this package has no action: an error, not a panic.
+func TestStepWithoutAction(t *testing.T) {
+	if err := (Step{Kind: SetUp, Link: DevIPv4}).Apply(nil); err == nil || !strings.Contains(err.Error(), "no action") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// The parser TestFouPollCost checks ListFou against (iproute2's ipfou.c
+// print_fou_mapping format).
+func TestIPFouShowParse(t *testing.T) {
+	got := ipFouShow(t, "port 6081 gue -6\nport 6090 ipproto 4\nport 6080 gue local 192.0.2.1\n")
+	want := []FouPort{
+		{FouKey: FouKey{4, 6080}, Encap: "gue"},
+		{FouKey: FouKey{4, 6090}, Encap: "direct", Protocol: 4},
+		{FouKey: FouKey{6, 6081}, Encap: "gue"},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %+v, want %+v", got, want)
 	}
 }

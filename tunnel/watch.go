@@ -34,6 +34,9 @@ type Watcher struct {
 	// FouOn, when set, gates the fou poll: a host without a GUE port to
 	// keep does not list fou sockets every second.
 	FouOn *atomic.Bool
+	// polled, when set (tests), is called after each poll: a test awaits
+	// the first one before it changes the sockets.
+	polled func()
 }
 
 // PollFou polls until ctx ends.
@@ -74,6 +77,9 @@ func (w Watcher) pollFou(ctx context.Context, wake resubscribe.Wake, log *slog.L
 				wake(TriggerFou)
 			}
 			last, first = cur, false
+		}
+		if w.polled != nil {
+			w.polled()
 		}
 		select {
 		case <-ctx.Done():
