@@ -6,13 +6,13 @@ package loopback
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/dsr-agent/dsr-agent/internal/nldump"
@@ -114,15 +114,37 @@ func (l *Labeler) Next(link string) string {
 	}
 }
 
-// Manager reads and changes addresses through a netlink handle (bound to the
-// network namespace under test, or the host's).
+// Manager reads addresses through a netlink handle and changes them through
+// its own rtnetlink socket, both in one network namespace (the one under
+// test, or the host's). NewManager makes one; Close releases its socket.
 type Manager struct {
 	NL *netlink.Handle
+	rt *rtnl
 
 	// links caches name lookups between one List (a fresh snapshot) and the
 	// next, so adding N addresses costs N requests, not 2N.
 	links map[string]netlink.Link
 }
+
+// NewManager binds a Manager to the handle nl and the network namespace ns
+// the handle was opened in (netns.None() for the caller's own).
+func NewManager(nl *netlink.Handle, ns netns.NsHandle) (*Manager, error) {
+	rt, err := openRTNL(ns)
+	if err != nil {
+		return nil, err
+	}
+	return &Manager{NL: nl, rt: rt}, nil
+}
+
+// Close releases the Manager's own socket (not the handle).
+func (m *Manager) Close() error {
+	if m == nil || m.rt == nil {
+		return nil
+	}
+	return m.rt.close()
+}
+
+var errNoSocket = errors.New("loopback: Manager not made by NewManager")
 
 func (m *Manager) link(name string) (netlink.Link, error) {
 	if l, ok := m.links[name]; ok {
@@ -187,13 +209,10 @@ func (m *Manager) Add(a Addr) error {
 	if err != nil {
 		return fmt.Errorf("ip addr add %s: look up link: %w", a, err)
 	}
-	nla := &netlink.Addr{IPNet: prefixNet(a.Prefix), Label: a.Label}
-	if a.Prefix.Addr().Is6() {
-		// No duplicate address detection: the VIP is deliberately shared with
-		// the director and the other real servers.
-		nla.Flags = unix.IFA_F_NODAD
+	if m.rt == nil {
+		return fmt.Errorf("ip addr add %s: %w", a, errNoSocket)
 	}
-	if err := m.NL.AddrReplace(link, nla); err != nil {
+	if err := m.rt.addr(unix.RTM_NEWADDR, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, link.Attrs().Index, a.Prefix, a.Label); err != nil {
 		return fmt.Errorf("ip addr add %s: %w", a, err)
 	}
 	return nil
@@ -209,17 +228,16 @@ func (m *Manager) Del(a Addr) error {
 		}
 		return fmt.Errorf("ip addr del %s: look up link: %w", a, err)
 	}
-	if err := m.NL.AddrDel(link, &netlink.Addr{IPNet: prefixNet(a.Prefix)}); err != nil {
+	if m.rt == nil {
+		return fmt.Errorf("ip addr del %s: %w", a, errNoSocket)
+	}
+	if err := m.rt.addr(unix.RTM_DELADDR, 0, link.Attrs().Index, a.Prefix, ""); err != nil {
 		if errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.ENOENT) {
 			return nil
 		}
 		return fmt.Errorf("ip addr del %s: %w", a, err)
 	}
 	return nil
-}
-
-func prefixNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
 // Key identifies an address independent of its label.

@@ -1,9 +1,12 @@
 package loopback
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 )
@@ -40,7 +43,11 @@ func TestAddrCommand(t *testing.T) {
 func TestAddListDelInNamespace(t *testing.T) {
 	ns := netnstest.New(t)
 	ns.AddDummy(t, "nic0", "198.51.100.21/24")
-	m := &Manager{NL: ns.Netlink}
+	m, err := NewManager(ns.Netlink, ns.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
 	v4 := Addr{Link: "lo", Prefix: netip.MustParsePrefix("192.0.2.10/32"), Label: "lo:dsr0"}
 	v6 := Addr{Link: "lo", Prefix: netip.MustParsePrefix("2001:db8::10/128")}
 	nic := Addr{Link: "nic0", Prefix: netip.MustParsePrefix("192.0.2.11/32"), Label: "nic0:dsr0"}
@@ -75,7 +82,7 @@ func TestAddListDelInNamespace(t *testing.T) {
 		t.Fatalf("ip addr show lo lacks the labelled alias:\n%s", out)
 	}
 	out6 := ns.Exec(t, "ip", "-6", "addr", "show", "dev", "lo")
-	if !strings.Contains(out6, "2001:db8::10/128") {
+	if !strings.Contains(out6, "2001:db8::10/128 scope global nodad") {
 		t.Fatalf("ip -6 addr show lo lacks the VIP:\n%s", out6)
 	}
 	for _, a := range []Addr{v4, v6, nic, v4} { // deleting twice is not an error
@@ -91,5 +98,27 @@ func TestAddListDelInNamespace(t *testing.T) {
 	}
 	if !strings.Contains(out, "198.51.100.21/24") {
 		t.Fatalf("foreign address on nic0 lost:\n%s", out)
+	}
+}
+
+// TestKernelErrorsReachTheCaller: an address the kernel refuses is an error
+// that names it and wraps the kernel's errno, and a Manager's socket is in
+// its namespace, not the caller's.
+func TestKernelErrorsReachTheCaller(t *testing.T) {
+	ns := netnstest.New(t)
+	ns.AddDummy(t, "nic0")
+	ns.Exec(t, "sysctl", "-qw", "net.ipv6.conf.nic0.disable_ipv6=1")
+	m, err := NewManager(ns.Netlink, ns.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	a := Addr{Link: "nic0", Prefix: netip.MustParsePrefix("2001:db8::11/128")}
+	err = m.Add(a)
+	if !errors.Is(err, unix.EACCES) || !strings.Contains(err.Error(), "ip addr add 2001:db8::11/128 dev nic0") {
+		t.Fatalf("Add with IPv6 disabled on nic0: %v, want EACCES naming the address", err)
+	}
+	if err := (&Manager{NL: ns.Netlink}).Add(a); !errors.Is(err, errNoSocket) {
+		t.Fatalf("Add through a Manager not made by NewManager: %v", err)
 	}
 }
