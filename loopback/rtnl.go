@@ -1,12 +1,14 @@
 package loopback
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -53,7 +55,8 @@ func openRTNL(ns netns.NsHandle) (*rtnl, error) {
 		_ = unix.Close(fd)
 		return nil, fmt.Errorf("bind rtnetlink socket: %w", err)
 	}
-	return &rtnl{fd: fd, req: make([]byte, 0, 128), rcv: make([]byte, 4096)}, nil
+	// The kernel sizes a dump's messages to the reader's buffer, up to 32 KiB.
+	return &rtnl{fd: fd, req: make([]byte, 0, 128), rcv: make([]byte, 32<<10)}, nil
 }
 
 func (r *rtnl) close() error { return unix.Close(r.fd) }
@@ -147,4 +150,151 @@ func (r *rtnl) ack() error {
 	}
 }
 
+// nlaTypeMask strips NLA_F_NESTED and NLA_F_NET_BYTEORDER from a type.
+const nlaTypeMask = 0x3fff
+
 func nlmAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
+
+// dump sends a dump request of type typ whose body is hdr and calls fn with
+// each answer's body (after the netlink header), in the kernel's order. A
+// dump the kernel marks interrupted (the table changed while it was read) is
+// read to its end and returns netlink.ErrDumpInterrupted, as
+// vishvananda/netlink does, for internal/nldump to repeat.
+func (r *rtnl) dump(typ uint16, hdr []byte, fn func(body []byte)) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seq++
+	ne := binary.NativeEndian
+	b := r.req[:sizeofNlmsghdr]
+	ne.PutUint32(b[0:], uint32(sizeofNlmsghdr+len(hdr)))
+	ne.PutUint16(b[4:], typ)
+	ne.PutUint16(b[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	ne.PutUint32(b[8:], r.seq)
+	ne.PutUint32(b[12:], 0)
+	b = append(b, hdr...)
+	r.req = b[:0]
+	if _, err := unix.Write(r.fd, b); err != nil {
+		return err
+	}
+	interrupted := false
+	for {
+		n, err := unix.Read(r.fd, r.rcv)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for msg := r.rcv[:n]; len(msg) >= sizeofNlmsghdr; {
+			l := int(ne.Uint32(msg))
+			if l < sizeofNlmsghdr || l > len(msg) {
+				return fmt.Errorf("netlink: malformed dump message (length %d of %d bytes)", l, len(msg))
+			}
+			typ, flags, seq := ne.Uint16(msg[4:]), ne.Uint16(msg[6:]), ne.Uint32(msg[8:])
+			body := msg[sizeofNlmsghdr:l]
+			msg = msg[min(nlmAlign(l), len(msg)):]
+			if seq != r.seq {
+				continue
+			}
+			if flags&unix.NLM_F_DUMP_INTR != 0 {
+				interrupted = true
+			}
+			switch typ {
+			case unix.NLMSG_DONE, unix.NLMSG_ERROR:
+				if len(body) >= 4 {
+					if errno := int32(ne.Uint32(body)); errno != 0 {
+						return unix.Errno(-errno)
+					}
+				}
+				if interrupted {
+					return netlink.ErrDumpInterrupted
+				}
+				return nil
+			}
+			fn(body)
+		}
+	}
+}
+
+// attrs calls fn with each rtattr in b (type without its flag bits).
+func attrs(b []byte, fn func(typ uint16, val []byte)) {
+	ne := binary.NativeEndian
+	for len(b) >= unix.SizeofRtAttr {
+		l := int(ne.Uint16(b))
+		if l < unix.SizeofRtAttr || l > len(b) {
+			return
+		}
+		fn(ne.Uint16(b[2:])&nlaTypeMask, b[unix.SizeofRtAttr:l])
+		b = b[min((l+unix.RTA_ALIGNTO-1)&^(unix.RTA_ALIGNTO-1), len(b)):]
+	}
+}
+
+// linkNames dumps the interfaces' names by index.
+func (r *rtnl) linkNames() (map[int]string, error) {
+	out := map[int]string{}
+	err := r.dump(unix.RTM_GETLINK, make([]byte, unix.SizeofIfInfomsg), func(body []byte) {
+		if len(body) < unix.SizeofIfInfomsg {
+			return
+		}
+		index := int(int32(binary.NativeEndian.Uint32(body[4:])))
+		attrs(body[unix.SizeofIfInfomsg:], func(typ uint16, val []byte) {
+			if typ == unix.IFLA_IFNAME {
+				out[index] = string(bytes.TrimRight(val, "\x00"))
+			}
+		})
+	})
+	return out, err
+}
+
+// rawAddr is one address of the dump, read the way vishvananda/netlink reads
+// it: IFA_LOCAL is the address (a host prefix when IFA_ADDRESS is a
+// different, peer, address), else IFA_ADDRESS with the prefix length.
+type rawAddr struct {
+	index int
+	ip    netip.Addr
+	bits  int
+	label string
+	flags uint32
+}
+
+// addrs dumps every address of both families.
+func (r *rtnl) addrs(fn func(rawAddr)) error {
+	return r.dump(unix.RTM_GETADDR, make([]byte, sizeofIfaddrmsg), func(body []byte) {
+		if len(body) < sizeofIfaddrmsg {
+			return
+		}
+		family, plen := body[0], int(body[1])
+		a := rawAddr{index: int(binary.NativeEndian.Uint32(body[4:]))}
+		var local, address []byte
+		attrs(body[sizeofIfaddrmsg:], func(typ uint16, val []byte) {
+			switch typ {
+			case unix.IFA_ADDRESS:
+				address = val
+			case unix.IFA_LOCAL:
+				local = val
+			case unix.IFA_LABEL:
+				a.label = string(bytes.TrimRight(val, "\x00"))
+			case unix.IFA_FLAGS:
+				if len(val) >= 4 {
+					a.flags = binary.NativeEndian.Uint32(val)
+				}
+			}
+		})
+		switch {
+		case local != nil && family == unix.AF_INET && bytes.Equal(local, address):
+			a.bits, local = plen, address
+		case local != nil:
+			a.bits = 8 * len(local)
+		case address != nil:
+			a.bits, local = plen, address
+		default:
+			return
+		}
+		ip, ok := netip.AddrFromSlice(local)
+		if !ok {
+			return
+		}
+		a.ip = ip.Unmap()
+		fn(a)
+	})
+}
