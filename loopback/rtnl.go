@@ -150,6 +150,9 @@ func (r *rtnl) ack() error {
 	}
 }
 
+// trimNUL drops a C string's terminating NULs.
+func trimNUL(b []byte) []byte { return bytes.TrimRight(b, "\x00") }
+
 // nlaTypeMask strips NLA_F_NESTED and NLA_F_NET_BYTEORDER from a type.
 const nlaTypeMask = 0x3fff
 
@@ -239,7 +242,7 @@ func (r *rtnl) linkNames() (map[int]string, error) {
 		index := int(int32(binary.NativeEndian.Uint32(body[4:])))
 		attrs(body[unix.SizeofIfInfomsg:], func(typ uint16, val []byte) {
 			if typ == unix.IFLA_IFNAME {
-				out[index] = string(bytes.TrimRight(val, "\x00"))
+				out[index] = string(trimNUL(val))
 			}
 		})
 	})
@@ -273,7 +276,7 @@ func (r *rtnl) addrs(fn func(rawAddr)) error {
 			case unix.IFA_LOCAL:
 				local = val
 			case unix.IFA_LABEL:
-				a.label = string(bytes.TrimRight(val, "\x00"))
+				a.label = string(trimNUL(val))
 			case unix.IFA_FLAGS:
 				if len(val) >= 4 {
 					a.flags = binary.NativeEndian.Uint32(val)
