@@ -73,6 +73,12 @@ func OpenHostAt(stateDir string, ns netns.NsHandle) (*Host, error) {
 		}
 		return nil, fmt.Errorf("open netlink and nftables sockets: %w", err)
 	}
+	addrs, err := loopback.NewManager(nl, ns)
+	if err != nil {
+		nl.Close()
+		_ = conn.CloseLasting()
+		return nil, err
+	}
 	nsFD := -1
 	if ns.IsOpen() {
 		nsFD = int(ns)
@@ -80,7 +86,7 @@ func OpenHostAt(stateDir string, ns netns.NsHandle) (*Host, error) {
 	return &Host{
 		nl:     nl,
 		sysctl: proc,
-		addrs:  &loopback.Manager{NL: nl},
+		addrs:  addrs,
 		tables: &firewall.Manager{Conn: conn},
 		store:  &stateStore{dir: stateDir},
 		nsFD:   nsFD,
@@ -91,6 +97,7 @@ func OpenHostAt(stateDir string, ns netns.NsHandle) (*Host, error) {
 // Close releases the netlink sockets.
 func (h *Host) Close() {
 	h.nl.Close()
+	_ = h.addrs.Close()
 	_ = h.tables.Conn.CloseLasting()
 	if h.diag != nil {
 		_ = h.diag.Close()

@@ -251,11 +251,7 @@ func (d *daemon) resync(ctl *control) {
 	// reached the daemon (its socket backlog full) recorded it all the
 	// same, and so did a hand edit.
 	_ = ctl.syncDrain("resync")
-	d.reconcile([]string{"resync"})
-	// Give back what a burst (a health flood, a big repair) grew the heap
-	// to: steady-state RSS is what every host of a fleet pays, and with a
-	// live heap of about 1 MB this GC costs a millisecond.
-	debug.FreeOSMemory()
+	d.reconcile([]string{"resync"}) // and gives back what a health flood grew the heap to
 }
 
 func (d *daemon) stop(why string) {
@@ -267,6 +263,14 @@ func (d *daemon) stop(why string) {
 // reconcile is one pass: apply (observe, diff, change what differs), then
 // publish what the host looks like.
 func (d *daemon) reconcile(triggers []string) {
+	// A pass's garbage (address dumps, the plan, the status document; the
+	// first apply's is the peak of the daemon's life) is dead when it
+	// returns: give it back at once rather than carry it as RSS until the
+	// next resync -- steady-state RSS is what every host of a fleet pays.
+	// With a live heap of 1-2 MB this costs a millisecond or two; passes
+	// run on events and every resync (issue 19: the sysctl poll's pass
+	// right after READY kept 2-3 MB for 30 s).
+	defer debug.FreeOSMemory()
 	start := time.Now()
 	trigger := strings.Join(triggers, ",")
 	// A service that started or stopped is no kernel drift: apply has
@@ -369,10 +373,6 @@ func (d *daemon) afterSuccess() {
 		d.applied = true
 		d.o.Notify(fmt.Sprintf("READY=1\nSTATUS=converged: mode %s, %d VIP(s)", d.cfg.Mode, len(d.cfg.VIPs)))
 		d.log.Info("host converged; ready", "mode", d.cfg.Mode, "vips", len(d.cfg.VIPs))
-		// The first apply's garbage (dumps, a big nft batch) is the peak of
-		// the daemon's life; return it to the kernel now rather than carry
-		// it as RSS on every host of a fleet.
-		debug.FreeOSMemory()
 	}
 }
 

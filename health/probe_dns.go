@@ -4,23 +4,24 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/dsr-agent/dsr-agent/agent"
-	"github.com/dsr-agent/dsr-agent/internal/dnswire"
 )
 
 // dnsProber asks one question over UDP (keepalived DNS_CHECK): the check is
 // up when the answer has RCODE NOERROR and a non-empty answer section, and,
 // with expect, one record of the asked type equal to it. The socket is
 // connected, so a stopped server's ICMP port unreachable reads as
-// "connection refused" at once instead of a timeout. A minimal RFC 1035
-// client: one question, no EDNS, no retries (the next interval retries).
+// "connection refused" at once instead of a timeout. One question, no EDNS,
+// no retries (the next interval retries); github.com/miekg/dns writes the
+// query and reads the answer.
 type dnsProber struct {
 	addr, name, typeName, expect string
 	qtype                        uint16
@@ -33,17 +34,13 @@ func NewDNSProber(addr, name, qtype, expect string) (Prober, error) {
 	if !ok {
 		return nil, fmt.Errorf("dns: unknown type %q", qtype)
 	}
-	if _, err := dnswire.AppendName(nil, name); err != nil {
-		return nil, err
+	if _, ok := dns.IsDomainName(name); !ok || strings.Contains(strings.TrimSuffix(name, "."), "..") {
+		return nil, fmt.Errorf("dns: bad name %q", name)
 	}
 	return &dnsProber{addr: addr, name: dnsFQDN(name), typeName: strings.ToUpper(qtype), qtype: t, expect: expect}, nil
 }
 
-func dnsFQDN(name string) string { return strings.ToLower(strings.TrimSuffix(name, ".")) + "." }
-
-const dnsClassIN = 1
-
-var dnsRcodes = []string{"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"}
+func dnsFQDN(name string) string { return strings.ToLower(dns.Fqdn(name)) }
 
 func (p *dnsProber) Probe(ctx context.Context) (Result, error) {
 	var d net.Dialer
@@ -57,14 +54,13 @@ func (p *dnsProber) Probe(ctx context.Context) (Result, error) {
 	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
 	defer stop()
-	id := uint16(rand.Uint32())
-	q := binary.BigEndian.AppendUint16(nil, id)
-	q = append(q, 0x01, 0x00)             // RD
-	q = append(q, 0, 1, 0, 0, 0, 0, 0, 0) // QDCOUNT 1
-	q, _ = dnswire.AppendName(q, p.name)
-	q = binary.BigEndian.AppendUint16(q, p.qtype)
-	q = binary.BigEndian.AppendUint16(q, dnsClassIN)
-	if _, err := conn.Write(q); err != nil {
+	q := new(dns.Msg)
+	q.SetQuestion(p.name, p.qtype) // RD, a random id
+	query, err := q.Pack()
+	if err != nil {
+		return Result{}, err
+	}
+	if _, err := conn.Write(query); err != nil {
 		return Result{}, err
 	}
 	buf := make([]byte, 4096)
@@ -79,7 +75,7 @@ func (p *dnsProber) Probe(ctx context.Context) (Result, error) {
 		msg := buf[:n]
 		// Anything that is not the answer to this question (a late answer
 		// to an earlier probe, a spoof) is skipped.
-		if len(msg) < 12 || binary.BigEndian.Uint16(msg) != id || msg[2]&0x80 == 0 {
+		if len(msg) < 12 || binary.BigEndian.Uint16(msg) != q.Id || msg[2]&0x80 == 0 {
 			continue
 		}
 		return Result{}, p.judge(msg)
@@ -87,53 +83,36 @@ func (p *dnsProber) Probe(ctx context.Context) (Result, error) {
 }
 
 // judge reads the answer to this prober's question.
-func (p *dnsProber) judge(msg []byte) error {
-	if rc := int(msg[3] & 0x0f); rc != 0 {
+func (p *dnsProber) judge(raw []byte) error {
+	var m dns.Msg
+	if err := m.Unpack(raw); err != nil && !(m.Truncated && len(m.Answer) == 0) {
+		return failf("bad answer: %v", err)
+	}
+	if rc := m.Rcode; rc != dns.RcodeSuccess {
 		name := fmt.Sprintf("rcode %d", rc)
-		if rc < len(dnsRcodes) {
-			name = dnsRcodes[rc]
+		if rc <= dns.RcodeRefused {
+			name = dns.RcodeToString[rc]
 		}
 		return failf("%s %s: %s", p.name, p.typeName, name)
 	}
-	qd, an := binary.BigEndian.Uint16(msg[4:]), binary.BigEndian.Uint16(msg[6:])
-	if msg[2]&0x02 != 0 && an == 0 {
+	if m.Truncated && len(m.Answer) == 0 {
 		return failf("%s %s: answer truncated (TC) and empty", p.name, p.typeName)
 	}
-	off := 12
-	for range qd {
-		qn, o, err := dnswire.ReadName(msg, off)
-		if err != nil {
-			return failf("bad answer: %v", err)
+	for _, q := range m.Question {
+		if !strings.EqualFold(q.Name, p.name) {
+			return failf("answer is for %s, asked %s", q.Name, p.name)
 		}
-		if !strings.EqualFold(qn, p.name) {
-			return failf("answer is for %s, asked %s", qn, p.name)
-		}
-		off = o + 4
 	}
-	if an == 0 {
+	if len(m.Answer) == 0 {
 		return failf("%s %s: no answer (NOERROR, empty answer section)", p.name, p.typeName)
 	}
 	var values []string
-	for range an {
-		_, o, err := dnswire.ReadName(msg, off)
-		if err != nil {
-			return failf("bad answer: %v", err)
-		}
-		if o+10 > len(msg) {
-			return failf("bad answer: truncated record")
-		}
-		typ := binary.BigEndian.Uint16(msg[o:])
-		rdlen := int(binary.BigEndian.Uint16(msg[o+8:]))
-		rd := o + 10
-		if rd+rdlen > len(msg) {
-			return failf("bad answer: record data runs past the message")
-		}
-		if typ == p.qtype {
-			if v, ok := dnsValue(msg, typ, rd, rdlen); ok {
+	for _, rr := range m.Answer {
+		if rr.Header().Rrtype == p.qtype {
+			if v, ok := dnsValue(rr); ok {
 				values = append(values, v)
 			}
 		}
-		off = rd + rdlen
 	}
 	if p.expect == "" || slices.Contains(values, p.expect) {
 		return nil
@@ -145,37 +124,59 @@ func (p *dnsProber) judge(msg []byte) error {
 	return failf("%s %s: answer %s, want %s", p.name, p.typeName, got, p.expect)
 }
 
-// dnsValue renders one record's data the way `expect` is written.
-func dnsValue(msg []byte, typ uint16, rd, rdlen int) (string, bool) {
-	data := msg[rd : rd+rdlen]
-	switch typ {
-	case 1:
-		if a, ok := netip.AddrFromSlice(data); ok && rdlen == 4 {
+// dnsValue renders one record's data the way `expect` is written: an
+// address, a lower-case name with its final dot, or a TXT record's strings
+// concatenated as they are on the wire.
+func dnsValue(rr dns.RR) (string, bool) {
+	switch rr := rr.(type) {
+	case *dns.A:
+		if a, ok := netip.AddrFromSlice(rr.A.To4()); ok {
 			return a.String(), true
 		}
-	case 28:
-		if a, ok := netip.AddrFromSlice(data); ok && rdlen == 16 {
+	case *dns.AAAA:
+		if a, ok := netip.AddrFromSlice(rr.AAAA); ok && len(rr.AAAA) == net.IPv6len {
 			return a.String(), true
 		}
-	case 2, 5, 12: // NS, CNAME, PTR
-		if n, _, err := dnswire.ReadName(msg, rd); err == nil {
-			return strings.ToLower(n), true
-		}
-	case 15: // MX: preference, exchange
-		if n, _, err := dnswire.ReadName(msg, rd+2); err == nil && rdlen > 2 {
-			return strings.ToLower(n), true
-		}
-	case 16: // TXT: the record's strings concatenated
+	case *dns.NS:
+		return strings.ToLower(rr.Ns), true
+	case *dns.CNAME:
+		return strings.ToLower(rr.Target), true
+	case *dns.PTR:
+		return strings.ToLower(rr.Ptr), true
+	case *dns.MX:
+		return strings.ToLower(rr.Mx), true
+	case *dns.TXT:
 		var s strings.Builder
-		for i := 0; i < len(data); {
-			n := int(data[i])
-			if i+1+n > len(data) {
-				return "", false
-			}
-			s.Write(data[i+1 : i+1+n])
-			i += 1 + n
+		for _, t := range rr.Txt {
+			s.WriteString(txtUnescape(t))
 		}
 		return s.String(), true
 	}
 	return "", false
 }
+
+// txtUnescape undoes miekg/dns's presentation escapes in a TXT string (\X
+// and \DDD for quotes, backslashes and unprintable bytes), so that expect
+// compares with the bytes the server sent.
+func txtUnescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' || i+1 == len(s) {
+			b = append(b, s[i])
+			continue
+		}
+		if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
+			b = append(b, (s[i+1]-'0')*100+(s[i+2]-'0')*10+(s[i+3]-'0'))
+			i += 3
+			continue
+		}
+		b = append(b, s[i+1])
+		i++
+	}
+	return string(b)
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }

@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/binary"
 	"math/big"
 	"net"
 	"os"
@@ -19,8 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/dsr-agent/dsr-agent/agent"
-	"github.com/dsr-agent/dsr-agent/internal/dnswire"
 )
 
 func probeOnce(t *testing.T, p Prober, timeout time.Duration) (Result, string) {
@@ -137,8 +137,8 @@ func TestTLSProber(t *testing.T) {
 	}
 }
 
-// dnsResponder answers every query with fn's records (type, rdata) and rcode.
-func dnsResponder(t *testing.T, fn func(qname string, qtype uint16) (rcode byte, answers [][]byte)) string {
+// dnsResponder answers every query with fn's records and rcode.
+func dnsResponder(t *testing.T, fn func(qname string, qtype uint16) (rcode int, answers []string)) string {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -152,54 +152,69 @@ func dnsResponder(t *testing.T, fn func(qname string, qtype uint16) (rcode byte,
 			if err != nil {
 				return
 			}
-			q := buf[:n]
-			name, end, err := dnswire.ReadName(q, 12)
-			if err != nil {
+			var q dns.Msg
+			if q.Unpack(buf[:n]) != nil || len(q.Question) != 1 {
 				continue
 			}
-			qtype := binary.BigEndian.Uint16(q[end:])
-			rcode, answers := fn(name, qtype)
-			r := append([]byte{}, q[:2]...)
-			r = append(r, 0x81, 0x80|rcode, 0, 1)
-			r = binary.BigEndian.AppendUint16(r, uint16(len(answers)))
-			r = append(r, 0, 0, 0, 0)
-			r = append(r, q[12:end+4]...)
+			rcode, answers := fn(q.Question[0].Name, q.Question[0].Qtype)
+			r := new(dns.Msg)
+			r.SetRcode(&q, rcode)
+			r.Compress = true
 			for _, a := range answers {
-				r = append(r, 0xc0, 12)
-				r = append(r, a[:2]...) // type
-				r = append(r, 0, 1, 0, 0, 0, 30)
-				r = binary.BigEndian.AppendUint16(r, uint16(len(a)-2))
-				r = append(r, a[2:]...)
+				rr, err := dns.NewRR(a)
+				if err != nil {
+					panic(err)
+				}
+				r.Answer = append(r.Answer, rr)
 			}
-			_, _ = pc.WriteTo(r, from)
+			b, err := r.Pack()
+			if err != nil {
+				panic(err)
+			}
+			_, _ = pc.WriteTo(b, from)
 		}
 	}()
 	return pc.LocalAddr().String()
 }
 
 func TestDNSProber(t *testing.T) {
-	rr := func(typ uint16, data ...byte) []byte { return append(binary.BigEndian.AppendUint16(nil, typ), data...) }
-	addr := dnsResponder(t, func(name string, qtype uint16) (byte, [][]byte) {
+	addr := dnsResponder(t, func(name string, qtype uint16) (int, []string) {
 		switch {
-		case name == "www.example.com." && qtype == 1:
-			return 0, [][]byte{rr(1, 192, 0, 2, 80)}
-		case name == "www.example.com." && qtype == 16:
-			return 0, [][]byte{rr(16, append([]byte{5}, "hello"...)...)}
+		case name == "www.example.com." && qtype == dns.TypeA:
+			return dns.RcodeSuccess, []string{"www.example.com. 30 IN A 192.0.2.80"}
+		case name == "www.example.com." && qtype == dns.TypeTXT:
+			return dns.RcodeSuccess, []string{`www.example.com. 30 IN TXT "hel" "lo"`}
+		case name == "quote.example.com." && qtype == dns.TypeTXT:
+			return dns.RcodeSuccess, []string{`quote.example.com. 30 IN TXT "say \"hi\" \\ \007"`}
 		case name == "alias.example.com.":
-			return 0, [][]byte{rr(5, 3, 'w', 'w', 'w', 0xc0, 12+6)} // www.<example.com. from the question>
+			return dns.RcodeSuccess, []string{"alias.example.com. 30 IN CNAME WWW.example.com."}
+		case name == "example.com." && qtype == dns.TypeMX:
+			return dns.RcodeSuccess, []string{"example.com. 30 IN MX 10 Mail.example.com.", "example.com. 30 IN A 192.0.2.1"}
+		case name == "www6.example.com." && qtype == dns.TypeAAAA:
+			return dns.RcodeSuccess, []string{"www6.example.com. 30 IN AAAA 2001:db8:0:0::80"}
 		case name == "www.example.com.":
-			return 0, nil
+			return dns.RcodeSuccess, nil
+		case name == "refused.example.com.":
+			return dns.RcodeRefused, nil
+		case name == "badvers.example.com.":
+			return dns.RcodeNotAuth, nil
 		}
-		return 3, nil
+		return dns.RcodeNameError, nil
 	})
 	for _, tc := range []struct{ name, typ, expect, want string }{
 		{"www.example.com", "A", "", ""},
-		{"www.example.com", "A", "192.0.2.80", ""},
+		{"WWW.Example.com.", "A", "192.0.2.80", ""},
 		{"www.example.com", "A", "192.0.2.81", "www.example.com. A: answer 192.0.2.80, want 192.0.2.81"},
 		{"www.example.com", "TXT", "hello", ""},
+		{"quote.example.com", "TXT", "say \"hi\" \\ \a", ""},
 		{"alias.example.com", "CNAME", "www.example.com.", ""},
+		{"example.com", "MX", "mail.example.com.", ""},
+		{"example.com", "MX", "mx.example.com.", "example.com. MX: answer mail.example.com., want mx.example.com."},
+		{"www6.example.com", "AAAA", "2001:db8::80", ""},
 		{"www.example.com", "AAAA", "", "www.example.com. AAAA: no answer (NOERROR, empty answer section)"},
 		{"nope.example.com", "A", "", "nope.example.com. A: NXDOMAIN"},
+		{"refused.example.com", "A", "", "refused.example.com. A: REFUSED"},
+		{"badvers.example.com", "A", "", "badvers.example.com. A: rcode 9"},
 	} {
 		p, err := NewDNSProber(addr, tc.name, tc.typ, tc.expect)
 		if err != nil {
@@ -224,6 +239,39 @@ func TestDNSProber(t *testing.T) {
 	p, _ = NewDNSProber(silent.LocalAddr().String(), "www.example.com", "A", "")
 	if _, reason := probeOnce(t, p, 200*time.Millisecond); reason != "timeout after 200ms" {
 		t.Errorf("silent server: reason %q", reason)
+	}
+}
+
+// TestDNSProberJudgesTheRawAnswer: answers no library would build, written
+// byte by byte: another question's answer, a truncated empty one, a
+// malformed one.
+func TestDNSProberJudgesTheRawAnswer(t *testing.T) {
+	p := &dnsProber{name: "www.example.com.", typeName: "A", qtype: dns.TypeA}
+	q := new(dns.Msg)
+	q.SetQuestion("other.example.com.", dns.TypeA)
+	other := new(dns.Msg)
+	other.SetReply(q)
+	other.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: "other.example.com.", Rrtype: dns.TypeA, Class: dns.ClassINET}, A: net.IPv4(192, 0, 2, 1)}}
+	wire, err := other.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	header := func(flags2, flags3 byte, qd, an byte) []byte {
+		return []byte{0, 1, flags2, flags3, 0, qd, 0, an, 0, 0, 0, 0}
+	}
+	for _, tc := range []struct {
+		what string
+		msg  []byte
+		want string
+	}{
+		{"answer to another question", wire, "answer is for other.example.com., asked www.example.com."},
+		{"truncated and empty", header(0x82, 0, 0, 0), "www.example.com. A: answer truncated (TC) and empty"},
+		{"an answer record cut short", append(header(0x80, 0, 0, 1), 0xc0), "bad answer: "},
+	} {
+		err := p.judge(tc.msg)
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.what, err, tc.want)
+		}
 	}
 }
 

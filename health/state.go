@@ -9,11 +9,6 @@
 package health
 
 import (
-	"encoding/json"
-	"fmt"
-	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,17 +34,6 @@ const (
 	Drained     DrainMode = "drain"
 	Maintenance DrainMode = "maint"
 )
-
-// Verdict is the precomputed answer every endpoint serves.
-type Verdict struct {
-	Healthy bool
-	// Reasons lists why the host is unhealthy, most important first.
-	Reasons []string
-	// Body is the /healthz body: "up" or the reasons joined by "; ".
-	Body []byte
-	// Agent is the HAProxy agent-check reply line, newline included.
-	Agent []byte
-}
 
 // CheckStatus is the state of one background service check.
 type CheckStatus struct {
@@ -187,18 +171,6 @@ func (s *State) CheckWeight(name string) (w int, ok bool) {
 	return *c.Weight, true
 }
 
-// weightWord is the weight part of the agent answer ("75%"), empty when
-// the weight never was on.
-func (s *State) weightWord() string {
-	switch {
-	case s.weight != nil:
-		return strconv.Itoa(s.weight.Percent) + "%"
-	case s.weightWasOn:
-		return "100%"
-	}
-	return ""
-}
-
 // inListenerGrace reports whether missing listeners are still forgiven.
 func (s *State) inListenerGrace() bool { return time.Since(s.started) < s.listenerGrace }
 
@@ -243,177 +215,6 @@ func (s *State) updateCheck(name string, fn func(*CheckStatus)) {
 	}
 	s.mu.Unlock()
 	s.metrics.setCheck(&after)
-}
-
-func (s *State) recompute() {
-	s.mu.Lock()
-	s.recomputeLocked()
-	s.mu.Unlock()
-}
-
-// recomputeLocked derives the verdict. Order of reasons: operator intent
-// first, then the host's own setup, then services, so the first reason is the
-// one to act on.
-func (s *State) recomputeLocked() {
-	var reasons []string
-	switch s.drain {
-	case Drained:
-		reasons = append(reasons, "draining")
-	case Maintenance:
-		reasons = append(reasons, "maintenance")
-	}
-	setupBroken := false
-	switch {
-	case s.snap == nil:
-		reasons = append(reasons, "starting: first apply not done")
-		setupBroken = true
-	case s.snap.Error != "" && len(s.snap.VIPs) == 0:
-		// The host could not even be observed: nothing says the setup holds.
-		reasons = append(reasons, "host check failed: "+firstLine(s.snap.Error))
-		setupBroken = true
-	default:
-		if !s.snap.Suppression {
-			reasons = append(reasons, "arp suppression missing")
-			setupBroken = true
-		}
-		for _, v := range s.snap.VIPs {
-			if v.Present {
-				continue
-			}
-			setupBroken = true
-			if v.Link != "" {
-				reasons = append(reasons, fmt.Sprintf("vip %s missing from %s", v.Address, v.Link))
-			} else {
-				reasons = append(reasons, fmt.Sprintf("vip %s missing", v.Address))
-			}
-		}
-	}
-	listenerDown := false
-	if s.snap != nil && !s.inListenerGrace() {
-		for _, l := range s.snap.Listeners {
-			if !l.Present {
-				reasons = append(reasons, "no listener for "+l.Subject)
-				listenerDown = true
-			}
-		}
-	}
-	checkDown := false
-	for _, name := range s.checkOrder {
-		c := s.checks[name]
-		switch {
-		case c.Pending:
-			reasons = append(reasons, fmt.Sprintf("check %s: pending", name))
-			checkDown = true
-		case !c.Up:
-			msg := c.LastError
-			if msg == "" {
-				msg = "down"
-			}
-			reasons = append(reasons, fmt.Sprintf("check %s: %s", name, msg))
-			checkDown = true
-		}
-	}
-	v := &Verdict{Healthy: len(reasons) == 0, Reasons: reasons}
-	if v.Healthy {
-		v.Body = []byte("up\n")
-	} else {
-		v.Body = []byte(strings.Join(reasons, "; ") + "\n")
-	}
-	v.Agent = []byte(agentReply(s.drain, setupBroken || listenerDown || checkDown, s.weightWord()) + "\n")
-	s.verdict.Store(v)
-	s.metrics.setHealthy(v.Healthy)
-}
-
-func firstLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		// Multi-line config errors: keep the line that names the field.
-		rest := strings.TrimSpace(s[i+1:])
-		if j := strings.IndexByte(rest, '\n'); j >= 0 {
-			rest = rest[:j]
-		}
-		return strings.TrimSpace(s[:i]) + " " + rest
-	}
-	return s
-}
-
-// agentReply follows HAProxy's agent-check protocol: one operational word
-// (up/down) and one administrative word (ready/drain/maint). "ready" is sent
-// whenever the operator has not drained, so a DRAIN or MAINT set earlier by
-// this agent is lifted when the operator undrains. The weight ("75%",
-// relative to the server's configured weight) follows when there is one,
-// also while down or drained: HAProxy records it either way, so the server
-// comes back at the weight its load deserves. "maint" stays alone: the
-// server takes nothing and its checks stop.
-func agentReply(d DrainMode, down bool, weight string) string {
-	op := "up"
-	if down {
-		op = "down"
-	}
-	var reply string
-	switch d {
-	case Drained:
-		reply = op + " drain"
-	case Maintenance:
-		return "maint"
-	default:
-		reply = op + " ready"
-	}
-	if weight != "" {
-		reply += " " + weight
-	}
-	return reply
-}
-
-// StatusDoc is the /status JSON document.
-type StatusDoc struct {
-	Healthy bool     `json:"healthy"`
-	Reasons []string `json:"reasons"`
-	// Warnings say what needs attention while the host stays healthy
-	// ("check site: certificate … expires in 5d").
-	Warnings []string      `json:"warnings,omitempty"`
-	Drain    string        `json:"drain"`
-	Started  time.Time     `json:"started"`
-	Host     *Snapshot     `json:"host"`
-	Checks   []CheckStatus `json:"checks"`
-	Stopping bool          `json:"stopping,omitempty"`
-	// ListenerGraceEnds is when a missing listener starts to count
-	// against /healthz (absent with health.listener_grace 0).
-	ListenerGraceEnds time.Time `json:"listener_grace_ends,omitzero"`
-	// Weight is the agent-check weight and what it was computed from
-	// (absent without health.agent_check.weight).
-	Weight *weight.Status `json:"weight,omitempty"`
-}
-
-// StatusJSON renders /status from cached state.
-func (s *State) StatusJSON() ([]byte, error) {
-	v := s.Verdict()
-	s.mu.RLock()
-	doc := StatusDoc{
-		Healthy: v.Healthy, Reasons: v.Reasons, Drain: s.drain.String(), Started: s.started,
-		Host: s.snap, Checks: make([]CheckStatus, 0, len(s.checkOrder)), Stopping: s.stopping,
-		Weight: s.weight,
-	}
-	if s.listenerGrace > 0 {
-		doc.ListenerGraceEnds = s.started.Add(s.listenerGrace)
-	}
-	for _, n := range s.checkOrder {
-		c := *s.checks[n]
-		doc.Checks = append(doc.Checks, c)
-		if c.Warning != "" {
-			doc.Warnings = append(doc.Warnings, fmt.Sprintf("check %s: %s", c.Name, c.Warning))
-		}
-	}
-	s.mu.RUnlock()
-	if doc.Reasons == nil {
-		doc.Reasons = []string{}
-	}
-	sort.SliceStable(doc.Checks, func(i, j int) bool { return doc.Checks[i].Name < doc.Checks[j].Name })
-	b, err := json.MarshalIndent(doc, "", "  ")
-	if err != nil {
-		return nil, fmt.Errorf("encode status: %w", err)
-	}
-	return append(b, '\n'), nil
 }
 
 // SetStopping marks the daemon as shutting down (shown in /status only: the

@@ -6,13 +6,13 @@ package loopback
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/dsr-agent/dsr-agent/internal/nldump"
@@ -33,7 +33,7 @@ func (a Addr) String() string { return a.Prefix.String() + " dev " + a.Link }
 
 // Command renders the equivalent ip(8) command.
 func (a Addr) Command(verb string) string {
-	s := fmt.Sprintf("ip addr %s %s dev %s", verb, a.Prefix, a.Link)
+	s := "ip addr " + verb + " " + a.Prefix.String() + " dev " + a.Link
 	if verb == "add" && a.Label != "" {
 		s += " label " + a.Label
 	}
@@ -114,68 +114,97 @@ func (l *Labeler) Next(link string) string {
 	}
 }
 
-// Manager reads and changes addresses through a netlink handle (bound to the
-// network namespace under test, or the host's).
+// Manager reads and changes addresses through its own rtnetlink socket in
+// one network namespace (the one under test, or the host's); names it has
+// not listed are looked up through the handle NL. NewManager makes one;
+// Close releases its socket.
 type Manager struct {
 	NL *netlink.Handle
+	rt *rtnl
 
-	// links caches name lookups between one List (a fresh snapshot) and the
-	// next, so adding N addresses costs N requests, not 2N.
-	links map[string]netlink.Link
+	// links caches interface indexes by name between one List (a fresh
+	// snapshot) and the next, so adding N addresses costs N requests, not 2N.
+	links map[string]int
+	// listed is the last List's length: the next one's capacity.
+	listed int
 }
 
-func (m *Manager) link(name string) (netlink.Link, error) {
-	if l, ok := m.links[name]; ok {
-		return l, nil
-	}
-	l, err := m.NL.LinkByName(name)
+// NewManager binds a Manager to the handle nl and the network namespace ns
+// the handle was opened in (netns.None() for the caller's own).
+func NewManager(nl *netlink.Handle, ns netns.NsHandle) (*Manager, error) {
+	rt, err := openRTNL(ns)
 	if err != nil {
 		return nil, err
 	}
-	if m.links == nil {
-		m.links = map[string]netlink.Link{}
+	return &Manager{NL: nl, rt: rt}, nil
+}
+
+// Close releases the Manager's own socket (not the handle).
+func (m *Manager) Close() error {
+	if m == nil || m.rt == nil {
+		return nil
 	}
-	m.links[name] = l
-	return l, nil
+	return m.rt.close()
+}
+
+var errNoSocket = errors.New("loopback: Manager not made by NewManager")
+
+func (m *Manager) link(name string) (int, error) {
+	if i, ok := m.links[name]; ok {
+		return i, nil
+	}
+	l, err := m.NL.LinkByName(name)
+	if err != nil {
+		return 0, err
+	}
+	if m.links == nil {
+		m.links = map[string]int{}
+	}
+	m.links[name] = l.Attrs().Index
+	return l.Attrs().Index, nil
 }
 
 // List dumps all links and all addresses once (the address dump is the
 // cost that grows with the number of VIPs) and returns every address with
-// its interface name.
+// its interface name. It reads the dumps itself, into nothing but the
+// result: the daemon runs it on every pass, and vishvananda/netlink's
+// AddrList made a third of a no-op pass's garbage (issue 19).
 func (m *Manager) List() ([]Addr, error) {
-	links, err := nldump.Retry(m.NL.LinkList)
+	if m.rt == nil {
+		return nil, errNoSocket
+	}
+	byIndex, err := nldump.Retry(func() ([]map[int]string, error) {
+		names, err := m.rt.linkNames()
+		return []map[int]string{names}, err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("dump links: %w", err)
 	}
-	byIndex := make(map[int]string, len(links))
-	m.links = make(map[string]netlink.Link, len(links))
-	for _, l := range links {
-		byIndex[l.Attrs().Index] = l.Attrs().Name
-		m.links[l.Attrs().Name] = l
+	names := byIndex[0]
+	m.links = make(map[string]int, len(names))
+	for i, n := range names {
+		m.links[n] = i
 	}
-	addrs, err := nldump.Retry(func() ([]netlink.Addr, error) { return m.NL.AddrList(nil, netlink.FAMILY_ALL) })
+	out, err := nldump.Retry(func() ([]Addr, error) {
+		out := make([]Addr, 0, m.listed)
+		err := m.rt.addrs(func(a rawAddr) {
+			name, ok := names[a.index]
+			if !ok {
+				return
+			}
+			label := ""
+			if a.ip.Is4() && a.label != name {
+				label = a.label
+			}
+			out = append(out, Addr{Link: name, Prefix: netip.PrefixFrom(a.ip, a.bits), Label: label,
+				Secondary: a.flags&unix.IFA_F_SECONDARY != 0})
+		})
+		return out, err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("dump addresses: %w", err)
 	}
-	out := make([]Addr, 0, len(addrs))
-	for _, a := range addrs {
-		name, ok := byIndex[a.LinkIndex]
-		if !ok || a.IPNet == nil {
-			continue
-		}
-		ip, ok := netip.AddrFromSlice(a.IP)
-		if !ok {
-			continue
-		}
-		ip = ip.Unmap()
-		ones, _ := a.Mask.Size()
-		label := ""
-		if ip.Is4() && a.Label != name {
-			label = a.Label
-		}
-		out = append(out, Addr{Link: name, Prefix: netip.PrefixFrom(ip, ones), Label: label,
-			Secondary: a.Flags&unix.IFA_F_SECONDARY != 0})
-	}
+	m.listed = len(out)
 	return out, nil
 }
 
@@ -187,13 +216,10 @@ func (m *Manager) Add(a Addr) error {
 	if err != nil {
 		return fmt.Errorf("ip addr add %s: look up link: %w", a, err)
 	}
-	nla := &netlink.Addr{IPNet: prefixNet(a.Prefix), Label: a.Label}
-	if a.Prefix.Addr().Is6() {
-		// No duplicate address detection: the VIP is deliberately shared with
-		// the director and the other real servers.
-		nla.Flags = unix.IFA_F_NODAD
+	if m.rt == nil {
+		return fmt.Errorf("ip addr add %s: %w", a, errNoSocket)
 	}
-	if err := m.NL.AddrReplace(link, nla); err != nil {
+	if err := m.rt.addr(unix.RTM_NEWADDR, unix.NLM_F_CREATE|unix.NLM_F_REPLACE, link, a.Prefix, a.Label); err != nil {
 		return fmt.Errorf("ip addr add %s: %w", a, err)
 	}
 	return nil
@@ -209,7 +235,10 @@ func (m *Manager) Del(a Addr) error {
 		}
 		return fmt.Errorf("ip addr del %s: look up link: %w", a, err)
 	}
-	if err := m.NL.AddrDel(link, &netlink.Addr{IPNet: prefixNet(a.Prefix)}); err != nil {
+	if m.rt == nil {
+		return fmt.Errorf("ip addr del %s: %w", a, errNoSocket)
+	}
+	if err := m.rt.addr(unix.RTM_DELADDR, 0, link, a.Prefix, ""); err != nil {
 		if errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.ENOENT) {
 			return nil
 		}
@@ -218,12 +247,17 @@ func (m *Manager) Del(a Addr) error {
 	return nil
 }
 
-func prefixNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+// Key identifies an address independent of its label. (One allocation: a
+// pass builds it for every address on the host, twice.)
+func Key(link string, p netip.Prefix) string {
+	var b strings.Builder
+	b.Grow(len(link) + 1 + len("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"))
+	b.WriteString(link)
+	b.WriteByte(' ')
+	var buf [64]byte
+	b.Write(p.AppendTo(buf[:0]))
+	return b.String()
 }
-
-// Key identifies an address independent of its label.
-func Key(link string, p netip.Prefix) string { return link + " " + p.String() }
 
 // SortAddrs orders addresses by link then address, for stable plans.
 func SortAddrs(as []Addr) {
