@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/dsr-agent/dsr-agent/firewalld"
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 )
 
 // firewalldTimeout bounds the whole conversation with firewalld: validate
@@ -36,7 +37,7 @@ func firewalldRequest(d *Desired, f *Facts) firewalld.Request {
 			for _, p := range v.Ports {
 				for _, iface := range d.Interfaces {
 					req.Wants = append(req.Wants, firewalld.Want{Kind: firewalld.VIPPort, Iface: iface,
-						Addr: v.Address.String(), Port: p.Port, Proto: string(p.Protocol)})
+						Addr: v.Address.String(), Port: p.Port, Proto: p.Protocol})
 				}
 			}
 		}
@@ -48,7 +49,7 @@ func firewalldRequest(d *Desired, f *Facts) firewalld.Request {
 				return
 			}
 			req.Wants = append(req.Wants, firewalld.Want{Kind: kind, Iface: linkOf(f, ap.Addr()),
-				Addr: ap.Addr().String(), Port: ap.Port(), Proto: "tcp"})
+				Addr: ap.Addr().String(), Port: ap.Port(), Proto: inet.TCP})
 		}
 		addListener(firewalld.Health, h.Listen)
 		if h.AgentCheck != nil {

@@ -3,7 +3,8 @@ package firewalld
 import (
 	"fmt"
 	"strconv"
-	"strings"
+
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 )
 
 // Kind says why a port must be let in; it picks the fix.
@@ -48,7 +49,7 @@ type Want struct {
 	Iface string // the interface the traffic arrives on (its zone decides)
 	Addr  string // the VIP or the listen IP (no port), for the message only
 	Port  uint16
-	Proto string // "tcp" (default) or "udp"
+	Proto inet.Protocol // tcp when zero
 }
 
 // Checked is one Want with firewalld's answer.
@@ -232,9 +233,9 @@ func fixLines(ch Checked, svc ServiceState, def *Service) []string {
 	}
 }
 
-func protoOr(p string) string {
+func protoOr(p inet.Protocol) string {
 	if p == "" {
-		return "tcp"
+		return string(inet.TCP)
 	}
-	return strings.ToLower(p)
+	return string(p)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/dsr-agent/dsr-agent/internal/golden"
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 )
 
 // public is Debian's and RHEL's default zone as firewalld 1.3 reports it.
@@ -158,7 +159,7 @@ func TestZoneFromDict(t *testing.T) {
 
 func TestFindings(t *testing.T) {
 	vip := Want{Kind: VIPPort, Iface: "ens32", Addr: "192.0.2.10", Port: 80}
-	vipUDP := Want{Kind: VIPPort, Iface: "ens32", Addr: "2001:db8::10", Port: 53, Proto: "udp"}
+	vipUDP := Want{Kind: VIPPort, Iface: "ens32", Addr: "2001:db8::10", Port: 53, Proto: inet.UDP}
 	health := Want{Kind: Health, Iface: "ens32", Addr: "192.0.2.21", Port: 8558}
 	healthOdd := Want{Kind: Health, Iface: "ens32", Addr: "192.0.2.21", Port: 9000}
 	agent := Want{Kind: AgentCheck, Iface: "ens32", Addr: "192.0.2.21", Port: 3333}
