@@ -278,3 +278,29 @@ func (l *anyLab) connect(t *testing.T, ln net.Listener, network, ip string, port
 	})
 	return <-accepted
 }
+
+// TestAnyIPARPAnnounce: a reply from an address of the prefix makes the
+// server ARP for the client, and at arp_announce 0 with that address as
+// sender (arp_solicit: inet_addr_type_dev_table says RTN_LOCAL for it, a
+// route is enough), so the client learns a VIP at the server's MAC; at 2
+// the server's own address is the sender.
+func TestAnyIPARPAnnounce(t *testing.T) {
+	l := newAnyLab(t)
+	l.arpIgnore(t, 1)
+	l.client.Exec(t, "ip", "route", "add", prefix4.String(), "via", "192.0.2.21")
+	learns := func(v int) bool {
+		l.server.Exec(t, "sysctl", "-qw", "net.ipv4.conf.all.arp_announce=0", fmt.Sprintf("net.ipv4.conf.eth0.arp_announce=%d", v))
+		l.client.Exec(t, "ip", "neigh", "flush", "dev", "eth0")
+		l.server.Exec(t, "ip", "neigh", "flush", "dev", "eth0")
+		// ping waits for the reply, so the server's ARP request (and the
+		// client's entry for its sender) came before it returns.
+		l.server.Exec(t, "ping", "-c", "1", "-W", "2", "-I", "198.51.100.77", "192.0.2.31")
+		return strings.Contains(l.client.Exec(t, "ip", "neigh", "show", "dev", "eth0"), "198.51.100.77")
+	}
+	if !learns(0) {
+		t.Fatal("negative control: at arp_announce 0 the client did not learn 198.51.100.77; the test could not fail")
+	}
+	if learns(2) {
+		t.Error("at arp_announce 2 the client learned 198.51.100.77 from the server's ARP")
+	}
+}
