@@ -83,7 +83,7 @@ func (l *anyLab) arpAnswered(ips []string, probe bool) []string {
 
 // TestAnyIPARP: a local route for a /24 on lo makes the whole /24 answered
 // by ARP on the NIC at arp_ignore 0 (arp_process: the route lookup says
-// RTN_LOCAL, nothing asks for an address), and none of it at 1, 2 or 3
+// RTN_LOCAL, nothing asks for an address), and none of it at 1, 2, 3 or 8
 // (inet_confirm_addr finds no address equal to the target, on the NIC for
 // 1 and 2, on any device for 3: a route is not an address). The server's own address is answered
 // throughout: the silence is not a broken cable.
@@ -100,7 +100,7 @@ func TestAnyIPARP(t *testing.T) {
 	if got := l.arpAnswered(spread4, true); len(got) != len(spread4) {
 		t.Fatalf("negative control: at arp_ignore 0 probes for only %v of %v answered", got, spread4)
 	}
-	for _, v := range []int{1, 2, 3} {
+	for _, v := range []int{1, 2, 3, 8} {
 		t.Run(fmt.Sprintf("arp_ignore=%d", v), func(t *testing.T) {
 			l.arpIgnore(t, v)
 			if got := l.arpAnswered(spread4, false); len(got) != 0 {
@@ -109,8 +109,9 @@ func TestAnyIPARP(t *testing.T) {
 			if got := l.arpAnswered(spread4, true); len(got) != 0 {
 				t.Errorf("RFC 5227 probes for %v answered", got)
 			}
-			if got := l.arpAnswered([]string{"192.0.2.21"}, false); len(got) != 1 {
-				t.Error("the server no longer answers ARP for its own address")
+			// 8 answers nothing, not even the server's own address.
+			if got := l.arpAnswered([]string{"192.0.2.21"}, false); (len(got) == 1) != (v != 8) {
+				t.Errorf("ARP for the server's own address answered by %v at %d", got, v)
 			}
 		})
 	}
