@@ -58,41 +58,60 @@ func (r Route) Command(verb string) string {
 	return fmt.Sprintf("%s route %s %s", fam, verb, r)
 }
 
-// Validate checks a prefix as config gives it: a network prefix (not a host
-// address, which is `address:`'s job), written masked, not unspecified,
-// loopback, multicast or link-local. field names the config key in errors.
-func Validate(field string, p netip.Prefix) error {
+// ParsePrefix parses a prefix as config gives it (`vips: - prefix:`). Its
+// error is what was expected, for the caller's field error (as
+// parseHostAddr's for `address:`): a network prefix (a host prefix belongs in
+// `address:`), written masked, in no reserved range — the rules of a single
+// VIP (not unspecified, loopback, multicast, link-local, broadcast, 0.0.0.0/8
+// or 240.0.0.0/4), over the whole prefix.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if s == "" {
+		return netip.Prefix{}, errors.New("an IPv4 or IPv6 network prefix such as 198.51.100.0/24 (required)")
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, errors.New("a network prefix such as 198.51.100.0/24 or 2001:db8:1::/64")
+	}
 	switch {
-	case !p.IsValid():
-		return fmt.Errorf("%s: %q is not a prefix: expected e.g. 198.51.100.0/24 or 2001:db8:1::/64", field, p)
 	case p.Addr().Is4In6():
-		return fmt.Errorf("%s: %s is an IPv4-mapped IPv6 prefix: expected it written as IPv4", field, p)
+		return p, errors.New("a plain IPv4 prefix, not IPv4-mapped IPv6")
 	case p.IsSingleIP():
-		return fmt.Errorf("%s: %s is a single address: expected a network prefix (write a host VIP as `address: %s`)", field, p, p.Addr())
+		return p, fmt.Errorf("a network prefix, not a single address (write a host VIP as `address: %s`)", p.Addr())
 	case p.Masked() != p:
-		return fmt.Errorf("%s: %s has host bits set: expected %s", field, p, p.Masked())
+		return p, fmt.Errorf("a prefix without host bits (%s)", p.Masked())
 	case p.Bits() == 0:
-		return fmt.Errorf("%s: %s is every address: expected a prefix of the VIPs only", field, p)
+		return p, errors.New("a prefix of the VIPs, not every address")
 	}
-	a := p.Addr()
-	if a.IsLoopback() || a.IsMulticast() || a.IsLinkLocalUnicast() || a.IsUnspecified() || a.IsInterfaceLocalMulticast() {
-		return fmt.Errorf("%s: %s is a reserved range (loopback, multicast, link-local or unspecified): expected unicast VIPs", field, p)
-	}
-	// The prefix must not cover a reserved range either (0.0.0.0/1 holds
-	// 127/8).
 	for _, r := range reserved {
 		if p.Overlaps(r) {
-			return fmt.Errorf("%s: %s overlaps the reserved range %s: expected unicast VIPs", field, p, r)
+			return p, fmt.Errorf("a unicast range, not one that overlaps %s (%s)", r, reservedWhy(r))
 		}
 	}
-	return nil
+	return p, nil
+}
+
+func reservedWhy(r netip.Prefix) string {
+	switch a := r.Addr(); {
+	case a.IsUnspecified() && a.Is4():
+		return "this network"
+	case a.IsUnspecified():
+		return "unspecified"
+	case a.IsLoopback():
+		return "loopback"
+	case a.IsLinkLocalUnicast():
+		return "link-local"
+	case a == netip.MustParseAddr("224.0.0.0"):
+		return "multicast, reserved and broadcast"
+	default:
+		return "multicast"
+	}
 }
 
 var reserved = []netip.Prefix{
 	netip.MustParsePrefix("0.0.0.0/8"),
 	netip.MustParsePrefix("127.0.0.0/8"),
 	netip.MustParsePrefix("169.254.0.0/16"),
-	netip.MustParsePrefix("224.0.0.0/3"), // multicast, class E and broadcast
+	netip.MustParsePrefix("224.0.0.0/3"),
 	netip.MustParsePrefix("::/128"),
 	netip.MustParsePrefix("::1/128"),
 	netip.MustParsePrefix("fe80::/10"),

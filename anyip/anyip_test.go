@@ -67,31 +67,34 @@ func TestStepsAddBeforeDelete(t *testing.T) {
 	}
 }
 
-func TestValidate(t *testing.T) {
+func TestParsePrefix(t *testing.T) {
 	for _, c := range []struct {
-		p    string
-		want string // "" valid, else a fragment of the error
+		s    string
+		want string // "" valid, else the error (what was expected)
 	}{
 		{"198.51.100.0/24", ""},
 		{"2001:db8:1::/64", ""},
-		{"198.51.100.0/16", "host bits set: expected 198.51.0.0/16"},
-		{"198.51.100.7/32", "write a host VIP as `address: 198.51.100.7`"},
-		{"2001:db8::1/128", "write a host VIP as `address: 2001:db8::1`"},
-		{"0.0.0.0/0", "every address"},
-		{"0.0.0.0/1", "reserved"},
-		{"96.0.0.0/3", "overlaps the reserved range 127.0.0.0/8"},
-		{"127.0.0.0/8", "reserved"},
-		{"169.254.0.0/24", "reserved"},
-		{"224.0.0.0/24", "reserved"},
-		{"fe80::/64", "reserved"},
-		{"::ffff:198.51.100.0/120", "IPv4-mapped"},
+		{"", "an IPv4 or IPv6 network prefix such as 198.51.100.0/24 (required)"},
+		{"198.51.100.0", "a network prefix such as 198.51.100.0/24 or 2001:db8:1::/64"},
+		{"198.51.100.0/16", "a prefix without host bits (198.51.0.0/16)"},
+		{"198.51.100.7/32", "a network prefix, not a single address (write a host VIP as `address: 198.51.100.7`)"},
+		{"2001:db8::1/128", "a network prefix, not a single address (write a host VIP as `address: 2001:db8::1`)"},
+		{"0.0.0.0/0", "a prefix of the VIPs, not every address"},
+		{"0.0.0.0/1", "a unicast range, not one that overlaps 0.0.0.0/8 (this network)"},
+		{"96.0.0.0/3", "a unicast range, not one that overlaps 127.0.0.0/8 (loopback)"},
+		{"169.254.0.0/24", "a unicast range, not one that overlaps 169.254.0.0/16 (link-local)"},
+		{"240.0.0.0/24", "a unicast range, not one that overlaps 224.0.0.0/3 (multicast, reserved and broadcast)"},
+		{"fe80::/64", "a unicast range, not one that overlaps fe80::/10 (link-local)"},
+		{"ff02::/16", "a unicast range, not one that overlaps ff00::/8 (multicast)"},
+		{"::/64", "a unicast range, not one that overlaps ::/128 (unspecified)"},
+		{"::ffff:198.51.100.0/120", "a plain IPv4 prefix, not IPv4-mapped IPv6"},
 	} {
-		err := Validate("vips[3].prefix", pfx(c.p))
+		_, err := ParsePrefix(c.s)
 		switch {
 		case c.want == "" && err != nil:
-			t.Errorf("%s: %v", c.p, err)
-		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), "vips[3].prefix: ")):
-			t.Errorf("%s: error %v, want one naming the field and containing %q", c.p, err, c.want)
+			t.Errorf("%q: %v", c.s, err)
+		case c.want != "" && (err == nil || err.Error() != c.want):
+			t.Errorf("%q: error %v, want %q", c.s, err, c.want)
 		}
 	}
 }
