@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -250,28 +251,50 @@ func netlinkRouteDeserialize(b []byte) (string, error) {
 	return "default", nil
 }
 
-// The watcher wakes when someone deletes one of dsr-agent's AnyIP routes
-// (and once it is put back), awaited, not timed.
-func TestWatchWakesOnDeletedRoute(t *testing.T) {
+// The watcher wakes when someone deletes one of dsr-agent's AnyIP routes,
+// and not for the foreign changes to table local made just before: the
+// wake callback holds the watcher while the test reads its socket's unread
+// bytes. Each notification is one datagram and one Receive, so when the
+// first wake comes with nothing left unread, it came from the last change,
+// ours, and none of the foreign ones before it woke the watcher. Awaited,
+// not timed.
+func TestWatchWakesOnDeletedRouteOnly(t *testing.T) {
 	ns := netnstest.New(t)
+	ns.AddDummy(t, "eth0", "192.0.2.21/24")
 	m := &Manager{NL: ns.Netlink}
 	if err := m.Add(pfx("198.51.100.0/24")); err != nil {
 		t.Fatal(err)
 	}
-	woke := make(chan string, 64)
+	woke := make(chan string)
+	ack := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		_ = netnstest.Within(ns.Handle, func() error {
-			Watch(ctx, func(s string) { woke <- s }, slog.Default())
+			Watch(ctx, func(s string) {
+				select {
+				case woke <- s:
+					<-ack
+				case <-ctx.Done():
+				}
+			}, slog.Default())
 			return nil
 		})
 	}()
 	defer func() { cancel(); <-done }()
 	// The subscription is open once the namespace lists a route socket
-	// bound to both route groups; then no change of ours has happened yet.
-	waitSubscribed(t, ns, 1<<(unix.RTNLGRP_IPV4_ROUTE-1)|1<<(unix.RTNLGRP_IPV6_ROUTE-1))
+	// bound to both route groups; no change has happened since.
+	groups := uint32(1<<(unix.RTNLGRP_IPV4_ROUTE-1) | 1<<(unix.RTNLGRP_IPV6_ROUTE-1))
+	waitSubscribed(t, ns, groups)
+	// Foreign changes to table local (and one of dsr-agent's mark
+	// elsewhere), then ours: each command returns after the kernel queued
+	// its notifications.
+	ns.Exec(t, "ip", "addr", "add", "192.0.2.10/32", "dev", "lo")
+	ns.Exec(t, "ip", "route", "add", "local", "203.0.113.0/24", "dev", "lo", "table", "local")
+	ns.Exec(t, "ip", "-6", "route", "add", "local", "2001:db8:77::/64", "dev", "lo", "table", "local")
+	ns.Exec(t, "ip", "route", "del", "local", "203.0.113.0/24", "dev", "lo", "table", "local")
+	ns.Exec(t, "ip", "route", "add", "198.18.0.0/24", "via", "192.0.2.1", "table", "100", "proto", "213")
 	ns.Exec(t, "ip", "route", "del", "local", "198.51.100.0/24", "dev", "lo", "table", "local")
 	select {
 	case got := <-woke:
@@ -281,31 +304,58 @@ func TestWatchWakesOnDeletedRoute(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no wake for the deleted route")
 	}
+	unread := socketRmem(t, ns, groups)
+	ack <- struct{}{}
+	if unread != 0 {
+		t.Fatalf("the first wake came with %d bytes of notifications unread: a foreign change woke the watcher", unread)
+	}
+}
+
+// socketRmem is the unread bytes of the namespace's route socket bound to
+// groups.
+func socketRmem(t *testing.T, ns *netnstest.NS, groups uint32) int {
+	t.Helper()
+	f := netlinkSocket(t, ns, groups)
+	if f == nil {
+		t.Fatalf("no route socket subscribed to groups %08x", groups)
+	}
+	n, err := strconv.Atoi(f[4])
+	if err != nil {
+		t.Fatalf("Rmem %q: %v", f[4], err)
+	}
+	return n
+}
+
+// netlinkSocket is the /proc/net/netlink line (fields: sk Eth Pid Groups
+// Rmem …) of the namespace's NETLINK_ROUTE socket bound to exactly groups,
+// or nil. /proc/thread-self/net lists the sockets of the reader's namespace.
+func netlinkSocket(t *testing.T, ns *netnstest.NS, groups uint32) []string {
+	t.Helper()
+	var table []byte
+	ns.Do(t, func() {
+		var err error
+		if table, err = os.ReadFile("/proc/thread-self/net/netlink"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	want := fmt.Sprintf("%08x", groups)
+	for _, line := range strings.Split(string(table), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 4 && f[1] == "0" && f[3] == want {
+			return f
+		}
+	}
+	return nil
 }
 
 // waitSubscribed waits until the namespace has a NETLINK_ROUTE socket bound
-// to exactly groups (/proc/net/netlink lists the sockets of the reader's
-// namespace).
+// to exactly groups.
 func waitSubscribed(t *testing.T, ns *netnstest.NS, groups uint32) {
 	t.Helper()
-	want := fmt.Sprintf("%08x", groups)
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var table []byte
-		ns.Do(t, func() {
-			var err error
-			if table, err = os.ReadFile("/proc/thread-self/net/netlink"); err != nil {
-				t.Fatal(err)
-			}
-		})
-		for _, line := range strings.Split(string(table), "\n")[1:] {
-			f := strings.Fields(line)
-			if len(f) > 3 && f[1] == "0" && f[3] == want {
-				return
-			}
-		}
+	for netlinkSocket(t, ns, groups) == nil {
 		if time.Now().After(deadline) {
-			t.Fatalf("no route socket subscribed to groups %s:\n%s", want, table)
+			t.Fatalf("no route socket subscribed to groups %08x", groups)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
