@@ -119,13 +119,14 @@ var reserved = []netip.Prefix{
 }
 
 // Observed is what table local holds: dsr-agent's AnyIP routes, and the
-// network prefixes (not host routes) others made local, which dsr-agent never
+// network prefixes (not host routes) of the others, which dsr-agent never
 // changes.
 type Observed struct {
 	Ours []netip.Prefix
-	// Foreign are local routes without dsr-agent's mark that cover more
-	// than one address (127.0.0.0/8, an operator's hand-made AnyIP
-	// route); the kernel's host routes of addresses are left out.
+	// Foreign are the other routes of table local that cover more than
+	// one address (127.0.0.0/8, ff00::/8, an operator's hand-made AnyIP
+	// route), of any type: one of the same prefix takes the key dsr-agent's
+	// would need. The kernel's host routes of addresses are left out.
 	Foreign []netip.Prefix
 }
 
@@ -147,10 +148,10 @@ func family(v6 bool) int {
 // Observe lists table local in both families.
 func (m *Manager) Observe() (*Observed, error) {
 	o := &Observed{}
-	filter := &netlink.Route{Table: Table, Type: unix.RTN_LOCAL}
+	filter := &netlink.Route{Table: Table}
 	for _, v6 := range []bool{false, true} {
 		routes, err := nldump.Retry(func() ([]netlink.Route, error) {
-			return m.NL.RouteListFiltered(family(v6), filter, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_TYPE)
+			return m.NL.RouteListFiltered(family(v6), filter, netlink.RT_FILTER_TABLE)
 		})
 		if err != nil {
 			return nil, fmt.Errorf("list table local (%s): %w", familyName(v6), err)
@@ -161,7 +162,7 @@ func (m *Manager) Observe() (*Observed, error) {
 				continue
 			}
 			switch {
-			case r.Protocol == route.Proto:
+			case r.Protocol == route.Proto && r.Type == unix.RTN_LOCAL:
 				o.Ours = append(o.Ours, p)
 			case !p.IsSingleIP():
 				o.Foreign = append(o.Foreign, p)
@@ -287,8 +288,11 @@ func Diff(want []netip.Prefix, o *Observed) (missing, unexpected, conflicts []ne
 	return missing, unexpected, conflicts
 }
 
-// Drift names as status reports a pending step.
+// Change kinds (stable: logs, JSON and metrics name them) and drift names
+// as status reports a pending step.
 const (
+	KindAdd         = "prefix-add"
+	KindDel         = "prefix-del"
 	DriftMissing    = "prefix-missing"
 	DriftUnexpected = "prefix-unexpected"
 )
@@ -296,6 +300,8 @@ const (
 // Step is one change: what the executor runs (Do) and what dry-run and
 // status print (Command, Drift).
 type Step struct {
+	// Kind is the change's kind: KindAdd or KindDel.
+	Kind    string
 	Add     bool
 	Prefix  netip.Prefix
 	Command string
@@ -309,11 +315,11 @@ type Step struct {
 func (m *Manager) Steps(missing, unexpected []netip.Prefix) []Step {
 	out := make([]Step, 0, len(missing)+len(unexpected))
 	for _, p := range missing {
-		out = append(out, Step{Add: true, Prefix: p, Command: Route{p}.Command("add"), Drift: DriftMissing,
+		out = append(out, Step{Kind: KindAdd, Add: true, Prefix: p, Command: Route{p}.Command("add"), Drift: DriftMissing,
 			Do: func() error { return m.Add(p) }})
 	}
 	for _, p := range unexpected {
-		out = append(out, Step{Prefix: p, Command: Route{p}.Command("del"), Drift: DriftUnexpected,
+		out = append(out, Step{Kind: KindDel, Prefix: p, Command: Route{p}.Command("del"), Drift: DriftUnexpected,
 			Do: func() error { return m.Del(p) }})
 	}
 	return out

@@ -55,12 +55,12 @@ func TestStepsAddBeforeDelete(t *testing.T) {
 	steps := m.Steps([]netip.Prefix{pfx("198.51.100.0/25"), pfx("198.51.100.128/25")}, []netip.Prefix{pfx("198.51.100.0/24")})
 	var got []string
 	for _, s := range steps {
-		got = append(got, s.Drift+" "+s.Command)
+		got = append(got, s.Kind+" "+s.Drift+" "+s.Command)
 	}
 	want := []string{
-		"prefix-missing ip route add local 198.51.100.0/25 dev lo table local proto 213",
-		"prefix-missing ip route add local 198.51.100.128/25 dev lo table local proto 213",
-		"prefix-unexpected ip route del local 198.51.100.0/24 dev lo table local proto 213",
+		"prefix-add prefix-missing ip route add local 198.51.100.0/25 dev lo table local proto 213",
+		"prefix-add prefix-missing ip route add local 198.51.100.128/25 dev lo table local proto 213",
+		"prefix-del prefix-unexpected ip route del local 198.51.100.0/24 dev lo table local proto 213",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("steps:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

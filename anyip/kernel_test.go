@@ -116,15 +116,17 @@ func TestAddObserveRemoveLeavesForeign(t *testing.T) {
 func TestForeignSamePrefixIsAConflict(t *testing.T) {
 	ns := netnstest.New(t)
 	foreignHost(t, ns)
+	// Not a local route, but in table local with the same key.
+	ns.Exec(t, "ip", "route", "add", "unicast", "198.18.0.0/24", "dev", "eth0", "table", "local")
 	before := snapshot(t, ns)
 	m := &Manager{NL: ns.Netlink}
 	o, err := m.Observe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	missing, unexpected, conflicts := Diff([]netip.Prefix{pfx("203.0.113.0/24"), pfx("2001:db8:77::/64")}, o)
-	if len(missing)+len(unexpected) != 0 || len(conflicts) != 2 {
-		t.Fatalf("diff = %v %v %v, want two conflicts", missing, unexpected, conflicts)
+	missing, unexpected, conflicts := Diff([]netip.Prefix{pfx("203.0.113.0/24"), pfx("2001:db8:77::/64"), pfx("198.18.0.0/24")}, o)
+	if len(missing)+len(unexpected) != 0 || len(conflicts) != 3 {
+		t.Fatalf("diff = %v %v %v, want three conflicts", missing, unexpected, conflicts)
 	}
 	for _, p := range conflicts {
 		if err := m.Add(p); !errors.Is(err, ErrForeign) {
