@@ -15,9 +15,11 @@ type Report struct {
 	Mode   string `json:"mode"`
 	// Suppression is true when everything that keeps the host from
 	// answering ARP for its VIPs is in force (sysctls, arp table).
-	Suppression bool         `json:"arp_suppression"`
-	VIPs        []VIPState   `json:"vips"`
-	Differences []Difference `json:"differences"`
+	Suppression bool       `json:"arp_suppression"`
+	VIPs        []VIPState `json:"vips"`
+	// Prefixes are the prefix VIPs made local (AnyIP), present or not.
+	Prefixes    []PrefixState `json:"prefixes,omitempty"`
+	Differences []Difference  `json:"differences"`
 	// Warnings are costs of a state that is in sync, e.g. arp_ignore 8:
 	// suppression holds, but the host answers ARP for nothing at all.
 	Warnings []string `json:"warnings,omitempty"`

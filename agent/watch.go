@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/dsr-agent/dsr-agent/anyip"
 	"github.com/dsr-agent/dsr-agent/firewall"
 	"github.com/dsr-agent/dsr-agent/internal/resubscribe"
 	"github.com/dsr-agent/dsr-agent/listener"
@@ -95,6 +96,9 @@ func newAddrWatcher() watcher {
 		loopback.WatchAddrs(ctx, wake, log)
 	})
 }
+
+// newAnyIPWatcher: the prefix VIPs' local routes deleted or changed.
+func newAnyIPWatcher() watcher { return funcWatcher(anyip.Watch) }
 
 // newTableWatcher: dsr-agent's tables edited, flushed, dormant.
 func newTableWatcher() watcher { return funcWatcher(firewall.Watch) }
