@@ -19,17 +19,23 @@ func (th *testHost) localTable() string {
 	return th.ns.Exec(th.t, "ip", "route", "show", "table", "local") + th.ns.Exec(th.t, "ip", "-6", "route", "show", "table", "local")
 }
 
-// Issue 21 in loopback mode on the real kernel: a prefix and single VIPs
+// Issue 21 in loopback and arptables modes on the real kernel: a prefix and single VIPs
 // together; the prefix's one local route (dry-run text, proto 213), every
 // address of it local; status in sync with the prefix present; each drift
 // (our route deleted, one of ours the config no longer has) named and
 // repaired; remove leaves table local byte for byte as found, a hand-made
 // AnyIP route included, and the single VIPs and sysctls as TestLoopbackModeKernel.
-func TestPrefixLoopbackKernel(t *testing.T) {
+func TestPrefixModesKernel(t *testing.T) {
+	for _, mode := range []string{"loopback", "arptables"} {
+		t.Run(mode, func(t *testing.T) { testPrefixMode(t, mode) })
+	}
+}
+
+func testPrefixMode(t *testing.T, mode string) {
 	th := newTestHost(t)
 	th.ns.Exec(t, "ip", "route", "add", "local", "203.0.113.0/24", "dev", "lo", "table", "local")
 	th.ns.Exec(t, "ip", "-6", "route", "add", "local", "2001:db8:200::/64", "dev", "lo", "table", "local")
-	cfg := prefixCfg("loopback")
+	cfg := prefixCfg(mode)
 	localBefore := th.localTable()
 	before := th.foreign()
 
@@ -63,7 +69,14 @@ func TestPrefixLoopbackKernel(t *testing.T) {
 	if got := th.ns.Exec(t, "ip", "route", "get", "192.0.2.127"); strings.HasPrefix(got, "local") {
 		t.Errorf("the address below the prefix is local: %s", got)
 	}
-	th.requireAddr("lo", "192.0.2.10/32 scope global lo:dsr0")
+	if mode == "loopback" {
+		th.requireAddr("lo", "192.0.2.10/32 scope global lo:dsr0")
+	} else {
+		th.requireAddr("eth0.100", "192.0.2.10/32 scope global eth0.100:dsr0")
+		if got := th.ns.Exec(t, "nft", "list", "set", "arp", "dsr-agent", "vip_prefixes"); !strings.Contains(got, "192.0.2.128/25") || strings.Contains(got, "2001") {
+			t.Errorf("the arp table's prefix set:\n%s", got)
+		}
+	}
 	th.requireInSync(cfg)
 	r := th.status(cfg)
 	if len(r.Prefixes) != 2 || !r.Prefixes[0].Present || !r.Prefixes[1].Present {
@@ -128,5 +141,70 @@ func TestPrefixForeignSamePrefixRefused(t *testing.T) {
 	}
 	if after := th.foreign() + th.localTable() + th.sysctl("all", "arp_ignore"); after != before {
 		t.Fatalf("refused apply changed the host\n--- before\n%s\n--- after\n%s", before, after)
+	}
+}
+
+// ARP for a prefix on the real kernel (issue 21.2): with the prefix local
+// and nothing else, the server answers ARP for every address of it (the
+// negative control, arp_ignore 0); once dsr-agent applied it, in loopback
+// mode (the sysctls) and in arptables mode (arp_ignore left at 0: the
+// table's interval set), no address spread over the prefix is answered,
+// and the server still answers for its own address.
+func TestPrefixARPUnanswered(t *testing.T) {
+	spread := []string{"192.0.2.128", "192.0.2.129", "192.0.2.200", "192.0.2.254", "192.0.2.255"}
+	for _, mode := range []string{"loopback", "arptables"} {
+		t.Run(mode, func(t *testing.T) {
+			l := newARPLab(t)
+			l.server.Exec(t, "ip", "route", "add", "local", "192.0.2.128/25", "dev", "lo", "table", "local")
+			for _, a := range spread {
+				if got := l.answers(t, a); len(got) == 0 {
+					t.Fatalf("negative control: ARP for %s unanswered with the local route and arp_ignore 0; the test could not fail", a)
+				}
+			}
+			l.server.Exec(t, "ip", "route", "del", "local", "192.0.2.128/25", "dev", "lo", "table", "local")
+			cfg := mustConfig(t, "mode: "+mode+"\ninterfaces: [eth0]\nvips: [{address: 192.0.2.10}, {prefix: 192.0.2.128/25}]\n")
+			if _, err := l.host.Apply(cfg); err != nil {
+				t.Fatal(err)
+			}
+			if got := l.server.Exec(t, "ip", "route", "get", "192.0.2.200"); !strings.HasPrefix(got, "local") {
+				t.Fatalf("the prefix is not local: %s", got)
+			}
+			for _, a := range append(spread, "192.0.2.10") {
+				if got := l.answers(t, a); len(got) != 0 {
+					t.Errorf("ARP for %s answered by %v", a, got)
+				}
+			}
+			if got := l.answers(t, "198.51.100.21"); len(got) == 0 {
+				t.Fatal("server no longer answers ARP for its own address")
+			}
+		})
+	}
+}
+
+// In arptables mode arp_announce stays 0, so a reply sent from an address
+// of the prefix makes the server ARP with that address as sender, and the
+// client would learn it at the server's MAC (the negative control); the
+// table's output rule rewrites the sender to the real IP.
+func TestPrefixARPSenderRewritten(t *testing.T) {
+	l := newARPLab(t)
+	learns := func() bool {
+		l.client.Exec(t, "ip", "neigh", "flush", "dev", "eth0")
+		l.server.Exec(t, "ip", "neigh", "flush", "dev", "eth0")
+		_, _ = l.server.ExecErr("ping", "-c", "1", "-W", "1", "-I", "192.0.2.200", "198.51.100.31")
+		return strings.Contains(l.client.Exec(t, "ip", "neigh", "show", "dev", "eth0"), "192.0.2.200")
+	}
+	l.server.Exec(t, "ip", "route", "add", "local", "192.0.2.128/25", "dev", "lo", "table", "local")
+	if !learns() {
+		t.Fatal("negative control: the client did not learn 192.0.2.200 from the server's ARP; the test could not fail")
+	}
+	l.server.Exec(t, "ip", "route", "del", "local", "192.0.2.128/25", "dev", "lo", "table", "local")
+	if _, err := l.host.Apply(mustConfig(t, "mode: arptables\ninterfaces: [eth0]\nvips: [{prefix: 192.0.2.128/25}]\n")); err != nil {
+		t.Fatal(err)
+	}
+	if learns() {
+		t.Fatal("the client learned 192.0.2.200 from the server's ARP despite the table")
+	}
+	if !strings.Contains(l.client.Exec(t, "ip", "neigh", "show", "dev", "eth0"), "198.51.100.21") {
+		t.Fatal("the client did not learn the server's real IP from the rewritten ARP")
 	}
 }

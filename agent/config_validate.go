@@ -314,7 +314,7 @@ func (rv *rawVIP) validatePrefix(field string, mode Mode, errs *fieldErrors) (Pr
 }
 
 // prefixModes are the modes whose part of Resolve serves prefix VIPs.
-var prefixModes = map[Mode]bool{ModeLoopback: true}
+var prefixModes = map[Mode]bool{ModeLoopback: true, ModeARPTables: true}
 
 func prefixModeNames() []string {
 	var out []string

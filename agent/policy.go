@@ -131,7 +131,19 @@ func resolveARPTables(cfg *Config, f *Facts, d *Desired) {
 		arpTable.Entries = append(arpTable.Entries, firewall.ARPEntry{VIP: v.Address, Real: r})
 		d.Addrs = append(d.Addrs, loopback.Addr{Link: nic, Prefix: loopback.HostPrefix(v.Address)})
 	}
-	if len(arpTable.Entries) > 0 {
+	// The prefixes are local too, and this mode leaves arp_ignore alone:
+	// at 0 the kernel answers ARP for every address of a local route on
+	// every interface (docs/anyip.md), so the table's interval set is what
+	// keeps them quiet. IPv6 prefixes need nothing: a local route is no
+	// address, and Neighbour Solicitations go unanswered.
+	localPrefixes(cfg, d)
+	for _, p := range d.LocalPrefixes {
+		if p.Addr().Is4() {
+			arpTable.Prefixes = append(arpTable.Prefixes, p)
+			arpTable.PrefixReal = real
+		}
+	}
+	if len(arpTable.Entries) > 0 || len(arpTable.Prefixes) > 0 {
 		d.Tables[arpTable.Family()] = arpTable
 	}
 }
@@ -201,6 +213,12 @@ func resolveInterfaces(cfg *Config, f *Facts, d *Desired, errs *fieldErrors) {
 		for i, v := range cfg.VIPs {
 			if v.Address.Is4() && !v.RealIP.IsValid() && !primaryIPv4(f, d.Interfaces[0]).IsValid() {
 				errs.add(fmt.Sprintf("vips[%d].real_ip", i), "", "an address to announce instead of the VIP: "+d.Interfaces[0]+" has no IPv4 address")
+				break
+			}
+		}
+		for i, p := range cfg.Prefixes {
+			if p.Prefix.Addr().Is4() && !primaryIPv4(f, d.Interfaces[0]).IsValid() {
+				errs.add(prefixField(cfg, i), p.Prefix.String(), "an IPv4 prefix only where "+d.Interfaces[0]+" has an IPv4 address (its ARP is sent with that address instead)")
 				break
 			}
 		}

@@ -28,6 +28,8 @@ var walkConfigs = []string{
 	"mode: loopback\ninterfaces: [eth0.100]\nvips: [{prefix: 203.0.113.0/25}, {prefix: 203.0.113.128/25}]\n",
 	"mode: arptables\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {address: '2001:db8::10'}, {address: 192.0.2.11}]\n",
 	"mode: arptables\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.11}]\n",
+	"mode: arptables\ninterfaces: [eth0.100]\nvips: [{prefix: 203.0.113.0/24}, {address: 192.0.2.10}, {prefix: '2001:db8:100::/64'}]\n",
+	"mode: arptables\ninterfaces: [eth0.100]\nvips: [{prefix: 203.0.113.0/25}]\n",
 	"mode: firewalld\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10, ports: [{port: 80}]}, {address: '2001:db8::10', ports: [{port: 443, to_port: 8443}]}]\n",
 	"mode: firewalld\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.11, ports: [{port: 53, protocol: udp}]}]\n",
 	"mode: firewalld\ninterfaces: [eth0.100]\nvips: []\n",

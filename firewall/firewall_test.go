@@ -63,6 +63,9 @@ func mss6GuardSpec() *MSSTable {
 func goldenName(s Spec) string {
 	switch s := s.(type) {
 	case *ARPTable:
+		if len(s.Prefixes) > 0 {
+			return "arpprefix"
+		}
 		return "arp"
 	case *ARPGuard:
 		return "arpguard"

@@ -1,0 +1,66 @@
+package firewall
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/dsr-agent/dsr-agent/internal/golden"
+	"github.com/dsr-agent/dsr-agent/internal/netnstest"
+)
+
+// arpPrefixSpec is arptables mode with prefix VIPs (AnyIP) beside the host
+// VIPs: two adjacent prefixes (an interval's end and the next one's start
+// share a key) and a third apart.
+func arpPrefixSpec() *ARPTable {
+	a := arpSpec()
+	a.Prefixes = []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("192.0.2.192/26"), netip.MustParsePrefix("192.0.2.128/26")}
+	a.PrefixReal = netip.MustParseAddr("198.51.100.21")
+	return a
+}
+
+// Issue 21: the arp table's interval set of prefixes: rendered (golden),
+// built by Replace and by nft from the rendering alike (the kernel's
+// listing is the golden), in sync with its spec, and every hand edit of the
+// prefix set or its rules seen as drift and repaired. The rule count does
+// not grow with the prefixes.
+func TestARPTablePrefixes(t *testing.T) {
+	spec := arpPrefixSpec()
+	golden.Assert(t, "arpprefix.render.nft", RenderReplace(spec))
+	replaceRoundTrip(t, "arpprefix", spec)
+
+	few, many := arpPrefixSpec(), arpPrefixSpec()
+	few.Prefixes = few.Prefixes[:1]
+	for i := range 200 {
+		many.Prefixes = append(many.Prefixes, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 24))
+	}
+	if a, b := len(few.expected().chains[0].rules), len(many.expected().chains[0].rules); a != 2 || b != 2 {
+		t.Errorf("input rules: %d with one prefix, %d with 203; want 2 each", a, b)
+	}
+
+	for name, edit := range map[string][]string{
+		"prefix deleted":  {"delete", "element", "arp", TableName, "vip_prefixes", "{ 192.0.2.128/26 }"},
+		"prefix added":    {"add", "element", "arp", TableName, "vip_prefixes", "{ 10.0.0.0/24 }"},
+		"input flushed":   {"flush", "chain", "arp", TableName, "input"},
+		"prefix narrowed": {"delete", "element", "arp", TableName, "vip_prefixes", "{ 203.0.113.0/24 }", ";", "add", "element", "arp", TableName, "vip_prefixes", "{ 203.0.113.0/25 }"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ns := netnstest.New(t)
+			m := &Manager{Conn: ns.NFT(t)}
+			if err := m.Replace(spec); err != nil {
+				t.Fatal(err)
+			}
+			ns.Exec(t, "nft", edit...)
+			if d, err := m.Diff(spec); err != nil || d == "" {
+				t.Fatalf("hand edit %v not detected (%v)", edit, err)
+			} else {
+				t.Logf("%s: %s", name, d)
+			}
+			if err := m.Replace(spec); err != nil {
+				t.Fatal(err)
+			}
+			if d, _ := m.Diff(spec); d != "" {
+				t.Fatalf("after repair Diff = %q", d)
+			}
+		})
+	}
+}
