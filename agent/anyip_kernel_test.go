@@ -2,10 +2,14 @@ package agent
 
 import (
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 )
 
 // prefixCfg is single VIPs and prefix VIPs together, both families.
@@ -206,5 +210,91 @@ func TestPrefixARPSenderRewritten(t *testing.T) {
 	}
 	if !strings.Contains(l.client.Exec(t, "ip", "neigh", "show", "dev", "eth0"), "198.51.100.21") {
 		t.Fatal("the client did not learn the server's real IP from the rewritten ARP")
+	}
+}
+
+// Issue 21 in firewalld mode on the real kernel: an IPv4 prefix and single
+// VIPs together; nothing local (table local as found), the nat table's
+// interval map and the ARP guard's prefix set in place; a client reaches
+// the service through the redirect at addresses spread over the prefix;
+// status in sync with the service on the wildcard; the prefix element
+// deleted by hand is drift that apply repairs; remove leaves no table.
+func TestPrefixFirewalldKernel(t *testing.T) {
+	th := newTestHostNoServices(t)
+	client := netnstest.New(t)
+	netnstest.Connect(t, th.ns, "cl0", []string{"100.64.0.1/24"}, client, "eth0", []string{"100.64.0.2/24"})
+	client.Exec(t, "ip", "route", "add", "192.0.2.128/25", "via", "100.64.0.1")
+	client.Exec(t, "ip", "route", "add", "192.0.2.10/32", "via", "100.64.0.1")
+	cfg := "mode: firewalld\ninterfaces: [cl0]\nvips: [{address: 192.0.2.10, ports: [{port: 80, to_port: 8080}]}, {prefix: 192.0.2.128/25, ports: [{port: 80, to_port: 8080}, {port: 53, protocol: udp}]}]\n"
+	localBefore := th.localTable()
+	before := th.foreign()
+	th.apply(cfg)
+	if th.localTable() != localBefore {
+		t.Fatalf("firewalld mode made something local:\n%s", th.localTable())
+	}
+	v4 := th.ns.Exec(t, "nft", "list", "table", "ip", "dsr-agent")
+	for _, want := range []string{"192.0.2.128/25 . tcp . 80 : 8080", "192.0.2.128/25 . udp . 53 : 53", "map @prefix_ports"} {
+		if !strings.Contains(v4, want) {
+			t.Errorf("ip table lacks %q:\n%s", want, v4)
+		}
+	}
+	if guard := th.ns.Exec(t, "nft", "list", "table", "arp", "dsr-agent"); !strings.Contains(guard, "arp daddr ip @vip_prefixes arp saddr ip != @vip_prefixes") ||
+		!strings.Contains(guard, "192.0.2.128/25") {
+		t.Errorf("arp guard lacks the prefix:\n%s", guard)
+	}
+	th.listen("tcp", ":8080")
+	th.listen("udp", ":53")
+	for _, a := range []string{"192.0.2.128", "192.0.2.200", "192.0.2.255", "192.0.2.10"} {
+		var err error
+		client.Do(t, func() {
+			var c net.Conn
+			if c, err = net.DialTimeout("tcp", a+":80", time.Second); err == nil {
+				c.Close()
+			}
+		})
+		if err != nil {
+			t.Errorf("%s:80 not reached through the redirect: %v", a, err)
+		}
+	}
+	th.requireInSync(cfg)
+	th.requireDrift(cfg, DriftTableWrong, "nft", "delete", "element", "ip", "dsr-agent", "prefix_ports", "{ 192.0.2.128/25 . tcp . 80 }")
+	if _, err := th.host.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if th.tables() != "" {
+		t.Fatalf("tables left: %s", th.tables())
+	}
+	if after := th.foreign(); after != before {
+		t.Fatalf("foreign state changed\n--- before\n%s\n--- after\n%s", before, after)
+	}
+}
+
+// The ARP guard covers the prefix on a forwarding host with proxy_arp (the
+// exposure of a VIP that is not local, docs/safety.md): the server answers
+// ARP for addresses of the prefix by proxy until dsr-agent's firewalld mode
+// is applied (the negative control), and then for none of them.
+func TestPrefixFirewalldProxyARP(t *testing.T) {
+	l := newARPLab(t)
+	// A route to the prefix through another interface makes proxy_arp
+	// answer for it on eth0.
+	netnstest.Connect(t, l.server, "eth1", []string{"100.64.1.1/24"}, netnstest.New(t), "eth0", []string{"100.64.1.2/24"})
+	l.server.Exec(t, "ip", "route", "add", "192.0.2.128/25", "via", "100.64.1.2")
+	l.server.Exec(t, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.eth0.proxy_arp=1", "net.ipv4.neigh.eth0.proxy_delay=0")
+	spread := []string{"192.0.2.128", "192.0.2.200", "192.0.2.255"}
+	for _, a := range spread {
+		if got := l.answers(t, a); len(got) == 0 {
+			t.Fatalf("negative control: proxy ARP does not answer for %s; the test could not fail", a)
+		}
+	}
+	if _, err := l.host.Apply(mustConfig(t, "mode: firewalld\ninterfaces: [eth0]\nvips: [{prefix: 192.0.2.128/25, ports: [{port: 80}]}]\n")); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range spread {
+		if got := l.answers(t, a); len(got) != 0 {
+			t.Errorf("ARP for %s answered by %v despite the guard", a, got)
+		}
+	}
+	if got := l.answers(t, "198.51.100.21"); len(got) == 0 {
+		t.Fatal("server no longer answers ARP for its own address")
 	}
 }

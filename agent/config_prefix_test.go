@@ -36,6 +36,9 @@ func TestPrefixConfig(t *testing.T) {
 		{"overlapping prefixes", "vips: [{prefix: 198.51.100.0/24}, {prefix: 198.51.100.128/25}]\n", []string{"vips[1].prefix", `"198.51.100.128/25"`, "vips[0].prefix 198.51.100.0/24"}},
 		{"VIP inside", "vips: [{address: 198.51.100.9}, {prefix: 198.51.100.0/24}]\n", []string{"vips[1].prefix", `"198.51.100.0/24"`, "vips[0].address 198.51.100.9"}},
 		{"bad port", "vips: [{prefix: 198.51.100.0/24, ports: [{port: 0}]}]\n", []string{"vips[0].ports[0].port", "1-65535"}},
+		{"firewalld without ports", "mode: firewalld\nvips: [{prefix: 198.51.100.0/24}]\n", []string{"vips[0].ports", "at least one port"}},
+		{"firewalld IPv6", "mode: firewalld\nvips: [{prefix: '2001:db8:100::/64', ports: [{port: 443}]}]\n", []string{"vips[0].prefix", "an IPv4 prefix in firewalld mode"}},
+		{"tunnel", "mode: tunnel\nvips: [{prefix: 198.51.100.0/24}]\n", []string{"vips[0].prefix", "only in mode loopback or arptables or firewalld", "mode is tunnel"}},
 		{"health inside", "vips: [{prefix: 198.51.100.0/24}]\nhealth: {listen: '198.51.100.21:8558'}\n", []string{"health.listen", "198.51.100.0/24"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -165,18 +165,35 @@ func resolveFirewalld(cfg *Config, d *Desired) {
 	// ARP (a forwarding host: every Docker host) or a proxy neighbour entry
 	// would answer for it. Drop those requests (and NDP's solicitations) in
 	// dsr-agent's own tables; docs/safety.md.
+	// Prefixes likewise: an interval map beside the VIPs' (IPv4 only; the
+	// config refuses IPv6 prefixes here until the Neighbour Solicitation
+	// guard matches a prefix).
+	for _, v := range cfg.Prefixes {
+		t := nat4
+		if v.Prefix.Addr().Is6() {
+			t = nat6
+		}
+		for _, p := range v.Ports {
+			t.Prefixes = append(t.Prefixes, firewall.PrefixRedirect{Prefix: v.Prefix, Proto: p.Protocol, Port: p.Port, ToPort: p.ToPort})
+		}
+	}
 	guard := &firewall.ARPGuard{}
 	for _, v := range cfg.VIPs {
 		if v.Address.Is4() {
 			guard.VIPs = append(guard.VIPs, v.Address)
 		}
 	}
-	if len(guard.VIPs) > 0 {
+	for _, v := range cfg.Prefixes {
+		if v.Prefix.Addr().Is4() {
+			guard.Prefixes = append(guard.Prefixes, v.Prefix)
+		}
+	}
+	if len(guard.VIPs) > 0 || len(guard.Prefixes) > 0 {
 		d.Tables[guard.Family()] = guard
 	}
 	nat6.DropNS = true
 	for _, t := range []*firewall.NATTable{nat4, nat6} {
-		if len(t.Redirects) > 0 {
+		if len(t.Redirects) > 0 || len(t.Prefixes) > 0 {
 			d.Tables[t.Family()] = t
 		}
 	}

@@ -2,9 +2,11 @@ package firewall
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/dsr-agent/dsr-agent/internal/golden"
+	"github.com/dsr-agent/dsr-agent/internal/inet"
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 )
 
@@ -44,6 +46,66 @@ func TestARPTablePrefixes(t *testing.T) {
 		"prefix narrowed": {"delete", "element", "arp", TableName, "vip_prefixes", "{ 203.0.113.0/24 }", ";", "add", "element", "arp", TableName, "vip_prefixes", "{ 203.0.113.0/25 }"},
 	} {
 		t.Run(name, func(t *testing.T) {
+			ns := netnstest.New(t)
+			m := &Manager{Conn: ns.NFT(t)}
+			if err := m.Replace(spec); err != nil {
+				t.Fatal(err)
+			}
+			ns.Exec(t, "nft", edit...)
+			if d, err := m.Diff(spec); err != nil || d == "" {
+				t.Fatalf("hand edit %v not detected (%v)", edit, err)
+			} else {
+				t.Logf("%s: %s", name, d)
+			}
+			if err := m.Replace(spec); err != nil {
+				t.Fatal(err)
+			}
+			if d, _ := m.Diff(spec); d != "" {
+				t.Fatalf("after repair Diff = %q", d)
+			}
+		})
+	}
+}
+
+// nat4PrefixSpec is firewalld mode's ip table with prefix redirects beside
+// the single VIPs': two protocols, one prefix with two ports.
+func nat4PrefixSpec() *NATTable {
+	n := nat4Spec()
+	n.Prefixes = []PrefixRedirect{
+		{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Proto: inet.TCP, Port: 443, ToPort: 8443},
+		{Prefix: netip.MustParsePrefix("192.0.2.128/25"), Proto: inet.TCP, Port: 80, ToPort: 8080},
+		{Prefix: netip.MustParsePrefix("192.0.2.128/25"), Proto: inet.UDP, Port: 53, ToPort: 5353},
+	}
+	return n
+}
+
+func arpGuardPrefixSpec() *ARPGuard {
+	g := arpGuardSpec()
+	g.Prefixes = []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("192.0.2.128/25")}
+	return g
+}
+
+// Issue 21 in firewalld mode: the nat table's interval concatenation
+// (prefix . protocol . port : local port) and the ARP guard's prefix set,
+// rendered, built by Replace and by nft from the rendering alike, in sync,
+// and a hand edit of either prefix set seen as drift.
+func TestFirewalldPrefixTables(t *testing.T) {
+	for name, spec := range map[string]Spec{"nat4prefix": nat4PrefixSpec(), "arpguardprefix": arpGuardPrefixSpec()} {
+		t.Run(name, func(t *testing.T) {
+			golden.Assert(t, name+".render.nft", RenderReplace(spec))
+			replaceRoundTrip(t, name, spec)
+		})
+	}
+	for name, edit := range map[string][]string{
+		"nat prefix deleted": {"delete", "element", "ip", TableName, "prefix_ports", "{ 192.0.2.128/25 . tcp . 80 }"},
+		"nat prefix added":   {"add", "element", "ip", TableName, "prefix_ports", "{ 10.0.0.0/24 . tcp . 80 : 80 }"},
+		"guard prefix gone":  {"delete", "element", "arp", TableName, "vip_prefixes", "{ 192.0.2.128/25 }"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			spec := Spec(nat4PrefixSpec())
+			if strings.HasPrefix(name, "guard") {
+				spec = arpGuardPrefixSpec()
+			}
 			ns := netnstest.New(t)
 			m := &Manager{Conn: ns.NFT(t)}
 			if err := m.Replace(spec); err != nil {

@@ -68,6 +68,9 @@ func goldenName(s Spec) string {
 		}
 		return "arp"
 	case *ARPGuard:
+		if len(s.Prefixes) > 0 {
+			return "arpguardprefix"
+		}
 		return "arpguard"
 	case *NSGuard:
 		return "nsguard"
@@ -85,6 +88,9 @@ func goldenName(s Spec) string {
 			return "nat6guard"
 		case s.IPv6:
 			return "nat6"
+		}
+		if len(s.Prefixes) > 0 {
+			return "nat4prefix"
 		}
 		return "nat4"
 	}

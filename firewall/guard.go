@@ -41,6 +41,25 @@ import (
 //     (arp_xmit), the delayed replies too.
 type ARPGuard struct {
 	VIPs []netip.Addr
+	// Prefixes are whole prefixes redirected as VIPs (AnyIP): the same two
+	// rules over an interval set, beside the host set's.
+	Prefixes []netip.Prefix
+}
+
+func (g *ARPGuard) prefixSet(t *nftables.Table) (*nftables.Set, []nftables.SetElement) {
+	if len(g.Prefixes) == 0 {
+		return nil, nil
+	}
+	ps := sortedCopy(g.Prefixes, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
+	s := &nftables.Set{Table: t, Name: "vip_prefixes", KeyType: nftables.TypeIPAddr, KeyByteOrder: binaryutil.BigEndian, Interval: true}
+	return s, intervalElements(ps)
+}
+
+// prefixRules: a request for an address of a prefix, unless from one
+// (the director's gratuitous ARP), is dropped; ARP from one, sent, too.
+func (g *ARPGuard) prefixRules(ps *nftables.Set) (in, out []expr.Any) {
+	in, out = g.rules(ps)
+	return in, out
 }
 
 // Family implements Spec.
@@ -91,23 +110,41 @@ func (g *ARPGuard) build(c *nftables.Conn, t *nftables.Table) error {
 	if err := addSet(c, vips, elems); err != nil {
 		return fmt.Errorf("set vips: %w", err)
 	}
+	ps, psElems := g.prefixSet(t)
+	if ps != nil {
+		if err := addSet(c, ps, psElems); err != nil {
+			return fmt.Errorf("set vip_prefixes: %w", err)
+		}
+	}
 	inRule, outRule := g.rules(vips)
 	in := c.AddChain(arpChain(t, "input", arpHookIn))
 	out := c.AddChain(arpChain(t, "output", arpHookOut))
 	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: inRule})
 	c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: outRule})
+	if ps != nil {
+		pin, pout := g.prefixRules(ps)
+		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: pin})
+		c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: pout})
+	}
 	return nil
 }
 
 func (g *ARPGuard) expected() tableContent {
 	vips, elems := g.set(nil)
 	in, out := g.rules(vips)
+	ins, outs := [][]expr.Any{in}, [][]expr.Any{out}
+	sets := []setContent{setContentOf(vips, elems)}
+	if ps, psElems := g.prefixSet(nil); ps != nil {
+		pin, pout := g.prefixRules(ps)
+		ins, outs = append(ins, pin), append(outs, pout)
+		sets = append(sets, setContentOf(ps, psElems))
+	}
 	return tableContent{
 		chains: []chainContent{
-			{name: "input", base: true, typ: nftables.ChainTypeFilter, hook: arpHookIn, priority: int32(*nftables.ChainPriorityFilter), policy: nftables.ChainPolicyAccept, rules: [][]expr.Any{in}},
-			{name: "output", base: true, typ: nftables.ChainTypeFilter, hook: arpHookOut, priority: int32(*nftables.ChainPriorityFilter), policy: nftables.ChainPolicyAccept, rules: [][]expr.Any{out}},
+			{name: "input", base: true, typ: nftables.ChainTypeFilter, hook: arpHookIn, priority: int32(*nftables.ChainPriorityFilter), policy: nftables.ChainPolicyAccept, rules: ins},
+			{name: "output", base: true, typ: nftables.ChainTypeFilter, hook: arpHookOut, priority: int32(*nftables.ChainPriorityFilter), policy: nftables.ChainPolicyAccept, rules: outs},
 		},
-		sets: []setContent{setContentOf(vips, elems)},
+		sets: sets,
 	}
 }
 
@@ -124,12 +161,30 @@ func (g *ARPGuard) Render() string {
 	b.WriteString("\tset vips {\n\t\ttype ipv4_addr\n")
 	writeElements(&b, vips)
 	b.WriteString("\t}\n\n")
+	var prefixes []string
+	if ps, _ := g.prefixSet(nil); ps != nil {
+		for _, p := range sortedCopy(g.Prefixes, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) }) {
+			prefixes = append(prefixes, p.String())
+		}
+		b.WriteString("\t# prefixes redirected as VIPs (AnyIP): never local, never to be claimed\n")
+		b.WriteString("\tset vip_prefixes {\n\t\ttype ipv4_addr\n\t\tflags interval\n")
+		writeElements(&b, prefixes)
+		b.WriteString("\t}\n\n")
+	}
 	b.WriteString("\t# requests for a VIP never reach proxy ARP; the director's gratuitous ARP (sender = target = VIP) does\n")
 	b.WriteString("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n")
-	fmt.Fprintf(&b, "\t\t%s arp operation request arp daddr ip @vips arp saddr ip != @vips counter drop\n\t}\n\n", guard)
+	fmt.Fprintf(&b, "\t\t%s arp operation request arp daddr ip @vips arp saddr ip != @vips counter drop\n", guard)
+	if len(prefixes) > 0 {
+		fmt.Fprintf(&b, "\t\t%s arp operation request arp daddr ip @vip_prefixes arp saddr ip != @vip_prefixes counter drop\n", guard)
+	}
+	b.WriteString("\t}\n\n")
 	b.WriteString("\t# a VIP is not this host's address: ARP from it can only be a proxy reply\n")
 	b.WriteString("\tchain output {\n\t\ttype filter hook output priority filter; policy accept;\n")
-	fmt.Fprintf(&b, "\t\t%s arp saddr ip @vips counter drop\n\t}\n", guard)
+	fmt.Fprintf(&b, "\t\t%s arp saddr ip @vips counter drop\n", guard)
+	if len(prefixes) > 0 {
+		fmt.Fprintf(&b, "\t\t%s arp saddr ip @vip_prefixes counter drop\n", guard)
+	}
+	b.WriteString("\t}\n")
 	b.WriteString("}\n")
 	return b.String()
 }
