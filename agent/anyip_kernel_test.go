@@ -1,13 +1,17 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 )
@@ -297,4 +301,99 @@ func TestPrefixFirewalldProxyARP(t *testing.T) {
 	if got := l.answers(t, "198.51.100.21"); len(got) == 0 {
 		t.Fatal("server no longer answers ARP for its own address")
 	}
+}
+
+// A prefix kept across every mode switch is served at every step of each
+// plan (the executor's promise, docs/safety.md): before each step, every
+// address of it is local or redirected; and wherever it is local, ARP for
+// it is suppressed: arp_ignore at least 1 on all and the NIC, or the arp
+// table's prefix set holding it.
+func TestPrefixModeSwitchKeepsPrefix(t *testing.T) {
+	th := newTestHostNoServices(t)
+	th.listen("tcp", ":80")
+	cfg := func(m string) string {
+		return "mode: " + m + "\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10, ports: [{port: 80}]}, {prefix: 192.0.2.128/25, ports: [{port: 80}]}]\n"
+	}
+	check := func(when string) {
+		local := strings.HasPrefix(th.ns.Exec(t, "ip", "route", "get", "192.0.2.200"), "local")
+		v4, _ := th.ns.ExecErr("nft", "list", "map", "ip", "dsr-agent", "prefix_ports")
+		if !local && !strings.Contains(v4, "192.0.2.128/25") {
+			t.Errorf("%s: 192.0.2.128/25 neither local nor redirected", when)
+		}
+		if !local {
+			return
+		}
+		arpSet, _ := th.ns.ExecErr("nft", "list", "set", "arp", "dsr-agent", "vip_prefixes")
+		sysctls := th.sysctl("all", "arp_ignore") != "0" && th.sysctl("eth0.100", "arp_ignore") != "0"
+		if !sysctls && !strings.Contains(arpSet, "192.0.2.128/25") {
+			t.Errorf("%s: 192.0.2.128/25 local with ARP unsuppressed", when)
+		}
+	}
+	modes := []string{"loopback", "firewalld", "arptables", "firewalld", "loopback", "arptables", "loopback"}
+	th.apply(cfg(modes[0]))
+	for i := 1; i < len(modes); i++ {
+		pair := modes[i-1] + "-to-" + modes[i]
+		th.host.inject = func(n int, c Change) error {
+			check(pair + ": before step " + c.Subject + " " + string(c.Kind))
+			return nil
+		}
+		th.apply(cfg(modes[i]))
+		th.host.inject = nil
+		check(pair + ": after the plan")
+		th.requireInSync(cfg(modes[i]))
+	}
+}
+
+// The listener check for a prefix port (issue 21.3): nothing listening is
+// listener-missing naming the prefix; a wildcard socket serves it; so does
+// a socket bound inside the prefix (IPv4 binds there as the address is
+// local; IPv6 needs IPV6_FREEBIND, docs/anyip.md); one bound outside it,
+// or to another port, does not.
+func TestPrefixListeners(t *testing.T) {
+	th := newTestHostNoServices(t)
+	cfg := "mode: loopback\ninterfaces: [eth0.100]\nvips: [{prefix: 192.0.2.128/25, ports: [{port: 8443}]}, {prefix: '2001:db8:100::/64', ports: [{port: 8443}]}]\n"
+	th.apply(cfg)
+	missing := func() []string {
+		var out []string
+		for _, d := range th.status(cfg).Differences {
+			if d.Kind == ListenerMissing {
+				out = append(out, d.Subject)
+			}
+		}
+		return out
+	}
+	if got := strings.Join(missing(), " "); got != "192.0.2.128/25:8443/tcp 2001:db8:100::/64:8443/tcp" {
+		t.Fatalf("nothing listening: missing %q", got)
+	}
+	stop := th.listen("tcp4", "198.51.100.21:8443") // outside the prefix
+	if len(missing()) != 2 {
+		t.Errorf("a socket outside the prefix counted: %v", missing())
+	}
+	stop()
+	stop = th.listen("tcp4", "192.0.2.200:8443")
+	if got := missing(); len(got) != 1 || got[0] != "2001:db8:100::/64:8443/tcp" {
+		t.Errorf("a socket bound inside the IPv4 prefix: missing %v", got)
+	}
+	stop()
+	var ln net.Listener
+	var err error
+	th.ns.Do(t, func() {
+		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1) }); err != nil {
+				return err
+			}
+			return serr
+		}}
+		ln, err = lc.Listen(context.Background(), "tcp6", "[2001:db8:100::5]:8443")
+	})
+	if err != nil {
+		t.Fatalf("listen with IPV6_FREEBIND inside the prefix: %v", err)
+	}
+	stop2 := th.listen("tcp4", "0.0.0.0:8443")
+	if got := missing(); len(got) != 0 {
+		t.Errorf("the IPv4 wildcard and an IPV6_FREEBIND socket inside the IPv6 prefix: missing %v", got)
+	}
+	ln.Close()
+	stop2()
 }

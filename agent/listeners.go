@@ -128,7 +128,17 @@ func listenerView(d *Desired, f *Facts, socks []listener.Socket) (states []Liste
 		// A redirect sends every address of a prefix where it sends a
 		// VIP's: the same targets, judged the same way.
 		for _, v := range d.Prefixes {
-			states, diffs, warnings = viewVIPs(d, f, socks, []VIP{{Address: v.Prefix.Addr(), Ports: v.Ports}}, states, diffs, warnings)
+			st, df, _ := viewVIPs(d, f, socks, []VIP{{Address: v.Prefix.Addr(), Ports: v.Ports}}, nil, nil, nil)
+			renamed := map[string]string{}
+			for i := range st {
+				subject := fmt.Sprintf("%s:%d/%s", v.Prefix, st[i].Port, st[i].Protocol)
+				renamed[st[i].Subject] = subject
+				st[i].VIP, st[i].Subject = v.Prefix.String(), subject
+			}
+			for i := range df {
+				df[i].Subject = renamed[df[i].Subject]
+			}
+			states, diffs = append(states, st...), append(diffs, df...)
 		}
 	} else {
 		for _, v := range d.Prefixes {

@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/dsr-agent/dsr-agent/anyip"
 )
@@ -70,6 +71,10 @@ func (s *anyipSurface) diff(d *Desired, _ *Ownership) []Change {
 		if st.Add {
 			// Like an address: once nothing can answer ARP for it.
 			c.Reason, c.phase, c.apply = "missing", PhaseAddVIPs, func() error { return s.k.Add(p) }
+		} else if slices.ContainsFunc(d.Prefixes, func(v PrefixVIP) bool { return v.Prefix == p }) && !d.HandsOff {
+			// Kept, served by the redirect now (firewalld mode): the local
+			// route goes once the redirect exists, as a VIP that moves.
+			c.Reason, c.phase, c.apply = "no longer local (served by the redirect)", PhaseMoveVIPs, func() error { return s.k.Del(p) }
 		} else {
 			// Before the suppression that covered it changes.
 			c.Reason, c.phase, c.apply = "not in the config", PhaseRemoveVIPs, func() error { return s.k.Del(p) }
