@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -396,4 +398,74 @@ func TestPrefixListeners(t *testing.T) {
 	}
 	ln.Close()
 	stop2()
+}
+
+// Drift repair from the route monitor (issue 21.3): the surface list's
+// watcher for the anyip surface, running in the namespace, wakes the
+// daemon with "prefix" when one of the prefix routes is deleted by hand;
+// the pass that follows names it prefix-missing and repairs it.
+func TestPrefixWatcherWakesOnDrift(t *testing.T) {
+	th := newTestHost(t)
+	cfg := "mode: loopback\ninterfaces: [eth0.100]\nvips: [{prefix: 192.0.2.128/25}]\n"
+	th.apply(cfg)
+	var w watcher
+	for _, sk := range surfaceKinds {
+		if _, ok := sk.build(kernel{}, &Facts{}).(*anyipSurface); ok && sk.watch != nil {
+			w = sk.watch()
+		}
+	}
+	if w == nil {
+		t.Fatal("the anyip surface has no watcher in surfaceKinds")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	woke := make(chan string, 64)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		th.ns.Do(t, func() { w.run(ctx, func(s string) { woke <- s }, slog.Default(), WatchOptions{}) })
+	}()
+	defer func() { cancel(); <-done }()
+	// Subscribed to RTNLGRP_IPV4_ROUTE (7) and RTNLGRP_IPV6_ROUTE (11).
+	const groups = 1<<(unix.RTNLGRP_IPV4_ROUTE-1) | 1<<(unix.RTNLGRP_IPV6_ROUTE-1)
+	deadline := time.Now().Add(10 * time.Second)
+	for !routeSocketSubscribed(t, th, groups) {
+		if time.Now().After(deadline) {
+			t.Fatal("the watcher never subscribed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	th.ns.Exec(t, "ip", "route", "del", "local", "192.0.2.128/25", "dev", "lo", "table", "local", "proto", "213")
+	select {
+	case got := <-woke:
+		if got != "prefix" {
+			t.Errorf("woke with %q, want prefix", got)
+		}
+	case <-time.After(10 * time.Second): // a bound on failure, not a synchronisation
+		t.Fatal("no wake after the prefix route was deleted")
+	}
+	if p, err := th.host.Plan(mustConfig(t, cfg)); err != nil || !strings.Contains(p.String(), "ip route add local 192.0.2.128/25") {
+		t.Fatalf("the pass after the wake plans %v:\n%s", err, p)
+	}
+	th.apply(cfg)
+	th.requireInSync(cfg)
+}
+
+// routeSocketSubscribed: the namespace has a NETLINK_ROUTE socket bound to
+// exactly groups (/proc/thread-self/net/netlink lists the reader's
+// namespace's sockets: sk Eth Pid Groups ...).
+func routeSocketSubscribed(t *testing.T, th *testHost, groups uint32) bool {
+	var table []byte
+	th.ns.Do(t, func() {
+		var err error
+		if table, err = os.ReadFile("/proc/thread-self/net/netlink"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	want := fmt.Sprintf("%08x", groups)
+	for _, line := range strings.Split(string(table), "\n")[1:] {
+		if f := strings.Fields(line); len(f) > 4 && f[1] == "0" && f[3] == want {
+			return true
+		}
+	}
+	return false
 }
