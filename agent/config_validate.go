@@ -91,6 +91,14 @@ func (raw *rawConfig) validate() (*Config, error) {
 			vips[v.Address] = true
 		}
 		cfg.ReturnVia = raw.ReturnVia.validate(vips, &errs)
+		for _, gw := range []struct {
+			field string
+			a     netip.Addr
+		}{{"return_via.gateway", cfg.ReturnVia.Gateway}, {"return_via.gateway6", cfg.ReturnVia.Gateway6}} {
+			if p := prefixOf(cfg, gw.a); gw.a.IsValid() && p != "" {
+				errs.add(gw.field, gw.a.String(), "the load balancer's own address, not an address of prefix VIP "+p)
+			}
+		}
 		for i, p := range cfg.ReturnVia.Ports {
 			if l, ok := own[p.Port]; ok && p.Protocol == TCP {
 				errs.add(fmt.Sprintf("return_via.ports[%d].port", i), fmt.Sprint(p.Port),

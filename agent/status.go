@@ -161,7 +161,11 @@ func (p *planned) report() *Report {
 func (r *Report) String() string {
 	var b strings.Builder
 	if r.InSync {
-		fmt.Fprintf(&b, "in sync: mode %s, %d VIP(s) in place, ARP suppression in force\n", r.Mode, len(r.VIPs))
+		if len(r.Prefixes) > 0 {
+			fmt.Fprintf(&b, "in sync: mode %s, %d VIP(s) and %d prefix(es) in place, ARP suppression in force\n", r.Mode, len(r.VIPs), len(r.Prefixes))
+		} else {
+			fmt.Fprintf(&b, "in sync: mode %s, %d VIP(s) in place, ARP suppression in force\n", r.Mode, len(r.VIPs))
+		}
 		r.writeWarnings(&b)
 		return b.String()
 	}
