@@ -228,10 +228,12 @@ func TestPrefixARPSenderRewritten(t *testing.T) {
 func TestPrefixFirewalldKernel(t *testing.T) {
 	th := newTestHostNoServices(t)
 	client := netnstest.New(t)
-	netnstest.Connect(t, th.ns, "cl0", []string{"100.64.0.1/24"}, client, "eth0", []string{"100.64.0.2/24"})
+	netnstest.Connect(t, th.ns, "cl0", []string{"100.64.0.1/24", "2001:db8:2::1/64"}, client, "eth0", []string{"100.64.0.2/24", "2001:db8:2::2/64"})
 	client.Exec(t, "ip", "route", "add", "192.0.2.128/25", "via", "100.64.0.1")
 	client.Exec(t, "ip", "route", "add", "192.0.2.10/32", "via", "100.64.0.1")
-	cfg := "mode: firewalld\ninterfaces: [cl0]\nvips: [{address: 192.0.2.10, ports: [{port: 80, to_port: 8080}]}, {prefix: 192.0.2.128/25, ports: [{port: 80, to_port: 8080}, {port: 53, protocol: udp}]}]\n"
+	client.Exec(t, "ip", "-6", "route", "add", "2001:db8:100::/64", "via", "2001:db8:2::1")
+	cfg := "mode: firewalld\ninterfaces: [cl0]\nvips: [{address: 192.0.2.10, ports: [{port: 80, to_port: 8080}]}, {prefix: 192.0.2.128/25, ports: [{port: 80, to_port: 8080}, {port: 53, protocol: udp}]}, " +
+		"{prefix: '2001:db8:100::/64', ports: [{port: 80, to_port: 8080}]}]\n"
 	localBefore := th.localTable()
 	before := th.foreign()
 	th.apply(cfg)
@@ -250,7 +252,10 @@ func TestPrefixFirewalldKernel(t *testing.T) {
 	}
 	th.listen("tcp", ":8080")
 	th.listen("udp", ":53")
-	for _, a := range []string{"192.0.2.128", "192.0.2.200", "192.0.2.255", "192.0.2.10"} {
+	if v6 := th.ns.Exec(t, "nft", "list", "table", "ip6", "dsr-agent"); !strings.Contains(v6, "2001:db8:100::/64 . tcp . 80 : 8080") || !strings.Contains(v6, "@th,64,64 0x20010db801000000") {
+		t.Errorf("ip6 table lacks the prefix's redirect or NS rule:\n%s", v6)
+	}
+	for _, a := range []string{"192.0.2.128", "192.0.2.200", "192.0.2.255", "192.0.2.10", "[2001:db8:100::]", "[2001:db8:100::beef]", "[2001:db8:100::ffff:ffff:ffff:ffff]"} {
 		var err error
 		client.Do(t, func() {
 			var c net.Conn

@@ -37,7 +37,6 @@ func TestPrefixConfig(t *testing.T) {
 		{"VIP inside", "vips: [{address: 198.51.100.9}, {prefix: 198.51.100.0/24}]\n", []string{"vips[1].prefix", `"198.51.100.0/24"`, "vips[0].address 198.51.100.9"}},
 		{"bad port", "vips: [{prefix: 198.51.100.0/24, ports: [{port: 0}]}]\n", []string{"vips[0].ports[0].port", "1-65535"}},
 		{"firewalld without ports", "mode: firewalld\nvips: [{prefix: 198.51.100.0/24}]\n", []string{"vips[0].ports", "at least one port"}},
-		{"firewalld IPv6", "mode: firewalld\nvips: [{prefix: '2001:db8:100::/64', ports: [{port: 443}]}]\n", []string{"vips[0].prefix", "an IPv4 prefix in firewalld mode"}},
 		{"tunnel", "mode: tunnel\nvips: [{prefix: 198.51.100.0/24}]\n", []string{"vips[0].prefix", "only in mode loopback or arptables or firewalld", "mode is tunnel"}},
 		{"return_via gateway inside", "vips: [{prefix: 198.51.100.0/24}]\nreturn_via: {gateway: 198.51.100.1}\n", []string{"return_via.gateway", `"198.51.100.1"`, "not an address of prefix VIP 198.51.100.0/24"}},
 		{"health inside", "vips: [{prefix: 198.51.100.0/24}]\nhealth: {listen: '198.51.100.21:8558'}\n", []string{"health.listen", "198.51.100.0/24"}},

@@ -315,12 +315,6 @@ func (rv *rawVIP) validatePrefix(field string, mode Mode, errs *fieldErrors) (Pr
 		errs.add(field+".prefix", rv.Prefix, err.Error())
 		ok = false
 	}
-	if err == nil && mode == ModeFirewalld && p.Addr().Is6() {
-		// The Neighbour Solicitation guard matches single VIPs only: a
-		// proxy NDP entry for an address of the prefix would answer.
-		errs.add(field+".prefix", rv.Prefix, "an IPv4 prefix in firewalld mode (IPv6 prefixes: loopback or arptables mode; write IPv6 VIPs here as `address:` entries)")
-		ok = false
-	}
 	v.Prefix = p
 	ports, pok := rv.validatePorts(field, mode, errs)
 	v.Ports = ports

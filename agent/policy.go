@@ -165,9 +165,8 @@ func resolveFirewalld(cfg *Config, d *Desired) {
 	// ARP (a forwarding host: every Docker host) or a proxy neighbour entry
 	// would answer for it. Drop those requests (and NDP's solicitations) in
 	// dsr-agent's own tables; docs/safety.md.
-	// Prefixes likewise: an interval map beside the VIPs' (IPv4 only; the
-	// config refuses IPv6 prefixes here until the Neighbour Solicitation
-	// guard matches a prefix).
+	// Prefixes likewise: an interval map beside the VIPs', and the
+	// Neighbour Solicitation guard matches IPv6 ones by their first bits.
 	for _, v := range cfg.Prefixes {
 		t := nat4
 		if v.Prefix.Addr().Is6() {

@@ -32,7 +32,7 @@ var walkConfigs = []string{
 	"mode: arptables\ninterfaces: [eth0.100]\nvips: [{prefix: 203.0.113.0/25}]\n",
 	"mode: firewalld\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10, ports: [{port: 80}]}, {address: '2001:db8::10', ports: [{port: 443, to_port: 8443}]}]\n",
 	"mode: firewalld\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.11, ports: [{port: 53, protocol: udp}]}]\n",
-	"mode: firewalld\ninterfaces: [eth0.100]\nvips: [{prefix: 203.0.113.0/24, ports: [{port: 80}]}, {address: 192.0.2.10, ports: [{port: 80}]}]\n",
+	"mode: firewalld\ninterfaces: [eth0.100]\nvips: [{prefix: 203.0.113.0/24, ports: [{port: 80}]}, {address: 192.0.2.10, ports: [{port: 80}]}, {prefix: '2001:db8:100::/64', ports: [{port: 443}]}]\n",
 	"mode: firewalld\ninterfaces: [eth0.100]\nvips: []\n",
 	"mode: tunnel\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {address: '2001:db8::10'}]\n",
 	"mode: tunnel\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {address: '2001:db8::10'}]\ntunnel: {encap: gue, mss: 1400}\n",

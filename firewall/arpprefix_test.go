@@ -126,3 +126,59 @@ func TestFirewalldPrefixTables(t *testing.T) {
 		})
 	}
 }
+
+// nat6GuardPrefixSpec is firewalld mode's ip6 table with IPv6 prefixes: the
+// redirect's interval map and the Neighbour Solicitation guard's rules for
+// a /64, a /60 (not a whole number of bytes: masked) and a /48.
+func nat6GuardPrefixSpec() *NATTable {
+	n := nat6GuardSpec()
+	n.Prefixes = []PrefixRedirect{
+		{Prefix: netip.MustParsePrefix("2001:db8:100::/64"), Proto: inet.TCP, Port: 443, ToPort: 8443},
+		{Prefix: netip.MustParsePrefix("2001:db8:100::/64"), Proto: inet.UDP, Port: 53, ToPort: 53},
+		{Prefix: netip.MustParsePrefix("2001:db8:200::/60"), Proto: inet.TCP, Port: 443, ToPort: 8443},
+		{Prefix: netip.MustParsePrefix("2001:db9::/48"), Proto: inet.TCP, Port: 80, ToPort: 80},
+	}
+	return n
+}
+
+// IPv6 prefixes in firewalld mode: the ip6 table round trip (Replace and
+// nft -f of the rendering list the same, in sync), and a hand edit of the
+// NS guard's prefix rules is drift.
+func TestNSGuardPrefixes(t *testing.T) {
+	spec := nat6GuardPrefixSpec()
+	golden.Assert(t, "nat6guardprefix.render.nft", RenderReplace(spec))
+	replaceRoundTrip(t, "nat6guardprefix", spec)
+}
+
+// The NS guard covers prefixes (issue 21, firewalld mode): proxy NDP
+// answers for addresses of a /64 and a /60 it has entries for (the negative
+// control), and for none of them with the ip6 table's prefix rules; the
+// server's own address is answered throughout (each probe's barrier).
+func TestNSGuardPrefixesDropProxyNDP(t *testing.T) {
+	l := newProxyLab(t)
+	l.exposeAll(t)
+	targets := []string{"2001:db8:100::1", "2001:db8:100::ffff:1", "2001:db8:200:f::7", "2001:db8:200::1"}
+	for _, a := range targets {
+		l.setEntry(t, a, l.eth0, true)
+		if got := l.answers(t, a); len(got) == 0 {
+			t.Fatalf("negative control: proxy NDP does not answer for %s; the test could not fail", a)
+		}
+	}
+	m := &Manager{Conn: l.srv.NFT(t)}
+	if err := m.Replace(&NATTable{IPv6: true, DropNS: true, Prefixes: []PrefixRedirect{
+		{Prefix: netip.MustParsePrefix("2001:db8:100::/64"), Proto: inet.TCP, Port: 80, ToPort: 80},
+		{Prefix: netip.MustParsePrefix("2001:db8:200::/60"), Proto: inet.TCP, Port: 80, ToPort: 80},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range targets {
+		if got := l.answers(t, a); len(got) != 0 {
+			t.Errorf("%s answered by %v with the prefix rules in place", a, got)
+		}
+	}
+	// Just outside the /60: still answered (the mask is the prefix's).
+	l.setEntry(t, "2001:db8:200:10::1", l.eth0, true)
+	if got := l.answers(t, "2001:db8:200:10::1"); len(got) == 0 {
+		t.Error("2001:db8:200:10::1, outside 2001:db8:200::/60, is dropped too")
+	}
+}

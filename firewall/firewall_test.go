@@ -84,6 +84,8 @@ func goldenName(s Spec) string {
 		return "mss4"
 	case *NATTable:
 		switch {
+		case s.IPv6 && s.DropNS && len(s.Prefixes) > 0:
+			return "nat6guardprefix"
 		case s.IPv6 && s.DropNS:
 			return "nat6guard"
 		case s.IPv6:

@@ -3,6 +3,7 @@ package firewall
 import (
 	"fmt"
 	"math/big"
+	"net"
 	"net/netip"
 	"strings"
 
@@ -241,7 +242,33 @@ const icmpv6NeighborSolicit = 135
 // nsChainName is the regular chain holding one rule per VIP.
 const nsChainName = "ns_vips"
 
-func nsRules(vips []netip.Addr) (in []expr.Any, perVIP [][]expr.Any) {
+// nsPrefixRule is a prefix's rule: the target's first bits (@th,64,bits)
+// compared, as nft builds it: a load of the whole bytes they span, masked
+// when bits is not a multiple of 8.
+func nsPrefixRule(p netip.Prefix) []expr.Any {
+	n := uint32((p.Bits() + 7) / 8)
+	a := p.Masked().Addr().AsSlice()[:n]
+	e := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 8, Len: n}}
+	if p.Bits()%8 != 0 {
+		// net.CIDRMask makes only 32- and 128-bit masks.
+		mask := net.CIDRMask(p.Bits(), 128)[:n]
+		e = append(e, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: mask, Xor: make([]byte, n)})
+	}
+	return append(e, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a}, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
+}
+
+// nsPrefixValue is nft's spelling of a prefix's rule: @th,64,bits and the
+// number the first bits make.
+func nsPrefixValue(p netip.Prefix) string {
+	v := new(big.Int).SetBytes(p.Masked().Addr().AsSlice())
+	return fmt.Sprintf("@th,64,%d 0x%s", p.Bits(), v.Rsh(v, uint(128-p.Bits())).Text(16))
+}
+
+func sortedPrefixes(ps []netip.Prefix) []netip.Prefix {
+	return sortedCopy(ps, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
+}
+
+func nsRules(vips []netip.Addr, prefixes ...netip.Prefix) (in []expr.Any, perVIP [][]expr.Any) {
 	// icmpv6 type nd-neighbor-solicit jump ns_vips
 	in = []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
@@ -259,6 +286,9 @@ func nsRules(vips []netip.Addr) (in []expr.Any, perVIP [][]expr.Any) {
 			&expr.Verdict{Kind: expr.VerdictDrop},
 		})
 	}
+	for _, p := range sortedPrefixes(prefixes) {
+		perVIP = append(perVIP, nsPrefixRule(p))
+	}
 	return in, perVIP
 }
 
@@ -269,18 +299,18 @@ func nsInputChain(t *nftables.Table) *nftables.Chain {
 
 // buildNSGuard adds the chains in the order the rendered script declares
 // them (nft lists chains in creation order), then their rules.
-func buildNSGuard(c *nftables.Conn, t *nftables.Table, vips []netip.Addr) {
+func buildNSGuard(c *nftables.Conn, t *nftables.Table, vips []netip.Addr, prefixes ...netip.Prefix) {
 	in := c.AddChain(nsInputChain(t))
 	per := c.AddChain(&nftables.Chain{Table: t, Name: nsChainName})
-	inRule, perVIP := nsRules(vips)
+	inRule, perVIP := nsRules(vips, prefixes...)
 	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: inRule})
 	for _, r := range perVIP {
 		c.AddRule(&nftables.Rule{Table: t, Chain: per, Exprs: r})
 	}
 }
 
-func nsGuardContent(vips []netip.Addr) []chainContent {
-	in, perVIP := nsRules(vips)
+func nsGuardContent(vips []netip.Addr, prefixes ...netip.Prefix) []chainContent {
+	in, perVIP := nsRules(vips, prefixes...)
 	return []chainContent{
 		{name: "input", base: true, typ: nftables.ChainTypeFilter, hook: *nftables.ChainHookInput,
 			priority: int32(*nftables.ChainPriorityFilter), policy: nftables.ChainPolicyAccept, rules: [][]expr.Any{in}},
@@ -288,7 +318,7 @@ func nsGuardContent(vips []netip.Addr) []chainContent {
 	}
 }
 
-func renderNSGuard(b *strings.Builder, vips []netip.Addr) {
+func renderNSGuard(b *strings.Builder, vips []netip.Addr, prefixes ...netip.Prefix) {
 	b.WriteString("\t# Neighbour Solicitations for a VIP never reach proxy NDP\n")
 	b.WriteString("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n")
 	fmt.Fprintf(b, "\t\ticmpv6 type nd-neighbor-solicit jump %s\n\t}\n\n", nsChainName)
@@ -297,6 +327,9 @@ func renderNSGuard(b *strings.Builder, vips []netip.Addr) {
 	for _, v := range sortedAddrs(vips) {
 		// nft's spelling of a number: hex without leading zeros.
 		fmt.Fprintf(b, "\t\t@th,64,128 0x%s counter drop\n", new(big.Int).SetBytes(v.AsSlice()).Text(16))
+	}
+	for _, p := range sortedPrefixes(prefixes) {
+		fmt.Fprintf(b, "\t\t%s counter drop\n", nsPrefixValue(p))
 	}
 	b.WriteString("\t}\n")
 }

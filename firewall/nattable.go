@@ -97,6 +97,20 @@ func (n *NATTable) prefixSet(t *nftables.Table) (*nftables.Set, []nftables.SetEl
 	return s, elems
 }
 
+// nsPrefixes are the prefixes the Neighbour Solicitation guard covers.
+func (n *NATTable) nsPrefixes() []netip.Prefix {
+	if !n.IPv6 || !n.DropNS {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, r := range n.Prefixes {
+		if !slices.Contains(out, r.Prefix) {
+			out = append(out, r.Prefix)
+		}
+	}
+	return out
+}
+
 // Family implements Spec.
 func (n *NATTable) Family() Family { return ipFamily(n.IPv6) }
 
@@ -236,8 +250,8 @@ func (n *NATTable) build(c *nftables.Conn, t *nftables.Table) error {
 	for _, r := range n.rules(s, ps) {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r})
 	}
-	if vips := n.nsVIPs(); len(vips) > 0 {
-		buildNSGuard(c, t, vips)
+	if vips, ps := n.nsVIPs(), n.nsPrefixes(); len(vips)+len(ps) > 0 {
+		buildNSGuard(c, t, vips, ps...)
 	}
 	return nil
 }
@@ -253,8 +267,8 @@ func (n *NATTable) expected() tableContent {
 	if ps != nil {
 		tc.sets = append(tc.sets, setContentOf(ps, psElems))
 	}
-	if vips := n.nsVIPs(); len(vips) > 0 {
-		tc.chains = append(tc.chains, nsGuardContent(vips)...)
+	if vips, ps := n.nsVIPs(), n.nsPrefixes(); len(vips)+len(ps) > 0 {
+		tc.chains = append(tc.chains, nsGuardContent(vips, ps...)...)
 	}
 	return tc
 }
@@ -293,9 +307,9 @@ func (n *NATTable) Render() string {
 		}
 	}
 	b.WriteString("\t}\n")
-	if vips := n.nsVIPs(); len(vips) > 0 {
+	if vips, ps := n.nsVIPs(), n.nsPrefixes(); len(vips)+len(ps) > 0 {
 		b.WriteString("\n")
-		renderNSGuard(&b, vips)
+		renderNSGuard(&b, vips, ps...)
 	}
 	b.WriteString("}\n")
 	return b.String()
