@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -85,5 +86,22 @@ func TestPrefixHostChecks(t *testing.T) {
 				t.Error("the host changed")
 			}
 		})
+	}
+}
+
+// The daemon's listener watcher follows the prefixes' ports too (their
+// redirect targets in firewalld mode).
+func TestListenerPortsIncludePrefixes(t *testing.T) {
+	for _, c := range []struct {
+		yaml string
+		want string
+	}{
+		{"mode: loopback\ninterfaces: [eth0.100]\nvips: [{prefix: 203.0.113.0/24, ports: [{port: 443}, {port: 53, protocol: udp}]}]\n", "[{tcp 443} {udp 53}]"},
+		{"mode: firewalld\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10, ports: [{port: 80}]}, {prefix: 203.0.113.0/24, ports: [{port: 443, to_port: 8443}]}]\n", "[{tcp 80} {tcp 8443}]"},
+	} {
+		_, d := newSimHost().plan(t, mustConfig(t, c.yaml))
+		if got := fmt.Sprint(listenerPorts(d)); got != c.want {
+			t.Errorf("%s: listener ports %s, want %s", c.yaml, got, c.want)
+		}
 	}
 }

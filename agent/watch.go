@@ -162,14 +162,20 @@ func listenerPorts(d *Desired) []listener.Port {
 		return nil
 	}
 	var out []listener.Port
-	for _, v := range d.VIPs {
-		for _, p := range v.Ports {
+	add := func(ports []Port) {
+		for _, p := range ports {
 			port := p.Port
 			if d.Redirect {
 				port = p.ToPort
 			}
 			out = append(out, listener.Port{Proto: p.Protocol, Port: port})
 		}
+	}
+	for _, v := range d.VIPs {
+		add(v.Ports)
+	}
+	for _, v := range d.Prefixes {
+		add(v.Ports)
 	}
 	return out
 }
