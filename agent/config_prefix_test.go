@@ -105,3 +105,11 @@ func TestListenerPortsIncludePrefixes(t *testing.T) {
 		}
 	}
 }
+
+// In firewalld mode a prefix's connections are its redirect's target ports.
+func TestConnectionTargetsPrefixRedirect(t *testing.T) {
+	_, d := newSimHost().plan(t, mustConfig(t, "mode: firewalld\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10, ports: [{port: 80}]}, {prefix: 203.0.113.0/24, ports: [{port: 443, to_port: 8443}, {port: 53, protocol: udp}]}]\n"))
+	if addrs, ports := d.ConnectionTargets(); len(addrs) != 0 || fmt.Sprint(ports) != "[80 8443]" {
+		t.Errorf("connection targets %v %v, want none and [80 8443]", addrs, ports)
+	}
+}
