@@ -32,7 +32,13 @@ type Config struct {
 	// the default (the interface of the default route).
 	Interfaces []string
 	VIPs       []VIP
-	Health     *HealthConfig
+	// Prefixes are the `vips: - prefix:` entries: whole prefixes served
+	// as VIPs (AnyIP), apart from VIPs so that code iterating single VIPs
+	// never meets one without an address.
+	Prefixes []PrefixVIP
+	// prefixFields names each prefix's entry ("vips[3]") for host errors.
+	prefixFields []string
+	Health       *HealthConfig
 	// ReturnVia: replies of an L7 LB in transparent mode go back through it
 	// (nil: off).
 	ReturnVia *ReturnViaConfig
@@ -49,6 +55,13 @@ type VIP struct {
 	// RealIP is the sender address ARP from this VIP is rewritten to in
 	// arptables mode; invalid (zero) means the NIC's primary IPv4.
 	RealIP netip.Addr
+	Ports  []Port
+}
+
+// PrefixVIP is a whole prefix served as VIPs (AnyIP, docs/anyip.md): every
+// address in it is a VIP with the same ports.
+type PrefixVIP struct {
+	Prefix netip.Prefix
 	Ports  []Port
 }
 

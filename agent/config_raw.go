@@ -30,6 +30,7 @@ func (raw *rawConfig) empty() bool {
 
 type rawVIP struct {
 	Address string    `yaml:"address"`
+	Prefix  string    `yaml:"prefix"`
 	RealIP  string    `yaml:"real_ip"`
 	Ports   []rawPort `yaml:"ports"`
 }

@@ -119,7 +119,7 @@ func TestParseConfigErrors(t *testing.T) {
 	}{
 		{"malformed yaml", "vips: [\n", []string{"line"}},
 		{"unknown top key", "mode: loopback\nvipz: []\n", []string{`unknown key "vipz"`, "mode, interfaces, vips, health"}},
-		{"unknown vip key", "vips:\n  - adress: 192.0.2.10\n", []string{`unknown key "adress"`, "address, real_ip, ports"}},
+		{"unknown vip key", "vips:\n  - adress: 192.0.2.10\n", []string{`unknown key "adress"`, "address, prefix, real_ip, ports"}},
 		{"bad mode", "mode: ipvs\n", []string{"mode", `"ipvs"`, "loopback, arptables, firewalld or tunnel"}},
 		{"not an address", "vips: [{address: web01}]\n", []string{"vips[0].address", `"web01"`, "host address"}},
 		{"network not host", "vips: [{address: 192.0.2.0/24}]\n", []string{"vips[0].address", `"192.0.2.0/24"`, "not a network"}},

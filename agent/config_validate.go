@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dsr-agent/dsr-agent/anyip"
 )
 
 func (raw *rawConfig) validate() (*Config, error) {
@@ -50,7 +52,19 @@ func (raw *rawConfig) validate() (*Config, error) {
 	} else {
 		rawVIPs = *raw.VIPs
 	}
+	var prefixField []string
 	for i, rv := range rawVIPs {
+		if rv.Prefix != "" {
+			p, ok := rv.validatePrefix(fmt.Sprintf("vips[%d]", i), cfg.Mode, &errs)
+			if ok {
+				cfg.Prefixes = append(cfg.Prefixes, p)
+				prefixField = append(prefixField, fmt.Sprintf("vips[%d]", i))
+				if cfg.Mode == ModeFirewalld {
+					checkRedirectsSpareHealth(fmt.Sprintf("vips[%d]", i), VIP{Ports: p.Ports}, rv, own, &errs)
+				}
+			}
+			continue
+		}
 		v, ok := rv.validate(fmt.Sprintf("vips[%d]", i), cfg.Mode, &errs)
 		if !ok {
 			continue
@@ -65,6 +79,8 @@ func (raw *rawConfig) validate() (*Config, error) {
 			checkRedirectsSpareHealth(fmt.Sprintf("vips[%d]", i), v, rv, own, &errs)
 		}
 	}
+	checkOverlaps(cfg, prefixField, seenVIP, &errs)
+	cfg.prefixFields = prefixField
 	if raw.Health != nil {
 		cfg.Health = raw.Health.validate(&errs)
 		checkListeners(cfg, seenVIP, &errs)
@@ -75,6 +91,14 @@ func (raw *rawConfig) validate() (*Config, error) {
 			vips[v.Address] = true
 		}
 		cfg.ReturnVia = raw.ReturnVia.validate(vips, &errs)
+		for _, gw := range []struct {
+			field string
+			a     netip.Addr
+		}{{"return_via.gateway", cfg.ReturnVia.Gateway}, {"return_via.gateway6", cfg.ReturnVia.Gateway6}} {
+			if p := prefixOf(cfg, gw.a); gw.a.IsValid() && p != "" {
+				errs.add(gw.field, gw.a.String(), "the load balancer's own address, not an address of prefix VIP "+p)
+			}
+		}
 		for i, p := range cfg.ReturnVia.Ports {
 			if l, ok := own[p.Port]; ok && p.Protocol == TCP {
 				errs.add(fmt.Sprintf("return_via.ports[%d].port", i), fmt.Sprint(p.Port),
@@ -155,6 +179,8 @@ func checkListeners(cfg *Config, vipField map[netip.Addr]string, errs *fieldErro
 		switch a := ap.Addr().Unmap(); {
 		case a.IsUnspecified():
 			errs.add(field, s, "the host's own IP (the director's heartbeat target), not the wildcard")
+		case prefixOf(cfg, a) != "":
+			errs.add(field, s, "the host's own IP, not an address of prefix VIP "+prefixOf(cfg, a)+" (every real server has it; the director would reach any of them)")
 		case vipField[a] != "":
 			errs.add(field, s, "the host's own IP, not a VIP (every real server has the VIP; the director would reach any of them)")
 			// Name the VIP's own place too: with drop-ins it is often the
@@ -175,6 +201,16 @@ func checkListeners(cfg *Config, vipField map[netip.Addr]string, errs *fieldErro
 			errs.add("health.agent_check.listen", h.AgentCheck.Listen, "an ip:port other than health.listen (both listeners cannot bind it)")
 		}
 	}
+}
+
+// prefixOf is the configured prefix that holds a ("" none).
+func prefixOf(cfg *Config, a netip.Addr) string {
+	for _, p := range cfg.Prefixes {
+		if p.Prefix.Contains(a) {
+			return p.Prefix.String()
+		}
+	}
+	return ""
 }
 
 func validIfName(s string) bool {
@@ -205,6 +241,15 @@ func (rv *rawVIP) validate(field string, mode Mode, errs *fieldErrors) (VIP, boo
 		}
 		v.RealIP = real
 	}
+	ports, pok := rv.validatePorts(field, mode, errs)
+	v.Ports = ports
+	return v, ok && pok
+}
+
+// validatePorts is the ports of an entry, `address:` or `prefix:` alike.
+func (rv *rawVIP) validatePorts(field string, mode Mode, errs *fieldErrors) ([]Port, bool) {
+	var ports []Port
+	ok := true
 	if mode == ModeFirewalld && len(rv.Ports) == 0 {
 		errs.add(field+".ports", "", "at least one port in firewalld mode (packets are redirected per port)")
 		ok = false
@@ -240,9 +285,72 @@ func (rv *rawVIP) validate(field string, mode Mode, errs *fieldErrors) (VIP, boo
 			ok = false
 		}
 		seen[key] = true
-		v.Ports = append(v.Ports, p)
+		ports = append(ports, p)
 	}
-	return v, ok
+	return ports, ok
+}
+
+// validatePrefix is a `prefix:` entry: a whole prefix served as VIPs
+// (AnyIP). Its overlaps with the other entries are checkOverlaps', with the
+// host's subnets and gateways checkPrefixes'.
+func (rv *rawVIP) validatePrefix(field string, mode Mode, errs *fieldErrors) (PrefixVIP, bool) {
+	var v PrefixVIP
+	ok := true
+	if rv.Address != "" {
+		errs.add(field+".address", rv.Address, "either address or prefix in one entry, not both (prefix is "+rv.Prefix+")")
+		ok = false
+	}
+	if rv.RealIP != "" {
+		errs.add(field+".real_ip", rv.RealIP, "real_ip only with address (a prefix's ARP is dropped, never rewritten)")
+		ok = false
+	}
+	if !prefixModes[mode] {
+		// Refused rather than ignored: each mode must make the prefix
+		// local (or redirect it) and keep ARP off it, or serve nothing.
+		errs.add(field+".prefix", rv.Prefix, "a prefix VIP only in mode "+strings.Join(prefixModeNames(), " or ")+" (mode is "+string(mode)+"; write its addresses as `address:` entries)")
+		ok = false
+	}
+	p, err := anyip.ParsePrefix(rv.Prefix)
+	if err != nil {
+		errs.add(field+".prefix", rv.Prefix, err.Error())
+		ok = false
+	}
+	v.Prefix = p
+	ports, pok := rv.validatePorts(field, mode, errs)
+	v.Ports = ports
+	return v, ok && pok
+}
+
+// prefixModes are the modes whose part of Resolve serves prefix VIPs.
+var prefixModes = map[Mode]bool{ModeLoopback: true, ModeARPTables: true, ModeFirewalld: true}
+
+func prefixModeNames() []string {
+	var out []string
+	for _, m := range []Mode{ModeLoopback, ModeTunnel, ModeARPTables, ModeFirewalld} {
+		if prefixModes[m] {
+			out = append(out, string(m))
+		}
+	}
+	return out
+}
+
+// checkOverlaps refuses a prefix that overlaps another prefix or holds a
+// single VIP: the same address twice, with two sets of ports and two owners
+// in the kernel (a /32 on lo and a local route), removing one of which
+// would take the other's address away or leave it.
+func checkOverlaps(cfg *Config, prefixField []string, vipField map[netip.Addr]string, errs *fieldErrors) {
+	for i, p := range cfg.Prefixes {
+		for j := range i {
+			if q := cfg.Prefixes[j].Prefix; p.Prefix.Overlaps(q) {
+				errs.add(prefixField[i]+".prefix", p.Prefix.String(), "a prefix that overlaps no other VIP ("+prefixField[j]+".prefix "+q.String()+" overlaps it)")
+			}
+		}
+		for _, v := range cfg.VIPs {
+			if p.Prefix.Contains(v.Address) {
+				errs.add(prefixField[i]+".prefix", p.Prefix.String(), "a prefix that overlaps no other VIP ("+vipField[v.Address]+".address "+v.Address.String()+" is inside it: drop it, the prefix serves it)")
+			}
+		}
+	}
 }
 
 // parseHostAddr accepts one unicast address a host can serve: not a

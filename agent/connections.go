@@ -25,6 +25,16 @@ func (d *Desired) ConnectionTargets() (addrs []netip.Addr, ports []uint16) {
 			}
 		}
 	}
+	// A prefix's connections: in firewalld mode its redirect's target
+	// ports, as a VIP's. Where it is local, matching its addresses needs a
+	// prefix condition the callers do not pass yet (docs/anyip.md).
+	for _, v := range d.Prefixes {
+		for _, p := range v.Ports {
+			if d.Redirect && (p.Protocol == TCP || p.Protocol == "") {
+				ports = append(ports, p.ToPort)
+			}
+		}
+	}
 	slices.Sort(ports)
 	return addrs, slices.Compact(ports)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/dsr-agent/dsr-agent/anyip"
 	"github.com/dsr-agent/dsr-agent/firewall"
 	"github.com/dsr-agent/dsr-agent/firewalld"
 	"github.com/dsr-agent/dsr-agent/listener"
@@ -144,7 +145,7 @@ func (h *Host) kernel() kernel {
 	if h.tunnel != nil {
 		tk = h.tunnel
 	}
-	return kernel{sysctls: h.sysctl, addrs: h.addrs, tables: h.tables, routes: &route.Manager{NL: h.nl}, tunnel: tk}
+	return kernel{sysctls: h.sysctl, addrs: h.addrs, tables: h.tables, routes: &route.Manager{NL: h.nl}, tunnel: tk, anyip: &anyip.Manager{NL: h.nl}}
 }
 
 func (h *Host) planWith(f *Facts, d *Desired) (*planned, error) { return planOn(h.kernel(), f, d) }

@@ -44,6 +44,14 @@ func listenerDumpSpec(d *Desired) (protos []inet.Protocol, v4 bool) {
 			v4 = v4 || v.Address.Is4()
 		}
 	}
+	for _, v := range d.Prefixes {
+		for _, p := range v.Ports {
+			if !slices.Contains(protos, p.Protocol) {
+				protos = append(protos, p.Protocol)
+			}
+			v4 = v4 || v.Prefix.Addr().Is4()
+		}
+	}
 	slices.Sort(protos)
 	return protos, v4
 }
@@ -116,7 +124,76 @@ func listenerView(d *Desired, f *Facts, socks []listener.Socket) (states []Liste
 	if d.HandsOff {
 		return nil, nil, nil
 	}
-	for _, v := range d.VIPs {
+	if d.Redirect {
+		// A redirect sends every address of a prefix where it sends a
+		// VIP's: the same targets, judged the same way.
+		for _, v := range d.Prefixes {
+			st, df, _ := viewVIPs(d, f, socks, []VIP{{Address: v.Prefix.Addr(), Ports: v.Ports}}, nil, nil, nil)
+			renamed := map[string]string{}
+			for i := range st {
+				subject := fmt.Sprintf("%s:%d/%s", v.Prefix, st[i].Port, st[i].Protocol)
+				renamed[st[i].Subject] = subject
+				st[i].VIP, st[i].Subject = v.Prefix.String(), subject
+			}
+			for i := range df {
+				df[i].Subject = renamed[df[i].Subject]
+			}
+			states, diffs = append(states, st...), append(diffs, df...)
+		}
+	} else {
+		for _, v := range d.Prefixes {
+			for _, p := range v.Ports {
+				st, diff := prefixListener(v.Prefix, p, d, f, socks)
+				states = append(states, st)
+				if diff != nil {
+					diffs = append(diffs, *diff)
+				}
+			}
+		}
+	}
+	return viewVIPs(d, f, socks, d.VIPs, states, diffs, warnings)
+}
+
+// prefixListener is one prefix port: a wildcard socket serves every address
+// of the prefix; sockets bound inside it (IPv4 binds there as it is local,
+// IPv6 needs IPV6_FREEBIND or IP_TRANSPARENT: docs/anyip.md) serve their
+// own address, and are reported as serving it too: an operator who binds
+// addresses of the prefix one by one has chosen which of them to serve.
+func prefixListener(pf netip.Prefix, p Port, d *Desired, f *Facts, socks []listener.Socket) (ListenerState, *Difference) {
+	subject := fmt.Sprintf("%s:%d/%s", pf, p.Port, p.Protocol)
+	unspec := netip.IPv4Unspecified()
+	if pf.Addr().Is6() {
+		unspec = netip.IPv6Unspecified()
+	}
+	wild := netip.AddrPortFrom(unspec, p.Port)
+	want := fmt.Sprintf("the wildcard (%s), or addresses of %s (IPv6: with IPV6_FREEBIND)", wildcards(wild), pf)
+	st := ListenerState{Subject: subject, VIP: pf.String(), Port: p.Port, Protocol: string(p.Protocol), Expect: want}
+	ifs := map[uint32]bool{}
+	for _, i := range d.Interfaces {
+		ifs[uint32(f.Index[i])] = true
+	}
+	for _, s := range socks {
+		if s.Proto != p.Protocol || s.Port != p.Port || (s.Ifindex != 0 && len(ifs) > 0 && !ifs[s.Ifindex]) {
+			continue
+		}
+		if !(s.Receives(p.Protocol, wild) && s.Wildcard()) && !pf.Contains(s.Addr.Unmap()) {
+			continue
+		}
+		st.Present = true
+		if str := s.String(); !slices.Contains(st.Sockets, str) {
+			st.Sockets = append(st.Sockets, str)
+		}
+	}
+	if st.Present {
+		return st, nil
+	}
+	return st, &Difference{Kind: ListenerMissing, Subject: subject, Detail: "nothing listens on " + want,
+		Fix: fmt.Sprintf("make the service listen on %s and start it; dsr-agent does not start services", want)}
+}
+
+// viewVIPs adds the listener states of single VIPs.
+func viewVIPs(d *Desired, f *Facts, socks []listener.Socket, vips []VIP, states []ListenerState, diffs []Difference, warnings []string) ([]ListenerState, []Difference, []string) {
+	for _, v := range vips {
 		for _, p := range v.Ports {
 			proto := p.Protocol
 			vipPort := netip.AddrPortFrom(v.Address, p.Port)

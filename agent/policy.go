@@ -23,6 +23,12 @@ type Desired struct {
 	Interfaces []string
 	VIPs       []VIP
 	Sysctls    []sysctl.Setting
+	// Prefixes are the config's prefix VIPs (AnyIP), each address of
+	// which is a VIP with its ports.
+	Prefixes []PrefixVIP
+	// LocalPrefixes are the prefixes the mode makes local: one AnyIP
+	// route each (anyip/), the anyip surface's want.
+	LocalPrefixes []netip.Prefix
 	// Addrs are the VIP addresses; labels are assigned when planning.
 	Addrs  []loopback.Addr
 	Tables map[firewall.Family]firewall.Spec
@@ -54,7 +60,7 @@ type Desired struct {
 // the field and value (ErrInvalidConfig, and ErrHostMismatch when they
 // depend on this host).
 func Resolve(cfg *Config, f *Facts) (*Desired, error) {
-	d := &Desired{Mode: cfg.Mode, VIPs: cfg.VIPs, Interfaces: slices.Clone(cfg.Interfaces), Tables: map[firewall.Family]firewall.Spec{}}
+	d := &Desired{Mode: cfg.Mode, VIPs: cfg.VIPs, Prefixes: cfg.Prefixes, Interfaces: slices.Clone(cfg.Interfaces), Tables: map[firewall.Family]firewall.Spec{}}
 	var errs fieldErrors
 	resolveInterfaces(cfg, f, d, &errs)
 	checkVIPs(cfg, f, d, &errs)
@@ -63,7 +69,7 @@ func Resolve(cfg *Config, f *Facts) (*Desired, error) {
 	if err := errs.hostErr(); err != nil {
 		return nil, withOrigins(err, cfg.origin)
 	}
-	if len(cfg.VIPs) == 0 {
+	if len(cfg.VIPs) == 0 && len(cfg.Prefixes) == 0 {
 		// An installed but unconfigured host (the packaged example) is left
 		// exactly as it was, and so is a configured one whose list was
 		// emptied: losing every VIP takes `dsr-agent remove`.
@@ -84,8 +90,20 @@ func Resolve(cfg *Config, f *Facts) (*Desired, error) {
 	return d, nil
 }
 
-// resolveLoopback: the ARP sysctls suppress the VIPs on lo.
+// localPrefixes makes every prefix VIP local: one AnyIP route each. The
+// kernel answers ARP for a local route only at arp_ignore 0 (arp_ignore
+// 1-3 look for an address of the prefix, and there is none): the mode's
+// suppression must cover it (docs/anyip.md).
+func localPrefixes(cfg *Config, d *Desired) {
+	for _, p := range cfg.Prefixes {
+		d.LocalPrefixes = append(d.LocalPrefixes, p.Prefix)
+	}
+}
+
+// resolveLoopback: the ARP sysctls suppress the VIPs on lo, and the
+// prefixes' local routes alike.
 func resolveLoopback(cfg *Config, d *Desired) {
+	localPrefixes(cfg, d)
 	d.Sysctls = arp.Suppression(d.Interfaces)
 	for _, v := range cfg.VIPs {
 		d.Addrs = append(d.Addrs, loopback.Addr{Link: "lo", Prefix: loopback.HostPrefix(v.Address)})
@@ -113,7 +131,19 @@ func resolveARPTables(cfg *Config, f *Facts, d *Desired) {
 		arpTable.Entries = append(arpTable.Entries, firewall.ARPEntry{VIP: v.Address, Real: r})
 		d.Addrs = append(d.Addrs, loopback.Addr{Link: nic, Prefix: loopback.HostPrefix(v.Address)})
 	}
-	if len(arpTable.Entries) > 0 {
+	// The prefixes are local too, and this mode leaves arp_ignore alone:
+	// at 0 the kernel answers ARP for every address of a local route on
+	// every interface (docs/anyip.md), so the table's interval set is what
+	// keeps them quiet. IPv6 prefixes need nothing: a local route is no
+	// address, and Neighbour Solicitations go unanswered.
+	localPrefixes(cfg, d)
+	for _, p := range d.LocalPrefixes {
+		if p.Addr().Is4() {
+			arpTable.Prefixes = append(arpTable.Prefixes, p)
+			arpTable.PrefixReal = real
+		}
+	}
+	if len(arpTable.Entries) > 0 || len(arpTable.Prefixes) > 0 {
 		d.Tables[arpTable.Family()] = arpTable
 	}
 }
@@ -135,18 +165,34 @@ func resolveFirewalld(cfg *Config, d *Desired) {
 	// ARP (a forwarding host: every Docker host) or a proxy neighbour entry
 	// would answer for it. Drop those requests (and NDP's solicitations) in
 	// dsr-agent's own tables; docs/safety.md.
+	// Prefixes likewise: an interval map beside the VIPs', and the
+	// Neighbour Solicitation guard matches IPv6 ones by their first bits.
+	for _, v := range cfg.Prefixes {
+		t := nat4
+		if v.Prefix.Addr().Is6() {
+			t = nat6
+		}
+		for _, p := range v.Ports {
+			t.Prefixes = append(t.Prefixes, firewall.PrefixRedirect{Prefix: v.Prefix, Proto: p.Protocol, Port: p.Port, ToPort: p.ToPort})
+		}
+	}
 	guard := &firewall.ARPGuard{}
 	for _, v := range cfg.VIPs {
 		if v.Address.Is4() {
 			guard.VIPs = append(guard.VIPs, v.Address)
 		}
 	}
-	if len(guard.VIPs) > 0 {
+	for _, v := range cfg.Prefixes {
+		if v.Prefix.Addr().Is4() {
+			guard.Prefixes = append(guard.Prefixes, v.Prefix)
+		}
+	}
+	if len(guard.VIPs) > 0 || len(guard.Prefixes) > 0 {
 		d.Tables[guard.Family()] = guard
 	}
 	nat6.DropNS = true
 	for _, t := range []*firewall.NATTable{nat4, nat6} {
-		if len(t.Redirects) > 0 {
+		if len(t.Redirects) > 0 || len(t.Prefixes) > 0 {
 			d.Tables[t.Family()] = t
 		}
 	}
@@ -186,6 +232,12 @@ func resolveInterfaces(cfg *Config, f *Facts, d *Desired, errs *fieldErrors) {
 				break
 			}
 		}
+		for i, p := range cfg.Prefixes {
+			if p.Prefix.Addr().Is4() && !primaryIPv4(f, d.Interfaces[0]).IsValid() {
+				errs.add(prefixField(cfg, i), p.Prefix.String(), "an IPv4 prefix only where "+d.Interfaces[0]+" has an IPv4 address (its ARP is sent with that address instead)")
+				break
+			}
+		}
 	}
 }
 
@@ -213,6 +265,7 @@ func checkVIPs(cfg *Config, f *Facts, d *Desired, errs *fieldErrors) {
 			special[netip.AddrFrom4(b)] = "the broadcast address of " + p.String() + " on " + a.Link
 		}
 	}
+	checkPrefixes(cfg, f, errs)
 	for i, v := range cfg.VIPs {
 		field := fmt.Sprintf("vips[%d].address", i)
 		if link, ok := own[v.Address]; ok {
@@ -229,6 +282,46 @@ func checkVIPs(cfg *Config, f *Facts, d *Desired, errs *fieldErrors) {
 			}
 		}
 	}
+}
+
+// checkPrefixes refuses prefix VIPs that overlap a subnet the host is
+// connected to (its own address would be a VIP, and the subnet's
+// neighbours unreachable: the local table wins over the connected route),
+// or hold a gateway of its routes. The error names the entry by the index
+// it has among the config's entries, as the config's checks do.
+func checkPrefixes(cfg *Config, f *Facts, errs *fieldErrors) {
+	for i, p := range cfg.Prefixes {
+		field := prefixField(cfg, i)
+		for _, a := range f.Addrs {
+			if a.Link == "lo" || f.Owned.owns(a.Link, a.Prefix.String()) {
+				continue
+			}
+			if p.Prefix.Overlaps(a.Prefix.Masked()) {
+				errs.add(field, p.Prefix.String(), "a prefix outside this host's connected subnets ("+a.Prefix.Masked().String()+" on "+a.Link+", address "+a.Prefix.Addr().String()+")")
+			}
+		}
+		var gws []netip.Addr
+		for gw := range f.Gateways {
+			if p.Prefix.Contains(gw) {
+				gws = append(gws, gw)
+			}
+		}
+		slices.SortFunc(gws, netip.Addr.Compare)
+		for _, gw := range gws {
+			errs.add(field, p.Prefix.String(), "a prefix without a gateway of this host's routes in it ("+gw.String()+")")
+		}
+	}
+}
+
+// prefixField names the i-th prefix VIP's field. Config keeps no index of
+// its entries; the prefix's position among the prefixes is what a parsed
+// config still knows, so the field is vips[].prefix with the prefix as
+// value, which names it as surely.
+func prefixField(cfg *Config, i int) string {
+	if i < len(cfg.prefixFields) {
+		return cfg.prefixFields[i] + ".prefix"
+	}
+	return "vips[].prefix"
 }
 
 // resolveHealth fills the default listen address (the first IPv4 of the

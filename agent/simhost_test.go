@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/dsr-agent/dsr-agent/anyip"
 	"github.com/dsr-agent/dsr-agent/firewall"
 	"github.com/dsr-agent/dsr-agent/loopback"
 	"github.com/dsr-agent/dsr-agent/route"
@@ -28,6 +29,9 @@ type simHost struct {
 	// shadows are foreign rules in front of return_via's (Shadows).
 	shadows []route.Shadow
 	tun     tunnel.Observed
+	// anyip are dsr-agent's AnyIP routes (proto 213); anyipForeign the
+	// other network routes of table local.
+	anyip, anyipForeign []netip.Prefix
 }
 
 // newSimHost is a host with only its NIC address and default sysctls (0).
@@ -49,7 +53,7 @@ func newSimHost() *simHost {
 
 // kernel is the simulated host behind the surfaces' seams.
 func (s *simHost) kernel() kernel {
-	return kernel{sysctls: simSysctls{s}, addrs: simAddrs{s}, tables: simTables{s}, routes: simRoutes{s}, tunnel: simTunnel{s}}
+	return kernel{sysctls: simSysctls{s}, addrs: simAddrs{s}, tables: simTables{s}, routes: simRoutes{s}, tunnel: simTunnel{s}, anyip: simAnyIP{s}}
 }
 
 // plan resolves cfg (nil: remove) and diffs the simulated host.
@@ -197,6 +201,27 @@ func (k simRoutes) ReplaceRoute(r route.Route) error {
 }
 func (k simRoutes) DelRoute(r route.Route) error {
 	k.h.routes = slices.DeleteFunc(k.h.routes, func(o route.Route) bool { return o == r })
+	return nil
+}
+
+type simAnyIP struct{ h *simHost }
+
+func (k simAnyIP) Observe() (*anyip.Observed, error) {
+	return &anyip.Observed{Ours: slices.Clone(k.h.anyip), Foreign: slices.Clone(k.h.anyipForeign)}, nil
+}
+
+// Add refuses a foreign route of the same prefix, as the kernel does.
+func (k simAnyIP) Add(p netip.Prefix) error {
+	if slices.Contains(k.h.anyipForeign, p) {
+		return anyip.ErrForeign
+	}
+	if !slices.Contains(k.h.anyip, p) {
+		k.h.anyip = append(k.h.anyip, p)
+	}
+	return nil
+}
+func (k simAnyIP) Del(p netip.Prefix) error {
+	k.h.anyip = slices.DeleteFunc(k.h.anyip, func(o netip.Prefix) bool { return o == p })
 	return nil
 }
 

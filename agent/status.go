@@ -15,9 +15,11 @@ type Report struct {
 	Mode   string `json:"mode"`
 	// Suppression is true when everything that keeps the host from
 	// answering ARP for its VIPs is in force (sysctls, arp table).
-	Suppression bool         `json:"arp_suppression"`
-	VIPs        []VIPState   `json:"vips"`
-	Differences []Difference `json:"differences"`
+	Suppression bool       `json:"arp_suppression"`
+	VIPs        []VIPState `json:"vips"`
+	// Prefixes are the prefix VIPs made local (AnyIP), present or not.
+	Prefixes    []PrefixState `json:"prefixes,omitempty"`
+	Differences []Difference  `json:"differences"`
 	// Warnings are costs of a state that is in sync, e.g. arp_ignore 8:
 	// suppression holds, but the host answers ARP for nothing at all.
 	Warnings []string `json:"warnings,omitempty"`
@@ -159,7 +161,11 @@ func (p *planned) report() *Report {
 func (r *Report) String() string {
 	var b strings.Builder
 	if r.InSync {
-		fmt.Fprintf(&b, "in sync: mode %s, %d VIP(s) in place, ARP suppression in force\n", r.Mode, len(r.VIPs))
+		if len(r.Prefixes) > 0 {
+			fmt.Fprintf(&b, "in sync: mode %s, %d VIP(s) and %d prefix(es) in place, ARP suppression in force\n", r.Mode, len(r.VIPs), len(r.Prefixes))
+		} else {
+			fmt.Fprintf(&b, "in sync: mode %s, %d VIP(s) in place, ARP suppression in force\n", r.Mode, len(r.VIPs))
+		}
 		r.writeWarnings(&b)
 		return b.String()
 	}

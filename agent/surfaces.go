@@ -51,6 +51,7 @@ type kernel struct {
 	tables  tableKernel
 	routes  routeKernel
 	tunnel  tunnelKernel
+	anyip   anyipKernel
 }
 
 // sysctlKernel is /proc/sys by path (sysctl.Proc).
@@ -100,6 +101,7 @@ var surfaceKinds = []surfaceKind{
 	{func(k kernel, _ *Facts) surface { return &sysctlSurface{k: k.sysctls} }, newSysctlWatcher},
 	{func(k kernel, _ *Facts) surface { return &tableSurface{k: k.tables} }, newTableWatcher},
 	{func(k kernel, _ *Facts) surface { return &routeSurface{k: k.routes} }, newRouteWatcher},
+	{func(k kernel, _ *Facts) surface { return &anyipSurface{k: k.anyip} }, newAnyIPWatcher},
 }
 
 // newSurfaces builds every surface on k.

@@ -24,10 +24,15 @@ var walkConfigs = []string{
 	"mode: loopback\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {address: 192.0.2.11}]\nreturn_via: {gateway: 198.51.100.252, ports: [{port: 443}, {port: 80}]}\n",
 	"mode: loopback\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\nreturn_via: {gateway: 198.51.100.252}\n",
 	"mode: loopback\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\nreturn_via: {gateway: 198.51.100.1, table: 100}\n",
+	"mode: loopback\ninterfaces: [eth0.100]\nvips: [{prefix: 203.0.113.0/24}, {address: 192.0.2.10}, {prefix: '2001:db8:100::/64'}]\n",
+	"mode: loopback\ninterfaces: [eth0.100]\nvips: [{prefix: 203.0.113.0/25}, {prefix: 203.0.113.128/25}]\n",
 	"mode: arptables\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {address: '2001:db8::10'}, {address: 192.0.2.11}]\n",
 	"mode: arptables\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.11}]\n",
+	"mode: arptables\ninterfaces: [eth0.100]\nvips: [{prefix: 203.0.113.0/24}, {address: 192.0.2.10}, {prefix: '2001:db8:100::/64'}]\n",
+	"mode: arptables\ninterfaces: [eth0.100]\nvips: [{prefix: 203.0.113.0/25}]\n",
 	"mode: firewalld\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10, ports: [{port: 80}]}, {address: '2001:db8::10', ports: [{port: 443, to_port: 8443}]}]\n",
 	"mode: firewalld\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.11, ports: [{port: 53, protocol: udp}]}]\n",
+	"mode: firewalld\ninterfaces: [eth0.100]\nvips: [{prefix: 203.0.113.0/24, ports: [{port: 80}]}, {address: 192.0.2.10, ports: [{port: 80}]}, {prefix: '2001:db8:100::/64', ports: [{port: 443}]}]\n",
 	"mode: firewalld\ninterfaces: [eth0.100]\nvips: []\n",
 	"mode: tunnel\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {address: '2001:db8::10'}]\n",
 	"mode: tunnel\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {address: '2001:db8::10'}]\ntunnel: {encap: gue, mss: 1400}\n",
@@ -116,6 +121,9 @@ func (s *simHost) checkKernel(t *testing.T, d *Desired, path []int) {
 			t.Errorf("walk %v: %s:\n%s\nwant\n%s", path, firewall.TableRef(fam), got.Render(), spec.Render())
 		}
 	}
+	if !sameSet(s.anyip, d.LocalPrefixes) {
+		t.Errorf("walk %v: AnyIP routes %v, want %v", path, s.anyip, d.LocalPrefixes)
+	}
 	if !sameSet(s.rules, d.Rules) || !sameSet(s.routes, d.Routes) {
 		t.Errorf("walk %v: rules %v routes %v, want %v %v", path, s.rules, s.routes, d.Rules, d.Routes)
 	}
@@ -150,7 +158,7 @@ func (s *simHost) checkKernel(t *testing.T, d *Desired, path []int) {
 // sysctl is back to the host's 0.
 func (s *simHost) checkClean(t *testing.T, path []int) {
 	t.Helper()
-	if len(s.facts.Addrs) != 1 || len(s.tables) != 0 || len(s.rules) != 0 || len(s.routes) != 0 || len(s.tun.Fou) != 0 {
+	if len(s.facts.Addrs) != 1 || len(s.tables) != 0 || len(s.rules) != 0 || len(s.routes) != 0 || len(s.tun.Fou) != 0 || len(s.anyip) != 0 {
 		t.Errorf("walk %v: after remove: %s", path, s.snapshot())
 	}
 	for k, v := range s.sysctls {
@@ -180,7 +188,7 @@ func (s *simHost) snapshot() string {
 	for _, fam := range slices.Sorted(maps.Keys(s.tables)) {
 		fmt.Fprintf(&b, "table %s %q; ", firewall.TableRef(fam), s.tables[fam].Render())
 	}
-	fmt.Fprintf(&b, "rules %v routes %v tunnel %v %v", s.rules, s.routes, s.tun.Links, s.tun.Fou)
+	fmt.Fprintf(&b, "rules %v routes %v tunnel %v %v anyip %v", s.rules, s.routes, s.tun.Links, s.tun.Fou, s.anyip)
 	return b.String()
 }
 
@@ -213,6 +221,7 @@ func TestDriftEveryKind(t *testing.T) {
 		arpt   = "mode: arptables\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\n"
 		tunGUE = "mode: tunnel\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\ntunnel: {encap: gue}\n"
 		tunIP  = "mode: tunnel\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\n"
+		pfx    = "mode: loopback\ninterfaces: [eth0.100]\nvips: [{prefix: 203.0.113.0/24}]\n"
 	)
 	for _, tc := range []struct {
 		kind DriftKind
@@ -246,6 +255,8 @@ func TestDriftEveryKind(t *testing.T) {
 		}},
 		{DriftTunnelMissing, tunGUE, tunGUE, func(h *simHost) { h.tun.Fou = nil }},
 		{DriftTunnelUnexpected, tunGUE, tunIP, nil},
+		{DriftPrefixMissing, pfx, pfx, func(h *simHost) { h.anyip = nil }},
+		{DriftPrefixUnexpected, pfx, lo, nil},
 	} {
 		t.Run(string(tc.kind), func(t *testing.T) {
 			h := newSimHost()

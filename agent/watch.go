@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/dsr-agent/dsr-agent/anyip"
 	"github.com/dsr-agent/dsr-agent/firewall"
 	"github.com/dsr-agent/dsr-agent/internal/resubscribe"
 	"github.com/dsr-agent/dsr-agent/listener"
@@ -96,6 +97,9 @@ func newAddrWatcher() watcher {
 	})
 }
 
+// newAnyIPWatcher: the prefix VIPs' local routes deleted or changed.
+func newAnyIPWatcher() watcher { return funcWatcher(anyip.Watch) }
+
 // newTableWatcher: dsr-agent's tables edited, flushed, dormant.
 func newTableWatcher() watcher { return funcWatcher(firewall.Watch) }
 
@@ -158,14 +162,20 @@ func listenerPorts(d *Desired) []listener.Port {
 		return nil
 	}
 	var out []listener.Port
-	for _, v := range d.VIPs {
-		for _, p := range v.Ports {
+	add := func(ports []Port) {
+		for _, p := range ports {
 			port := p.Port
 			if d.Redirect {
 				port = p.ToPort
 			}
 			out = append(out, listener.Port{Proto: p.Protocol, Port: port})
 		}
+	}
+	for _, v := range d.VIPs {
+		add(v.Ports)
+	}
+	for _, v := range d.Prefixes {
+		add(v.Ports)
 	}
 	return out
 }

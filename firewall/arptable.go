@@ -37,6 +37,12 @@ type ARPEntry struct {
 // whatever the number of VIPs: the VIPs live in a set and a map.
 type ARPTable struct {
 	Entries []ARPEntry
+	// Prefixes are whole prefixes served as VIPs (AnyIP): ARP for any
+	// address of them is dropped, and ARP sent from one leaves with
+	// PrefixReal as sender. They live in an interval set beside the host
+	// set: two more rules when there are any, whatever their number.
+	Prefixes   []netip.Prefix
+	PrefixReal netip.Addr
 }
 
 // Family implements Spec.
@@ -55,6 +61,70 @@ func (a *ARPTable) sets(t *nftables.Table) (vips, vip2real *nftables.Set, vipEle
 		mapElems = append(mapElems, nftables.SetElement{Key: e.VIP.AsSlice(), Val: e.Real.AsSlice()})
 	}
 	return vips, vip2real, vipElems, mapElems
+}
+
+// prefixSet is the interval set of the prefixes (nil: none). Each prefix is
+// a range: its first address, and the address after its last flagged as
+// the interval's end (what nft sends for `elements = { 192.0.2.128/25 }`).
+func (a *ARPTable) prefixSet(t *nftables.Table) (*nftables.Set, []nftables.SetElement) {
+	if len(a.Prefixes) == 0 {
+		return nil, nil
+	}
+	s := &nftables.Set{Table: t, Name: "vip_prefixes", KeyType: nftables.TypeIPAddr, KeyByteOrder: binaryutil.BigEndian, Interval: true}
+	return s, intervalElements(a.prefixes())
+}
+
+func (a *ARPTable) prefixes() []netip.Prefix {
+	return sortedCopy(a.Prefixes, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
+}
+
+// intervalElements are the elements of an interval set holding ps (sorted,
+// not overlapping, none ending at the family's last address).
+//
+// nft opens the set with an interval end at the zero address (what the
+// rbtree backend needs to see the gap before the first range): sent here
+// too, a table loaded from the rendered plan compares equal to Replace's.
+func intervalElements(ps []netip.Prefix) []nftables.SetElement {
+	if len(ps) == 0 {
+		return nil
+	}
+	zero := make([]byte, ps[0].Addr().BitLen()/8)
+	out := []nftables.SetElement{{Key: zero, IntervalEnd: true}}
+	for _, p := range ps {
+		out = append(out, nftables.SetElement{Key: p.Masked().Addr().AsSlice()},
+			nftables.SetElement{Key: lastAddr(p).Next().AsSlice(), IntervalEnd: true})
+	}
+	return out
+}
+
+// lastAddr is the prefix's last address.
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// prefixRules are input's and output's rule for the prefixes.
+func (a *ARPTable) prefixRules(ps *nftables.Set) (in, out []expr.Any) {
+	// arp daddr ip @vip_prefixes counter drop
+	in = append(arpGuard(),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: arpOffTargetIP, Len: 4},
+		lookup(1, ps),
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	)
+	// arp saddr ip @vip_prefixes counter arp saddr ip set <real>
+	out = append(arpGuard(),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: arpOffSenderIP, Len: 4},
+		lookup(1, ps),
+		&expr.Counter{},
+		&expr.Immediate{Register: 1, Data: a.PrefixReal.AsSlice()},
+		&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: arpOffSenderIP, Len: 4},
+	)
+	return in, out
 }
 
 // arpGuard matches Ethernet/IPv4 ARP only (htype 1, ptype 0x0800, hlen 6,
@@ -112,26 +182,44 @@ func (a *ARPTable) build(c *nftables.Conn, t *nftables.Table) error {
 	if err := addSet(c, vip2real, mapElems); err != nil {
 		return fmt.Errorf("map vip2real: %w", err)
 	}
+	ps, psElems := a.prefixSet(t)
+	if ps != nil {
+		if err := addSet(c, ps, psElems); err != nil {
+			return fmt.Errorf("set vip_prefixes: %w", err)
+		}
+	}
 	inRule, outRule := a.rules(vips, vip2real)
 	in := c.AddChain(arpChain(t, "input", arpHookIn))
 	out := c.AddChain(arpChain(t, "output", arpHookOut))
 	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: inRule})
 	c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: outRule})
+	if ps != nil {
+		pin, pout := a.prefixRules(ps)
+		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: pin})
+		c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: pout})
+	}
 	return nil
 }
 
 func (a *ARPTable) expected() tableContent {
 	vips, vip2real, vipElems, mapElems := a.sets(nil)
 	in, out := a.rules(vips, vip2real)
+	ins, outs := [][]expr.Any{in}, [][]expr.Any{out}
+	sets := []setContent{
+		setContentOf(vips, vipElems),
+		setContentOf(vip2real, mapElems),
+	}
+	if ps, psElems := a.prefixSet(nil); ps != nil {
+		pin, pout := a.prefixRules(ps)
+		ins, outs = append(ins, pin), append(outs, pout)
+		sets = append(sets, setContentOf(ps, psElems))
+	}
 	return tableContent{
 		chains: []chainContent{
-			{name: "input", base: true, typ: nftables.ChainTypeFilter, hook: arpHookIn, priority: int32(*nftables.ChainPriorityFilter), policy: nftables.ChainPolicyAccept, rules: [][]expr.Any{in}},
-			{name: "output", base: true, typ: nftables.ChainTypeFilter, hook: arpHookOut, priority: int32(*nftables.ChainPriorityFilter), policy: nftables.ChainPolicyAccept, rules: [][]expr.Any{out}},
+			{name: "input", base: true, typ: nftables.ChainTypeFilter, hook: arpHookIn, priority: int32(*nftables.ChainPriorityFilter), policy: nftables.ChainPolicyAccept, rules: ins},
+			{name: "output", base: true, typ: nftables.ChainTypeFilter, hook: arpHookOut, priority: int32(*nftables.ChainPriorityFilter), policy: nftables.ChainPolicyAccept, rules: outs},
 		},
-		sets: []setContent{
-			setContentOf(vips, vipElems),
-			setContentOf(vip2real, mapElems),
-		},
+		sets: sets,
 	}
 }
 
@@ -152,11 +240,29 @@ func (a *ARPTable) Render() string {
 	b.WriteString("\tmap vip2real {\n\t\ttype ipv4_addr : ipv4_addr\n")
 	writeElements(&b, pairs)
 	b.WriteString("\t}\n\n")
+	var prefixes []string
+	for _, p := range a.prefixes() {
+		prefixes = append(prefixes, p.String())
+	}
+	if len(prefixes) > 0 {
+		b.WriteString("\t# prefixes served as VIPs (AnyIP): never claimed, their ARP sent with the real IP\n")
+		b.WriteString("\tset vip_prefixes {\n\t\ttype ipv4_addr\n\t\tflags interval\n")
+		writeElements(&b, prefixes)
+		b.WriteString("\t}\n\n")
+	}
 	guard := "arp htype 1 arp ptype ip arp hlen 6 arp plen 4"
 	b.WriteString("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n")
-	fmt.Fprintf(&b, "\t\t%s arp daddr ip @vips counter drop\n\t}\n\n", guard)
+	fmt.Fprintf(&b, "\t\t%s arp daddr ip @vips counter drop\n", guard)
+	if len(prefixes) > 0 {
+		fmt.Fprintf(&b, "\t\t%s arp daddr ip @vip_prefixes counter drop\n", guard)
+	}
+	b.WriteString("\t}\n\n")
 	b.WriteString("\tchain output {\n\t\ttype filter hook output priority filter; policy accept;\n")
-	fmt.Fprintf(&b, "\t\t%s arp saddr ip @vips counter arp saddr ip set arp saddr ip map @vip2real\n\t}\n", guard)
+	fmt.Fprintf(&b, "\t\t%s arp saddr ip @vips counter arp saddr ip set arp saddr ip map @vip2real\n", guard)
+	if len(prefixes) > 0 {
+		fmt.Fprintf(&b, "\t\t%s arp saddr ip @vip_prefixes counter arp saddr ip set %s\n", guard, a.PrefixReal)
+	}
+	b.WriteString("\t}\n")
 	b.WriteString("}\n")
 	return b.String()
 }

@@ -348,7 +348,15 @@ func setDiff(g, w setContent) []string {
 func elementsOf(elems []nftables.SetElement) map[string]string {
 	out := make(map[string]string, len(elems))
 	for _, e := range elems {
-		out[hex.EncodeToString(e.Key)] = hex.EncodeToString(e.Val)
+		k := hex.EncodeToString(e.Key)
+		if len(e.KeyEnd) > 0 {
+			k += "-" + hex.EncodeToString(e.KeyEnd)
+		}
+		if e.IntervalEnd {
+			// An interval's end and the next one's start may share a key.
+			k = "end:" + k
+		}
+		out[k] = hex.EncodeToString(e.Val)
 	}
 	return out
 }

@@ -63,8 +63,14 @@ func mss6GuardSpec() *MSSTable {
 func goldenName(s Spec) string {
 	switch s := s.(type) {
 	case *ARPTable:
+		if len(s.Prefixes) > 0 {
+			return "arpprefix"
+		}
 		return "arp"
 	case *ARPGuard:
+		if len(s.Prefixes) > 0 {
+			return "arpguardprefix"
+		}
 		return "arpguard"
 	case *NSGuard:
 		return "nsguard"
@@ -78,10 +84,15 @@ func goldenName(s Spec) string {
 		return "mss4"
 	case *NATTable:
 		switch {
+		case s.IPv6 && s.DropNS && len(s.Prefixes) > 0:
+			return "nat6guardprefix"
 		case s.IPv6 && s.DropNS:
 			return "nat6guard"
 		case s.IPv6:
 			return "nat6"
+		}
+		if len(s.Prefixes) > 0 {
+			return "nat4prefix"
 		}
 		return "nat4"
 	}

@@ -3,6 +3,7 @@ package firewall
 import (
 	"fmt"
 	"math/big"
+	"net"
 	"net/netip"
 	"strings"
 
@@ -41,6 +42,25 @@ import (
 //     (arp_xmit), the delayed replies too.
 type ARPGuard struct {
 	VIPs []netip.Addr
+	// Prefixes are whole prefixes redirected as VIPs (AnyIP): the same two
+	// rules over an interval set, beside the host set's.
+	Prefixes []netip.Prefix
+}
+
+func (g *ARPGuard) prefixSet(t *nftables.Table) (*nftables.Set, []nftables.SetElement) {
+	if len(g.Prefixes) == 0 {
+		return nil, nil
+	}
+	ps := sortedCopy(g.Prefixes, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
+	s := &nftables.Set{Table: t, Name: "vip_prefixes", KeyType: nftables.TypeIPAddr, KeyByteOrder: binaryutil.BigEndian, Interval: true}
+	return s, intervalElements(ps)
+}
+
+// prefixRules: a request for an address of a prefix, unless from one
+// (the director's gratuitous ARP), is dropped; ARP from one, sent, too.
+func (g *ARPGuard) prefixRules(ps *nftables.Set) (in, out []expr.Any) {
+	in, out = g.rules(ps)
+	return in, out
 }
 
 // Family implements Spec.
@@ -91,23 +111,41 @@ func (g *ARPGuard) build(c *nftables.Conn, t *nftables.Table) error {
 	if err := addSet(c, vips, elems); err != nil {
 		return fmt.Errorf("set vips: %w", err)
 	}
+	ps, psElems := g.prefixSet(t)
+	if ps != nil {
+		if err := addSet(c, ps, psElems); err != nil {
+			return fmt.Errorf("set vip_prefixes: %w", err)
+		}
+	}
 	inRule, outRule := g.rules(vips)
 	in := c.AddChain(arpChain(t, "input", arpHookIn))
 	out := c.AddChain(arpChain(t, "output", arpHookOut))
 	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: inRule})
 	c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: outRule})
+	if ps != nil {
+		pin, pout := g.prefixRules(ps)
+		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: pin})
+		c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: pout})
+	}
 	return nil
 }
 
 func (g *ARPGuard) expected() tableContent {
 	vips, elems := g.set(nil)
 	in, out := g.rules(vips)
+	ins, outs := [][]expr.Any{in}, [][]expr.Any{out}
+	sets := []setContent{setContentOf(vips, elems)}
+	if ps, psElems := g.prefixSet(nil); ps != nil {
+		pin, pout := g.prefixRules(ps)
+		ins, outs = append(ins, pin), append(outs, pout)
+		sets = append(sets, setContentOf(ps, psElems))
+	}
 	return tableContent{
 		chains: []chainContent{
-			{name: "input", base: true, typ: nftables.ChainTypeFilter, hook: arpHookIn, priority: int32(*nftables.ChainPriorityFilter), policy: nftables.ChainPolicyAccept, rules: [][]expr.Any{in}},
-			{name: "output", base: true, typ: nftables.ChainTypeFilter, hook: arpHookOut, priority: int32(*nftables.ChainPriorityFilter), policy: nftables.ChainPolicyAccept, rules: [][]expr.Any{out}},
+			{name: "input", base: true, typ: nftables.ChainTypeFilter, hook: arpHookIn, priority: int32(*nftables.ChainPriorityFilter), policy: nftables.ChainPolicyAccept, rules: ins},
+			{name: "output", base: true, typ: nftables.ChainTypeFilter, hook: arpHookOut, priority: int32(*nftables.ChainPriorityFilter), policy: nftables.ChainPolicyAccept, rules: outs},
 		},
-		sets: []setContent{setContentOf(vips, elems)},
+		sets: sets,
 	}
 }
 
@@ -124,12 +162,30 @@ func (g *ARPGuard) Render() string {
 	b.WriteString("\tset vips {\n\t\ttype ipv4_addr\n")
 	writeElements(&b, vips)
 	b.WriteString("\t}\n\n")
+	var prefixes []string
+	if ps, _ := g.prefixSet(nil); ps != nil {
+		for _, p := range sortedCopy(g.Prefixes, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) }) {
+			prefixes = append(prefixes, p.String())
+		}
+		b.WriteString("\t# prefixes redirected as VIPs (AnyIP): never local, never to be claimed\n")
+		b.WriteString("\tset vip_prefixes {\n\t\ttype ipv4_addr\n\t\tflags interval\n")
+		writeElements(&b, prefixes)
+		b.WriteString("\t}\n\n")
+	}
 	b.WriteString("\t# requests for a VIP never reach proxy ARP; the director's gratuitous ARP (sender = target = VIP) does\n")
 	b.WriteString("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n")
-	fmt.Fprintf(&b, "\t\t%s arp operation request arp daddr ip @vips arp saddr ip != @vips counter drop\n\t}\n\n", guard)
+	fmt.Fprintf(&b, "\t\t%s arp operation request arp daddr ip @vips arp saddr ip != @vips counter drop\n", guard)
+	if len(prefixes) > 0 {
+		fmt.Fprintf(&b, "\t\t%s arp operation request arp daddr ip @vip_prefixes arp saddr ip != @vip_prefixes counter drop\n", guard)
+	}
+	b.WriteString("\t}\n\n")
 	b.WriteString("\t# a VIP is not this host's address: ARP from it can only be a proxy reply\n")
 	b.WriteString("\tchain output {\n\t\ttype filter hook output priority filter; policy accept;\n")
-	fmt.Fprintf(&b, "\t\t%s arp saddr ip @vips counter drop\n\t}\n", guard)
+	fmt.Fprintf(&b, "\t\t%s arp saddr ip @vips counter drop\n", guard)
+	if len(prefixes) > 0 {
+		fmt.Fprintf(&b, "\t\t%s arp saddr ip @vip_prefixes counter drop\n", guard)
+	}
+	b.WriteString("\t}\n")
 	b.WriteString("}\n")
 	return b.String()
 }
@@ -186,7 +242,33 @@ const icmpv6NeighborSolicit = 135
 // nsChainName is the regular chain holding one rule per VIP.
 const nsChainName = "ns_vips"
 
-func nsRules(vips []netip.Addr) (in []expr.Any, perVIP [][]expr.Any) {
+// nsPrefixRule is a prefix's rule: the target's first bits (@th,64,bits)
+// compared, as nft builds it: a load of the whole bytes they span, masked
+// when bits is not a multiple of 8.
+func nsPrefixRule(p netip.Prefix) []expr.Any {
+	n := uint32((p.Bits() + 7) / 8)
+	a := p.Masked().Addr().AsSlice()[:n]
+	e := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 8, Len: n}}
+	if p.Bits()%8 != 0 {
+		// net.CIDRMask makes only 32- and 128-bit masks.
+		mask := net.CIDRMask(p.Bits(), 128)[:n]
+		e = append(e, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: mask, Xor: make([]byte, n)})
+	}
+	return append(e, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a}, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
+}
+
+// nsPrefixValue is nft's spelling of a prefix's rule: @th,64,bits and the
+// number the first bits make.
+func nsPrefixValue(p netip.Prefix) string {
+	v := new(big.Int).SetBytes(p.Masked().Addr().AsSlice())
+	return fmt.Sprintf("@th,64,%d 0x%s", p.Bits(), v.Rsh(v, uint(128-p.Bits())).Text(16))
+}
+
+func sortedPrefixes(ps []netip.Prefix) []netip.Prefix {
+	return sortedCopy(ps, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
+}
+
+func nsRules(vips []netip.Addr, prefixes ...netip.Prefix) (in []expr.Any, perVIP [][]expr.Any) {
 	// icmpv6 type nd-neighbor-solicit jump ns_vips
 	in = []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
@@ -204,6 +286,9 @@ func nsRules(vips []netip.Addr) (in []expr.Any, perVIP [][]expr.Any) {
 			&expr.Verdict{Kind: expr.VerdictDrop},
 		})
 	}
+	for _, p := range sortedPrefixes(prefixes) {
+		perVIP = append(perVIP, nsPrefixRule(p))
+	}
 	return in, perVIP
 }
 
@@ -214,18 +299,18 @@ func nsInputChain(t *nftables.Table) *nftables.Chain {
 
 // buildNSGuard adds the chains in the order the rendered script declares
 // them (nft lists chains in creation order), then their rules.
-func buildNSGuard(c *nftables.Conn, t *nftables.Table, vips []netip.Addr) {
+func buildNSGuard(c *nftables.Conn, t *nftables.Table, vips []netip.Addr, prefixes ...netip.Prefix) {
 	in := c.AddChain(nsInputChain(t))
 	per := c.AddChain(&nftables.Chain{Table: t, Name: nsChainName})
-	inRule, perVIP := nsRules(vips)
+	inRule, perVIP := nsRules(vips, prefixes...)
 	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: inRule})
 	for _, r := range perVIP {
 		c.AddRule(&nftables.Rule{Table: t, Chain: per, Exprs: r})
 	}
 }
 
-func nsGuardContent(vips []netip.Addr) []chainContent {
-	in, perVIP := nsRules(vips)
+func nsGuardContent(vips []netip.Addr, prefixes ...netip.Prefix) []chainContent {
+	in, perVIP := nsRules(vips, prefixes...)
 	return []chainContent{
 		{name: "input", base: true, typ: nftables.ChainTypeFilter, hook: *nftables.ChainHookInput,
 			priority: int32(*nftables.ChainPriorityFilter), policy: nftables.ChainPolicyAccept, rules: [][]expr.Any{in}},
@@ -233,7 +318,7 @@ func nsGuardContent(vips []netip.Addr) []chainContent {
 	}
 }
 
-func renderNSGuard(b *strings.Builder, vips []netip.Addr) {
+func renderNSGuard(b *strings.Builder, vips []netip.Addr, prefixes ...netip.Prefix) {
 	b.WriteString("\t# Neighbour Solicitations for a VIP never reach proxy NDP\n")
 	b.WriteString("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n")
 	fmt.Fprintf(b, "\t\ticmpv6 type nd-neighbor-solicit jump %s\n\t}\n\n", nsChainName)
@@ -242,6 +327,9 @@ func renderNSGuard(b *strings.Builder, vips []netip.Addr) {
 	for _, v := range sortedAddrs(vips) {
 		// nft's spelling of a number: hex without leading zeros.
 		fmt.Fprintf(b, "\t\t@th,64,128 0x%s counter drop\n", new(big.Int).SetBytes(v.AsSlice()).Text(16))
+	}
+	for _, p := range sortedPrefixes(prefixes) {
+		fmt.Fprintf(b, "\t\t%s counter drop\n", nsPrefixValue(p))
 	}
 	b.WriteString("\t}\n")
 }

@@ -3,6 +3,7 @@ package firewall
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -26,6 +27,10 @@ type Redirect struct {
 type NATTable struct {
 	IPv6      bool
 	Redirects []Redirect
+	// Prefixes are whole prefixes redirected per port (AnyIP in firewalld
+	// mode): an interval map beside vip_ports, one more rule per protocol
+	// whatever their number.
+	Prefixes []PrefixRedirect
 	// DropNS adds, to the IPv6 table, the input chain that drops Neighbour
 	// Solicitations for the redirected VIPs (see buildNSGuard): firewalld
 	// mode's answer to proxy NDP. Ignored for IPv4 (ARPGuard's job).
@@ -43,6 +48,67 @@ func (n *NATTable) nsVIPs() []netip.Addr {
 		out = append(out, r.VIP)
 	}
 	return sortedAddrs(out)
+}
+
+// PrefixRedirect sends every address of Prefix, Port/Proto to the local
+// ToPort.
+type PrefixRedirect struct {
+	Prefix netip.Prefix
+	Proto  inet.Protocol
+	Port   uint16
+	ToPort uint16
+}
+
+func (n *NATTable) prefixRedirects() []PrefixRedirect {
+	return sortedCopy(n.Prefixes, func(a, b PrefixRedirect) int {
+		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+			return c
+		}
+		if a.Proto != b.Proto {
+			return int(a.Proto.Number()) - int(b.Proto.Number())
+		}
+		return int(a.Port) - int(b.Port)
+	})
+}
+
+// concatKey is addr . proto . port, each component padded to a register.
+func concatKey(a netip.Addr, p inet.Protocol, port uint16) []byte {
+	key := append([]byte{}, a.AsSlice()...)
+	key = append(key, p.Number(), 0, 0, 0)
+	return append(key, byte(port>>8), byte(port), 0, 0)
+}
+
+// prefixSet is the interval map of the prefixes (nil: none): each element
+// a range from the prefix's first address to its last (KeyEnd, inclusive:
+// the concatenated-range backend, pipapo, as nft sends it).
+func (n *NATTable) prefixSet(t *nftables.Table) (*nftables.Set, []nftables.SetElement) {
+	if len(n.Prefixes) == 0 {
+		return nil, nil
+	}
+	s := &nftables.Set{Table: t, Name: "prefix_ports", IsMap: true, Concatenation: true, Interval: true,
+		KeyType:      nftables.MustConcatSetType(ipAddrType(n.IPv6), nftables.TypeInetProto, nftables.TypeInetService),
+		DataType:     nftables.TypeInetService,
+		KeyByteOrder: binaryutil.BigEndian}
+	var elems []nftables.SetElement
+	for _, r := range n.prefixRedirects() {
+		elems = append(elems, nftables.SetElement{Key: concatKey(r.Prefix.Masked().Addr(), r.Proto, r.Port),
+			KeyEnd: concatKey(lastAddr(r.Prefix), r.Proto, r.Port), Val: []byte{byte(r.ToPort >> 8), byte(r.ToPort)}})
+	}
+	return s, elems
+}
+
+// nsPrefixes are the prefixes the Neighbour Solicitation guard covers.
+func (n *NATTable) nsPrefixes() []netip.Prefix {
+	if !n.IPv6 || !n.DropNS {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, r := range n.Prefixes {
+		if !slices.Contains(out, r.Prefix) {
+			out = append(out, r.Prefix)
+		}
+	}
+	return out
 }
 
 // Family implements Spec.
@@ -103,11 +169,19 @@ func canonReg(reg32 uint32) uint32 {
 func (n *NATTable) protos() []inet.Protocol {
 	var out []inet.Protocol
 	for _, p := range []inet.Protocol{inet.TCP, inet.UDP} {
-		for _, r := range n.Redirects {
-			if r.Proto == p {
-				out = append(out, p)
-				break
-			}
+		if slices.ContainsFunc(n.Redirects, func(r Redirect) bool { return r.Proto == p }) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// prefixProtos lists the prefixes' transport protocols, in a stable order.
+func (n *NATTable) prefixProtos() []inet.Protocol {
+	var out []inet.Protocol
+	for _, p := range []inet.Protocol{inet.TCP, inet.UDP} {
+		if slices.ContainsFunc(n.Prefixes, func(r PrefixRedirect) bool { return r.Proto == p }) {
+			out = append(out, p)
 		}
 	}
 	return out
@@ -115,7 +189,7 @@ func (n *NATTable) protos() []inet.Protocol {
 
 // rules returns one rule per protocol in use: nft requires a transport
 // protocol match before a redirect that sets a port.
-func (n *NATTable) rules(s *nftables.Set) [][]expr.Any {
+func (n *NATTable) rules(s, ps *nftables.Set) [][]expr.Any {
 	var out [][]expr.Any
 	for _, p := range n.protos() {
 		r := []expr.Any{
@@ -123,6 +197,16 @@ func (n *NATTable) rules(s *nftables.Set) [][]expr.Any {
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p.Number()}},
 		}
 		out = append(out, append(r, n.redirectExprs(s)...))
+	}
+	if ps == nil {
+		return out
+	}
+	for _, p := range n.prefixProtos() {
+		r := []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p.Number()}},
+		}
+		out = append(out, append(r, n.redirectExprs(ps)...))
 	}
 	return out
 }
@@ -156,25 +240,35 @@ func (n *NATTable) build(c *nftables.Conn, t *nftables.Table) error {
 	if err := addSet(c, s, elems); err != nil {
 		return fmt.Errorf("map vip_ports: %w", err)
 	}
+	ps, psElems := n.prefixSet(t)
+	if ps != nil {
+		if err := addSet(c, ps, psElems); err != nil {
+			return fmt.Errorf("map prefix_ports: %w", err)
+		}
+	}
 	ch := c.AddChain(natChain(t))
-	for _, r := range n.rules(s) {
+	for _, r := range n.rules(s, ps) {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r})
 	}
-	if vips := n.nsVIPs(); len(vips) > 0 {
-		buildNSGuard(c, t, vips)
+	if vips, ps := n.nsVIPs(), n.nsPrefixes(); len(vips)+len(ps) > 0 {
+		buildNSGuard(c, t, vips, ps...)
 	}
 	return nil
 }
 
 func (n *NATTable) expected() tableContent {
 	s, elems := n.set(nil)
+	ps, psElems := n.prefixSet(nil)
 	tc := tableContent{
 		chains: []chainContent{{name: "prerouting", base: true, typ: nftables.ChainTypeNAT, hook: *nftables.ChainHookPrerouting,
-			priority: int32(*natPriority), policy: nftables.ChainPolicyAccept, rules: n.rules(s)}},
+			priority: int32(*natPriority), policy: nftables.ChainPolicyAccept, rules: n.rules(s, ps)}},
 		sets: []setContent{setContentOf(s, elems)},
 	}
-	if vips := n.nsVIPs(); len(vips) > 0 {
-		tc.chains = append(tc.chains, nsGuardContent(vips)...)
+	if ps != nil {
+		tc.sets = append(tc.sets, setContentOf(ps, psElems))
+	}
+	if vips, ps := n.nsVIPs(), n.nsPrefixes(); len(vips)+len(ps) > 0 {
+		tc.chains = append(tc.chains, nsGuardContent(vips, ps...)...)
 	}
 	return tc
 }
@@ -193,14 +287,29 @@ func (n *NATTable) Render() string {
 	fmt.Fprintf(&b, "\tmap vip_ports {\n\t\ttype %s . inet_proto . inet_service : inet_service\n", addrType)
 	writeElements(&b, elems)
 	b.WriteString("\t}\n\n")
+	if len(n.Prefixes) > 0 {
+		var pelems []string
+		for _, r := range n.prefixRedirects() {
+			pelems = append(pelems, fmt.Sprintf("%s . %s . %d : %d", r.Prefix.Masked(), r.Proto, r.Port, r.ToPort))
+		}
+		b.WriteString("\t# prefix . protocol . port : local port; every address of the prefix (AnyIP), never on this host\n")
+		fmt.Fprintf(&b, "\tmap prefix_ports {\n\t\ttype %s . inet_proto . inet_service : inet_service\n\t\tflags interval\n", addrType)
+		writeElements(&b, pelems)
+		b.WriteString("\t}\n\n")
+	}
 	b.WriteString("\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n")
 	for _, p := range n.protos() {
 		fmt.Fprintf(&b, "\t\tmeta l4proto %s counter redirect to :%s . meta l4proto . th dport map @vip_ports\n", p, daddr)
 	}
+	if len(n.Prefixes) > 0 {
+		for _, p := range n.prefixProtos() {
+			fmt.Fprintf(&b, "\t\tmeta l4proto %s counter redirect to :%s . meta l4proto . th dport map @prefix_ports\n", p, daddr)
+		}
+	}
 	b.WriteString("\t}\n")
-	if vips := n.nsVIPs(); len(vips) > 0 {
+	if vips, ps := n.nsVIPs(), n.nsPrefixes(); len(vips)+len(ps) > 0 {
 		b.WriteString("\n")
-		renderNSGuard(&b, vips)
+		renderNSGuard(&b, vips, ps...)
 	}
 	b.WriteString("}\n")
 	return b.String()

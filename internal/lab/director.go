@@ -83,7 +83,7 @@ func (l *Lab) setupDirector() error {
 	if err := c.AddSet(m, elems); err != nil {
 		return fmt.Errorf("director: add map: %w", err)
 	}
-	for _, vip := range []netip.Addr{VIP4, VIP6} {
+	for _, vip := range []netip.Prefix{netip.PrefixFrom(VIP4, 32), netip.PrefixFrom(VIP6, 128), AnyIP4} {
 		for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
 			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: forwardExprs(vip, proto, len(l.Servers), d.MAC, nic.Attrs().Index)})
 			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: replyExprs(vip, proto)})
@@ -106,14 +106,21 @@ func counterNames(proto byte) (requests, replies string) {
 // ipMatch returns expressions matching an IPv4/IPv6 packet of the transport
 // protocol proto (TCP or UDP) whose address at the given header offset (v4,
 // v6) equals a.
-func ipMatch(a netip.Addr, proto byte, off4, off6 uint32) []expr.Any {
+func ipMatch(p netip.Prefix, proto byte, off4, off6 uint32) []expr.Any {
+	a := p.Masked().Addr()
 	ethertype := []byte{0x08, 0x00}
 	off, n := off4, uint32(4)
 	if a.Is6() {
 		ethertype = []byte{0x86, 0xdd}
 		off, n = off6, 16
 	}
-	return []expr.Any{
+	var mask []expr.Any
+	if !p.IsSingleIP() {
+		// A whole prefix: the address masked, then compared.
+		m := net.CIDRMask(p.Bits(), a.BitLen())
+		mask = []expr.Any{&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: m, Xor: make([]byte, n)}}
+	}
+	return append(append([]expr.Any{
 		&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ethertype},
 		// Only TCP and UDP: ICMPv6 to the VIP (unicast Neighbour
@@ -122,8 +129,7 @@ func ipMatch(a netip.Addr, proto byte, off4, off6 uint32) []expr.Any {
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a.AsSlice()},
-	}
+	}, mask...), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a.AsSlice()})
 }
 
 // forwardExprs is, in nft syntax (IPv4; for UDP "udp sport" and the counter
@@ -142,8 +148,9 @@ func ipMatch(a netip.Addr, proto byte, off4, off6 uint32) []expr.Any {
 // port and send the server's replies to the director. google/nftables v0.3.0
 // has no fwd expression, so the rewritten packet is cloned out of the NIC with
 // dup and the original dropped: the same effect at the cost of one clone.
-func forwardExprs(vip netip.Addr, proto byte, n int, own net.HardwareAddr, ifindex int) []expr.Any {
-	e := ipMatch(vip, proto, 16, 24)
+func forwardExprs(vips netip.Prefix, proto byte, n int, own net.HardwareAddr, ifindex int) []expr.Any {
+	vip := vips.Addr()
+	e := ipMatch(vips, proto, 16, 24)
 	requests, _ := counterNames(proto)
 	saddrOff, saddrLen, sportReg, hashLen := uint32(12), uint32(4), uint32(reg32_00+1), uint32(8)
 	if vip.Is6() {
@@ -168,7 +175,7 @@ func forwardExprs(vip netip.Addr, proto byte, n int, own net.HardwareAddr, ifind
 
 // replyExprs counts packets of proto from the VIP that reach the director:
 // proof that replies bypass it (DSR) when the counter stays at zero.
-func replyExprs(vip netip.Addr, proto byte) []expr.Any {
+func replyExprs(vip netip.Prefix, proto byte) []expr.Any {
 	_, replies := counterNames(proto)
 	return append(ipMatch(vip, proto, 12, 8), &expr.Objref{Type: int(nftables.ObjTypeCounter), Name: replies})
 }

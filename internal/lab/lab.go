@@ -47,6 +47,13 @@ var (
 	Prefix6 = netip.MustParsePrefix("fd00:77::/64")
 	VIP4    = netip.MustParseAddr("10.77.0.100")
 	VIP6    = netip.MustParseAddr("fd00:77::100")
+	// AnyIP4 is a whole prefix of VIPs (issue 21): the director has it as
+	// a local route (its kernel answers ARP for every address of it at
+	// arp_ignore 0, as a director with the VIPs would) and balances it; the
+	// client reaches it on the segment (an on-link route), so it ARPs for
+	// each address. Outside Prefix4: dsr-agent refuses a prefix VIP that
+	// overlaps a connected subnet.
+	AnyIP4 = netip.MustParsePrefix("10.77.1.0/28")
 )
 
 // NIC is the name of every node's lab-facing interface.
@@ -206,6 +213,9 @@ func New(ctx context.Context, opts Options) (l *Lab, err error) {
 		return nil, err
 	}
 	if err := l.setupClientCounters(); err != nil {
+		return nil, err
+	}
+	if err := l.setupAnyIP(); err != nil {
 		return nil, err
 	}
 	log.Info("lab up", "id", l.ID, "servers", len(l.Servers))
@@ -446,4 +456,26 @@ func readSysctl(components []string) (string, error) {
 		return "", fmt.Errorf("read %s: %w", p, err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// setupAnyIP makes AnyIP4 reachable: on-link from the client, local on the
+// director (so the director alone should answer ARP for it).
+func (l *Lab) setupAnyIP() error {
+	dst := &net.IPNet{IP: AnyIP4.Addr().AsSlice(), Mask: net.CIDRMask(AnyIP4.Bits(), 32)}
+	nic, err := l.Client.Link()
+	if err != nil {
+		return err
+	}
+	if err := l.Client.NL.RouteAdd(&netlink.Route{LinkIndex: nic.Attrs().Index, Dst: dst, Scope: netlink.SCOPE_LINK}); err != nil {
+		return fmt.Errorf("client: route %s dev %s: %w", AnyIP4, NIC, err)
+	}
+	lo, err := l.Director.NL.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("director: lo: %w", err)
+	}
+	if err := l.Director.NL.RouteAdd(&netlink.Route{LinkIndex: lo.Attrs().Index, Dst: dst, Table: unix.RT_TABLE_LOCAL,
+		Type: unix.RTN_LOCAL, Scope: netlink.SCOPE_HOST}); err != nil {
+		return fmt.Errorf("director: local route %s: %w", AnyIP4, err)
+	}
+	return nil
 }

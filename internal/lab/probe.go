@@ -92,7 +92,7 @@ func (p *Prober) read() {
 			continue
 		}
 		src := net.HardwareAddr(f[6:12]).String()
-		if addr, _, ok := ndprobe.Answer(f); ok && (addr == VIP4 || addr == VIP6) {
+		if addr, _, ok := ndprobe.Answer(f); ok && (addr == VIP4 || addr == VIP6 || AnyIP4.Contains(addr)) {
 			p.mu.Lock()
 			if addr.Is4() {
 				p.arp[src]++
@@ -147,6 +147,18 @@ func (p *Prober) Close() {
 // SendARP broadcasts one ARP request "who has VIP4, tell client".
 func (p *Prober) SendARP() error {
 	if err := p.probe.Send(p.probe.Request(VIP4)); err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	p.mu.Lock()
+	p.sentARP++
+	p.mu.Unlock()
+	return nil
+}
+
+// SendARPFor broadcasts one ARP request "who has a, tell client" (an
+// address of AnyIP4; answers are counted with VIP4's).
+func (p *Prober) SendARPFor(a netip.Addr) error {
+	if err := p.probe.Send(p.probe.Request(a)); err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
 	p.mu.Lock()

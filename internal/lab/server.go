@@ -106,14 +106,37 @@ func Config(mode Mode, vips ...netip.Addr) string {
 	return b.String()
 }
 
+// ConfigPrefix is Config of the single VIPs plus a whole prefix of VIPs
+// (AnyIP) with the same ports.
+func ConfigPrefix(mode Mode, prefix netip.Prefix, vips ...netip.Addr) string {
+	one := strings.Replace(Config(mode, prefix.Addr()), "  - address: "+prefix.Addr().String(), "  - prefix: "+prefix.String(), 1)
+	if len(vips) == 0 {
+		return one
+	}
+	_, entry, _ := strings.Cut(one, "vips:\n")
+	return Config(mode, vips...) + entry
+}
+
+// ApplyYAML writes rs's config file as given and runs `dsr-agent apply`.
+func (a *Agent) ApplyYAML(ctx context.Context, rs *Node, yaml string) (Result, error) {
+	if err := a.writeYAML(rs, yaml); err != nil {
+		return Result{}, err
+	}
+	return a.Run(ctx, rs, "apply")
+}
+
 // WriteConfig writes rs's config file for mode and VIPs.
 func (a *Agent) WriteConfig(rs *Node, mode Mode, vips ...netip.Addr) error {
+	return a.writeYAML(rs, Config(mode, vips...))
+}
+
+func (a *Agent) writeYAML(rs *Node, yaml string) error {
 	if err := os.MkdirAll(a.StateDir(rs), 0o700); err != nil {
 		return fmt.Errorf("%s: state dir: %w", rs.Name, err)
 	}
 	// Written atomically so a concurrently starting agent never reads half a file.
 	tmp := a.ConfigPath(rs) + ".tmp"
-	if err := os.WriteFile(tmp, []byte(Config(mode, vips...)), 0o600); err != nil {
+	if err := os.WriteFile(tmp, []byte(yaml), 0o600); err != nil {
 		return fmt.Errorf("%s: write config: %w", rs.Name, err)
 	}
 	if err := os.Rename(tmp, a.ConfigPath(rs)); err != nil {

@@ -1,0 +1,115 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+// Issue 21.1: `vips: - prefix:` entries. Every refusal names the field, the
+// value and what was expected; a valid one parses to Config.Prefixes with
+// its ports.
+func TestPrefixConfig(t *testing.T) {
+	cfg, err := ParseConfig([]byte("vips:\n  - prefix: 198.51.100.0/24\n    ports: [{port: 80}, {port: 53, protocol: udp}]\n  - prefix: '2001:db8:100::/64'\n  - address: 192.0.2.10\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Prefixes) != 2 || cfg.Prefixes[0].Prefix != netip.MustParsePrefix("198.51.100.0/24") || len(cfg.Prefixes[0].Ports) != 2 ||
+		cfg.Prefixes[1].Prefix != netip.MustParsePrefix("2001:db8:100::/64") || len(cfg.VIPs) != 1 {
+		t.Fatalf("parsed %+v", cfg)
+	}
+	for _, c := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"host prefix v4", "vips: [{prefix: 198.51.100.7/32}]\n", []string{"vips[0].prefix", `"198.51.100.7/32"`, "address: 198.51.100.7"}},
+		{"host prefix v6", "vips: [{prefix: '2001:db8::7/128'}]\n", []string{"vips[0].prefix", `"2001:db8::7/128"`, "address: 2001:db8::7"}},
+		{"host bits", "vips: [{prefix: 198.51.100.7/24}]\n", []string{"vips[0].prefix", "198.51.100.0/24"}},
+		{"not a prefix", "vips: [{prefix: 198.51.100.7}]\n", []string{"vips[0].prefix", `"198.51.100.7"`, "network prefix"}},
+		{"reserved", "vips: [{prefix: 127.0.0.0/16}]\n", []string{"vips[0].prefix", "loopback"}},
+		{"multicast", "vips: [{prefix: 224.0.0.0/4}]\n", []string{"vips[0].prefix", "multicast"}},
+		{"link-local v6", "vips: [{prefix: 'fe80::/64'}]\n", []string{"vips[0].prefix", "link-local"}},
+		{"everything", "vips: [{prefix: 0.0.0.0/0}]\n", []string{"vips[0].prefix", "not every address"}},
+		{"both keys", "vips: [{prefix: 198.51.100.0/24, address: 192.0.2.10}]\n", []string{"vips[0].address", `"192.0.2.10"`, "either address or prefix"}},
+		{"real_ip", "vips: [{prefix: 198.51.100.0/24, real_ip: 192.0.2.21}]\n", []string{"vips[0].real_ip", "only with address"}},
+		{"overlapping prefixes", "vips: [{prefix: 198.51.100.0/24}, {prefix: 198.51.100.128/25}]\n", []string{"vips[1].prefix", `"198.51.100.128/25"`, "vips[0].prefix 198.51.100.0/24"}},
+		{"VIP inside", "vips: [{address: 198.51.100.9}, {prefix: 198.51.100.0/24}]\n", []string{"vips[1].prefix", `"198.51.100.0/24"`, "vips[0].address 198.51.100.9"}},
+		{"bad port", "vips: [{prefix: 198.51.100.0/24, ports: [{port: 0}]}]\n", []string{"vips[0].ports[0].port", "1-65535"}},
+		{"firewalld without ports", "mode: firewalld\nvips: [{prefix: 198.51.100.0/24}]\n", []string{"vips[0].ports", "at least one port"}},
+		{"tunnel", "mode: tunnel\nvips: [{prefix: 198.51.100.0/24}]\n", []string{"vips[0].prefix", "only in mode loopback or arptables or firewalld", "mode is tunnel"}},
+		{"return_via gateway inside", "vips: [{prefix: 198.51.100.0/24}]\nreturn_via: {gateway: 198.51.100.1}\n", []string{"return_via.gateway", `"198.51.100.1"`, "not an address of prefix VIP 198.51.100.0/24"}},
+		{"health inside", "vips: [{prefix: 198.51.100.0/24}]\nhealth: {listen: '198.51.100.21:8558'}\n", []string{"health.listen", "198.51.100.0/24"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(c.yaml))
+			if !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("ParseConfig = %v, want an invalid config", err)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// The host's checks: a prefix overlapping a connected subnet (the NIC's
+// 198.51.100.21/24) or holding a gateway is refused by Resolve, before
+// anything changes, naming the entry.
+func TestPrefixHostChecks(t *testing.T) {
+	for _, c := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"connected subnet", "vips: [{address: 192.0.2.10}, {prefix: 198.51.100.128/25}]\n", []string{"vips[1].prefix", `"198.51.100.128/25"`, "connected subnets", "198.51.100.0/24 on eth0.100"}},
+		{"wider than the subnet", "vips: [{prefix: 198.51.0.0/16}]\n", []string{"vips[0].prefix", "connected subnets"}},
+		{"gateway", "vips: [{prefix: 203.0.113.0/24}]\n", []string{"vips[0].prefix", "gateway", "203.0.113.1"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newSimHost()
+			h.facts.Gateways[netip.MustParseAddr("203.0.113.1")] = true
+			cfg := mustConfig(t, "mode: loopback\ninterfaces: [eth0.100]\n"+c.yaml)
+			before := h.snapshot()
+			_, err := Resolve(cfg, h.facts)
+			if !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("Resolve = %v, want an invalid config", err)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+			if h.snapshot() != before {
+				t.Error("the host changed")
+			}
+		})
+	}
+}
+
+// The daemon's listener watcher follows the prefixes' ports too (their
+// redirect targets in firewalld mode).
+func TestListenerPortsIncludePrefixes(t *testing.T) {
+	for _, c := range []struct {
+		yaml string
+		want string
+	}{
+		{"mode: loopback\ninterfaces: [eth0.100]\nvips: [{prefix: 203.0.113.0/24, ports: [{port: 443}, {port: 53, protocol: udp}]}]\n", "[{tcp 443} {udp 53}]"},
+		{"mode: firewalld\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10, ports: [{port: 80}]}, {prefix: 203.0.113.0/24, ports: [{port: 443, to_port: 8443}]}]\n", "[{tcp 80} {tcp 8443}]"},
+	} {
+		_, d := newSimHost().plan(t, mustConfig(t, c.yaml))
+		if got := fmt.Sprint(listenerPorts(d)); got != c.want {
+			t.Errorf("%s: listener ports %s, want %s", c.yaml, got, c.want)
+		}
+	}
+}
+
+// In firewalld mode a prefix's connections are its redirect's target ports.
+func TestConnectionTargetsPrefixRedirect(t *testing.T) {
+	_, d := newSimHost().plan(t, mustConfig(t, "mode: firewalld\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10, ports: [{port: 80}]}, {prefix: 203.0.113.0/24, ports: [{port: 443, to_port: 8443}, {port: 53, protocol: udp}]}]\n"))
+	if addrs, ports := d.ConnectionTargets(); len(addrs) != 0 || fmt.Sprint(ports) != "[80 8443]" {
+		t.Errorf("connection targets %v %v, want none and [80 8443]", addrs, ports)
+	}
+}
