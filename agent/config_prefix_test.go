@@ -106,10 +106,21 @@ func TestListenerPortsIncludePrefixes(t *testing.T) {
 	}
 }
 
-// In firewalld mode a prefix's connections are its redirect's target ports.
-func TestConnectionTargetsPrefixRedirect(t *testing.T) {
-	_, d := newSimHost().plan(t, mustConfig(t, "mode: firewalld\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10, ports: [{port: 80}]}, {prefix: 203.0.113.0/24, ports: [{port: 443, to_port: 8443}, {port: 53, protocol: udp}]}]\n"))
-	if addrs, ports := d.ConnectionTargets(); len(addrs) != 0 || fmt.Sprint(ports) != "[80 8443]" {
-		t.Errorf("connection targets %v %v, want none and [80 8443]", addrs, ports)
+// TestConnectionTargets: the weight's connections signal and drain --wait
+// count connections to every served VIP and prefix where they are local,
+// and behind a redirect (never local) to the TCP ports their traffic is
+// delivered to, each once.
+func TestConnectionTargets(t *testing.T) {
+	for _, c := range []struct{ yaml, want string }{
+		{"mode: loopback\nvips: [{address: 192.0.2.10, ports: [{port: 80}]}, {address: 2001:db8::10, ports: [{port: 443}]}, {prefix: 203.0.113.0/24, ports: [{port: 443}]}, {prefix: 2001:db8:100::/64}]\n",
+			"[192.0.2.10/32 2001:db8::10/128 203.0.113.0/24 2001:db8:100::/64] []"},
+		{"mode: arptables\ninterfaces: [eth0.100]\nvips: [{prefix: 203.0.113.0/24, ports: [{port: 443}]}]\n", "[203.0.113.0/24] []"},
+		{"mode: firewalld\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10, ports: [{port: 80}]}, {address: 2001:db8::10, ports: [{port: 443, to_port: 8443}, {port: 80}]}, {prefix: 203.0.113.0/24, ports: [{port: 443, to_port: 8443}, {port: 53, protocol: udp}]}]\n",
+			"[] [80 8443]"},
+	} {
+		_, d := newSimHost().plan(t, mustConfig(t, c.yaml))
+		if prefixes, ports := d.ConnectionTargets(); fmt.Sprint(prefixes, ports) != c.want {
+			t.Errorf("%s: connection targets %v %v, want %s", c.yaml, prefixes, ports, c.want)
+		}
 	}
 }
