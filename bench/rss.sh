@@ -4,7 +4,7 @@
 # every 100 ms from READY through a burst of /healthz and /status requests
 # and past the next periodic resync (30 s). Prints the samples' maximum
 # after READY and at each phase. Needs root and curl.
-# Usage: rss.sh path/to/dsr-agent [requests] [watch-seconds]
+# Usage: [VIPS='- prefix: 10.200.0.0/16'] rss.sh path/to/dsr-agent [requests] [watch-seconds]
 set -euo pipefail
 bin=$(realpath "$1")
 reqs=${2:-200}
@@ -28,7 +28,12 @@ ip -n "$ns" link set eth0 up
 	echo "mode: loopback"
 	echo "interfaces: [eth0]"
 	echo "vips:"
-	for i in $(seq 0 999); do echo "  - address: 10.200.$((i / 256)).$((i % 256))"; done
+	if [ -n "${VIPS:-}" ]; then
+		# VIPS replaces the list: e.g. VIPS='- prefix: 10.200.0.0/16' (issue 21).
+		echo "  ${VIPS}"
+	else
+		for i in $(seq 0 999); do echo "  - address: 10.200.$((i / 256)).$((i % 256))"; done
+	fi
 	echo "health:"
 	echo "  listen: 10.88.0.2:8558"
 } >"$tmp/config.yaml"
