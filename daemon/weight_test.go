@@ -179,4 +179,3 @@ func daemonWeight(t *testing.T, ns *netnstest.NS) *statusWeight {
 	}
 	return doc.Weight
 }
-
