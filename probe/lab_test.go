@@ -2,17 +2,22 @@ package probe_test
 
 import (
 	"context"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/dsr-agent/dsr-agent/internal/lab"
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
@@ -34,7 +39,9 @@ type probeLab struct {
 	ctx context.Context
 }
 
-func newProbeLab(t *testing.T) *probeLab {
+func newProbeLab(t *testing.T) *probeLab { return newProbeLabB(t) }
+
+func newProbeLabB(t testing.TB) *probeLab {
 	t.Helper()
 	netnstest.RequireRoot(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -48,6 +55,24 @@ func newProbeLab(t *testing.T) *probeLab {
 			t.Errorf("lab teardown: %v", err)
 		}
 	})
+	// A fresh veth drops what it is given until the kernel's link watch
+	// has seen its carrier (asynchronously): wait for every NIC to be up.
+	deadline := time.Now().Add(10 * time.Second)
+	for _, n := range l.Nodes() {
+		for {
+			link, err := n.Link()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if link.Attrs().OperState == netlink.OperUp {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %s never came up (%s)", n.Name, lab.NIC, link.Attrs().OperState)
+			}
+			runtime.Gosched()
+		}
+	}
 	if err := l.Serve(ctx); err != nil {
 		t.Fatalf("serve: %v", err)
 	}
@@ -161,12 +186,16 @@ var faults = []fault{
 		inject: func(t *testing.T, _ *probeLab, rs *lab.Node, vip netip.Addr) {
 			nft(t, rs, fmt.Sprintf("table inet probefault {\n chain in {\n type filter hook input priority 0;\n %s daddr %s tcp dport %d reject\n }\n}\n", family(vip), vip, lab.ServicePort))
 		},
-		undo: func(t *testing.T, _ *probeLab, rs *lab.Node, _ netip.Addr) { nft(t, rs, "delete table inet probefault\n") }},
+		undo: func(t *testing.T, _ *probeLab, rs *lab.Node, _ netip.Addr) {
+			nft(t, rs, "delete table inet probefault\n")
+		}},
 	{name: "nftables drop on VIP:80", port: lab.ServicePort, proto: probe.TCP, want: probe.Timeout,
 		inject: func(t *testing.T, _ *probeLab, rs *lab.Node, vip netip.Addr) {
 			nft(t, rs, fmt.Sprintf("table inet probefault {\n chain in {\n type filter hook input priority 0;\n %s daddr %s tcp dport %d drop\n }\n}\n", family(vip), vip, lab.ServicePort))
 		},
-		undo: func(t *testing.T, _ *probeLab, rs *lab.Node, _ netip.Addr) { nft(t, rs, "delete table inet probefault\n") }},
+		undo: func(t *testing.T, _ *probeLab, rs *lab.Node, _ netip.Addr) {
+			nft(t, rs, "delete table inet probefault\n")
+		}},
 	{name: "VIP deleted", port: lab.ServicePort, proto: probe.TCP, want: probe.Timeout,
 		inject: func(t *testing.T, _ *probeLab, rs *lab.Node, vip netip.Addr) {
 			ipCmd(t, rs, "ip", "addr", "del", netip.PrefixFrom(vip, vip.BitLen()).String(), "dev", "lo")
@@ -205,6 +234,29 @@ var faults = []fault{
 			ipCmd(t, rs, "ip", "addr", "del", netip.PrefixFrom(vip, vip.BitLen()).String(), "dev", lab.NIC)
 		}},
 	{name: "UDP on the wildcard without pktinfo", port: portDNS, proto: probe.UDP, want: probe.WrongSource},
+}
+
+// captureTo records the frames of the probes until the returned stop is
+// called into $PROBE_CAPTURE/NAME-KIND-N.json (the testdata of
+// packet_test.go was recorded so: PROBE_CAPTURE=$PWD/testdata/captured).
+func captureTo(t *testing.T, name string) (stop func()) {
+	dir := os.Getenv("PROBE_CAPTURE")
+	if dir == "" {
+		return func() {}
+	}
+	name = regexp.MustCompile(`[^a-z0-9]+`).ReplaceAllString(strings.ToLower(name), "-")
+	n := 0
+	probe.SetCapture(func(kind string, f *probe.Flow, frame []byte) {
+		n++
+		b, err := json.MarshalIndent(probe.Captured{Kind: kind, Flow: *f, Frame: hex.EncodeToString(frame)}, "", "  ")
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-%d-%s.json", name, n, kind)), append(b, '\n'), 0o644)
+		}
+		if err != nil {
+			t.Errorf("capture: %v", err)
+		}
+	})
+	return func() { probe.SetCapture(nil) }
 }
 
 // directorState is what the probe must not change on the director:
@@ -257,7 +309,9 @@ func TestFaultsL2(t *testing.T) {
 					f.inject(t, l, rs1, vip)
 					defer f.undo(t, l, rs1, vip)
 				}
+				stopCapture := captureTo(t, fmt.Sprintf("%s-%s", family(vip), f.name))
 				got := l.probe(t, rs1, vip, f.port, f.proto)
+				stopCapture()
 				if got.Verdict != f.want {
 					t.Errorf("rs1 with %q: verdict %s, want %s (%s)", f.name, got.Verdict, f.want, got.Explanation)
 				}
@@ -341,14 +395,12 @@ func TestNoLeak(t *testing.T) {
 	l := newProbeLab(t)
 	rs := l.Servers[1]
 	cfg := probe.Config{Target: netip.AddrPortFrom(lab.VIP4, lab.ServicePort), Real: rs.IP4,
-		Encap: probe.Encap{Kind: probe.L2}, Proto: probe.TCP, Timeout: time.Second, NoARPCheck: true}
+		Encap: probe.Encap{Kind: probe.L2}, Proto: probe.TCP, Timeout: time.Second, NoARPCheck: true, NetNS: l.Director.Handle}
 	// One probe first: the runtime's own lazily started goroutines and fds
 	// (netpoll) are not the probe's.
 	var res []*probe.Result
 	must := func() {
-		if err := l.Director.Do(func() error { res = probe.All(l.ctx, []probe.Config{cfg}, 1); return nil }); err != nil {
-			t.Fatal(err)
-		}
+		res = probe.All(l.ctx, []probe.Config{cfg}, 1)
 	}
 	must()
 	fds0, g0 := countFDs(t), runtime.NumGoroutine()
@@ -356,9 +408,7 @@ func TestNoLeak(t *testing.T) {
 	for i := range cfgs {
 		cfgs[i] = cfg
 	}
-	if err := l.Director.Do(func() error { res = probe.All(l.ctx, cfgs, 4); return nil }); err != nil {
-		t.Fatal(err)
-	}
+	res = probe.All(l.ctx, cfgs, 4)
 	up := 0
 	for _, r := range res {
 		if r.Verdict == probe.Up {
@@ -366,7 +416,7 @@ func TestNoLeak(t *testing.T) {
 		}
 	}
 	if up < len(cfgs)*99/100 {
-		t.Errorf("%d of %d probes up", up, len(cfgs))
+		t.Errorf("%d of %d probes up; first: %s %s", up, len(cfgs), res[0].Explanation, res[0].Error)
 	}
 	// Goroutines of finished probes may still be unwinding: wait for the
 	// count to settle rather than sleeping a fixed time.
@@ -386,4 +436,79 @@ func countFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(es)
+}
+
+// TestCapNetRawOnly runs the real binary on the director as an unprivileged
+// user holding CAP_NET_RAW alone (setpriv, ambient): it probes and exits
+// with the verdict's code; without the capability it exits 2 naming it.
+func TestCapNetRawOnly(t *testing.T) {
+	l := newProbeLab(t)
+	bin := netnstest.AgentBinary(t)
+	// The built binary lives in a 0700 directory: copy it where nobody can
+	// run it.
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(dir, "dsr-agent")
+	if err := os.WriteFile(exe, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run := func(caps string, args ...string) (string, int) {
+		full := append([]string{"netns", "exec", l.Director.NS, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+			"--inh-caps=" + caps, "--ambient-caps=" + caps, "--bounding-set=" + caps, exe, "probe"}, args...)
+		out, err := exec.Command("ip", full...).CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	rs1, rs2 := l.Servers[0], l.Servers[1]
+	for _, vip := range []netip.Addr{lab.VIP4, lab.VIP6} {
+		ap := netip.AddrPortFrom(vip, lab.ServicePort).String()
+		out, code := run("-all,+net_raw", ap, "--real", realOf(rs2, vip).String())
+		if code != probe.ExitUp || !strings.HasPrefix(out, "up: ") {
+			t.Errorf("with CAP_NET_RAW only: exit %d, %q; want 0 and up", code, out)
+		}
+		out, code = run("-all,+net_raw", netip.AddrPortFrom(vip, portRealOnly).String(), "--real", realOf(rs1, vip).String(), "--json")
+		var r probe.Result
+		if err := json.Unmarshal([]byte(out), &r); err != nil || code != probe.ExitRefused || r.Verdict != probe.Refused {
+			t.Errorf("refused with --json: exit %d, %q (%v); want %d and verdict refused", code, out, err, probe.ExitRefused)
+		}
+		out, code = run("-all,+net_raw", ap, "--real", realOf(rs1, vip).String(), "--misc-dynamic")
+		if code != 0 {
+			t.Errorf("--misc-dynamic up: exit %d, %q", code, out)
+		}
+		out, code = run("-all,+net_raw", netip.AddrPortFrom(vip, portRealOnly).String(), "--real", realOf(rs1, vip).String(), "--misc-dynamic")
+		if code != 1 {
+			t.Errorf("--misc-dynamic refused: exit %d, %q; want 1", code, out)
+		}
+		out, code = run("-all", ap, "--real", realOf(rs2, vip).String())
+		if code != probe.ExitUsage || !strings.Contains(out, "CAP_NET_RAW") {
+			t.Errorf("without CAP_NET_RAW: exit %d, %q; want 2 naming CAP_NET_RAW", code, out)
+		}
+	}
+}
+
+// TestRSTLeavesNothingHalfOpen: after an up probe the real server holds no
+// connection of the probe's (no SYN-RECV left waiting for an ACK).
+func TestRSTLeavesNothingHalfOpen(t *testing.T) {
+	l := newProbeLab(t)
+	rs := l.Servers[1]
+	for _, vip := range []netip.Addr{lab.VIP4, lab.VIP6} {
+		res := l.probe(t, rs, vip, lab.ServicePort, probe.TCP)
+		if res.Verdict != probe.Up {
+			t.Fatalf("verdict %s", res.Verdict)
+		}
+		if out := ipCmd(t, rs, "ss", "-Htn", "state", "syn-recv"); strings.TrimSpace(out) != "" {
+			t.Errorf("half-open connections left on %s after the probe:\n%s", rs.Name, out)
+		}
+	}
 }

@@ -22,7 +22,10 @@ import (
 	"github.com/mdlayher/packet"
 	"github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/dsr-agent/dsr-agent/internal/netnsutil"
 )
 
 // Config is one probe.
@@ -41,6 +44,11 @@ type Config struct {
 	// MTU overrides the path MTU towards the real server (default: the
 	// route's MTU, else the interface's).
 	MTU int
+	// NetNS, when valid (not 0), is the network namespace the probe runs
+	// in; default the calling thread's. Goroutines (All) move between
+	// threads, so a caller that is not the whole process's namespace (a
+	// test lab) says which.
+	NetNS netns.NsHandle
 }
 
 // Result is a probe's outcome; its JSON is `dsr-agent probe --json`.
@@ -69,7 +77,7 @@ type Result struct {
 }
 
 // ErrUsage marks bad input and missing privileges: nothing was sent.
-var ErrUsage = errors.New("probe: usage")
+var ErrUsage = errors.New("probe")
 
 func usagef(format string, a ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrUsage}, a...)...)
@@ -241,7 +249,13 @@ func Probe(ctx context.Context, c Config) (*Result, error) {
 	if err := c.check(); err != nil {
 		return nil, err
 	}
-	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	var h *netlink.Handle
+	var err error
+	if c.NetNS > 0 {
+		h, err = netlink.NewHandleAt(c.NetNS, unix.NETLINK_ROUTE)
+	} else {
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("probe: netlink: %w", err)
 	}
@@ -269,14 +283,26 @@ func Probe(ctx context.Context, c Config) (*Result, error) {
 		return nil, err
 	}
 	ifi := &net.Interface{Index: attrs.Index, Name: attrs.Name, HardwareAddr: attrs.HardwareAddr, MTU: attrs.MTU}
-	conn, err := packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, &packet.Config{Filter: prog})
+	var conn *packet.Conn
+	listen := func() (err error) {
+		conn, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ALL, &packet.Config{Filter: prog})
+		return err
+	}
+	if c.NetNS > 0 {
+		err = netnsutil.Within(c.NetNS, listen)
+	} else {
+		err = listen()
+	}
 	if err != nil {
 		if errors.Is(err, os.ErrPermission) {
 			return nil, usagef("a packet socket on %s needs CAP_NET_RAW: %v", attrs.Name, err)
 		}
 		return nil, fmt.Errorf("probe: packet socket on %s: %w", attrs.Name, err)
 	}
-	defer conn.Close()
+	// Closing a packet socket waits for an RCU grace period in the kernel
+	// (packet_release: synchronize_net), ~10-20 ms: the verdict does not
+	// wait for it. Concurrent closes share grace periods.
+	defer func() { go conn.Close() }()
 	if err := ignoreOutgoing(conn); err != nil {
 		return nil, fmt.Errorf("probe: packet socket on %s: %w", attrs.Name, err)
 	}
@@ -293,7 +319,7 @@ func Probe(ctx context.Context, c Config) (*Result, error) {
 	// for, so the table stays as it was).
 	f.DstMAC = neighMAC(h, attrs.Index, p.nextHop)
 	if f.DstMAC == nil {
-		mac, err := s.resolve(p.nextHop, deadline)
+		mac, err := s.resolve(p.nextHop, deadline, retransmit(c.Timeout))
 		if err != nil {
 			return nil, err
 		}
@@ -335,11 +361,7 @@ func Probe(ctx context.Context, c Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	sent := time.Now()
-	if err := s.send(fr); err != nil {
-		return nil, err
-	}
-	ans, err := s.await(deadline, sent, arpCheck, vip, c.Encap.Kind == L2)
+	ans, err := s.await(deadline, fr, retransmit(c.Timeout), arpCheck, vip)
 	if err != nil {
 		return nil, err
 	}
@@ -383,6 +405,10 @@ func ignoreOutgoing(c *packet.Conn) error {
 	return nil
 }
 
+// capture, when set (tests), sees every frame the probe sends ("sent") and
+// every answer it reads ("answer", "neigh") together with the flow.
+var capture func(kind string, f *Flow, frame []byte)
+
 type session struct {
 	conn *packet.Conn
 	f    *Flow
@@ -391,6 +417,9 @@ type session struct {
 }
 
 func (s *session) send(frame []byte) error {
+	if capture != nil {
+		capture("sent", s.f, frame)
+	}
 	dst := &packet.Addr{HardwareAddr: net.HardwareAddr(frame[0:6])}
 	if _, err := s.conn.WriteTo(frame, dst); err != nil {
 		return fmt.Errorf("probe: send on %s: %w", s.res.Dev, err)
@@ -413,26 +442,47 @@ func (s *session) read(deadline time.Time) ([]byte, error) {
 	return s.buf[:n], nil
 }
 
+// retransmit is how often an unanswered solicitation or probe packet is
+// sent again (with the same port and sequence number, as a TCP SYN
+// retransmission is): three tries within the timeout, so one lost frame is
+// not a verdict.
+func retransmit(timeout time.Duration) time.Duration { return max(timeout/3, time.Millisecond) }
+
 // resolve asks who has a (ARP / NDP) and returns the MAC it answers with, or
 // nil at the deadline.
-func (s *session) resolve(a netip.Addr, deadline time.Time) (net.HardwareAddr, error) {
-	src := s.f.OuterSrc
-	fr, err := solicitation(s.f.SrcMAC, src, a)
+func (s *session) resolve(a netip.Addr, deadline time.Time, every time.Duration) (net.HardwareAddr, error) {
+	fr, err := solicitation(s.f.SrcMAC, s.f.OuterSrc, a)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.send(fr); err != nil {
-		return nil, err
-	}
 	for {
-		b, err := s.read(deadline)
-		if err != nil || b == nil {
+		if err := s.send(fr); err != nil {
 			return nil, err
 		}
-		if na, ok := parseNeighAnswer(b); ok && na.target == a {
-			return slices.Clone(na.mac), nil
+		next := time.Now().Add(every)
+		for {
+			b, err := s.read(minTime(deadline, next))
+			if err != nil {
+				return nil, err
+			}
+			if b == nil {
+				if time.Now().Before(deadline) {
+					break
+				}
+				return nil, nil
+			}
+			if na, ok := parseNeighAnswer(b); ok && na.target == a {
+				return slices.Clone(na.mac), nil
+			}
 		}
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // arpGrace is how long the probe keeps listening for ARP/NDP answers about
@@ -443,22 +493,42 @@ func arpGrace(rtt time.Duration) time.Duration {
 	return max(2*rtt, 2*time.Millisecond)
 }
 
-// await reads until the data path answers (plus arpGrace when the ARP check
-// runs) or the deadline passes. It answers a SYN-ACK with an RST at once.
-func (s *session) await(deadline, sent time.Time, arpCheck bool, vip netip.Addr, l2 bool) (*Answer, error) {
+// await sends the probe packet and reads until the data path answers (plus
+// arpGrace when the ARP check runs) or the deadline passes, sending the
+// packet again every so often while nothing came back. It answers a
+// SYN-ACK with an RST at once. The RTT is measured from the last send.
+func (s *session) await(deadline time.Time, probeFrame []byte, every time.Duration, arpCheck bool, vip netip.Addr) (*Answer, error) {
 	var first *Answer
 	seen := map[string]bool{}
+	var sent, next time.Time
 	for {
-		b, err := s.read(deadline)
+		if first == nil && !time.Now().Before(next) {
+			sent = time.Now()
+			if err := s.send(probeFrame); err != nil {
+				return nil, err
+			}
+			next = sent.Add(every)
+		}
+		until := deadline
+		if first == nil {
+			until = minTime(deadline, next)
+		}
+		b, err := s.read(until)
 		if err != nil {
 			return nil, err
 		}
 		if b == nil {
-			return first, nil
+			if !time.Now().Before(deadline) {
+				return first, nil
+			}
+			continue
 		}
 		now := time.Now()
 		if arpCheck {
 			if na, ok := parseNeighAnswer(b); ok {
+				if capture != nil && na.target == vip {
+					capture("neigh", s.f, b)
+				}
 				if na.target == vip && na.mac.String() != s.res.DirectorMAC && !seen[na.mac.String()] {
 					seen[na.mac.String()] = true
 					s.res.ARPAnswers = append(s.res.ARPAnswers, na.mac.String())
@@ -475,6 +545,9 @@ func (s *session) await(deadline, sent time.Time, arpCheck bool, vip netip.Addr,
 		}
 		first = &a
 		s.res.RTT = now.Sub(sent)
+		if capture != nil {
+			capture("answer", s.f, b)
+		}
 		if a.Kind == AnswerSYNACK {
 			rst, err := s.f.RST()
 			if err != nil {

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -44,11 +46,67 @@ func probeCommand() *cli.Command {
 			&cli.BoolFlag{Name: "misc-dynamic", Usage: "exit codes for keepalived's MISC_CHECK with misc_dynamic: 0 up, 1 down, 2+N weight"},
 			&cli.StringFlag{Name: "weight-from", Usage: "`HOST:PORT` of the real server's agent-check: up → exit 2+weight (implies --misc-dynamic)"},
 		},
-		Action: probeCmd,
+		// The documented form puts flags after VIP:PORT, which Go's flag
+		// parsing (urfave/cli v2) stops at: parse them ourselves.
+		SkipFlagParsing: true,
+		Action:          probeCmd,
 	}
 }
 
-func probeCmd(c *cli.Context) error {
+// interspersed parses the command's flags wherever they stand among the
+// arguments (VIP:PORT --real ADDR as well as --real ADDR VIP:PORT) and
+// returns a context reading them.
+func interspersed(c *cli.Context) (*cli.Context, error) {
+	set := flag.NewFlagSet(c.Command.Name, flag.ContinueOnError)
+	set.SetOutput(io.Discard)
+	isBool := map[string]bool{}
+	for _, f := range c.Command.Flags {
+		if err := f.Apply(set); err != nil {
+			return nil, err
+		}
+		if _, ok := f.(*cli.BoolFlag); ok {
+			for _, n := range f.Names() {
+				isBool[n] = true
+			}
+		}
+	}
+	var flags, pos []string
+	raw := c.Args().Slice()
+	for i := 0; i < len(raw); i++ {
+		a := raw[i]
+		switch {
+		case a == "--":
+			pos = append(pos, raw[i+1:]...)
+			i = len(raw)
+		case len(a) > 1 && a[0] == '-':
+			flags = append(flags, a)
+			name := strings.TrimLeft(a, "-")
+			if !strings.Contains(name, "=") && !isBool[name] && i+1 < len(raw) {
+				i++
+				flags = append(flags, raw[i])
+			}
+		default:
+			pos = append(pos, a)
+		}
+	}
+	if err := set.Parse(append(flags, append([]string{"--"}, pos...)...)); err != nil {
+		return nil, fmt.Errorf("%w: probe: %v", errUsage, err)
+	}
+	return cli.NewContext(c.App, set, c), nil
+}
+
+func probeCmd(c0 *cli.Context) error {
+	for _, a := range c0.Args().Slice() {
+		if a == "-h" || a == "--help" || a == "-help" {
+			cli.HelpPrinter(c0.App.Writer, cli.CommandHelpTemplate, c0.Command)
+			return nil
+		}
+	}
+	c, err := interspersed(c0)
+	if err != nil {
+		return err
+	}
+	c.Command = c0.Command
 	misc := c.Bool("misc-dynamic") || c.String("weight-from") != ""
 	code, err := runProbe(c, misc)
 	if err != nil {
