@@ -23,19 +23,20 @@ const (
 )
 
 // Exit codes of `dsr-agent probe` (docs/probe.md, the man page). 2 is the
-// project's "bad usage / missing privileges"; each fault has its own code so
-// a script can tell them apart; with keepalived's misc_dynamic the caller
-// asks for MISC_CHECK codes instead (MiscExitCode), since misc_dynamic reads
-// 2..255 as a weight.
+// project's "bad usage / missing privileges"; each fault has its own code,
+// from 10 so that none means something else for another command (1 failure,
+// 3 unconfirmed); keepalived's MISC_CHECK without misc_dynamic reads any
+// non-zero code as down. With misc_dynamic, which reads 2..255 as a weight,
+// the caller asks for MISC_CHECK codes instead (MiscExitCode).
 const (
 	ExitUp          = 0
 	ExitUsage       = 2
-	ExitRefused     = 3
-	ExitUnreachable = 4
-	ExitTimeout     = 5
-	ExitWrongSource = 6
-	ExitMSSTooLarge = 7
-	ExitARPFlux     = 8
+	ExitRefused     = 10
+	ExitUnreachable = 11
+	ExitTimeout     = 12
+	ExitWrongSource = 13
+	ExitMSSTooLarge = 14
+	ExitARPFlux     = 15
 )
 
 // ExitCode is the verdict's exit code.

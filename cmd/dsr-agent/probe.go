@@ -24,8 +24,9 @@ func probeCommand() *cli.Command {
 		Name:      "probe",
 		Usage:     "on the director: send a client's SYN (or UDP query) to VIP:PORT through one real server and name the fault",
 		ArgsUsage: "VIP:PORT --real ADDR | --all [FILE|-]",
-		Description: "Verdicts and exit codes: up 0, refused 3, unreachable 4, timeout 5, wrong-source 6,\n" +
-			"mss-too-large 7, arp-flux 8; 2 bad usage or missing CAP_NET_RAW (the only capability needed).\n" +
+		Description: "Verdicts and exit codes: up 0, refused 10, unreachable 11, timeout 12, wrong-source 13,\n" +
+			"mss-too-large 14, arp-flux 15; 2 bad usage or missing CAP_NET_RAW (the only capability needed:\n" +
+			"it runs as any user with CAP_NET_RAW, e.g. setcap cap_net_raw+ep or AmbientCapabilities=CAP_NET_RAW).\n" +
 			"--misc-dynamic (keepalived MISC_CHECK with misc_dynamic): 0 up, 1 down, and with\n" +
 			"--weight-from HOST:PORT 2+N, N the real server's agent-check weight.\n" +
 			"--all reads lines \"VIP:PORT REAL [ENCAP] [PROTO]\" or `ipvsadm -Ln` output and probes them concurrently.\n" +
