@@ -153,7 +153,7 @@ func nft(t *testing.T, rs *lab.Node, script string) {
 	}
 }
 
-func ipCmd(t *testing.T, n *lab.Node, args ...string) string {
+func ipCmd(t testing.TB, n *lab.Node, args ...string) string {
 	t.Helper()
 	out, err := exec.Command("ip", append([]string{"netns", "exec", n.NS}, args...)...).CombinedOutput()
 	if err != nil {
@@ -286,7 +286,7 @@ func directorState(t *testing.T, l *probeLab) string {
 // any traffic would (their answers to the probe make them ask for the
 // director's address, and the kernel records the asker): after this the
 // neighbour table is in the steady state the before/after comparison needs.
-func warmNeighbours(t *testing.T, l *probeLab) {
+func warmNeighbours(t testing.TB, l *probeLab) {
 	t.Helper()
 	for _, rs := range l.Servers {
 		for _, a := range []netip.Addr{l.Director.IP4, l.Director.IP6} {

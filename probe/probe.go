@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/mdlayher/packet"
@@ -273,10 +274,11 @@ func Probe(ctx context.Context, c Config) (*Result, error) {
 	}
 	f := &Flow{
 		Proto: c.Proto, Src: p.src, VIP: vip, Port: c.Target.Port(),
-		SrcPort: uint16(32768 + rand.N(28232)), Seq: rand.Uint32(),
+		SrcPort: ports.take(), Seq: rand.Uint32(),
 		Real: c.Real, OuterSrc: p.outer, Encap: c.Encap, GUESport: uint16(32768 + rand.N(28232)),
 		SrcMAC: attrs.HardwareAddr,
 	}
+	defer ports.give(f.SrcPort)
 	f.MSS = uint16(min(max(res.MaxMSS, 536), 65495))
 	prog, err := filter(f.SrcPort)
 	if err != nil {
@@ -367,6 +369,36 @@ func Probe(ctx context.Context, c Config) (*Result, error) {
 	}
 	s.judge(ans)
 	return res, nil
+}
+
+// portSet hands out source ports no other probe of this process is using:
+// two concurrent probes (--all) from the same port to the same VIP:PORT would
+// be one flow to the real server, and the second SYN would meet the first's
+// half-open connection.
+type portSet struct {
+	mu   sync.Mutex
+	used map[uint16]bool
+}
+
+var ports = &portSet{used: map[uint16]bool{}}
+
+func (p *portSet) take() uint16 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		// The kernel's default ephemeral range (net.ipv4.ip_local_port_range).
+		port := uint16(32768 + rand.N(28232))
+		if !p.used[port] {
+			p.used[port] = true
+			return port
+		}
+	}
+}
+
+func (p *portSet) give(port uint16) {
+	p.mu.Lock()
+	delete(p.used, port)
+	p.mu.Unlock()
 }
 
 // dnsQuery is a recursion-desired query for name (default ". NS"): any DNS
