@@ -1,6 +1,7 @@
 package probe_test
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -71,7 +72,7 @@ func BenchmarkProbeAll(b *testing.B) {
 	for _, r := range res {
 		if r.Verdict != probe.Up {
 			bad++
-			b.Logf("%s %s", r.Source, r.Explanation)
+			b.Logf("port %d: %s\n%s", r.SourcePort, r.Explanation, ipCmd(b, rs, "ss", "-tanoi", fmt.Sprintf("dport = %d", r.SourcePort)))
 		}
 	}
 	if bad > 0 {

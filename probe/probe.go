@@ -61,6 +61,7 @@ type Result struct {
 	Proto       string        `json:"proto"`
 	Dev         string        `json:"dev,omitempty"`
 	Source      string        `json:"source,omitempty"`       // the director's address the probe came from
+	SourcePort  int           `json:"source_port,omitempty"`  // and its random port
 	DirectorMAC string        `json:"director_mac,omitempty"` // Dev's MAC
 	NextHopMAC  string        `json:"next_hop_mac,omitempty"` // the real server's (L2) or the gateway's (L3)
 	RTT         time.Duration `json:"rtt_ns,omitempty"`
@@ -279,6 +280,7 @@ func Probe(ctx context.Context, c Config) (*Result, error) {
 		SrcMAC: attrs.HardwareAddr,
 	}
 	defer ports.give(f.SrcPort)
+	res.SourcePort = int(f.SrcPort)
 	f.MSS = uint16(min(max(res.MaxMSS, 536), 65495))
 	prog, err := filter(f.SrcPort)
 	if err != nil {
