@@ -43,6 +43,9 @@ func newProbeLab(t *testing.T) *probeLab { return newProbeLabB(t) }
 
 func newProbeLabB(t testing.TB) *probeLab {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("a namespace lab: test-root runs it")
+	}
 	netnstest.RequireRoot(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -389,9 +392,6 @@ func TestBadInput(t *testing.T) {
 // TestNoLeak runs 10,000 probes (4 at a time) and checks that no socket
 // (file descriptor) and no goroutine outlives them.
 func TestNoLeak(t *testing.T) {
-	if testing.Short() {
-		t.Skip("10,000 probes")
-	}
 	l := newProbeLab(t)
 	rs := l.Servers[1]
 	cfg := probe.Config{Target: netip.AddrPortFrom(lab.VIP4, lab.ServicePort), Real: rs.IP4,
