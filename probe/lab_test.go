@@ -512,3 +512,36 @@ func TestRSTLeavesNothingHalfOpen(t *testing.T) {
 		}
 	}
 }
+
+// TestAllCLI: `dsr-agent probe --all` reads a list (and ipvsadm -Ln output)
+// on stdin, prints one line per real server in input order and exits with
+// the worst code.
+func TestAllCLI(t *testing.T) {
+	l := newProbeLab(t)
+	bin := netnstest.AgentBinary(t)
+	rs1, rs2 := l.Servers[0], l.Servers[1]
+	run := func(stdin string) ([]string, int) {
+		cmd := exec.Command("ip", "netns", "exec", l.Director.NS, bin, "probe", "--all", "--timeout", "500ms")
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.Output()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Split(strings.TrimSpace(string(out)), "\n"), code
+	}
+	list := fmt.Sprintf("%s:%d %s\n%s:%d %s\n[%s]:%d %s l2 tcp\n", lab.VIP4, lab.ServicePort, rs1.IP4,
+		lab.VIP4, portRealOnly, rs1.IP4, lab.VIP6, lab.ServicePort, rs2.IP6)
+	lines, code := run(list)
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "up: ") || !strings.HasPrefix(lines[1], "refused: ") || !strings.HasPrefix(lines[2], "up: ") || code != probe.ExitRefused {
+		t.Errorf("--all list: exit %d\n%s", code, strings.Join(lines, "\n"))
+	}
+	ipvs := fmt.Sprintf("IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\nTCP  %s:%d rr\n  -> %s:%d    Route   1      0          0\n  -> %s:%d    Route   1      0          0\n",
+		lab.VIP4, lab.ServicePort, rs1.IP4, lab.ServicePort, rs2.IP4, lab.ServicePort)
+	lines, code = run(ipvs)
+	if len(lines) != 2 || code != 0 || !strings.Contains(lines[0], rs1.IP4.String()) || !strings.Contains(lines[1], rs2.IP4.String()) {
+		t.Errorf("--all ipvsadm -Ln: exit %d\n%s", code, strings.Join(lines, "\n"))
+	}
+}
