@@ -14,7 +14,7 @@ import (
 // [PROTO]" (# starts a comment), or the output of `ipvsadm -Ln`, whose
 // virtual services ("TCP  VIP:PORT rr") are followed by their real servers
 // ("  -> REAL:PORT  Route|Tunnel ..."). Route is l2, Tunnel the base's
-// encapsulation when it is ipip or gue (ipipvsadm does not print GUE),
+// encapsulation when it is ipip or gue (ipvsadm -Ln does not print the GUE port),
 // else ipip; masquerading and local servers are skipped. Every other field
 // comes from base.
 func ParseList(r io.Reader, base Config) ([]Config, error) {
