@@ -22,7 +22,7 @@ import (
 func probeCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "probe",
-		Usage:     "on the director: send a client's SYN (or UDP query) to VIP:PORT through one real server and name the fault",
+		Usage:     "on the director (needs CAP_NET_RAW only; changes nothing there): send a client's SYN (or UDP query) to VIP:PORT through one real server and name the fault (exit 0 up, 10-15 a fault, see EXIT STATUS)",
 		ArgsUsage: "VIP:PORT --real ADDR | --all [FILE|-]",
 		Description: "Verdicts and exit codes: up 0, refused 10, unreachable 11, timeout 12, wrong-source 13,\n" +
 			"mss-too-large 14, arp-flux 15; 2 bad usage or missing CAP_NET_RAW (the only capability needed:\n" +
@@ -224,4 +224,25 @@ func runAll(c *cli.Context, base probe.Config, out io.Writer) (int, error) {
 		}
 	}
 	return code, nil
+}
+
+// probeManExitStatus is the probe's part of the man page's EXIT STATUS.
+func probeManExitStatus() string {
+	var b strings.Builder
+	for _, e := range []struct {
+		code int
+		what string
+	}{
+		{probe.ExitRefused, "refused: RST from the VIP, nothing listens on the VIP on that port"},
+		{probe.ExitUnreachable, "unreachable: ICMP unreachable, a firewall rejects"},
+		{probe.ExitTimeout, "timeout: no answer (VIP missing, rp_filter, a silent drop)"},
+		{probe.ExitWrongSource, "wrong-source: the answer did not come from the VIP"},
+		{probe.ExitMSSTooLarge, "mss-too-large: the advertised MSS exceeds the tunnel path"},
+		{probe.ExitARPFlux, "arp-flux: the real server answers ARP/NDP for the VIP"},
+	} {
+		fmt.Fprintf(&b, ".TP\n.B %d\n\\fBprobe\\fR %s\n", e.code, e.what)
+	}
+	b.WriteString(".PP\n\\fBprobe\\fR needs only CAP_NET_RAW (a packet socket) and changes nothing on the director; " +
+		"with \\fB--misc-dynamic\\fR or \\fB--weight-from\\fR it exits 0 up, 1 down, 2+N up with weight N (keepalived MISC_CHECK misc_dynamic)\n")
+	return b.String()
 }
