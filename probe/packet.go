@@ -163,9 +163,14 @@ func (f *Flow) SYN() ([]byte, error) {
 // RST answers a SYN-ACK so the real server keeps no half-open connection.
 // Its sequence number is the SYN-ACK's acknowledgement (our ISN + 1), which
 // the real server accepts as in-window (RFC 9293 3.10.7.4).
-func (f *Flow) RST() ([]byte, error) {
+func (f *Flow) RST() ([]byte, error) { return f.RSTSeq(f.Seq + 1) }
+
+// RSTSeq is an RST with sequence number seq: for a stale SYN-ACK, its
+// acknowledgement number (RFC 9293 3.10.7.3: a SYN-ACK whose ACK is not
+// acceptable gets <SEQ=SEG.ACK><CTL=RST>).
+func (f *Flow) RSTSeq(seq uint32) ([]byte, error) {
 	ip := ipLayer(f.Src, f.VIP, layers.IPProtocolTCP, uint16(f.Seq>>16)+1)
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(f.SrcPort), DstPort: layers.TCPPort(f.Port), Seq: f.Seq + 1, RST: true}
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(f.SrcPort), DstPort: layers.TCPPort(f.Port), Seq: seq, RST: true}
 	if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
 		return nil, err
 	}
@@ -192,6 +197,10 @@ const (
 	AnswerRST               // TCP RST
 	AnswerUDP               // a UDP datagram back to our port
 	AnswerICMP              // ICMP/ICMPv6 destination unreachable (or packet too big) about our packet
+	// AnswerStaleSYNACK is a SYN-ACK for our ports that acknowledges
+	// another sequence number: the real server still holds a half-open
+	// connection of an earlier probe from the same port. Its Ack is in Seq.
+	AnswerStaleSYNACK
 )
 
 // Answer is one received packet that belongs to the probe's flow.
@@ -241,6 +250,8 @@ func (f *Flow) Parse(data []byte) (Answer, error) {
 					a.MSS = binary.BigEndian.Uint16(o.OptionData)
 				}
 			}
+		case l.SYN && l.ACK:
+			a.Kind, a.Seq = AnswerStaleSYNACK, l.Ack
 		case l.RST:
 			a.Kind = AnswerRST
 		default:

@@ -350,3 +350,34 @@ func TestMaxMSS(t *testing.T) {
 		}
 	}
 }
+
+// TestStaleSYNACK: a SYN-ACK for our ports acknowledging another sequence
+// number (an earlier probe's half-open connection) is recognised, and the
+// RST that clears it carries that acknowledgement as its sequence number.
+func TestStaleSYNACK(t *testing.T) {
+	n := 0
+	for _, c := range loadCaptured(t) {
+		if c.Kind != "answer" || !strings.Contains(c.name, "healthy") {
+			continue
+		}
+		n++
+		f := c.Flow
+		f.Seq += 1000
+		a, err := f.Parse(c.frame)
+		if err != nil || a.Kind != AnswerStaleSYNACK || a.Seq != c.Flow.Seq+1 {
+			t.Fatalf("%s with another ISN: %+v %v, want a stale SYN-ACK acknowledging %d", c.name, a, err, c.Flow.Seq+1)
+		}
+		rst, err := f.RSTSeq(a.Seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pkt := gopacket.NewPacket(rst, layers.LayerTypeEthernet, gopacket.Default)
+		tcp := pkt.TransportLayer().(*layers.TCP)
+		if !tcp.RST || tcp.Seq != a.Seq || uint16(tcp.SrcPort) != f.SrcPort {
+			t.Errorf("RST %+v, want seq %d from port %d", tcp, a.Seq, f.SrcPort)
+		}
+	}
+	if n != 2 {
+		t.Fatalf("%d healthy SYN-ACKs captured, want 2", n)
+	}
+}

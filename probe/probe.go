@@ -577,6 +577,19 @@ func (s *session) await(deadline time.Time, probeFrame []byte, every time.Durati
 		if err != nil {
 			continue
 		}
+		if a.Kind == AnswerStaleSYNACK {
+			// Clear the real server's half-open connection of an earlier
+			// flow on these ports and send our SYN again at once.
+			rst, err := s.f.RSTSeq(a.Seq)
+			if err != nil {
+				return nil, err
+			}
+			if err := s.send(rst); err != nil {
+				return nil, err
+			}
+			next = time.Time{}
+			continue
+		}
 		first = &a
 		s.res.RTT = now.Sub(sent)
 		if capture != nil {
