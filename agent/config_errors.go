@@ -11,16 +11,40 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Parsing and the errors of a config: yaml.v3's messages in the config's own
-// terms, and the field errors validation collects.
+// Parsing and the errors of a config: decoding errors with their line, and
+// the field errors validation collects.
 
 // MaxConfigSize bounds what is read of a config file: a real one is a few
 // kilobytes, and a huge invalid one must not cost a gigabyte of memory and a
 // million error lines.
 const MaxConfigSize = 1 << 20
 
-// ParseConfig parses and validates YAML config text.
+// ParseConfig parses and validates YAML config text: one config.yaml and no
+// drop-ins, through the same decoding as the files (decodeDoc).
 func ParseConfig(data []byte) (*Config, error) {
+	raw, err := decodeDoc(data)
+	switch {
+	case errors.Is(err, errEmptyConfig), errors.Is(err, errManyDocs):
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	case err != nil:
+		return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, capLines(yamlMessage(err)))
+	}
+	return raw.validate()
+}
+
+var (
+	// errEmptyConfig: an empty or comment-only file is a truncated write or
+	// a mistake, never "no VIPs": tearing the host down is remove's job.
+	errEmptyConfig = errors.New("the config is empty (or only comments): expected at least `vips:` " +
+		"(write `vips: []` for a host with no VIPs; `dsr-agent remove` undoes everything)")
+	// errManyDocs: a second document would be silently ignored by a single
+	// Decode.
+	errManyDocs = errors.New("more than one YAML document (---): expected exactly one")
+)
+
+// decodeDoc decodes one YAML document into the raw shapes through yaml.Node
+// (decodeRaw: unknown keys refused, each error with its line).
+func decodeDoc(data []byte) (*rawConfig, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	err := dec.Decode(&doc)
@@ -28,21 +52,17 @@ func ParseConfig(data []byte) (*Config, error) {
 	if err == nil {
 		err = decodeRaw(&doc, &raw)
 	}
-	if errors.Is(err, io.EOF) || (err == nil && raw.empty()) {
-		// An empty or comment-only file is a truncated write or a
-		// mistake, never "no VIPs": tearing the host down is remove's job.
-		return nil, fmt.Errorf("%w: the config is empty (or only comments): expected at least `vips:` "+
-			"(write `vips: []` for a host with no VIPs; `dsr-agent remove` undoes everything)", ErrInvalidConfig)
+	switch {
+	case errors.Is(err, io.EOF) || (err == nil && raw.empty()):
+		return nil, errEmptyConfig
+	case err != nil:
+		return nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, capLines(yamlMessage(err)))
-	}
-	// A second document would be silently ignored by a single Decode.
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%w: more than one YAML document (---): expected exactly one", ErrInvalidConfig)
+		return nil, errManyDocs
 	}
-	return raw.validate()
+	return &raw, nil
 }
 
 // yamlMessage is a decoding error as the config's errors say it: a syntax

@@ -1,13 +1,9 @@
 package agent
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/dsr-agent/dsr-agent/internal/confdir"
 )
@@ -58,7 +54,7 @@ func ParseFiles(files []confdir.File) (*Config, *confdir.Merged, error) {
 		}
 	}
 	if raw.empty() {
-		return nil, nil, fmt.Errorf("%w: %s: %s", ErrInvalidConfig, files[0].Path, emptyConfigMsg)
+		return nil, nil, fmt.Errorf("%w: %s: %w", ErrInvalidConfig, files[0].Path, errEmptyConfig)
 	}
 	where := func(field string) string {
 		o, _ := merged.Origin(field)
@@ -72,35 +68,18 @@ func ParseFiles(files []confdir.File) (*Config, *confdir.Merged, error) {
 	return cfg, merged, nil
 }
 
-const emptyConfigMsg = "the config is empty (or only comments): expected at least `vips:` " +
-	"(write `vips: []` for a host with no VIPs; `dsr-agent remove` undoes everything)"
-
-// decodeStrict decodes one file into the raw shapes with unknown keys
-// refused, and rewrites yaml.v3's message in the config's terms with the
-// file's name in front.
+// decodeStrict decodes one file into the raw shapes (decodeDoc) and names
+// the file in its errors. An empty drop-in sets nothing; an empty
+// config.yaml is refused (errEmptyConfig).
 func decodeStrict(f confdir.File) error {
-	var raw rawConfig
-	dec := yaml.NewDecoder(bytes.NewReader(f.Data))
-	var doc yaml.Node
-	err := dec.Decode(&doc)
-	if err == nil {
-		err = decodeRaw(&doc, &raw)
-	}
+	_, err := decodeDoc(f.Data)
 	switch {
-	case errors.Is(err, io.EOF) || (err == nil && raw.empty()):
-		if !f.DropIn {
-			// An empty or comment-only config.yaml is a truncated write
-			// or a mistake, never "no VIPs": tearing the host down is
-			// remove's job. An empty drop-in sets nothing.
-			return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, f.Path, emptyConfigMsg)
-		}
+	case errors.Is(err, errEmptyConfig) && f.DropIn:
 		return nil
+	case errors.Is(err, errEmptyConfig), errors.Is(err, errManyDocs):
+		return fmt.Errorf("%w: %s: %w", ErrInvalidConfig, f.Path, err)
 	case err != nil:
 		return fmt.Errorf("%w: %s", ErrInvalidConfig, capLines(fileMessage(f.Path, yamlMessage(err))))
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("%w: %s: more than one YAML document (---): expected exactly one", ErrInvalidConfig, f.Path)
 	}
 	return nil
 }

@@ -12,7 +12,7 @@ import (
 // decoder fills before validation turns it into a Config.
 
 // The raw YAML shapes. Strings are parsed by hand so errors can name the
-// field and the value; KnownFields rejects unknown keys.
+// field and the value; decodeRaw refuses keys no yaml tag names.
 type rawConfig struct {
 	Mode       string   `yaml:"mode"`
 	Interfaces []string `yaml:"interfaces"`

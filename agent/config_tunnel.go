@@ -60,7 +60,7 @@ func (rt *rawTunnel) validate(errs *fieldErrors) *TunnelConfig {
 // `dsr-agent prepare` loads them from the unit's ExecStartPre, outside the
 // sandbox that keeps the daemon itself from loading modules.
 func (c *Config) KernelModules() []string {
-	if c.Mode != ModeTunnel || c.Tunnel == nil {
+	if c.Tunnel == nil { // validation sets it in mode tunnel only
 		return nil
 	}
 	var mods []string

@@ -68,6 +68,16 @@ const (
 	RuleDel       ChangeKind = "rule-del"
 	RouteReplace  ChangeKind = "route-replace"
 	RouteDel      ChangeKind = "route-del"
+	// Mode tunnel's steps (tunnel.Kind), and forgetting owned tunnel
+	// entries the kernel no longer has.
+	ModuleLoad   ChangeKind = "module-load"
+	LinkAdd      ChangeKind = "link-add"
+	LinkUp       ChangeKind = "link-up"
+	FouAdd       ChangeKind = "fou-add"
+	FouDel       ChangeKind = "fou-del"
+	LinkDown     ChangeKind = "link-down"
+	LinkDel      ChangeKind = "link-del"
+	TunnelForget ChangeKind = "tunnel-forget"
 )
 
 // DriftKind names a way the host differs from the config (stable: status

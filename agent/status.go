@@ -68,34 +68,35 @@ type Difference struct {
 
 // Status compares the host with cfg and changes nothing.
 func (h *Host) Status(cfg *Config) (*Report, error) {
-	p, err := h.plan(cfg, false)
-	if err == nil {
-		err = p.blocked
-	}
-	if err != nil {
-		return nil, err
-	}
-	h.readListeners(p)
-	h.readProxy(p)
-	return p.report(), nil
+	_, r, err := h.status(cfg)
+	return r, err
 }
 
 // StatusWithFirewalld is Status plus what a running firewalld does to the
 // config's traffic, from the same read of the host (the CLI's status; the
 // daemon never waits on D-Bus).
 func (h *Host) StatusWithFirewalld(ctx context.Context, cfg *Config) (*Report, error) {
+	p, r, err := h.status(cfg)
+	if err != nil {
+		return nil, err
+	}
+	r.AddFirewalld(FirewalldFindings(ctx, p.want, p.facts))
+	return r, nil
+}
+
+// status reads the host once: the plan, then what status reads beside it
+// (listeners, proxy ARP/NDP).
+func (h *Host) status(cfg *Config) (*planned, *Report, error) {
 	p, err := h.plan(cfg, false)
 	if err == nil {
 		err = p.blocked
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	h.readListeners(p)
 	h.readProxy(p)
-	r := p.report()
-	r.AddFirewalld(FirewalldFindings(ctx, p.want, p.facts))
-	return r, nil
+	return p, p.report(), nil
 }
 
 // readListeners dumps the sockets the config's ports need (nothing for a

@@ -119,13 +119,13 @@ func staleOwned(own tunnel.Owned, obs tunnel.Observed) tunnel.Owned {
 }
 
 var tunnelKinds = map[tunnel.Kind]ChangeKind{
-	tunnel.LoadModule: "module-load",
-	tunnel.CreateLink: "link-add",
-	tunnel.SetUp:      "link-up",
-	tunnel.AddFou:     "fou-add",
-	tunnel.DelFou:     "fou-del",
-	tunnel.SetDown:    "link-down",
-	tunnel.DeleteLink: "link-del",
+	tunnel.LoadModule: ModuleLoad,
+	tunnel.CreateLink: LinkAdd,
+	tunnel.SetUp:      LinkUp,
+	tunnel.AddFou:     FouAdd,
+	tunnel.DelFou:     FouDel,
+	tunnel.SetDown:    LinkDown,
+	tunnel.DeleteLink: LinkDel,
 }
 
 func (s *tunnelSurface) diff(*Desired, *Ownership) []Change {
@@ -134,7 +134,7 @@ func (s *tunnelSurface) diff(*Desired, *Ownership) []Change {
 		stale := s.stale
 		// In own, ahead of the adds' own in this same plan: an entry
 		// forgotten here and re-added below stays owned.
-		out = append(out, Change{Kind: "tunnel-forget", Subject: "tunnel", phase: PhaseDevices, bookkeeping: true,
+		out = append(out, Change{Kind: TunnelForget, Subject: "tunnel", phase: PhaseDevices, bookkeeping: true,
 			own: func(st *Ownership) (bool, error) { st.Tunnel = forgetOwned(st.Tunnel, stale); return true, nil }})
 	}
 	for _, step := range s.steps {

@@ -94,7 +94,8 @@ type surfaceKind struct {
 
 // surfaceKinds is the one list of surfaces, in the order their changes run
 // within a phase. Host, the daemon's watchers and the tests all build from
-// it: a new surface is one entry here, its file, and its part of Resolve.
+// it: a new surface is one entry here, its file, its part of Resolve, and
+// its seam's field in kernel (Host.kernel, and the simulated host's).
 var surfaceKinds = []surfaceKind{
 	{func(k kernel, _ *Facts) surface { return &tunnelSurface{k: k.tunnel} }, newTunnelWatcher},
 	{func(k kernel, f *Facts) surface { return &addrSurface{k: k.addrs, addrs: f.Addrs} }, newAddrWatcher},

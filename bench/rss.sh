@@ -9,41 +9,10 @@ set -euo pipefail
 bin=$(realpath "$1")
 reqs=${2:-200}
 watch=${3:-36}
-ns=dsrrss-$$
-tmp=$(mktemp -d)
-cleanup() {
-	[ -n "${dpid:-}" ] && kill "$dpid" 2>/dev/null && wait "$dpid" 2>/dev/null || true
-	ip netns del "$ns" 2>/dev/null || true
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-ip netns add "$ns"
-ip -n "$ns" link set lo up
-ip -n "$ns" link add eth0 type veth peer name eth1
-ip -n "$ns" link set eth1 up
-ip -n "$ns" addr add 10.88.0.2/24 dev eth0
-ip -n "$ns" link set eth0 up
-{
-	echo "mode: loopback"
-	echo "interfaces: [eth0]"
-	echo "vips:"
-	if [ -n "${VIPS:-}" ]; then
-		# VIPS replaces the list: e.g. VIPS='- prefix: 10.200.0.0/16' (issue 21).
-		echo "  ${VIPS}"
-	else
-		for i in $(seq 0 999); do echo "  - address: 10.200.$((i / 256)).$((i % 256))"; done
-	fi
-	echo "health:"
-	echo "  listen: 10.88.0.2:8558"
-} >"$tmp/config.yaml"
-
-ip netns exec "$ns" "$bin" --config "$tmp/config.yaml" --state-dir "$tmp/state" --log-level warn run 2>"$tmp/daemon.log" &
-dpid=$!
-for _ in $(seq 1 400); do
-	ip netns exec "$ns" curl -fs http://10.88.0.2:8558/healthz >/dev/null 2>&1 && break
-	sleep 0.05
-done
+# shellcheck source=bench/daemon-ns.sh
+. "$(dirname "$0")/daemon-ns.sh"
+trap daemon_down EXIT
+daemon_up "$bin" dsrrss
 rss() { awk '/VmRSS/ {print $2}' /proc/$dpid/status; }
 t0=$EPOCHREALTIME
 # Sample in the background for the whole watch, with builtins only: a fork

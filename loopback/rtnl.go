@@ -21,6 +21,16 @@ import (
 // must dominate them (as it does for `ip -batch`): vishvananda/netlink spends
 // a getsockname(2), a 64 KiB buffer cleared on the stack and a few
 // allocations on each one (the profile in bench/RESULTS.md, issue 19).
+//
+// Hand-written rather than github.com/mdlayher/netlink (a dependency of
+// listener/ and firewall/) for the same reason: its Conn.Execute marshals
+// each request into a new buffer, and its Receive makes a page-sized buffer,
+// peeks (MSG_PEEK) before it reads, so two recvmsg(2) an answer, copies it
+// into a []syscall.NetlinkMessage and a []Message and validates it against
+// the request. The same 1,000 adds through it (a scratch benchmark beside
+// BenchmarkAdd, 2026-12-07): 45,090 allocations and 6.3 MB, ~100 ms,
+// against 37, 8 KB and ~48 ms here. What it would save is ~60 lines of
+// framing (messages, recv) and attribute encoding.
 type rtnl struct {
 	mu  sync.Mutex
 	fd  int
@@ -33,10 +43,22 @@ type rtnl struct {
 // when ns is not open): a netlink socket stays in the namespace it was
 // created in.
 func openRTNL(ns netns.NsHandle) (*rtnl, error) {
+	fd, err := openRoute(ns, 0)
+	if err != nil {
+		return nil, err
+	}
+	// The kernel sizes a dump's messages to the reader's buffer, up to 32 KiB.
+	return &rtnl{fd: fd, req: make([]byte, 0, 128), rcv: make([]byte, 32<<10)}, nil
+}
+
+// openRoute opens and binds a NETLINK_ROUTE socket (SOCK_CLOEXEC and
+// flags) in the network namespace ns, the caller's own when ns is not open:
+// a netlink socket stays in the namespace it was created in.
+func openRoute(ns netns.NsHandle, flags int) (int, error) {
 	fd := -1
 	open := func() error {
 		var err error
-		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
+		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|flags, unix.NETLINK_ROUTE)
 		return err
 	}
 	var err error
@@ -49,14 +71,13 @@ func openRTNL(ns netns.NsHandle) (*rtnl, error) {
 		if fd >= 0 {
 			_ = unix.Close(fd)
 		}
-		return nil, fmt.Errorf("open rtnetlink socket: %w", err)
+		return -1, fmt.Errorf("open rtnetlink socket: %w", err)
 	}
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		_ = unix.Close(fd)
-		return nil, fmt.Errorf("bind rtnetlink socket: %w", err)
+		return -1, fmt.Errorf("bind rtnetlink socket: %w", err)
 	}
-	// The kernel sizes a dump's messages to the reader's buffer, up to 32 KiB.
-	return &rtnl{fd: fd, req: make([]byte, 0, 128), rcv: make([]byte, 32<<10)}, nil
+	return fd, nil
 }
 
 func (r *rtnl) close() error { return unix.Close(r.fd) }
@@ -121,7 +142,26 @@ func appendAttr(b []byte, typ uint16, data []byte) []byte {
 // ack reads until the kernel's answer to the request r.seq: nil, or its
 // errno (the type vishvananda/netlink returns, so errors.Is works alike).
 func (r *rtnl) ack() error {
-	ne := binary.NativeEndian
+	return r.recv(func(h header, body []byte) (bool, error) {
+		if h.seq != r.seq || h.typ != unix.NLMSG_ERROR {
+			return false, nil
+		}
+		if len(body) < 4 {
+			return true, errors.New("netlink: short error message")
+		}
+		return true, errnoOf(body)
+	})
+}
+
+// header is the part of a netlink message header the readers look at.
+type header struct {
+	typ, flags uint16
+	seq        uint32
+}
+
+// recv reads datagrams into r.rcv and calls fn with each message in them
+// until fn says it is done (or fails).
+func (r *rtnl) recv(fn func(h header, body []byte) (done bool, err error)) error {
 	for {
 		n, err := unix.Read(r.fd, r.rcv)
 		if errors.Is(err, unix.EINTR) {
@@ -130,24 +170,39 @@ func (r *rtnl) ack() error {
 		if err != nil {
 			return err
 		}
-		for msg := r.rcv[:n]; len(msg) >= sizeofNlmsghdr; {
-			l := int(ne.Uint32(msg))
-			if l < sizeofNlmsghdr || l > len(msg) {
-				return fmt.Errorf("netlink: malformed answer (length %d of %d bytes)", l, len(msg))
-			}
-			typ, seq := ne.Uint16(msg[4:]), ne.Uint32(msg[8:])
-			if seq == r.seq && typ == unix.NLMSG_ERROR {
-				if l < sizeofNlmsghdr+4 {
-					return errors.New("netlink: short error message")
-				}
-				if errno := int32(ne.Uint32(msg[sizeofNlmsghdr:])); errno != 0 {
-					return unix.Errno(-errno)
-				}
-				return nil
-			}
-			msg = msg[min(nlmAlign(l), len(msg)):]
+		if done, err := messages(r.rcv[:n], fn); done || err != nil {
+			return err
 		}
 	}
+}
+
+// messages calls fn with each message of the datagram b, in order, until fn
+// says it is done (or fails).
+func messages(b []byte, fn func(h header, body []byte) (done bool, err error)) (bool, error) {
+	ne := binary.NativeEndian
+	for len(b) >= sizeofNlmsghdr {
+		l := int(ne.Uint32(b))
+		if l < sizeofNlmsghdr || l > len(b) {
+			return true, fmt.Errorf("netlink: malformed message (length %d of %d bytes)", l, len(b))
+		}
+		h := header{typ: ne.Uint16(b[4:]), flags: ne.Uint16(b[6:]), seq: ne.Uint32(b[8:])}
+		body := b[sizeofNlmsghdr:l]
+		b = b[min(nlmAlign(l), len(b)):]
+		if done, err := fn(h, body); done || err != nil {
+			return true, err
+		}
+	}
+	return false, nil
+}
+
+// errnoOf is the error an NLMSG_ERROR or NLMSG_DONE body carries, nil for 0.
+func errnoOf(body []byte) error {
+	if len(body) >= 4 {
+		if errno := int32(binary.NativeEndian.Uint32(body)); errno != 0 {
+			return unix.Errno(-errno)
+		}
+	}
+	return nil
 }
 
 // trimNUL drops a C string's terminating NULs.
@@ -180,43 +235,26 @@ func (r *rtnl) dump(typ uint16, hdr []byte, fn func(body []byte)) error {
 		return err
 	}
 	interrupted := false
-	for {
-		n, err := unix.Read(r.fd, r.rcv)
-		if errors.Is(err, unix.EINTR) {
-			continue
+	return r.recv(func(h header, body []byte) (bool, error) {
+		if h.seq != r.seq {
+			return false, nil
 		}
-		if err != nil {
-			return err
+		if h.flags&unix.NLM_F_DUMP_INTR != 0 {
+			interrupted = true
 		}
-		for msg := r.rcv[:n]; len(msg) >= sizeofNlmsghdr; {
-			l := int(ne.Uint32(msg))
-			if l < sizeofNlmsghdr || l > len(msg) {
-				return fmt.Errorf("netlink: malformed dump message (length %d of %d bytes)", l, len(msg))
+		switch h.typ {
+		case unix.NLMSG_DONE, unix.NLMSG_ERROR:
+			if err := errnoOf(body); err != nil {
+				return true, err
 			}
-			typ, flags, seq := ne.Uint16(msg[4:]), ne.Uint16(msg[6:]), ne.Uint32(msg[8:])
-			body := msg[sizeofNlmsghdr:l]
-			msg = msg[min(nlmAlign(l), len(msg)):]
-			if seq != r.seq {
-				continue
+			if interrupted {
+				return true, netlink.ErrDumpInterrupted
 			}
-			if flags&unix.NLM_F_DUMP_INTR != 0 {
-				interrupted = true
-			}
-			switch typ {
-			case unix.NLMSG_DONE, unix.NLMSG_ERROR:
-				if len(body) >= 4 {
-					if errno := int32(ne.Uint32(body)); errno != 0 {
-						return unix.Errno(-errno)
-					}
-				}
-				if interrupted {
-					return netlink.ErrDumpInterrupted
-				}
-				return nil
-			}
-			fn(body)
+			return true, nil
 		}
-	}
+		fn(body)
+		return false, nil
+	})
 }
 
 // attrs calls fn with each rtattr in b (type without its flag bits).

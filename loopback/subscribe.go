@@ -10,7 +10,6 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/dsr-agent/dsr-agent/internal/netnsutil"
 	"github.com/dsr-agent/dsr-agent/internal/resubscribe"
 )
 
@@ -31,33 +30,18 @@ type subscription struct {
 // subscribe joins the rtnetlink groups in the network namespace ns (the
 // caller's own when ns is not open), with resubscribe.RcvBuf of buffer.
 func subscribe(ns netns.NsHandle, groups ...int) (*subscription, error) {
-	fd := -1
-	open := func() error {
-		var err error
-		fd, err = unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_ROUTE)
-		return err
+	fd, err := openRoute(ns, unix.SOCK_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("rtnetlink subscription: %w", err)
 	}
-	var err error
-	if ns.IsOpen() {
-		err = netnsutil.Within(ns, open)
-	} else {
-		err = open()
-	}
-	if err == nil {
-		err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, resubscribe.RcvBuf)
-	}
-	if err == nil {
-		err = unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
-	}
+	err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, resubscribe.RcvBuf)
 	for _, g := range groups {
 		if err == nil {
 			err = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_ADD_MEMBERSHIP, g)
 		}
 	}
 	if err != nil {
-		if fd >= 0 {
-			_ = unix.Close(fd)
-		}
+		_ = unix.Close(fd)
 		return nil, fmt.Errorf("rtnetlink subscription: %w", err)
 	}
 	s := &subscription{f: os.NewFile(uintptr(fd), "rtnetlink")}
@@ -96,14 +80,9 @@ func (s *subscription) read(fn func(typ uint16, body []byte)) error {
 	if err := errors.Join(err, rerr); err != nil {
 		return err
 	}
-	ne := binary.NativeEndian
-	for msg := s.buf[:n]; len(msg) >= sizeofNlmsghdr; {
-		l := int(ne.Uint32(msg))
-		if l < sizeofNlmsghdr || l > len(msg) {
-			return fmt.Errorf("netlink: malformed notification (length %d of %d bytes)", l, len(msg))
-		}
-		fn(ne.Uint16(msg[4:]), msg[sizeofNlmsghdr:l])
-		msg = msg[min(nlmAlign(l), len(msg)):]
-	}
-	return nil
+	_, err = messages(s.buf[:n], func(h header, body []byte) (bool, error) {
+		fn(h.typ, body)
+		return false, nil
+	})
+	return err
 }

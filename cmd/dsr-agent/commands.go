@@ -88,7 +88,7 @@ func commands() []*cli.Command {
 			Action: removeCmd,
 		},
 	}
-	cmds = append(cmds, checkCommand(), prepareCommand())
+	cmds = append(cmds, checkCommand(), prepareCommand(), probeCommand())
 	return append(append(cmds, daemonCommands()...), docCommands()...)
 }
 

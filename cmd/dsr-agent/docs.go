@@ -56,6 +56,7 @@ func manTrailer(app *cli.App) string {
 		"\\fB--confirm-timeout\\fR (5s; stopped or hung). A drain or undrain is recorded in the state dir and takes effect when the "+
 		"daemon resumes (a restarted daemon reads it at start); a reload is queued and runs when it resumes. "+
 		"Repeating the command is safe (drain twice is drained) and confirms it\n", exitUnconfirmed)
+	b.WriteString(probeManExitStatus())
 
 	var files, env []string
 	for _, f := range app.Flags {

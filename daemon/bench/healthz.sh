@@ -8,39 +8,14 @@ bin=$(realpath "$1")
 dur=${2:-10s}
 conns=${CONNS:-64}
 threads=${THREADS:-2}
-ns=dsrbench-$$
-tmp=$(mktemp -d)
+# shellcheck source=bench/daemon-ns.sh
+. "$(dirname "$0")/../../bench/daemon-ns.sh"
 cleanup() {
-	[ -n "${dpid:-}" ] && kill "$dpid" 2>/dev/null && wait "$dpid" 2>/dev/null || true
-	[ -f "$tmp/nginx.pid" ] && kill "$(cat "$tmp/nginx.pid")" 2>/dev/null || true
-	ip netns del "$ns" 2>/dev/null || true
-	rm -rf "$tmp"
+	if [ -f "${tmp:-}/nginx.pid" ]; then kill "$(cat "$tmp/nginx.pid")" 2>/dev/null || true; fi
+	daemon_down
 }
 trap cleanup EXIT
-
-ip netns add "$ns"
-ip -n "$ns" link set lo up
-ip -n "$ns" link add eth0 type veth peer name eth1 # dummy is not always available to ip(8)
-ip -n "$ns" link set eth1 up
-ip -n "$ns" addr add 10.88.0.2/24 dev eth0
-ip -n "$ns" link set eth0 up
-
-{
-	echo "mode: loopback"
-	echo "interfaces: [eth0]"
-	echo "vips:"
-	for i in $(seq 0 999); do echo "  - address: 10.200.$((i / 256)).$((i % 256))"; done
-	echo "health:"
-	echo "  listen: 10.88.0.2:8558"
-} >"$tmp/config.yaml"
-
-ip netns exec "$ns" "$bin" --config "$tmp/config.yaml" --state-dir "$tmp/state" --log-level warn run 2>"$tmp/daemon.log" &
-dpid=$!
-for _ in $(seq 1 200); do
-	if ip netns exec "$ns" curl -fs http://10.88.0.2:8558/healthz >/dev/null 2>&1; then break; fi
-	sleep 0.05
-done
-ip netns exec "$ns" curl -fs http://10.88.0.2:8558/healthz >/dev/null || { cat "$tmp/daemon.log"; echo "daemon not healthy" >&2; exit 1; }
+daemon_up "$bin" dsrbench
 vips=$(ip -n "$ns" -o addr show dev lo | grep -c 'lo:dsr' || true)
 rss_idle=$(awk '/VmRSS/ {print $2}' /proc/$dpid/status)
 

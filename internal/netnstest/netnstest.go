@@ -148,7 +148,7 @@ func (ns *NS) Sysctl(t testing.TB, components ...string) string {
 }
 
 // AddDummy creates an up stand-in NIC with the given addresses (CIDR
-// strings) and returns it. This kernel has no dummy or vlan drivers, so it is
+// strings) and returns it once settled (AwaitSettled). This kernel has no dummy or vlan drivers, so it is
 // one end of a veth pair whose peer (random name) stays in the namespace, up.
 func (ns *NS) AddDummy(t testing.TB, name string, cidrs ...string) netlink.Link {
 	t.Helper()
@@ -179,12 +179,13 @@ func (ns *NS) AddDummy(t testing.TB, name string, cidrs ...string) netlink.Link 
 			t.Fatalf("set %s up: %v", n, err)
 		}
 	}
+	ns.AwaitSettled(t, name)
 	return link
 }
 
 // Connect creates a veth pair with one end (name, addresses cidrs) in ns and
-// the other (peerName, peerCIDRs) in peer, both up: a cable between two test
-// hosts.
+// the other (peerName, peerCIDRs) in peer, both up and settled
+// (AwaitSettled): a cable between two test hosts.
 func Connect(t testing.TB, ns *NS, name string, cidrs []string, peer *NS, peerName string, peerCIDRs []string) {
 	t.Helper()
 	tmp := UniqueName("v")
@@ -228,4 +229,6 @@ func Connect(t testing.TB, ns *NS, name string, cidrs []string, peer *NS, peerNa
 			t.Fatal(err)
 		}
 	}
+	ns.AwaitSettled(t, name)
+	peer.AwaitSettled(t, peerName)
 }

@@ -46,7 +46,9 @@ qpid=""
 t_end=$(date +%s)
 
 bt_vm_markers
-bt_vm_summary "interop test: keepalived/IPVS (lb_kind DR) + dsr-agent in Debian bookworm ($(cat "$image/kernel-version"), $accel)" '^(dsr-agent |Keepalived|inhibit_on_failure:|default \(removal\)|MACs:|rs2.s VIP)'
+bt_vm_summary "interop test: keepalived/IPVS (lb_kind DR) + dsr-agent in Debian bookworm ($(cat "$image/kernel-version"), $accel)" '^(dsr-agent |Keepalived|inhibit_on_failure:|default \(removal\)|MACs:|rs2.s VIP|probe-view)'
 bt_vm_verdict topology no-agent-no-rotation ipvs-both vip-reaches-both arp-only-director neigh-director \
 	vip-repaired vip-repair-unnoticed drain-out undrain-back graceful-established graceful-new-elsewhere \
-	agent-stopped control-removal-cuts
+	agent-stopped control-removal-cuts \
+	probe-l2-up probe-l2-real-ip-only probe-l2-reject probe-l2-drop probe-l2-vip-deleted probe-l2-arp-flux \
+	probe-keepalived-up probe-keepalived-fault probe-keepalived-back

@@ -57,7 +57,7 @@ qpid=""
 t_end=$(date +%s)
 
 bt_vm_markers
-bt_vm_summary "tunnel test: IPVS lb_kind TUN (IPIP, GUE; IPv4 and IPv6) + dsr-agent$([ "$MANUAL" = 1 ] && echo " [MANUAL]") in Debian bookworm ($(cat "$image/kernel-version"), $accel)" '^(mode:|kernel|fou poll|ip link del|bench:|director[: ])'
+bt_vm_summary "tunnel test: IPVS lb_kind TUN (IPIP, GUE; IPv4 and IPv6) + dsr-agent$([ "$MANUAL" = 1 ] && echo " [MANUAL]") in Debian bookworm ($(cat "$image/kernel-version"), $accel)" '^(mode:|kernel|fou poll|ip link del|bench:|director[: ]|probe-view)'
 bt_vm_verdict go-TestAutoloadWithoutModprobe go-TestFallbackDevicePerNamespace go-TestApplyRepairRemoveIPv4GUE go-TestForeignFouConflict \
 	go-TestApplyRemoveIPv6GUE go-TestCreateWithoutFallback go-TestWatch go-TestFouPollCost \
 	topology agent-up-rs1 agent-up-rs2 ipip-vip ipip-encap ipip-bypass ipip-mss ipip-bulk agentcheck-up \
@@ -66,4 +66,6 @@ bt_vm_verdict go-TestAutoloadWithoutModprobe go-TestFallbackDevicePerNamespace g
 	rs6-setup-rs1 rs6-setup-rs2 ipip6-vip ipip6-encap ipip6-bypass ipip6-mss ipip6-vip-source-drops \
 	gue6-needs-port gue6-port-rs1 gue6-port-rs2 gue6-vip gue6-encap gue6-bypass gue6-mss \
 	$([ "$MANUAL" = 1 ] && echo rp-off-answers rp-loose-tunl0-drops rp-all-loose-drops rp-all-strict-drops rp-strict-tunl0-drops rp-loose-with-address-answers) \
-	$([ "$MANUAL" = 1 ] || echo go-TestTunnelModeKernel tunl0-repaired fou-repaired rp-agent-answers rp-rhel-default-drops rp-agent-step-answers rp-loose-without-address-drops remove-tunnel remove-tunnel6)
+	$([ "$MANUAL" = 1 ] || echo go-TestTunnelModeKernel tunl0-repaired fou-repaired rp-agent-answers rp-rhel-default-drops rp-agent-step-answers rp-loose-without-address-drops remove-tunnel remove-tunnel6) \
+	$([ "$MANUAL" = 1 ] || for e in ipip gue; do for f in up real-ip-only reject drop vip-deleted rp-strict mss; do echo "probe-$e-$f"; done; done) \
+	$([ "$MANUAL" = 1 ] || echo probe-ipip6 probe-gue6 probe-keepalived-up probe-keepalived-fault probe-keepalived-back)

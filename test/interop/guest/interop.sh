@@ -540,6 +540,89 @@ else
 	skip misc-check "this dsr-agent has no 'check' command (dsr-agent check --help fails): MISC_CHECK variant not run"
 fi
 
+# 12. dsr-agent probe (issue 20) from the director, L2: each fault on rs1 alone
+# gives its verdict while rs2 stays up; then keepalived runs the probe as
+# MISC_CHECK (misc_dynamic) and takes out exactly rs1. "probe-view" info lines:
+# what rs1's own /healthz (agent running) or `dsr-agent status` (agent stopped) said.
+if "$AGENT" probe --help >/dev/null 2>&1; then
+	stop_keepalived
+	declare -A PEXIT=([up]=0 [refused]=10 [unreachable]=11 [timeout]=12 [wrong-source]=13 [mss-too-large]=14 [arp-flux]=15)
+	probe_rs() { # probe_rs NS PORT: prints "EXIT VERDICT EXPLANATION"
+		local out rc
+		out=$(nsx dir "$AGENT" probe "$VIP:$2" --real "${RSIP[$1]}" --timeout 1s 2>&1)
+		rc=$?
+		echo "$rc ${out%%:*} $out"
+	}
+	pcheck() { # pcheck NAME WANT PORT: rs1's verdict is WANT (and its exit code), rs2's up
+		local r1 r2
+		r1=$(probe_rs rs1 "$3")
+		r2=$(probe_rs rs2 "$3")
+		PV=$(echo "$r1" | cut -d' ' -f2)
+		if [ "$PV" = "$2" ] && [ "${r1%% *}" = "${PEXIT[$2]}" ] && [ "${r2%% *}" = 0 ]; then
+			pass "$1" "rs1: $(echo "$r1" | cut -d' ' -f3- | cut -c1-160) | rs2: $(echo "$r2" | cut -d' ' -f2)"
+		else fail "$1" "want rs1 $2 (exit ${PEXIT[$2]}), rs2 up; rs1: $r1 | rs2: $r2"; fi
+	}
+	pview() {
+		local hz st
+		hz=$(healthz rs1)
+		agent rs1 status >/dev/null 2>&1
+		st=$?
+		info "probe-view l2 $1: rs1 probe=$PV healthz=${hz:-none} status-exit=$st"
+	}
+	pfault_nft() {
+		printf 'table inet probefault { chain in { type filter hook input priority 0; ip daddr %s tcp dport 80 %s; }; }\n' "$VIP" "$1" |
+			nsx rs1 nft -f - || info "probe: nft $1 on rs1 failed"
+	}
+	t0=$(now_ms)
+	ip netns exec rs1 busybox httpd -f -p "${RSIP[rs1]}:8081" -h "$W/rs1/www" >>"$W/rs1/httpd.log" 2>&1 &
+	ip netns exec rs2 busybox httpd -f -p 8081 -h "$W/rs2/www" >>"$W/rs2/httpd.log" 2>&1 &
+	pcheck probe-l2-up up 80
+	pcheck probe-l2-real-ip-only refused 8081
+	pview service-on-real-ip-only
+	pfault_nft reject
+	pcheck probe-l2-reject unreachable 80
+	pview nft-reject
+	nsx rs1 nft delete table inet probefault
+	pfault_nft drop
+	pcheck probe-l2-drop timeout 80
+	pview nft-drop
+	nsx rs1 nft delete table inet probefault
+	stop_agent rs1
+	nsx rs1 ip addr del $VIP/32 dev lo
+	pcheck probe-l2-vip-deleted timeout 80
+	pview "vip-deleted(agent-stopped)"
+	nsx rs1 ip addr add $VIP/32 dev lo label lo:dsr0
+	ai=$(nsx rs1 cat /proc/sys/net/ipv4/conf/all/arp_ignore)
+	ae=$(nsx rs1 cat /proc/sys/net/ipv4/conf/eth0/arp_ignore)
+	nsx rs1 sysctl -qw net.ipv4.conf.all.arp_ignore=0 net.ipv4.conf.eth0.arp_ignore=0
+	pcheck probe-l2-arp-flux arp-flux 80
+	pview "arp_ignore-0(agent-stopped)"
+	nsx rs1 sysctl -qw net.ipv4.conf.all.arp_ignore="$ai" net.ipv4.conf.eth0.arp_ignore="$ae"
+	start_agent rs1
+	wait_healthz rs1 200 30 >/dev/null
+	metric probe_l2_faults_ms $(( $(now_ms) - t0 ))
+
+	# keepalived with the probe as MISC_CHECK (misc_dynamic: 0 up, 1 down).
+	kconf misc | sed "s|misc_path \"$AGENT check \([0-9.]*\):$HPORT\"|misc_path \"$AGENT probe $VIP:PORT --real \1 --timeout 1s --misc-dynamic\"\n\t\t\tmisc_dynamic|" |
+		awk -v vip="$VIP" '/^virtual_server/ { port = $3 } { gsub(vip ":PORT", vip ":" port); print }' >"$W/keepalived-probe.conf"
+	ip netns exec dir keepalived -C -n -l -D -f "$W/keepalived-probe.conf" -p "$W/k.pid" -c "$W/kc.pid" -r "$W/kv.pid" \
+		>>"$W/keepalived-probe.log" 2>&1 &
+	KPID=$!
+	okp=1
+	for ns in rs1 rs2; do wait_weight 80 "$ns" 1 20 >/dev/null || okp=0; done
+	if [ "$okp" = 1 ]; then pass probe-keepalived-up "MISC_CHECK \"dsr-agent probe $VIP:80 --real RS --misc-dynamic\" (misc_dynamic): both servers weight 1"
+	else fail probe-keepalived-up "not both servers weight 1"; ipvs_dump; infofile "$W/keepalived-probe.log"; fi
+	pfault_nft reject
+	if ms=$(wait_weight 80 rs1 0 15) && [ "$(weight 80 rs2)" = 1 ]; then
+		pass probe-keepalived-fault "nft reject on rs1's VIP:80 (its /healthz says $(healthz rs1)): keepalived set rs1 to weight 0 after $ms ms, rs2 stays 1"
+	else fail probe-keepalived-fault "$ms; rs2 weight $(weight 80 rs2)"; ipvs_dump; infofile "$W/keepalived-probe.log" 10; fi
+	nsx rs1 nft delete table inet probefault
+	if ms=$(wait_weight 80 rs1 1 15); then pass probe-keepalived-back "fault removed: rs1 weight 1 again after $ms ms"
+	else fail probe-keepalived-back "$ms"; fi
+else
+	skip probe-l2 "this dsr-agent has no 'probe' command"
+fi
+
 stop_keepalived
 for ns in rs1 rs2; do [ -n "${AGENTPID[$ns]:-}" ] && stop "${AGENTPID[$ns]}" 10 >/dev/null; done
 removed() { agent "$1" remove >/dev/null && ! nsx "$1" ip -o -4 addr show dev lo | grep " $VIP/32 "; }

@@ -735,6 +735,126 @@ else fail keepalived-undrain "$(tr '\n' ' ' <"$W/kw.out")"; fi
 kill "$KPID" 2>/dev/null; wait "$KPID" 2>/dev/null
 nsx dir ipvsadm -C
 
+# --- probe (issue 20): the director's view through IPIP and GUE ------------------------------
+# `dsr-agent probe` on the director sends a client's SYN to VIP:PORT inside
+# IPIP / GUE to one real server and names the fault; each fault is injected on
+# rs1 alone and rs2 must stay up. Then keepalived uses it as MISC_CHECK
+# (misc_dynamic, weight from the agent-check) and takes out exactly rs1.
+# The "probe-view" info lines record what rs1's own /healthz (agent running)
+# or `dsr-agent status` (agent stopped) said during each fault (docs/probe.md).
+probe_rs() { # probe_rs NS TARGET ENCAP [ARG...]: prints "EXIT VERDICT EXPLANATION"
+	local ns=$1 target=$2 enc=$3 real out rc
+	shift 3
+	real=${RSIP[$ns]}
+	[[ $target == \[* ]] && real=${RSIP6[$ns]}
+	out=$(nsx dir "$AGENT" probe "$target" --real "$real" --encap "$enc" --timeout 1s "$@" 2>&1)
+	rc=$?
+	echo "$rc ${out%%:*} $out"
+}
+declare -A PEXIT=([up]=0 [refused]=10 [unreachable]=11 [timeout]=12 [wrong-source]=13 [mss-too-large]=14 [arp-flux]=15)
+pcheck() { # pcheck NAME WANT TARGET ENCAP: rs1's verdict is WANT (with its exit code), rs2's up (exit 0)
+	local name=$1 want=$2 r1 r2
+	r1=$(probe_rs rs1 "$3" "$4")
+	r2=$(probe_rs rs2 "$3" "$4")
+	PV=$(echo "$r1" | cut -d' ' -f2)
+	if [ "$PV" = "$want" ] && [ "${r1%% *}" = "${PEXIT[$want]}" ] && [ "${r2%% *}" = 0 ]; then
+		pass "$name" "rs1: $(echo "$r1" | cut -d' ' -f3- | cut -c1-160) | rs2: $(echo "$r2" | cut -d' ' -f2)"
+	else fail "$name" "want rs1 $want (exit ${PEXIT[$want]}), rs2 up (exit 0); rs1: $r1 | rs2: $r2"; fi
+}
+pview() { # pview FAULT: what rs1's own view said
+	local hz st
+	hz=$(healthz rs1)
+	agent rs1 status >/dev/null 2>&1
+	st=$?
+	info "probe-view $1: rs1 probe=$PV healthz=${hz:-none} status-exit=$st"
+}
+pfault_nft() { # pfault_nft VERDICT: rs1's input hook rejects or drops VIP:80
+	printf 'table inet probefault { chain in { type filter hook input priority 0; ip daddr %s tcp dport 80 %s; }; }\n' "$VIP" "$1" |
+		nsx rs1 nft -f - || info "probe: nft $1 on rs1 failed"
+}
+pfaults() { # pfaults NAME ENCAP TARGET: every fault on rs1 through one encapsulation
+	local n=$1 enc=$2 tg=$3 rp
+	pcheck "probe-$n-up" up "$tg" "$enc"
+	pcheck "probe-$n-real-ip-only" refused "${tg%:*}:8081" "$enc"
+	pview "$n service-on-real-ip-only"
+	pfault_nft reject
+	pcheck "probe-$n-reject" unreachable "$tg" "$enc"
+	pview "$n nft-reject"
+	nsx rs1 nft delete table inet probefault
+	pfault_nft drop
+	pcheck "probe-$n-drop" timeout "$tg" "$enc"
+	pview "$n nft-drop"
+	nsx rs1 nft delete table inet probefault
+	stop_agent rs1
+	nsx rs1 ip addr del $VIP/32 dev tunl0
+	pcheck "probe-$n-vip-deleted" timeout "$tg" "$enc"
+	pview "$n vip-deleted(agent-stopped)"
+	nsx rs1 ip addr add $VIP/32 dev tunl0 label tunl0:dsr0
+	rp=$(nsx rs1 cat /proc/sys/net/ipv4/conf/tunl0/rp_filter)
+	nsx rs1 sysctl -qw net.ipv4.conf.tunl0.rp_filter=1
+	pcheck "probe-$n-rp-strict" timeout "$tg" "$enc"
+	pview "$n rp_filter-strict-tunl0(agent-stopped)"
+	nsx rs1 sysctl -qw net.ipv4.conf.tunl0.rp_filter="$rp"
+	nsx rs1 nft list table ip dsr-agent >"$W/clamp.nft"
+	nsx rs1 nft delete table ip dsr-agent
+	pcheck "probe-$n-mss" mss-too-large "$tg" "$enc"
+	pview "$n mss-not-clamped(agent-stopped)"
+	nsx rs1 nft -f "$W/clamp.nft"
+	start_agent rs1 gue
+	wait_healthz rs1 200 30 >/dev/null
+}
+if [ "$MANUAL" = 1 ]; then
+	skip probe-l3 "MANUAL=1: the probe checks use the agent's tunnel mode"
+else
+	t0=$(now_ms)
+	ip netns exec rs1 busybox httpd -f -p "${RSIP[rs1]}:8081" -h "$W/rs1/www" >>"$W/rs1/httpd.log" 2>&1 &
+	ip netns exec rs2 busybox httpd -f -p 8081 -h "$W/rs2/www" >>"$W/rs2/httpd.log" 2>&1 &
+	pfaults ipip ipip "$VIP:80"
+	pfaults gue "gue:$GUEPORT" "$VIP:80"
+	# IPv6: both servers healthy. The agents clamp to the config's mss ($MSS);
+	# a full segment fits IPv6-in-IPv6 (1500 - 40 - 60 = 1400) but not GUE over
+	# IPv6 (1500 - 52 - 60 = 1388): there the probe must say mss-too-large for both.
+	for enc in ipip "gue:$GUEPORT"; do
+		n=ipip6 max=1400
+		[ "$enc" = ipip ] || n=gue6 max=1388
+		want=up
+		[ "$MSS" -gt "$max" ] && want=mss-too-large
+		r1=$(probe_rs rs1 "[$VIP6]:80" "$enc")
+		r2=$(probe_rs rs2 "[$VIP6]:80" "$enc")
+		if [ "${r1%% *}" = "${PEXIT[$want]}" ] && [ "${r2%% *}" = "${PEXIT[$want]}" ]; then pass "probe-$n" "[$VIP6]:80 via IPv6 $enc, both $want: rs1 $(echo "$r1" | cut -d' ' -f3- | cut -c1-200)"
+		else fail "probe-$n" "want both $want (mss $MSS, path max $max); rs1: $r1 | rs2: $r2"; fi
+	done
+	metric probe_faults_ms $(( $(now_ms) - t0 ))
+
+	# keepalived with the probe as MISC_CHECK, weights from the agent-check.
+	{
+		printf 'global_defs {\n\trouter_id probe-dir\n}\nvirtual_server %s 80 {\n\tdelay_loop 1\n\tlb_algo rr\n' "$VIP"
+		printf '\tlvs_method TUN type gue port %s\n\tprotocol TCP\n' "$GUEPORT"
+		for ns in rs1 rs2; do
+			printf '\treal_server %s 80 {\n\t\tweight 1\n\t\tinhibit_on_failure\n\t\tMISC_CHECK {\n' "${RSIP[$ns]}"
+			printf '\t\t\tmisc_path "%s probe %s:80 --real %s --encap gue:%s --timeout 1s --weight-from %s:3333"\n' "$AGENT" "$VIP" "${RSIP[$ns]}" "$GUEPORT" "${RSIP[$ns]}"
+			printf '\t\t\tmisc_timeout 3\n\t\t\tmisc_dynamic\n\t\t}\n\t}\n'
+		done
+		printf '}\n'
+	} >"$W/keepalived-probe.conf"
+	ip netns exec dir keepalived -C -n -l -D -f "$W/keepalived-probe.conf" -p "$W/kp.pid" -c "$W/kpc.pid" -r "$W/kpv.pid" >>"$W/keepalived-probe.log" 2>&1 &
+	KPID=$!
+	if wait_kweight rs1 100 30 >"$W/kw.out" && wait_kweight rs2 100 30 >>"$W/kw.out"; then
+		pass probe-keepalived-up "MISC_CHECK dsr-agent probe --weight-from: both servers weight 100 (agent-check 'up ready' = 100%, exit 102)"
+	else fail probe-keepalived-up "$(tr '\n' ' ' <"$W/kw.out")"; infofile "$W/keepalived-probe.log" 10; fi
+	pfault_nft reject
+	t1=$(now_ms)
+	if wait_kweight rs1 0 30 >"$W/kw.out" && [ "$(kweight rs2)" = 100 ]; then
+		pass probe-keepalived-fault "nft reject on rs1's VIP:80 (its /healthz says $(healthz rs1)): keepalived set rs1 to weight 0 in $(( $(now_ms) - t1 )) ms, rs2 stays 100"
+	else fail probe-keepalived-fault "$(tr '\n' ' ' <"$W/kw.out") rs2 $(kweight rs2)"; infofile "$W/keepalived-probe.log" 10; fi
+	nsx rs1 nft delete table inet probefault
+	if wait_kweight rs1 100 30 >"$W/kw.out"; then pass probe-keepalived-back "fault removed: rs1 weight 100 again"
+	else fail probe-keepalived-back "$(tr '\n' ' ' <"$W/kw.out")"; fi
+	kill "$KPID" 2>/dev/null
+	wait "$KPID" 2>/dev/null
+	nsx dir ipvsadm -C
+fi
+
 # --- remove --------------------------------------------------------------------------------------
 if [ "$MANUAL" = 1 ]; then
 	skip remove-tunnel "MANUAL=1: the agent does not own tunl0 or the fou port"
