@@ -147,7 +147,7 @@ func prefixListener(pf netip.Prefix, p ServedPort, d *Desired, f *Facts, socks [
 	if pf.Addr().Is6() {
 		unspec = netip.IPv6Unspecified()
 	}
-	wild := netip.AddrPortFrom(unspec, p.Port)
+	wild := netip.AddrPortFrom(unspec, p.Deliver)
 	want := fmt.Sprintf("the wildcard (%s), or addresses of %s (IPv6: with IPV6_FREEBIND)", wildcards(wild), pf)
 	st := ListenerState{Subject: subject, VIP: pf.String(), Port: p.Port, Protocol: string(p.Protocol), Expect: want}
 	ifs := map[uint32]bool{}
@@ -155,7 +155,7 @@ func prefixListener(pf netip.Prefix, p ServedPort, d *Desired, f *Facts, socks [
 		ifs[uint32(f.Index[i])] = true
 	}
 	for _, s := range socks {
-		if s.Proto != p.Protocol || s.Port != p.Port || (s.Ifindex != 0 && len(ifs) > 0 && !ifs[s.Ifindex]) {
+		if s.Proto != p.Protocol || s.Port != p.Deliver || (s.Ifindex != 0 && len(ifs) > 0 && !ifs[s.Ifindex]) {
 			continue
 		}
 		if !(s.Receives(p.Protocol, wild) && s.Wildcard()) && !pf.Contains(s.Addr.Unmap()) {

@@ -162,6 +162,7 @@ func TestTunnelPrefixKernel(t *testing.T) {
 	if !slices.ContainsFunc(r.Differences, func(d Difference) bool { return d.Kind == DriftVIPMissing && d.Subject == "203.0.113.0" }) {
 		t.Errorf("the missing tunl0 address is not a difference: %+v", r.Differences)
 	}
+	th.apply(cfg)
 	th.requireInSync(cfg)
 	if err := dial("203.0.113.77:80"); err != nil {
 		t.Errorf("after repair: %v", err)
