@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -297,13 +298,38 @@ func TestPrefixFirewalldProxyARP(t *testing.T) {
 			t.Fatalf("negative control: proxy ARP does not answer for %s; the test could not fail", a)
 		}
 	}
-	if _, err := l.host.Apply(mustConfig(t, "mode: firewalld\ninterfaces: [eth0]\nvips: [{prefix: 192.0.2.128/25, ports: [{port: 80}]}]\n")); err != nil {
+	cfg := mustConfig(t, "mode: firewalld\ninterfaces: [eth0]\nvips: [{prefix: 192.0.2.128/25, ports: [{port: 80}]}]\n")
+	// Status judges the prefix by the proxy rules: before the guard, the
+	// host answers for it.
+	proxyDiffs := func(r *Report) (out []string) {
+		for _, d := range r.Differences {
+			if d.Kind == ProxyAnswers {
+				out = append(out, d.Subject)
+			}
+		}
+		return out
+	}
+	r, err := l.host.Status(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := proxyDiffs(r); !slices.Equal(got, []string{"192.0.2.128/25 (192.0.2.128) on eth0"}) || r.Suppression {
+		t.Errorf("before apply: proxy differences %q (suppression %v), want the prefix's", got, r.Suppression)
+	}
+	if _, err := l.host.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
 	for _, a := range spread {
 		if got := l.answers(t, a); len(got) != 0 {
 			t.Errorf("ARP for %s answered by %v despite the guard", a, got)
 		}
+	}
+	// With the guard in force it is a warning naming the table.
+	if r, err = l.host.Status(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := proxyDiffs(r); len(got) != 0 || !r.Suppression || !strings.Contains(strings.Join(r.Warnings, "\n"), "proxy: 192.0.2.128/25 (192.0.2.128): eth0:") {
+		t.Errorf("after apply: proxy differences %q, suppression %v, warnings %q", got, r.Suppression, r.Warnings)
 	}
 	if got := l.answers(t, "198.51.100.21"); len(got) == 0 {
 		t.Fatal("server no longer answers ARP for its own address")

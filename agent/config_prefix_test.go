@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/dsr-agent/dsr-agent/firewall"
 )
 
 // Issue 21.1: `vips: - prefix:` entries. Every refusal names the field, the
@@ -38,7 +40,6 @@ func TestPrefixConfig(t *testing.T) {
 		{"VIP inside", "vips: [{address: 198.51.100.9}, {prefix: 198.51.100.0/24}]\n", []string{"vips[1].prefix", `"198.51.100.0/24"`, "vips[0].address 198.51.100.9"}},
 		{"bad port", "vips: [{prefix: 198.51.100.0/24, ports: [{port: 0}]}]\n", []string{"vips[0].ports[0].port", "1-65535"}},
 		{"firewalld without ports", "mode: firewalld\nvips: [{prefix: 198.51.100.0/24}]\n", []string{"vips[0].ports", "at least one port"}},
-		{"tunnel", "mode: tunnel\nvips: [{prefix: 198.51.100.0/24}]\n", []string{"vips[0].prefix", "only in mode loopback or arptables or firewalld", "mode is tunnel"}},
 		{"return_via gateway inside", "vips: [{prefix: 198.51.100.0/24}]\nreturn_via: {gateway: 198.51.100.1}\n", []string{"return_via.gateway", `"198.51.100.1"`, "not an address of prefix VIP 198.51.100.0/24"}},
 		{"health inside", "vips: [{prefix: 198.51.100.0/24}]\nhealth: {listen: '198.51.100.21:8558'}\n", []string{"health.listen", "198.51.100.0/24"}},
 	} {
@@ -106,10 +107,94 @@ func TestListenerPortsIncludePrefixes(t *testing.T) {
 	}
 }
 
-// In firewalld mode a prefix's connections are its redirect's target ports.
-func TestConnectionTargetsPrefixRedirect(t *testing.T) {
-	_, d := newSimHost().plan(t, mustConfig(t, "mode: firewalld\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10, ports: [{port: 80}]}, {prefix: 203.0.113.0/24, ports: [{port: 443, to_port: 8443}, {port: 53, protocol: udp}]}]\n"))
-	if addrs, ports := d.ConnectionTargets(); len(addrs) != 0 || fmt.Sprint(ports) != "[80 8443]" {
-		t.Errorf("connection targets %v %v, want none and [80 8443]", addrs, ports)
+// TestConnectionTargets: the weight's connections signal and drain --wait
+// count connections to every served VIP and prefix where they are local,
+// and behind a redirect (never local) to the TCP ports their traffic is
+// delivered to, each once.
+func TestConnectionTargets(t *testing.T) {
+	for _, c := range []struct{ yaml, want string }{
+		{"mode: loopback\nvips: [{address: 192.0.2.10, ports: [{port: 80}]}, {address: 2001:db8::10, ports: [{port: 443}]}, {prefix: 203.0.113.0/24, ports: [{port: 443}]}, {prefix: 2001:db8:100::/64}]\n",
+			"[192.0.2.10/32 2001:db8::10/128 203.0.113.0/24 2001:db8:100::/64] []"},
+		{"mode: arptables\ninterfaces: [eth0.100]\nvips: [{prefix: 203.0.113.0/24, ports: [{port: 443}]}]\n", "[203.0.113.0/24] []"},
+		{"mode: firewalld\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10, ports: [{port: 80}]}, {address: 2001:db8::10, ports: [{port: 443, to_port: 8443}, {port: 80}]}, {prefix: 203.0.113.0/24, ports: [{port: 443, to_port: 8443}, {port: 53, protocol: udp}]}]\n",
+			"[] [80 8443]"},
+	} {
+		_, d := newSimHost().plan(t, mustConfig(t, c.yaml))
+		if prefixes, ports := d.ConnectionTargets(); fmt.Sprint(prefixes, ports) != c.want {
+			t.Errorf("%s: connection targets %v %v, want %s", c.yaml, prefixes, ports, c.want)
+		}
 	}
+}
+
+// TestTunnelPrefixResolve: tunnel mode with prefixes (issue 21). Each
+// prefix is a local route; the MSS clamp of its family covers it; tunl0
+// gets the first IPv4 prefix's first address when no IPv4 single VIP gives
+// it one (loose rp_filter drops decapsulated packets on a device without an
+// IPv4 address), and nothing more when one does; both tunnel devices come
+// up for their family; the dry run says all of it.
+func TestTunnelPrefixResolve(t *testing.T) {
+	for _, c := range []struct {
+		name, yaml string
+		addrs      string
+		clamp4     string
+		clamp6     string
+		dry        []string
+	}{
+		{"prefixes only", "mode: tunnel\ninterfaces: [eth0.100]\nvips: [{prefix: 203.0.113.0/24}, {prefix: 198.18.0.0/15}, {prefix: '2001:db8:100::/64'}]\n",
+			"[tunl0 203.0.113.0/32]", "[] [203.0.113.0/24 198.18.0.0/15]", "[] [2001:db8:100::/64]",
+			[]string{"ip route add local 203.0.113.0/24 dev lo table local proto 213", "ip -6 route add local 2001:db8:100::/64 dev lo table local proto 213",
+				"ip addr add 203.0.113.0/32 dev tunl0", "ip saddr @vip_prefixes", "ip6 saddr @vip_prefixes"}},
+		{"with an IPv4 VIP", "mode: tunnel\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {prefix: 203.0.113.0/24}]\n",
+			"[tunl0 192.0.2.10/32]", "[192.0.2.10] [203.0.113.0/24]", "",
+			[]string{"ip route add local 203.0.113.0/24 dev lo table local proto 213", "ip addr add 192.0.2.10/32 dev tunl0"}},
+		{"IPv6 prefix only", "mode: tunnel\ninterfaces: [eth0.100]\nvips: [{prefix: '2001:db8:100::/64'}]\n",
+			"[]", "", "[] [2001:db8:100::/64]",
+			[]string{"ip -6 route add local 2001:db8:100::/64 dev lo table local proto 213", "ip6tnl0"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newSimHost()
+			p, d := h.plan(t, mustConfig(t, c.yaml))
+			var addrs []string
+			for _, a := range d.Addrs {
+				addrs = append(addrs, a.Link+" "+a.Prefix.String())
+			}
+			if got := "[" + strings.Join(addrs, " ") + "]"; got != c.addrs {
+				t.Errorf("addresses %s, want %s", got, c.addrs)
+			}
+			if fmt.Sprint(d.LocalPrefixes) != fmt.Sprint(prefixesOf(d)) || len(d.LocalPrefixes) == 0 {
+				t.Errorf("local prefixes %v, want every prefix", d.LocalPrefixes)
+			}
+			for fam, want := range map[bool]string{false: c.clamp4, true: c.clamp6} {
+				spec, ok := d.Tables[tableFamily(netip.MustParseAddr(map[bool]string{false: "192.0.2.1", true: "2001:db8::1"}[fam]))]
+				got := ""
+				if ok {
+					m := spec.(*firewall.MSSTable)
+					got = fmt.Sprint(m.VIPs, m.Prefixes)
+				}
+				if got != want {
+					t.Errorf("ipv6=%v clamp %q, want %q", fam, got, want)
+				}
+			}
+			if d.Tunnel == nil || d.Tunnel.IPv4 != (c.clamp4 != "") || d.Tunnel.IPv6 != (c.clamp6 != "") {
+				t.Errorf("tunnel spec %+v", d.Tunnel)
+			}
+			if got := strings.Contains(fmt.Sprint(d.Sysctls), "tunl0"); got != (c.clamp4 != "") {
+				t.Errorf("tunl0's rp_filter in the sysctls: %v, want %v: %v", got, c.clamp4 != "", d.Sysctls)
+			}
+			for _, w := range c.dry {
+				if !strings.Contains(p.String(), w) {
+					t.Errorf("dry run lacks %q:\n%s", w, p)
+				}
+			}
+		})
+	}
+}
+
+func prefixesOf(d *Desired) (out []netip.Prefix) {
+	for _, s := range d.Served {
+		if s.IsPrefix {
+			out = append(out, s.Prefix)
+		}
+	}
+	return out
 }

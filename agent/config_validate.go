@@ -304,12 +304,6 @@ func (rv *rawVIP) validatePrefix(field string, mode Mode, errs *fieldErrors) (Pr
 		errs.add(field+".real_ip", rv.RealIP, "real_ip only with address (a prefix's ARP is dropped, never rewritten)")
 		ok = false
 	}
-	if !prefixModes[mode] {
-		// Refused rather than ignored: each mode must make the prefix
-		// local (or redirect it) and keep ARP off it, or serve nothing.
-		errs.add(field+".prefix", rv.Prefix, "a prefix VIP only in mode "+strings.Join(prefixModeNames(), " or ")+" (mode is "+string(mode)+"; write its addresses as `address:` entries)")
-		ok = false
-	}
 	p, err := anyip.ParsePrefix(rv.Prefix)
 	if err != nil {
 		errs.add(field+".prefix", rv.Prefix, err.Error())
@@ -319,19 +313,6 @@ func (rv *rawVIP) validatePrefix(field string, mode Mode, errs *fieldErrors) (Pr
 	ports, pok := rv.validatePorts(field, mode, errs)
 	v.Ports = ports
 	return v, ok && pok
-}
-
-// prefixModes are the modes whose part of Resolve serves prefix VIPs.
-var prefixModes = map[Mode]bool{ModeLoopback: true, ModeARPTables: true, ModeFirewalld: true}
-
-func prefixModeNames() []string {
-	var out []string
-	for _, m := range []Mode{ModeLoopback, ModeTunnel, ModeARPTables, ModeFirewalld} {
-		if prefixModes[m] {
-			out = append(out, string(m))
-		}
-	}
-	return out
 }
 
 // checkOverlaps refuses a prefix that overlaps another prefix or holds a

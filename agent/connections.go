@@ -10,46 +10,36 @@ import (
 
 // ConnectionTargets is what counts as a connection to what d serves, for the
 // agent-check weight's connections signal and drain --wait: connections
-// whose local address is a VIP; where the VIP is never local (a redirect
-// rewrites it to the host's own address) connections to the redirects'
-// target TCP ports instead, each once.
-func (d *Desired) ConnectionTargets() (addrs []netip.Addr, ports []uint16) {
-	for _, v := range d.VIPs {
+// whose local address is in a served VIP or prefix; where they are never
+// local (a redirect rewrites them to the host's own address) connections to
+// the TCP ports their traffic is delivered to instead, each once.
+func (d *Desired) ConnectionTargets() (prefixes []netip.Prefix, ports []uint16) {
+	for _, v := range d.Served {
 		if !d.Redirect {
-			addrs = append(addrs, v.Address)
+			prefixes = append(prefixes, v.Prefix)
 			continue
 		}
 		for _, p := range v.Ports {
 			if p.Protocol == TCP || p.Protocol == "" {
-				ports = append(ports, p.ToPort)
-			}
-		}
-	}
-	// A prefix's connections: in firewalld mode its redirect's target
-	// ports, as a VIP's. Where it is local, matching its addresses needs a
-	// prefix condition the callers do not pass yet (docs/anyip.md).
-	for _, v := range d.Prefixes {
-		for _, p := range v.Ports {
-			if d.Redirect && (p.Protocol == TCP || p.Protocol == "") {
-				ports = append(ports, p.ToPort)
+				ports = append(ports, p.Deliver)
 			}
 		}
 	}
 	slices.Sort(ports)
-	return addrs, slices.Compact(ports)
+	return prefixes, slices.Compact(ports)
 }
 
 // ConnectionCounter counts established TCP connections to given local
-// addresses or ports with one kernel-filtered sock_diag dump, in the calling
+// addresses (prefixes) or ports with one kernel-filtered sock_diag dump, in the calling
 // process's network namespace.
 type ConnectionCounter struct {
 	diag  *listener.Diag
-	addrs []netip.Addr
+	addrs []netip.Prefix
 	ports []uint16
 }
 
 // OpenConnectionCounter opens the sock_diag socket.
-func OpenConnectionCounter(addrs []netip.Addr, ports []uint16) (*ConnectionCounter, error) {
+func OpenConnectionCounter(addrs []netip.Prefix, ports []uint16) (*ConnectionCounter, error) {
 	diag, err := listener.Open(-1)
 	if err != nil {
 		return nil, err

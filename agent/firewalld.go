@@ -33,11 +33,11 @@ func firewalldRequest(d *Desired, f *Facts) firewalld.Request {
 		return req
 	}
 	if !d.Redirect {
-		for _, v := range d.VIPs {
+		for _, v := range d.Served {
 			for _, p := range v.Ports {
 				for _, iface := range d.Interfaces {
 					req.Wants = append(req.Wants, firewalld.Want{Kind: firewalld.VIPPort, Iface: iface,
-						Addr: v.Address.String(), Port: p.Port, Proto: p.Protocol})
+						Addr: v.String(), Port: p.Port, Proto: p.Protocol})
 				}
 			}
 		}

@@ -35,21 +35,12 @@ func listenerDumpSpec(d *Desired) (protos []inet.Protocol, v4 bool) {
 	if d.HandsOff {
 		return nil, false
 	}
-	for _, v := range d.VIPs {
-		for _, p := range v.Ports {
-			lp := p.Protocol
-			if !slices.Contains(protos, lp) {
-				protos = append(protos, lp)
-			}
-			v4 = v4 || v.Address.Is4()
-		}
-	}
-	for _, v := range d.Prefixes {
+	for _, v := range d.Served {
 		for _, p := range v.Ports {
 			if !slices.Contains(protos, p.Protocol) {
 				protos = append(protos, p.Protocol)
 			}
-			v4 = v4 || v.Prefix.Addr().Is4()
+			v4 = v4 || v.Addr().Is4()
 		}
 	}
 	slices.Sort(protos)
@@ -72,9 +63,9 @@ type listenerTarget struct {
 // the interface; for IPv6 its first global address), so each LB-facing NIC
 // is one target; without an address of the family there is no target but
 // the wildcard.
-func listenerTargets(d *Desired, f *Facts, v VIP, p Port) []listenerTarget {
+func listenerTargets(d *Desired, f *Facts, v Served, p ServedPort) []listenerTarget {
 	if !d.Redirect {
-		t := listenerTarget{dst: netip.AddrPortFrom(v.Address, p.Port)}
+		t := listenerTarget{dst: netip.AddrPortFrom(v.Addr(), p.Deliver)}
 		for _, i := range d.Interfaces {
 			if t.ifs == nil {
 				t.ifs = map[uint32]bool{}
@@ -87,10 +78,10 @@ func listenerTargets(d *Desired, f *Facts, v VIP, p Port) []listenerTarget {
 	for _, i := range d.Interfaces {
 		for _, a := range f.Addrs {
 			ip := a.Prefix.Addr()
-			if a.Link != i || ip.Is4() != v.Address.Is4() || (ip.Is6() && !ip.IsGlobalUnicast()) || ip.IsLinkLocalUnicast() {
+			if a.Link != i || ip.Is4() != v.Addr().Is4() || (ip.Is6() && !ip.IsGlobalUnicast()) || ip.IsLinkLocalUnicast() {
 				continue
 			}
-			out = append(out, listenerTarget{dst: netip.AddrPortFrom(ip, p.ToPort), ifs: map[uint32]bool{uint32(f.Index[i]): true},
+			out = append(out, listenerTarget{dst: netip.AddrPortFrom(ip, p.Deliver), ifs: map[uint32]bool{uint32(f.Index[i]): true},
 				via: i + "'s primary address, where the redirect sends it"})
 			break
 		}
@@ -98,10 +89,10 @@ func listenerTargets(d *Desired, f *Facts, v VIP, p Port) []listenerTarget {
 	if len(out) == 0 {
 		// Only a wildcard socket is sure to receive it.
 		unspec := netip.IPv4Unspecified()
-		if v.Address.Is6() {
+		if v.Addr().Is6() {
 			unspec = netip.IPv6Unspecified()
 		}
-		out = append(out, listenerTarget{dst: netip.AddrPortFrom(unspec, p.ToPort)})
+		out = append(out, listenerTarget{dst: netip.AddrPortFrom(unspec, p.Deliver)})
 	}
 	return out
 }
@@ -124,34 +115,25 @@ func listenerView(d *Desired, f *Facts, socks []listener.Socket) (states []Liste
 	if d.HandsOff {
 		return nil, nil, nil
 	}
-	if d.Redirect {
-		// A redirect sends every address of a prefix where it sends a
-		// VIP's: the same targets, judged the same way.
-		for _, v := range d.Prefixes {
-			st, df, _ := viewVIPs(d, f, socks, []VIP{{Address: v.Prefix.Addr(), Ports: v.Ports}}, nil, nil, nil)
-			renamed := map[string]string{}
-			for i := range st {
-				subject := fmt.Sprintf("%s:%d/%s", v.Prefix, st[i].Port, st[i].Protocol)
-				renamed[st[i].Subject] = subject
-				st[i].VIP, st[i].Subject = v.Prefix.String(), subject
-			}
-			for i := range df {
-				df[i].Subject = renamed[df[i].Subject]
-			}
-			states, diffs = append(states, st...), append(diffs, df...)
-		}
-	} else {
-		for _, v := range d.Prefixes {
-			for _, p := range v.Ports {
-				st, diff := prefixListener(v.Prefix, p, d, f, socks)
-				states = append(states, st)
-				if diff != nil {
-					diffs = append(diffs, *diff)
+	for _, v := range d.Served {
+		for _, p := range v.Ports {
+			var st ListenerState
+			var diff []Difference
+			if v.IsPrefix && !d.Redirect {
+				// Local: its own sockets judge it. Redirected: every
+				// address of it goes where a VIP's does, judged the same.
+				st, diff = prefixListener(v.Prefix, p, d, f, socks)
+			} else {
+				var w string
+				st, diff, w = servedListener(d, f, socks, v, p)
+				if w != "" {
+					warnings = append(warnings, w)
 				}
 			}
+			states, diffs = append(states, st), append(diffs, diff...)
 		}
 	}
-	return viewVIPs(d, f, socks, d.VIPs, states, diffs, warnings)
+	return states, diffs, warnings
 }
 
 // prefixListener is one prefix port: a wildcard socket serves every address
@@ -159,13 +141,13 @@ func listenerView(d *Desired, f *Facts, socks []listener.Socket) (states []Liste
 // IPv6 needs IPV6_FREEBIND or IP_TRANSPARENT: docs/anyip.md) serve their
 // own address, and are reported as serving it too: an operator who binds
 // addresses of the prefix one by one has chosen which of them to serve.
-func prefixListener(pf netip.Prefix, p Port, d *Desired, f *Facts, socks []listener.Socket) (ListenerState, *Difference) {
+func prefixListener(pf netip.Prefix, p ServedPort, d *Desired, f *Facts, socks []listener.Socket) (ListenerState, []Difference) {
 	subject := fmt.Sprintf("%s:%d/%s", pf, p.Port, p.Protocol)
 	unspec := netip.IPv4Unspecified()
 	if pf.Addr().Is6() {
 		unspec = netip.IPv6Unspecified()
 	}
-	wild := netip.AddrPortFrom(unspec, p.Port)
+	wild := netip.AddrPortFrom(unspec, p.Deliver)
 	want := fmt.Sprintf("the wildcard (%s), or addresses of %s (IPv6: with IPV6_FREEBIND)", wildcards(wild), pf)
 	st := ListenerState{Subject: subject, VIP: pf.String(), Port: p.Port, Protocol: string(p.Protocol), Expect: want}
 	ifs := map[uint32]bool{}
@@ -173,7 +155,7 @@ func prefixListener(pf netip.Prefix, p Port, d *Desired, f *Facts, socks []liste
 		ifs[uint32(f.Index[i])] = true
 	}
 	for _, s := range socks {
-		if s.Proto != p.Protocol || s.Port != p.Port || (s.Ifindex != 0 && len(ifs) > 0 && !ifs[s.Ifindex]) {
+		if s.Proto != p.Protocol || s.Port != p.Deliver || (s.Ifindex != 0 && len(ifs) > 0 && !ifs[s.Ifindex]) {
 			continue
 		}
 		if !(s.Receives(p.Protocol, wild) && s.Wildcard()) && !pf.Contains(s.Addr.Unmap()) {
@@ -187,59 +169,59 @@ func prefixListener(pf netip.Prefix, p Port, d *Desired, f *Facts, socks []liste
 	if st.Present {
 		return st, nil
 	}
-	return st, &Difference{Kind: ListenerMissing, Subject: subject, Detail: "nothing listens on " + want,
-		Fix: fmt.Sprintf("make the service listen on %s and start it; dsr-agent does not start services", want)}
+	return st, []Difference{{Kind: ListenerMissing, Subject: subject, Detail: "nothing listens on " + want,
+		Fix: fmt.Sprintf("make the service listen on %s and start it; dsr-agent does not start services", want)}}
 }
 
-// viewVIPs adds the listener states of single VIPs.
-func viewVIPs(d *Desired, f *Facts, socks []listener.Socket, vips []VIP, states []ListenerState, diffs []Difference, warnings []string) ([]ListenerState, []Difference, []string) {
-	for _, v := range vips {
-		for _, p := range v.Ports {
-			proto := p.Protocol
-			vipPort := netip.AddrPortFrom(v.Address, p.Port)
-			st := ListenerState{Subject: vipPort.String() + "/" + string(p.Protocol), VIP: v.Address.String(), Port: p.Port, Protocol: string(p.Protocol), Present: true}
-			var expect []string
-			onlyWildcard := true
-			for _, t := range listenerTargets(d, f, v, p) {
-				var want string
-				switch {
-				case t.dst.Addr().IsUnspecified():
-					want = "the wildcard (" + wildcards(t.dst) + ")"
-				case t.via != "":
-					want = fmt.Sprintf("%s (%s) or the wildcard (%s)", t.dst, t.via, wildcards(t.dst))
-				default:
-					want = fmt.Sprintf("%s or the wildcard (%s)", t.dst, wildcards(t.dst))
-				}
-				expect = append(expect, want)
-				found := false
-				for _, s := range socks {
-					if !s.Receives(proto, t.dst) || (s.Ifindex != 0 && t.ifs != nil && !t.ifs[s.Ifindex]) {
-						continue
-					}
-					if t.dst.Addr().IsUnspecified() && !s.Wildcard() {
-						continue
-					}
-					found = true
-					onlyWildcard = onlyWildcard && s.Wildcard()
-					if str := s.String(); !slices.Contains(st.Sockets, str) {
-						st.Sockets = append(st.Sockets, str)
-					}
-				}
-				if !found {
-					st.Present = false
-					diffs = append(diffs, Difference{Kind: ListenerMissing, Subject: st.Subject,
-						Detail: "nothing listens on " + want,
-						Fix:    fmt.Sprintf("make the service listen on %s and start it; dsr-agent does not start services", want)})
-				}
+// servedListener is one port of a single VIP, or of a redirected prefix
+// (subject and VIP named by the prefix): each target the kernel delivers
+// it to needs a socket; the warning is the UDP one.
+func servedListener(d *Desired, f *Facts, socks []listener.Socket, v Served, p ServedPort) (st ListenerState, diffs []Difference, warning string) {
+	proto := p.Protocol
+	subject := netip.AddrPortFrom(v.Addr(), p.Port).String() + "/" + string(proto)
+	if v.IsPrefix {
+		subject = fmt.Sprintf("%s:%d/%s", v.Prefix, p.Port, proto)
+	}
+	st = ListenerState{Subject: subject, VIP: v.String(), Port: p.Port, Protocol: string(proto), Present: true}
+	var expect []string
+	onlyWildcard := true
+	for _, t := range listenerTargets(d, f, v, p) {
+		var want string
+		switch {
+		case t.dst.Addr().IsUnspecified():
+			want = "the wildcard (" + wildcards(t.dst) + ")"
+		case t.via != "":
+			want = fmt.Sprintf("%s (%s) or the wildcard (%s)", t.dst, t.via, wildcards(t.dst))
+		default:
+			want = fmt.Sprintf("%s or the wildcard (%s)", t.dst, wildcards(t.dst))
+		}
+		expect = append(expect, want)
+		found := false
+		for _, s := range socks {
+			if !s.Receives(proto, t.dst) || (s.Ifindex != 0 && t.ifs != nil && !t.ifs[s.Ifindex]) {
+				continue
 			}
-			st.Expect = strings.Join(expect, "; ")
-			if st.Present && proto == inet.UDP && onlyWildcard && !d.Redirect {
-				warnings = append(warnings, fmt.Sprintf("%s is served by a socket on the wildcard (%s): unless the server uses IP_PKTINFO (IPV6_RECVPKTINFO), "+
-					"its replies leave from this host's own address and clients drop them; bind it to %s (unbound: interface-automatic: yes), see docs/lab.md",
-					st.Subject, strings.Join(st.Sockets, ", "), v.Address))
+			if t.dst.Addr().IsUnspecified() && !s.Wildcard() {
+				continue
 			}
-			states = append(states, st)
+			found = true
+			onlyWildcard = onlyWildcard && s.Wildcard()
+			if str := s.String(); !slices.Contains(st.Sockets, str) {
+				st.Sockets = append(st.Sockets, str)
+			}
+		}
+		if !found {
+			st.Present = false
+			diffs = append(diffs, Difference{Kind: ListenerMissing, Subject: st.Subject,
+				Detail: "nothing listens on " + want,
+				Fix:    fmt.Sprintf("make the service listen on %s and start it; dsr-agent does not start services", want)})
 		}
 	}
-	return states, diffs, warnings
+	st.Expect = strings.Join(expect, "; ")
+	if st.Present && proto == inet.UDP && onlyWildcard && !d.Redirect && !v.IsPrefix {
+		warning = fmt.Sprintf("%s is served by a socket on the wildcard (%s): unless the server uses IP_PKTINFO (IPV6_RECVPKTINFO), "+
+			"its replies leave from this host's own address and clients drop them; bind it to %s (unbound: interface-automatic: yes), see docs/lab.md",
+			st.Subject, strings.Join(st.Sockets, ", "), v.Addr())
+	}
+	return st, diffs, warning
 }

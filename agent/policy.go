@@ -26,6 +26,11 @@ type Desired struct {
 	// Prefixes are the config's prefix VIPs (AnyIP), each address of
 	// which is a VIP with its ports.
 	Prefixes []PrefixVIP
+	// Served is everything d serves, single VIPs and prefixes alike, each
+	// port with the port its traffic is delivered to: what the listener
+	// check, the connection count, the proxy ARP/NDP judgement and the
+	// firewalld findings read (never VIPs or Prefixes one by one).
+	Served []Served
 	// LocalPrefixes are the prefixes the mode makes local: one AnyIP
 	// route each (anyip/), the anyip surface's want.
 	LocalPrefixes []netip.Prefix
@@ -87,7 +92,60 @@ func Resolve(cfg *Config, f *Facts) (*Desired, error) {
 		resolveFirewalld(cfg, d)
 	}
 	loopback.SortAddrs(d.Addrs)
+	d.Served = served(cfg, d.Redirect)
 	return d, nil
+}
+
+// Served is one destination: a single VIP (its host prefix) or a prefix VIP
+// (AnyIP), every address of which is served alike.
+type Served struct {
+	Prefix netip.Prefix
+	// IsPrefix: a `prefix:` entry (a /32 or /128 here is a single VIP).
+	IsPrefix bool
+	Ports    []ServedPort
+}
+
+// ServedPort is one service port and the local port its traffic is
+// delivered to: the port itself, or to_port where a redirect rewrites it.
+type ServedPort struct {
+	Port     uint16
+	Protocol Protocol
+	Deliver  uint16
+}
+
+// Addr is the single VIP, or the prefix's first address.
+func (s Served) Addr() netip.Addr { return s.Prefix.Addr() }
+
+// String names it as the config does: the address, or the prefix.
+func (s Served) String() string {
+	if s.IsPrefix {
+		return s.Prefix.String()
+	}
+	return s.Prefix.Addr().String()
+}
+
+// served lists the config's VIPs and prefixes with their delivered ports:
+// the one place that knows a redirect delivers to to_port.
+func served(cfg *Config, redirect bool) []Served {
+	ports := func(ps []Port) []ServedPort {
+		out := make([]ServedPort, 0, len(ps))
+		for _, p := range ps {
+			sp := ServedPort{Port: p.Port, Protocol: p.Protocol, Deliver: p.Port}
+			if redirect {
+				sp.Deliver = p.ToPort
+			}
+			out = append(out, sp)
+		}
+		return out
+	}
+	out := make([]Served, 0, len(cfg.VIPs)+len(cfg.Prefixes))
+	for _, v := range cfg.VIPs {
+		out = append(out, Served{Prefix: netip.PrefixFrom(v.Address, v.Address.BitLen()), Ports: ports(v.Ports)})
+	}
+	for _, p := range cfg.Prefixes {
+		out = append(out, Served{Prefix: p.Prefix, IsPrefix: true, Ports: ports(p.Ports)})
+	}
+	return out
 }
 
 // localPrefixes makes every prefix VIP local: one AnyIP route each. The

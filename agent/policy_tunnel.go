@@ -21,6 +21,11 @@ import (
 //     any local address.
 //   - SYN-ACKs from the VIPs advertise an MSS that still fits once the
 //     director wraps the client's segments.
+//   - Prefix VIPs (AnyIP) are local routes on lo, which the decapsulated
+//     packet's destination finds as any other; the clamp covers them. Loose
+//     rp_filter still needs an IPv4 address on tunl0: without an IPv4
+//     single VIP there, the first IPv4 prefix's first address is put on it
+//     (an address the route makes local anyway; docs/anyip.md).
 func resolveTunnel(cfg *Config, f *Facts, d *Desired) {
 	t := cfg.Tunnel
 	spec := &tunnel.Spec{}
@@ -35,6 +40,20 @@ func resolveTunnel(cfg *Config, f *Facts, d *Desired) {
 			vips6 = append(vips6, v.Address)
 			d.Addrs = append(d.Addrs, loopback.Addr{Link: "lo", Prefix: loopback.HostPrefix(v.Address)})
 		}
+	}
+	var pre4, pre6 []netip.Prefix
+	for _, p := range cfg.Prefixes {
+		if p.Prefix.Addr().Is4() {
+			spec.IPv4 = true
+			pre4 = append(pre4, p.Prefix)
+		} else {
+			spec.IPv6 = true
+			pre6 = append(pre6, p.Prefix)
+		}
+	}
+	localPrefixes(cfg, d)
+	if len(vips4) == 0 && len(pre4) > 0 {
+		d.Addrs = append(d.Addrs, loopback.Addr{Link: tunnel.DevIPv4, Prefix: loopback.HostPrefix(pre4[0].Masked().Addr())})
 	}
 	if t.Encap == tunnel.EncapGUE {
 		spec.GUEPort = t.Port
@@ -53,10 +72,11 @@ func resolveTunnel(cfg *Config, f *Facts, d *Desired) {
 		}
 	}
 	for _, fam := range []struct {
-		v6   bool
-		vips []netip.Addr
-	}{{false, vips4}, {true, vips6}} {
-		if len(fam.vips) == 0 {
+		v6       bool
+		vips     []netip.Addr
+		prefixes []netip.Prefix
+	}{{false, vips4, pre4}, {true, vips6, pre6}} {
+		if len(fam.vips) == 0 && len(fam.prefixes) == 0 {
 			continue
 		}
 		mss := t.MSS
@@ -64,7 +84,7 @@ func resolveTunnel(cfg *Config, f *Facts, d *Desired) {
 			// An unusable MTU (unknown, or tiny) still gets a valid clamp.
 			mss = max(tunnel.DefaultMSS(mtu, t.Encap, fam.v6), minMSS)
 		}
-		clamp := firewall.NewMSSClamp(fam.v6, fam.vips, uint16(mss))
+		clamp := firewall.NewMSSClamp(fam.v6, fam.vips, uint16(mss), fam.prefixes...)
 		d.Tables[clamp.Family()] = clamp
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -22,54 +23,70 @@ import (
 // read by status and the daemon's snapshot, never by apply (the proxy
 // settings belong to the host: Docker, routers; dsr-agent never writes them).
 type proxyView struct {
-	findings []arp.ProxyFinding
+	findings []proxyFinding
 	err      error
 }
 
-// readProxy judges every VIP that is not local on the receiving NIC by
-// arp.ProxyRules. It costs one sysctl read per NIC and family when
-// forwarding is off (every proxy answer needs the NIC's own forwarding),
-// and a proxy-neighbour dump plus a route lookup per VIP only when a proxy
+// proxyFinding is one finding and the subject it is reported under: the
+// VIP, or the prefix and the address of it that was judged.
+type proxyFinding struct {
+	arp.ProxyFinding
+	subject string
+}
+
+// readProxy judges every served VIP and prefix that is not local on the
+// receiving NIC by arp.ProxyRules. A prefix is judged at its first address
+// (the route proxy_arp follows for it) and at every proxy neighbour entry
+// inside it. It costs one sysctl read per NIC and family when forwarding is
+// off (every proxy answer needs the NIC's own forwarding), and a
+// proxy-neighbour dump plus a route lookup per VIP only when a proxy
 // setting is on.
 func (h *Host) readProxy(p *planned) {
 	d := p.want
-	if d.HandsOff || len(d.VIPs) == 0 {
+	if d.HandsOff || len(d.Served) == 0 {
 		return
 	}
-	local := map[netip.Addr]bool{}
+	local := map[netip.Prefix]bool{}
 	for _, a := range d.Addrs {
 		if a.Link != "lo" || a.Prefix.Addr().Is4() {
 			// An IPv4 address anywhere is local to every interface (the
 			// weak host model): arp_ignore decides, not the proxy rules.
-			local[a.Prefix.Addr()] = true
+			local[netip.PrefixFrom(a.Prefix.Addr(), a.Prefix.Addr().BitLen())] = true
 		}
 	}
-	var v4, v6 []netip.Addr
-	for _, v := range d.VIPs {
+	for _, pf := range d.LocalPrefixes {
+		// An IPv4 AnyIP route is local to every interface too; an IPv6 one
+		// is no address ndisc_recv_ns finds: judged (docs/anyip.md).
+		if pf.Addr().Is4() {
+			local[pf] = true
+		}
+	}
+	var v4, v6 []Served
+	for _, v := range d.Served {
 		switch {
-		case local[v.Address]:
-		case v.Address.Is4():
-			v4 = append(v4, v.Address)
+		case local[v.Prefix]:
+		case v.Addr().Is4():
+			v4 = append(v4, v)
 		default:
-			v6 = append(v6, v.Address)
+			v6 = append(v6, v)
 		}
 	}
 	for _, nic := range d.Interfaces {
 		for _, fam := range []struct {
-			v6   bool
-			vips []netip.Addr
+			v6     bool
+			served []Served
 		}{{false, v4}, {true, v6}} {
-			if len(fam.vips) == 0 {
+			if len(fam.served) == 0 {
 				continue
 			}
-			fs, err := h.proxyFindings(nic, p.facts.Index[nic], fam.v6, fam.vips)
+			fs, err := h.proxyFindings(nic, p.facts.Index[nic], fam.v6, fam.served)
 			p.proxy.findings = append(p.proxy.findings, fs...)
 			p.proxy.err = errors.Join(p.proxy.err, err)
 		}
 	}
 }
 
-func (h *Host) proxyFindings(nic string, nicIndex int, v6 bool, vips []netip.Addr) ([]arp.ProxyFinding, error) {
+func (h *Host) proxyFindings(nic string, nicIndex int, v6 bool, served []Served) ([]proxyFinding, error) {
 	vals := map[string]string{}
 	read := func(paths []sysctl.Path) error {
 		for _, path := range paths {
@@ -106,6 +123,7 @@ func (h *Host) proxyFindings(nic string, nicIndex int, v6 bool, vips []netip.Add
 		return nil, fmt.Errorf("list proxy neighbour entries: %w", err)
 	}
 	entry := map[netip.Addr]string{}
+	var entryAddrs []netip.Addr
 	for _, n := range entries {
 		a, ok := netip.AddrFromSlice(n.IP)
 		if !ok || !arp.ProxyEntryMatches(n.LinkIndex, nicIndex) {
@@ -116,25 +134,43 @@ func (h *Host) proxyFindings(nic string, nicIndex int, v6 bool, vips []netip.Add
 			dev = "dev " + nic
 		}
 		entry[a.Unmap()] = fmt.Sprintf("proxy %s %s", a.Unmap(), dev)
+		entryAddrs = append(entryAddrs, a.Unmap())
 	}
+	slices.SortFunc(entryAddrs, netip.Addr.Compare)
 	proxying := v6 || entryOrSysctlOn(vals, nic)
-	var out []arp.ProxyFinding
-	for _, vip := range vips {
-		f := arp.ProxyFacts{NIC: nic, VIP: vip, ProxyEntry: entry[vip], Sysctls: vals}
-		if !v6 {
-			if !proxying && f.ProxyEntry == "" {
-				continue // nothing on: no route lookup needed
-			}
-			route, outDev, err := h.routeTo(vip, nicIndex)
-			if err != nil {
-				return nil, err
-			}
-			f.Route, f.OutDev = route, outDev
-			if err := read(arp.ProxySysctls(false, nic, outDev)); err != nil {
-				return nil, err
+	var out []proxyFinding
+	for _, v := range served {
+		addrs := []netip.Addr{v.Addr()}
+		if v.IsPrefix {
+			for _, a := range entryAddrs {
+				if v.Prefix.Contains(a) && a != v.Addr() {
+					addrs = append(addrs, a)
+				}
 			}
 		}
-		out = append(out, arp.ProxyExposure(f)...)
+		for _, vip := range addrs {
+			f := arp.ProxyFacts{NIC: nic, VIP: vip, ProxyEntry: entry[vip], Sysctls: vals}
+			if !v6 {
+				if !proxying && f.ProxyEntry == "" {
+					continue // nothing on: no route lookup needed
+				}
+				route, outDev, err := h.routeTo(vip, nicIndex)
+				if err != nil {
+					return nil, err
+				}
+				f.Route, f.OutDev = route, outDev
+				if err := read(arp.ProxySysctls(false, nic, outDev)); err != nil {
+					return nil, err
+				}
+			}
+			subject := vip.String()
+			if v.IsPrefix {
+				subject = fmt.Sprintf("%s (%s)", v.Prefix, vip)
+			}
+			for _, pf := range arp.ProxyExposure(f) {
+				out = append(out, proxyFinding{ProxyFinding: pf, subject: subject})
+			}
+		}
 	}
 	return out, nil
 }
@@ -185,24 +221,12 @@ func (p *planned) proxyReport(r *Report) {
 		if f.VIP.Is6() {
 			fam = nftables.TableFamilyIPv6
 		}
-		if spec, ok := p.want.Tables[fam]; ok && firewall.Suppresses(spec) && p.tableInSync(fam) {
-			r.Warnings = append(r.Warnings, fmt.Sprintf("proxy: %s: %s; %s drops these requests", f.VIP, f, firewall.TableRef(fam)))
+		if spec, ok := p.want.Tables[fam]; ok && firewall.Suppresses(spec) && p.tables().inSync(fam) {
+			r.Warnings = append(r.Warnings, fmt.Sprintf("proxy: %s: %s; %s drops these requests", f.subject, f, firewall.TableRef(fam)))
 			continue
 		}
 		r.Suppression = false
-		r.Differences = append(r.Differences, Difference{Kind: ProxyAnswers, Subject: f.VIP.String() + " on " + f.NIC, Detail: f.Reason,
+		r.Differences = append(r.Differences, Difference{Kind: ProxyAnswers, Subject: f.subject + " on " + f.NIC, Detail: f.Reason,
 			Fix: "turn the proxy setting off (dsr-agent does not change it: it belongs to the host)"})
 	}
-}
-
-// tableInSync reports whether the plan leaves dsr-agent's table of fam as
-// it is.
-func (p *planned) tableInSync(fam firewall.Family) bool {
-	ref := firewall.TableRef(fam)
-	for _, c := range p.plan.Changes {
-		if c.Kind == TableReplace && c.Subject == ref {
-			return false
-		}
-	}
-	return true
 }

@@ -17,7 +17,8 @@ type Report struct {
 	// answering ARP for its VIPs is in force (sysctls, arp table).
 	Suppression bool       `json:"arp_suppression"`
 	VIPs        []VIPState `json:"vips"`
-	// Prefixes are the prefix VIPs made local (AnyIP), present or not.
+	// Prefixes are the prefix VIPs (AnyIP): made local, or redirected in
+	// firewalld mode; present or not.
 	Prefixes    []PrefixState `json:"prefixes,omitempty"`
 	Differences []Difference  `json:"differences"`
 	// Warnings are costs of a state that is in sync, e.g. arp_ignore 8:

@@ -87,15 +87,37 @@ func (s *tableSurface) diff(d *Desired, _ *Ownership) []Change {
 
 func (s *tableSurface) blocked() error { return nil }
 
-// report: a VIP served by a redirect (never a local address) is present
+// report: a VIP or prefix served by a redirect (never local) is present
 // when its family's table is in place.
 func (s *tableSurface) report(p *planned, r *Report) {
 	if !p.want.Redirect {
 		return
 	}
-	for _, v := range p.want.VIPs {
-		r.VIPs = append(r.VIPs, VIPState{Address: v.Address.String(), Present: s.why[tableFamily(v.Address)] == ""})
+	for _, v := range p.want.Served {
+		present := s.why[tableFamily(v.Addr())] == ""
+		if v.IsPrefix {
+			r.Prefixes = append(r.Prefixes, PrefixState{Prefix: v.String(), Present: present})
+		} else {
+			r.VIPs = append(r.VIPs, VIPState{Address: v.String(), Present: present})
+		}
 	}
+}
+
+// inSync: dsr-agent's table of fam is in place as desired (the pass
+// leaves it as it is).
+func (s *tableSurface) inSync(fam firewall.Family) bool {
+	return s.present[fam] && s.why[fam] == ""
+}
+
+// tables is the plan's table surface, for the status checks that judge by
+// whether a table is in force.
+func (p *planned) tables() *tableSurface {
+	for _, s := range p.surfaces {
+		if t, ok := s.(*tableSurface); ok {
+			return t
+		}
+	}
+	return &tableSurface{}
 }
 
 // tableFamily is the family of the nat table that serves addr.

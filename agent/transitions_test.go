@@ -37,6 +37,8 @@ var walkConfigs = []string{
 	"mode: tunnel\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {address: '2001:db8::10'}]\n",
 	"mode: tunnel\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}, {address: '2001:db8::10'}]\ntunnel: {encap: gue, mss: 1400}\n",
 	"mode: tunnel\ninterfaces: [eth0.100]\nvips: [{address: 192.0.2.10}]\ntunnel: {encap: gue, port: 5555}\n",
+	"mode: tunnel\ninterfaces: [eth0.100]\nvips: [{prefix: 203.0.113.0/24, ports: [{port: 80}]}, {address: 192.0.2.10}, {prefix: '2001:db8:100::/64'}]\n",
+	"mode: tunnel\ninterfaces: [eth0.100]\nvips: [{prefix: 203.0.113.0/25}]\ntunnel: {encap: gue}\n",
 	"",
 }
 

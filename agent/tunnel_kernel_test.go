@@ -1,10 +1,16 @@
 package agent
 
 import (
+	"fmt"
+	"net"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 	"github.com/dsr-agent/dsr-agent/tunnel"
 )
 
@@ -90,5 +96,84 @@ func TestTunnelModeKernel(t *testing.T) {
 	th.requireNoVIPs()
 	if got := th.foreign(); got != foreign {
 		t.Errorf("foreign state changed:\n%s\nwant:\n%s", got, foreign)
+	}
+}
+
+// TestTunnelPrefixKernel (issue 21; runs in make test-tunnel's VM): tunnel
+// mode with only a prefix. A client that encapsulates like a director (an
+// IPIP device, the prefix routed into it) reaches a wildcard listener at
+// addresses of the prefix; the reply leaves straight from that address.
+// Strict rp_filter on `all`: the decapsulated packet passes only because
+// tunl0 holds an IPv4 address (the prefix's first, put there by the agent)
+// and its own rp_filter 2. The control: with that address deleted by hand,
+// the same connection fails (fib_validate_source's no-address path drops
+// it). The drift is named, repaired, and remove leaves nothing.
+func TestTunnelPrefixKernel(t *testing.T) {
+	requireTunnelModules(t)
+	srv, cli := netnstest.New(t), netnstest.New(t)
+	netnstest.Connect(t, srv, "eth0.100", []string{"10.78.0.2/24"}, cli, "eth0", []string{"10.78.0.1/24"})
+	srv.Exec(t, "ip", "route", "add", "default", "via", "10.78.0.1")
+	srv.Exec(t, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=1")
+	cli.Exec(t, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.eth0.rp_filter=0", "net.ipv4.conf.default.rp_filter=0")
+	cli.Exec(t, "ip", "link", "add", "t0", "type", "ipip", "local", "10.78.0.1", "remote", "10.78.0.2")
+	cli.Exec(t, "ip", "link", "set", "t0", "up")
+	cli.Exec(t, "ip", "route", "add", "203.0.113.0/24", "dev", "t0", "src", "10.78.0.1")
+	h, err := OpenHostAt(filepath.Join(t.TempDir(), "state"), srv.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	th := &testHost{t: t, ns: srv, host: h}
+	th.listen("tcp", ":80")
+	dial := func(addr string) error {
+		var err error
+		cli.Do(t, func() {
+			var c net.Conn
+			if c, err = net.DialTimeout("tcp", addr, 2*time.Second); err == nil {
+				if got := c.RemoteAddr().String(); got != addr {
+					err = fmt.Errorf("connected to %s", got)
+				}
+				c.Close()
+			}
+		})
+		return err
+	}
+	const cfg = "mode: tunnel\ninterfaces: [eth0.100]\nvips: [{prefix: 203.0.113.0/24, ports: [{port: 80}]}]\n"
+	th.apply(cfg)
+	th.requireInSync(cfg)
+	th.requireAddr("tunl0", "203.0.113.0/32")
+	if got := srv.Exec(t, "ip", "route", "show", "table", "local", "203.0.113.0/24"); !strings.Contains(got, "local 203.0.113.0/24 dev lo proto 213") {
+		t.Errorf("local route: %q", got)
+	}
+	if got := srv.Exec(t, "nft", "list", "set", "ip", "dsr-agent", "vip_prefixes"); !strings.Contains(got, "203.0.113.0/24") {
+		t.Errorf("MSS clamp set: %s", got)
+	}
+	for _, a := range []string{"203.0.113.1:80", "203.0.113.77:80", "203.0.113.254:80"} {
+		if err := dial(a); err != nil {
+			t.Errorf("through the tunnel to %s: %v", a, err)
+		}
+	}
+	// The control: no IPv4 address on tunl0, the same packets are dropped.
+	srv.Exec(t, "ip", "addr", "del", "203.0.113.0/32", "dev", "tunl0")
+	if err := dial("203.0.113.77:80"); err == nil {
+		t.Error("control: reached 203.0.113.77 with no address on tunl0; the test proves nothing")
+	}
+	r := th.status(cfg)
+	if !slices.ContainsFunc(r.Differences, func(d Difference) bool { return d.Kind == DriftVIPMissing && d.Subject == "203.0.113.0" }) {
+		t.Errorf("the missing tunl0 address is not a difference: %+v", r.Differences)
+	}
+	th.apply(cfg)
+	th.requireInSync(cfg)
+	if err := dial("203.0.113.77:80"); err != nil {
+		t.Errorf("after repair: %v", err)
+	}
+	if _, err := h.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.Exec(t, "ip", "route", "show", "table", "local", "proto", "213"); got != "" {
+		t.Errorf("routes left after remove: %q", got)
+	}
+	if got := srv.Exec(t, "ip", "addr", "show", "dev", "tunl0"); strings.Contains(got, "203.0.113.") {
+		t.Errorf("tunl0 address left after remove: %s", got)
 	}
 }

@@ -162,20 +162,10 @@ func listenerPorts(d *Desired) []listener.Port {
 		return nil
 	}
 	var out []listener.Port
-	add := func(ports []Port) {
-		for _, p := range ports {
-			port := p.Port
-			if d.Redirect {
-				port = p.ToPort
-			}
-			out = append(out, listener.Port{Proto: p.Protocol, Port: port})
+	for _, v := range d.Served {
+		for _, p := range v.Ports {
+			out = append(out, listener.Port{Proto: p.Protocol, Port: p.Deliver})
 		}
-	}
-	for _, v := range d.VIPs {
-		add(v.Ports)
-	}
-	for _, v := range d.Prefixes {
-		add(v.Ports)
 	}
 	return out
 }

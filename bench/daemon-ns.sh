@@ -24,7 +24,12 @@ daemon_up() {
 		echo "mode: loopback"
 		echo "interfaces: [eth0]"
 		echo "vips:"
-		for i in $(seq 0 999); do echo "  - address: 10.200.$((i / 256)).$((i % 256))"; done
+		if [ -n "${VIPS:-}" ]; then
+			# VIPS replaces the list: e.g. VIPS='- prefix: 10.200.0.0/16' (issue 21).
+			echo "  ${VIPS}"
+		else
+			for i in $(seq 0 999); do echo "  - address: 10.200.$((i / 256)).$((i % 256))"; done
+		fi
 		echo "health:"
 		echo "  listen: 10.88.0.2:8558"
 	} >"$tmp/config.yaml"

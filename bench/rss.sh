@@ -4,7 +4,7 @@
 # every 100 ms from READY through a burst of /healthz and /status requests
 # and past the next periodic resync (30 s). Prints the samples' maximum
 # after READY and at each phase. Needs root and curl.
-# Usage: rss.sh path/to/dsr-agent [requests] [watch-seconds]
+# Usage: [VIPS='- prefix: 10.200.0.0/16'] rss.sh path/to/dsr-agent [requests] [watch-seconds]
 set -euo pipefail
 bin=$(realpath "$1")
 reqs=${2:-200}

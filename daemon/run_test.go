@@ -547,3 +547,29 @@ vips:
 		return err == nil, out
 	})
 }
+
+// TestRunPrefixHealth: the daemon's /status, /healthz and metrics carry a
+// prefix VIP (AnyIP) as they carry a VIP: its route present, its listener
+// judged, its series in dsr_agent_vip_present and dsr_agent_listener_present.
+func TestRunPrefixHealth(t *testing.T) {
+	ns := setupNS(t)
+	d := startDaemon(t, ns, t.TempDir(), `mode: loopback
+interfaces: [eth0]
+vips:
+  - prefix: 10.77.128.0/24
+    ports: [{port: 8559}]
+health:
+  listen: 10.77.0.2:8558
+`, "--resync", "1h")
+	d.waitNote("READY=1", 10*time.Second)
+	eventually(t, 3*time.Second, "metrics show the prefix", func() (bool, string) {
+		c, m := nsGet(t, ns, "", "10.77.0.2:8558", "/metrics")
+		ok := c == 200 && strings.Contains(m, `dsr_agent_vip_present{vip="10.77.128.0/24"} 1`) &&
+			strings.Contains(m, `dsr_agent_listener_present{port="8559",proto="tcp",vip="10.77.128.0/24"} 0`)
+		return ok, fmt.Sprintf("%d:\n%s", c, m)
+	})
+	c, body := nsGet(t, ns, "", "10.77.0.2:8558", "/status")
+	if c != 200 || !strings.Contains(body, `"prefix": "10.77.128.0/24"`) {
+		t.Fatalf("/status: %d %s", c, body)
+	}
+}

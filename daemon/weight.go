@@ -22,7 +22,7 @@ type weightLoop struct {
 
 type weightKey struct {
 	cfg   agent.WeightConfig
-	addrs []netip.Addr
+	addrs []netip.Prefix
 	ports []uint16
 }
 

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dsr-agent/dsr-agent/agent"
 	"github.com/dsr-agent/dsr-agent/internal/netnstest"
 	"github.com/dsr-agent/dsr-agent/internal/testdaemon"
 )
@@ -180,22 +178,4 @@ func daemonWeight(t *testing.T, ns *netnstest.NS) *statusWeight {
 		t.Fatalf("/status: %d %v\n%s", c, err, body)
 	}
 	return doc.Weight
-}
-
-// TestWeightTargets: the connections signal counts connections to the VIPs,
-// and behind a redirect (the VIP is never local) to the redirects' TCP
-// target ports, each once.
-func TestWeightTargets(t *testing.T) {
-	vips := []agent.VIP{
-		{Address: netip.MustParseAddr("192.0.2.10"), Ports: []agent.Port{{Port: 80, Protocol: agent.TCP, ToPort: 8080}, {Port: 53, Protocol: agent.UDP, ToPort: 5353}}},
-		{Address: netip.MustParseAddr("2001:db8::10"), Ports: []agent.Port{{Port: 443, Protocol: agent.TCP, ToPort: 8443}, {Port: 80, Protocol: agent.TCP, ToPort: 8080}}},
-	}
-	addrs, ports := (&agent.Desired{VIPs: vips}).ConnectionTargets()
-	if fmt.Sprint(addrs, ports) != "[192.0.2.10 2001:db8::10] []" {
-		t.Errorf("loopback mode: %v %v", addrs, ports)
-	}
-	addrs, ports = (&agent.Desired{Redirect: true, VIPs: vips}).ConnectionTargets()
-	if fmt.Sprint(addrs, ports) != "[] [8080 8443]" {
-		t.Errorf("firewalld mode: %v %v", addrs, ports)
-	}
 }

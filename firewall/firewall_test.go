@@ -76,6 +76,10 @@ func goldenName(s Spec) string {
 		return "nsguard"
 	case *MSSTable:
 		switch {
+		case s.IPv6 && s.DropNS && len(s.Prefixes) > 0:
+			return "mss6guardprefix"
+		case len(s.Prefixes) > 0:
+			return "mss4prefix"
 		case s.IPv6 && s.DropNS:
 			return "mss6guard"
 		case s.IPv6:

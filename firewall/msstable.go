@@ -24,7 +24,11 @@ import (
 type MSSTable struct {
 	IPv6 bool
 	VIPs []netip.Addr
-	MSS  uint16
+	// Prefixes are whole prefixes served as VIPs (AnyIP): SYN-ACKs from any
+	// address of them are clamped too, by one more rule on an interval set
+	// whatever their number.
+	Prefixes []netip.Prefix
+	MSS      uint16
 	// DropNS adds, to the IPv6 table, the chains that drop Neighbour
 	// Solicitations for the VIPs (see NSGuard): tunnel mode's IPv6 VIPs are
 	// on lo, which proxy NDP does not count as local to the NIC.
@@ -32,16 +36,22 @@ type MSSTable struct {
 }
 
 // NewMSSClamp is the tunnel-mode table of the family of ipv6: SYN-ACKs from
-// any of vips advertise at most mss. vips of the other family are ignored,
-// so one list can feed both tables.
-func NewMSSClamp(ipv6 bool, vips []netip.Addr, mss uint16) *MSSTable {
+// any of vips, or any address of prefixes, advertise at most mss. Those of
+// the other family are ignored, so one list can feed both tables.
+func NewMSSClamp(ipv6 bool, vips []netip.Addr, mss uint16, prefixes ...netip.Prefix) *MSSTable {
 	var own []netip.Addr
 	for _, v := range vips {
 		if v.Unmap().Is6() == ipv6 {
 			own = append(own, v.Unmap())
 		}
 	}
-	return &MSSTable{IPv6: ipv6, VIPs: own, MSS: mss}
+	var ps []netip.Prefix
+	for _, p := range prefixes {
+		if p.Addr().Is6() == ipv6 {
+			ps = append(ps, p.Masked())
+		}
+	}
+	return &MSSTable{IPv6: ipv6, VIPs: own, Prefixes: ps, MSS: mss}
 }
 
 // nsVIPs are the VIPs the Neighbour Solicitation guard covers (none unless
@@ -51,6 +61,36 @@ func (m *MSSTable) nsVIPs() []netip.Addr {
 		return nil
 	}
 	return m.VIPs
+}
+
+// nsPrefixes are the prefixes the guard covers, likewise.
+func (m *MSSTable) nsPrefixes() []netip.Prefix {
+	if !m.IPv6 || !m.DropNS {
+		return nil
+	}
+	return m.Prefixes
+}
+
+// nsGuard: the guard's chains are there for a VIP or a prefix.
+func (m *MSSTable) nsGuard() bool { return len(m.nsVIPs())+len(m.nsPrefixes()) > 0 }
+
+// prefixSet is the interval set of the prefixes (nil: none), as the arp
+// table's.
+func (m *MSSTable) prefixSet(t *nftables.Table) (*nftables.Set, []nftables.SetElement) {
+	if len(m.Prefixes) == 0 {
+		return nil, nil
+	}
+	s := &nftables.Set{Table: t, Name: "vip_prefixes", KeyType: ipAddrType(m.IPv6), KeyByteOrder: binaryutil.BigEndian, Interval: true}
+	return s, intervalElements(sortedPrefixes(m.Prefixes))
+}
+
+// rules are the clamp's rules: the VIPs', then the prefixes' if any.
+func (m *MSSTable) rules(vips, prefixes *nftables.Set) [][]expr.Any {
+	out := [][]expr.Any{m.rule(vips)}
+	if prefixes != nil {
+		out = append(out, m.rule(prefixes))
+	}
+	return out
 }
 
 // Family implements Spec.
@@ -132,23 +172,35 @@ func (m *MSSTable) build(c *nftables.Conn, t *nftables.Table) error {
 	if err := addSet(c, s, elems); err != nil {
 		return fmt.Errorf("set vips: %w", err)
 	}
+	ps, psElems := m.prefixSet(t)
+	if ps != nil {
+		if err := addSet(c, ps, psElems); err != nil {
+			return fmt.Errorf("set vip_prefixes: %w", err)
+		}
+	}
 	ch := c.AddChain(mssChain(t))
-	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: m.rule(s)})
-	if vips := m.nsVIPs(); len(vips) > 0 {
-		buildNSGuard(c, t, vips)
+	for _, r := range m.rules(s, ps) {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r})
+	}
+	if m.nsGuard() {
+		buildNSGuard(c, t, m.nsVIPs(), m.nsPrefixes()...)
 	}
 	return nil
 }
 
 func (m *MSSTable) expected() tableContent {
 	s, elems := m.set(nil)
+	ps, psElems := m.prefixSet(nil)
 	tc := tableContent{
 		chains: []chainContent{{name: "output", base: true, typ: nftables.ChainTypeFilter, hook: *nftables.ChainHookOutput,
-			priority: int32(*mssPriority), policy: nftables.ChainPolicyAccept, rules: [][]expr.Any{m.rule(s)}}},
+			priority: int32(*mssPriority), policy: nftables.ChainPolicyAccept, rules: m.rules(s, ps)}},
 		sets: []setContent{setContentOf(s, elems)},
 	}
-	if vips := m.nsVIPs(); len(vips) > 0 {
-		tc.chains = append(tc.chains, nsGuardContent(vips)...)
+	if ps != nil {
+		tc.sets = append(tc.sets, setContentOf(ps, psElems))
+	}
+	if m.nsGuard() {
+		tc.chains = append(tc.chains, nsGuardContent(m.nsVIPs(), m.nsPrefixes()...)...)
 	}
 	return tc
 }
@@ -166,12 +218,25 @@ func (m *MSSTable) Render() string {
 	fmt.Fprintf(&b, "\tset vips {\n\t\ttype %s\n", addrType)
 	writeElements(&b, elems)
 	b.WriteString("\t}\n\n")
+	var prefixes []string
+	for _, p := range sortedPrefixes(m.Prefixes) {
+		prefixes = append(prefixes, p.String())
+	}
+	if len(prefixes) > 0 {
+		b.WriteString("\t# prefixes served as VIPs (AnyIP), clamped alike\n")
+		fmt.Fprintf(&b, "\tset vip_prefixes {\n\t\ttype %s\n\t\tflags interval\n", addrType)
+		writeElements(&b, prefixes)
+		b.WriteString("\t}\n\n")
+	}
 	b.WriteString("\tchain output {\n\t\ttype filter hook output priority mangle; policy accept;\n")
 	fmt.Fprintf(&b, "\t\t%s saddr @vips tcp flags & (syn | ack) == (syn | ack) tcp option maxseg size > %d counter tcp option maxseg size set %d\n", fam, m.MSS, m.MSS)
+	if len(prefixes) > 0 {
+		fmt.Fprintf(&b, "\t\t%s saddr @vip_prefixes tcp flags & (syn | ack) == (syn | ack) tcp option maxseg size > %d counter tcp option maxseg size set %d\n", fam, m.MSS, m.MSS)
+	}
 	b.WriteString("\t}\n")
-	if vips := m.nsVIPs(); len(vips) > 0 {
+	if m.nsGuard() {
 		b.WriteString("\n")
-		renderNSGuard(&b, vips)
+		renderNSGuard(&b, m.nsVIPs(), m.nsPrefixes()...)
 	}
 	b.WriteString("}\n")
 	return b.String()

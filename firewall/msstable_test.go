@@ -155,7 +155,7 @@ func TestMSSClampSYNACK(t *testing.T) {
 				want = c.clamp
 			}
 			t.Run(fmt.Sprintf("ipv6=%v/%s", f.ipv6, c.name), func(t *testing.T) {
-				got := synAckMSS(t, f.ipv6, f.vip, f.srv, f.cli, f.plain, c.clamp)
+				got := synAckMSS(t, f.ipv6, f.vip, "", f.srv, f.cli, f.plain, c.clamp)
 				if got != want {
 					t.Fatalf("SYN-ACK MSS = %d, want %d", got, want)
 				}
@@ -164,33 +164,132 @@ func TestMSSClampSYNACK(t *testing.T) {
 	}
 }
 
+// TestMSSClampSYNACKPrefix: the same proof for an address inside an AnyIP
+// prefix (issue 21, tunnel mode): the prefix set's rule clamps SYN-ACKs
+// from it, and without the table the kernel's own MSS leaves (the control).
+func TestMSSClampSYNACKPrefix(t *testing.T) {
+	for _, f := range []struct {
+		ipv6                         bool
+		vip, prefix, srv, cli, plain string
+		natural                      uint16
+	}{
+		{false, "198.51.100.200", "198.51.100.0/24", "10.1.0.1/24", "10.1.0.2/24", "10.1.0.1", 1460},
+		{true, "2001:db8:100::77", "2001:db8:100::/64", "2001:db8:1::1/64", "2001:db8:1::2/64", "2001:db8:1::1", 1440},
+	} {
+		for _, clamp := range []uint16{0, 1400} {
+			want := f.natural
+			if clamp != 0 {
+				want = clamp
+			}
+			t.Run(fmt.Sprintf("ipv6=%v/clamp=%d", f.ipv6, clamp), func(t *testing.T) {
+				if got := synAckMSS(t, f.ipv6, f.vip, f.prefix, f.srv, f.cli, f.plain, clamp); got != want {
+					t.Fatalf("SYN-ACK MSS = %d, want %d", got, want)
+				}
+			})
+		}
+	}
+}
+
+// mssPrefixSpecs are tunnel mode's tables with prefixes beside the VIPs
+// (IPv6: with the Neighbour Solicitation guard, as tunnel mode builds it).
+func mss4PrefixSpec() *MSSTable {
+	return NewMSSClamp(false, []netip.Addr{netip.MustParseAddr("192.0.2.10")}, 1400,
+		netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("2001:db8:100::/64"), netip.MustParsePrefix("192.0.2.128/25"))
+}
+
+func mss6PrefixSpec() *MSSTable {
+	m := NewMSSClamp(true, []netip.Addr{netip.MustParseAddr("2001:db8::10")}, 1400,
+		netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("2001:db8:100::/64"))
+	m.DropNS = true
+	return m
+}
+
+// TestMSSPrefixes: the golden renderings, the kernel's listing after
+// Replace and after nft -f of the rendering (equal, in sync), one rule more
+// whatever the number of prefixes, and hand edits of the prefix set seen
+// as drift.
+func TestMSSPrefixes(t *testing.T) {
+	golden.Assert(t, "mss4prefix.render.nft", RenderReplace(mss4PrefixSpec()))
+	golden.Assert(t, "mss6guardprefix.render.nft", RenderReplace(mss6PrefixSpec()))
+	replaceRoundTrip(t, "mss4prefix", mss4PrefixSpec())
+	replaceRoundTrip(t, "mss6guardprefix", mss6PrefixSpec())
+	many := mss4PrefixSpec()
+	for i := range 200 {
+		many.Prefixes = append(many.Prefixes, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 24))
+	}
+	if n := len(many.expected().chains[0].rules); n != 2 {
+		t.Errorf("output rules with 202 prefixes: %d, want 2", n)
+	}
+	if n := len(mss4Spec().expected().chains[0].rules); n != 1 {
+		t.Errorf("output rules without prefixes: %d, want 1", n)
+	}
+	for name, script := range map[string]string{
+		"prefix deleted":      "delete element ip dsr-agent vip_prefixes { 192.0.2.128/25 }",
+		"prefix narrowed":     "delete element ip dsr-agent vip_prefixes { 203.0.113.0/24 }\nadd element ip dsr-agent vip_prefixes { 203.0.113.0/25 }",
+		"prefix rule deleted": "flush chain ip dsr-agent output\nadd rule ip dsr-agent output " + fmt.Sprintf(mssRule, 1400, 1400),
+	} {
+		t.Run(name, func(t *testing.T) {
+			ns := netnstest.New(t)
+			m := &Manager{Conn: ns.NFT(t)}
+			spec := mss4PrefixSpec()
+			if err := m.Replace(spec); err != nil {
+				t.Fatal(err)
+			}
+			nftScript(t, ns, script+"\n")
+			if d, err := m.Diff(spec); err != nil || d == "" {
+				t.Fatalf("hand edit not detected (%v)", err)
+			} else {
+				t.Logf("%s: %s", name, d)
+			}
+			if err := m.Replace(spec); err != nil {
+				t.Fatal(err)
+			}
+			if d, _ := m.Diff(spec); d != "" {
+				t.Fatalf("after repair Diff = %q", d)
+			}
+		})
+	}
+}
+
 // synAckMSS builds the pair of namespaces, installs the clamp (unless 0),
 // opens one connection to the VIP and returns the MSS option of the SYN-ACK
 // as captured on the client's side of the veth.
-func synAckMSS(t *testing.T, ipv6 bool, vip, srvCIDR, cliCIDR, gw string, clamp uint16) uint16 {
+func synAckMSS(t *testing.T, ipv6 bool, vip, prefix, srvCIDR, cliCIDR, gw string, clamp uint16) uint16 {
 	srv, cli := netnstest.New(t), netnstest.New(t)
 	netnstest.Connect(t, cli, "c0", []string{cliCIDR}, srv, "s0", []string{srvCIDR})
 	plen := "/32"
 	if ipv6 {
 		plen = "/128"
 	}
-	args := []string{"addr", "add", vip + plen, "dev", "lo"}
-	if ipv6 {
-		// Even on lo an IPv6 address starts tentative for a moment (DAD
-		// work is queued, then skipped): bind raced it (EADDRNOTAVAIL).
-		args = append(args, "nodad")
+	listen := net.JoinHostPort(vip, "80")
+	if prefix != "" {
+		// vip is an address of an AnyIP prefix: a local route, served by
+		// a wildcard listener (an IPv6 bind inside it needs FREEBIND).
+		srv.Exec(t, "ip", "route", "add", "local", prefix, "dev", "lo", "table", "local")
+		listen = ":80"
+	} else {
+		args := []string{"addr", "add", vip + plen, "dev", "lo"}
+		if ipv6 {
+			// Even on lo an IPv6 address starts tentative for a moment (DAD
+			// work is queued, then skipped): bind raced it (EADDRNOTAVAIL).
+			args = append(args, "nodad")
+		}
+		srv.Exec(t, "ip", args...)
 	}
-	srv.Exec(t, "ip", args...)
 	cli.Exec(t, "ip", "route", "add", vip+plen, "via", gw)
 	if clamp != 0 {
 		m := &Manager{Conn: srv.NFT(t)}
-		if err := m.Replace(NewMSSClamp(ipv6, []netip.Addr{netip.MustParseAddr(vip)}, clamp)); err != nil {
+		spec := NewMSSClamp(ipv6, []netip.Addr{netip.MustParseAddr(vip)}, clamp)
+		if prefix != "" {
+			spec = NewMSSClamp(ipv6, nil, clamp, netip.MustParsePrefix(prefix))
+		}
+		if err := m.Replace(spec); err != nil {
 			t.Fatal(err)
 		}
 	}
 	var ln net.Listener
 	var err error
-	srv.Do(t, func() { ln, err = net.Listen("tcp", net.JoinHostPort(vip, "80")) })
+	srv.Do(t, func() { ln, err = net.Listen("tcp", listen) })
 	if err != nil {
 		t.Fatal(err)
 	}

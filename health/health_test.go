@@ -357,3 +357,44 @@ func TestStatusJSONGolden(t *testing.T) {
 	got := regexp.MustCompile(`"\d{4}-\d\d-\d\dT[^"]*"`).ReplaceAllString(string(b), `"<time>"`)
 	golden.Assert(t, "status.json", got)
 }
+
+// TestPrefixHealth: a prefix VIP (AnyIP) is judged as a VIP: /healthz
+// names it when its route (or redirect) is missing, /status carries it,
+// and dsr_agent_vip_present has a series for it, dropped when a reload
+// removes it; a snapshot whose host check failed with only prefixes
+// configured says so.
+func TestPrefixHealth(t *testing.T) {
+	s := NewState()
+	srv := NewServer(s, nil, quietLog())
+	h := srv.Handler()
+	snap := okSnapshot()
+	snap.Prefixes = []agent.PrefixState{{Prefix: "198.51.100.0/24", Present: true}}
+	s.SetSnapshot(snap)
+	if code, body := get(t, h, "GET", "/healthz", "192.0.2.1:1"); code != 200 {
+		t.Fatalf("healthy: %d %q", code, body)
+	}
+	code, body := get(t, h, "GET", "/status", "192.0.2.1:1")
+	if code != 200 || !strings.Contains(body, `"prefix": "198.51.100.0/24"`) {
+		t.Fatalf("status: %d %s", code, body)
+	}
+	if _, body := get(t, h, "GET", "/metrics", "192.0.2.1:1"); !strings.Contains(body, `dsr_agent_vip_present{vip="198.51.100.0/24"} 1`) {
+		t.Fatalf("metrics lack the prefix:\n%s", body)
+	}
+	snap.Prefixes = []agent.PrefixState{{Prefix: "198.51.100.0/24", Present: false}}
+	s.SetSnapshot(snap)
+	if code, body := get(t, h, "GET", "/healthz", "192.0.2.1:1"); code != 503 || body != "prefix 198.51.100.0/24 missing\n" {
+		t.Fatalf("prefix missing: %d %q", code, body)
+	}
+	if _, body := get(t, h, "GET", "/metrics", "192.0.2.1:1"); !strings.Contains(body, `dsr_agent_vip_present{vip="198.51.100.0/24"} 0`) {
+		t.Fatalf("metrics lack the missing prefix:\n%s", body)
+	}
+	s.SetSnapshot(okSnapshot())
+	if _, body := get(t, h, "GET", "/metrics", "192.0.2.1:1"); strings.Contains(body, "198.51.100.0/24") {
+		t.Fatalf("a prefix dropped by a reload is still reported:\n%s", body)
+	}
+	s.SetSnapshot(Snapshot{Time: time.Now(), Error: "observe: permission denied",
+		Report: agent.Report{Prefixes: []agent.PrefixState{{Prefix: "198.51.100.0/24"}}}})
+	if code, body := get(t, h, "GET", "/healthz", "192.0.2.1:1"); code != 503 || !strings.Contains(body, "prefix 198.51.100.0/24 missing") {
+		t.Fatalf("failed check with prefixes only: %d %q", code, body)
+	}
+}

@@ -54,7 +54,7 @@ func NewMetrics() *Metrics {
 		suppression: prometheus.NewGauge(prometheus.GaugeOpts{Name: "dsr_agent_arp_suppression",
 			Help: "1 when ARP suppression for the VIPs is in force."}),
 		vipPresent: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dsr_agent_vip_present",
-			Help: "1 when the VIP is configured as the mode requires."}, []string{"vip"}),
+			Help: "1 when the VIP (or prefix VIP) is configured as the mode requires."}, []string{"vip"}),
 		listenerUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dsr_agent_listener_present",
 			Help: "1 when a socket receives the VIP port's traffic (on the VIP or the wildcard; firewalld mode: the redirect's target)."}, []string{"vip", "port", "proto"}),
 		checkUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dsr_agent_check_up",
@@ -114,10 +114,16 @@ func (m *Metrics) setSnapshot(s *Snapshot) {
 	m.lastSnapshot.Set(float64(s.Time.UnixNano()) / 1e9)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := make(map[string]bool, len(s.VIPs))
+	now := make(map[string]bool, len(s.VIPs)+len(s.Prefixes))
 	for _, v := range s.VIPs {
 		now[v.Address] = true
 		m.vipPresent.WithLabelValues(v.Address).Set(b2f(v.Present))
+	}
+	// A prefix is a VIP of the same series, labelled by the prefix as its
+	// listeners are: the VIP alerts and dashboards cover it unchanged.
+	for _, pf := range s.Prefixes {
+		now[pf.Prefix] = true
+		m.vipPresent.WithLabelValues(pf.Prefix).Set(b2f(pf.Present))
 	}
 	// A VIP dropped from the config by a reload stops being reported.
 	for a := range m.vipSeen {

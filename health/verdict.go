@@ -38,7 +38,7 @@ func (s *State) recomputeLocked() {
 	case s.snap == nil:
 		reasons = append(reasons, "starting: first apply not done")
 		setupBroken = true
-	case s.snap.Error != "" && len(s.snap.VIPs) == 0:
+	case s.snap.Error != "" && len(s.snap.VIPs) == 0 && len(s.snap.Prefixes) == 0:
 		// The host could not even be observed: nothing says the setup holds.
 		reasons = append(reasons, "host check failed: "+firstLine(s.snap.Error))
 		setupBroken = true
@@ -56,6 +56,14 @@ func (s *State) recomputeLocked() {
 				reasons = append(reasons, fmt.Sprintf("vip %s missing from %s", v.Address, v.Link))
 			} else {
 				reasons = append(reasons, fmt.Sprintf("vip %s missing", v.Address))
+			}
+		}
+		// A prefix (AnyIP) is every address of it: one missing route or
+		// redirect takes them all.
+		for _, pf := range s.snap.Prefixes {
+			if !pf.Present {
+				setupBroken = true
+				reasons = append(reasons, fmt.Sprintf("prefix %s missing", pf.Prefix))
 			}
 		}
 	}

@@ -35,7 +35,8 @@ const (
 const maxBytecode = 60000
 
 // CountEstablished counts the established TCP connections, IPv4 and IPv6,
-// whose local address is one of addrs or whose local port is one of ports
+// whose local address is in one of addrs (a VIP's host prefix, or a whole
+// prefix served by an AnyIP route) or whose local port is one of ports
 // (firewalld mode: a redirect rewrites the VIP to the host's own address,
 // so the redirect's target port is what marks the VIP's traffic). An IPv4
 // address also matches the v4-mapped connections of a dual-stack socket.
@@ -43,7 +44,7 @@ const maxBytecode = 60000
 // The kernel filters (an inet_diag program): only the matching sockets
 // are copied out, so a server with many unrelated connections costs little.
 // Nothing to match counts 0 without a dump.
-func (d *Diag) CountEstablished(addrs []netip.Addr, ports []uint16) (int, error) {
+func (d *Diag) CountEstablished(addrs []netip.Prefix, ports []uint16) (int, error) {
 	if len(addrs) == 0 && len(ports) == 0 {
 		return 0, nil
 	}
@@ -116,20 +117,20 @@ func (d *Diag) countOnce(family uint8, prog []byte, match func(netip.Addr, uint1
 	return n, nil
 }
 
-// matchProgram is "local address is one of addrs, or local port is one of
+// matchProgram is "local address is in one of addrs, or local port is one of
 // ports". Each condition is followed by a jump to the end (accept) that it
 // skips when it does not match; the last op jumps past the end (reject).
 // Jumping forward from each condition keeps every yes (8 bits) small
 // however many conditions there are; the long jumps use no (16 bits).
-func matchProgram(addrs []netip.Addr, ports []uint16) []byte {
+func matchProgram(addrs []netip.Prefix, ports []uint16) []byte {
 	var conds [][]byte
-	for _, a := range addrs {
-		a = a.Unmap()
-		fam, bits := byte(unix.AF_INET), 32
+	for _, pf := range addrs {
+		a := pf.Addr().Unmap()
+		fam := byte(unix.AF_INET)
 		if a.Is6() {
-			fam, bits = unix.AF_INET6, 128
+			fam = unix.AF_INET6
 		}
-		conds = append(conds, hostcond(fam, byte(bits), -1, a.AsSlice()))
+		conds = append(conds, hostcond(fam, byte(pf.Bits()), -1, a.AsSlice()))
 	}
 	for _, p := range ports {
 		conds = append(conds, hostcond(unix.AF_UNSPEC, 0, int32(p), nil))
@@ -169,14 +170,31 @@ func appendOp(b []byte, code, yes byte, no uint16) []byte {
 
 // matchFunc is matchProgram in user space, for programs too big for the
 // kernel.
-func matchFunc(addrs []netip.Addr, ports []uint16) func(netip.Addr, uint16) bool {
+func matchFunc(addrs []netip.Prefix, ports []uint16) func(netip.Addr, uint16) bool {
+	// Host prefixes (single VIPs, the many) by map; wider ones by scan.
 	as := make(map[netip.Addr]bool, len(addrs))
-	for _, a := range addrs {
-		as[a.Unmap()] = true
+	var wide []netip.Prefix
+	for _, pf := range addrs {
+		if a := pf.Addr().Unmap(); pf.Bits() == a.BitLen() {
+			as[a] = true
+		} else {
+			wide = append(wide, netip.PrefixFrom(a, pf.Bits()))
+		}
 	}
 	ps := make(map[uint16]bool, len(ports))
 	for _, p := range ports {
 		ps[p] = true
 	}
-	return func(a netip.Addr, p uint16) bool { return as[a.Unmap()] || ps[p] }
+	return func(a netip.Addr, p uint16) bool {
+		a = a.Unmap()
+		if as[a] || ps[p] {
+			return true
+		}
+		for _, pf := range wide {
+			if pf.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
 }
