@@ -95,9 +95,13 @@ lint: $(GOBIN_DIR)/staticcheck
 $(GOBIN_DIR)/staticcheck:
 	GOBIN=$(GOBIN_DIR) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
-## bench: Go benchmarks (root: they use network namespaces).
+## bench: Go benchmarks (root: they use network namespaces): apply (VIPs and
+## AnyIP prefixes, with the kernel's own `ip -batch` floor), the anyip surface
+## alone, and the director's probe on one core.
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x -count 5 -timeout 60m ./agent/ | tee bench/last-run.txt
+	$(GO) test -run '^$$' -bench . -benchtime 30x -count 5 ./anyip/ | tee -a bench/last-run.txt
+	$(GO) test -run '^$$' -bench Probe -benchtime 1000x -count 3 -cpu 1 ./probe/ | tee -a bench/last-run.txt
 
 clean:
 	rm -rf $(BIN)

@@ -55,7 +55,11 @@ func BenchmarkApplyFromClean(b *testing.B) {
 	}
 	b.Run("addrs-1000-on-lo", func(b *testing.B) {
 		ns := netnstest.New(b)
-		lm := &loopback.Manager{NL: ns.Netlink}
+		lm, err := loopback.NewManager(ns.Netlink, ns.Handle)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { lm.Close() })
 		base := netip.MustParseAddr("198.18.0.0").As4()
 		addrs := make([]loopback.Addr, 1000)
 		for i := range addrs {

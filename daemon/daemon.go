@@ -166,7 +166,7 @@ func (d *daemon) loop(ctx context.Context, ctl *control) error {
 	resync := time.NewTicker(d.o.Resync)
 	defer resync.Stop()
 
-	d.log.Info("dsr-agent daemon starting", "config", d.o.ConfigPath, "mode", d.cfg.Mode, "vips", len(d.cfg.VIPs), "resync", d.o.Resync)
+	d.log.Info("dsr-agent daemon starting", "config", d.o.ConfigPath, "mode", d.cfg.Mode, "vips", len(d.cfg.VIPs), "prefixes", len(d.cfg.Prefixes), "resync", d.o.Resync)
 	d.reconcile([]string{"start"})
 	for {
 		var retry <-chan time.Time
@@ -372,7 +372,7 @@ func (d *daemon) afterSuccess() {
 	if !d.applied {
 		d.applied = true
 		d.o.Notify(fmt.Sprintf("READY=1\nSTATUS=converged: mode %s, %d VIP(s)", d.cfg.Mode, len(d.cfg.VIPs)))
-		d.log.Info("host converged; ready", "mode", d.cfg.Mode, "vips", len(d.cfg.VIPs))
+		d.log.Info("host converged; ready", "mode", d.cfg.Mode, "vips", len(d.cfg.VIPs), "prefixes", len(d.cfg.Prefixes))
 	}
 }
 
@@ -390,7 +390,7 @@ func (d *daemon) reload(ctx context.Context) (string, error) {
 	prev := d.want
 	d.cfg, d.want = cfg, next
 	d.lastInSync = false
-	d.log.Info("reloading config", "config", d.o.ConfigPath, "mode", cfg.Mode, "vips", len(cfg.VIPs))
+	d.log.Info("reloading config", "config", d.o.ConfigPath, "mode", cfg.Mode, "vips", len(cfg.VIPs), "prefixes", len(cfg.Prefixes))
 	d.configureHealth(ctx, prev.Health)
 	d.watchers.Follow(next)
 	d.reconcile([]string{"reload"})

@@ -54,7 +54,7 @@ func (d *daemon) configureWeight(ctx context.Context) {
 	loop := &weightLoop{key: key, cancel: cancel, done: make(chan struct{})}
 	d.weight = loop
 	d.log.Info("agent-check weight on", "cpu", wc.CPU, "load", wc.Load, "connections", wc.Connections,
-		"exec", wc.Exec, "smoothing", wc.Smoothing, "min", wc.Min, "vips", len(addrs), "ports", ports)
+		"exec", wc.Exec, "smoothing", wc.Smoothing, "min", wc.Min, "destinations", len(addrs), "ports", ports)
 	go func() {
 		defer close(loop.done)
 		d.runWeight(wctx, key)
