@@ -170,7 +170,7 @@ func planOn(k kernel, f *Facts, d *Desired) (*planned, error) {
 
 // notes are what the operator must hear beside the plan.
 func (p *planned) notes(when noteWhen) []string {
-	n := stateNotes(p.facts.Owned, when)
+	n := append(stateNotes(p.facts.Owned, when), p.want.Notes...)
 	if p.want.HandsOff {
 		n = append(n, handsOffNote(p.facts.Owned)...)
 	}

@@ -58,6 +58,10 @@ type Desired struct {
 	// HandsOff is an explicit `vips: []`: plan nothing at all, not even
 	// the removal of what an earlier config made (only remove tears down).
 	HandsOff bool
+	// Notes are what the operator must hear about a valid config on this
+	// host (apply's notes, status's warnings): e.g. a tunnel.mss too large
+	// for one family's encapsulation.
+	Notes []string
 }
 
 // Resolve is the policy, and the only code that knows the modes: config and

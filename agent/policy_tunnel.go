@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"net/netip"
 
 	"github.com/dsr-agent/dsr-agent/arp"
@@ -83,6 +84,18 @@ func resolveTunnel(cfg *Config, f *Facts, d *Desired) {
 		if mss == 0 {
 			// An unusable MTU (unknown, or tiny) still gets a valid clamp.
 			mss = max(tunnel.DefaultMSS(mtu, t.Encap, fam.v6), minMSS)
+		} else if fit := tunnel.DefaultMSS(mtu, t.Encap, fam.v6); mtu > 0 && mss > fit {
+			// tunnel.mss is one value for both families, and 1400 (the
+			// common figure) does not fit GUE over IPv6 on a 1500 link:
+			// a full-size segment, encapsulated, would not fit the link it
+			// arrives on. The operator's value is kept; they must hear it.
+			ipv := "IPv4"
+			if fam.v6 {
+				ipv = "IPv6"
+			}
+			d.Notes = append(d.Notes, fmt.Sprintf("tunnel.mss %d is more than %s over %s fits on a %d-byte link (%d): "+
+				"full-size segments of %s clients will not fit once encapsulated; set tunnel.mss to %d or less, or leave it out",
+				mss, t.Encap, ipv, mtu, fit, ipv, fit))
 		}
 		clamp := firewall.NewMSSClamp(fam.v6, fam.vips, uint16(mss), fam.prefixes...)
 		d.Tables[clamp.Family()] = clamp
