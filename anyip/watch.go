@@ -2,7 +2,6 @@ package anyip
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 
 	"github.com/vishvananda/netlink/nl"
@@ -24,45 +23,8 @@ const Trigger = "prefix"
 // route with the mark, in any table): a daemon that runs both may drop
 // either, a wake is only a reason to re-read.
 func Watch(ctx context.Context, wake resubscribe.Wake, log *slog.Logger) {
-	groups := []uint{unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE}
-	for ctx.Err() == nil {
-		s, err := nl.Subscribe(unix.NETLINK_ROUTE, groups...)
-		if err == nil {
-			err = s.SetReceiveBufferSize(resubscribe.RcvBuf, true)
-		}
-		if err == nil {
-			// Closing the socket does not end a blocked recvfrom.
-			err = s.SetReceiveTimeout(&unix.Timeval{Sec: 1})
-		}
-		if err != nil {
-			log.Error("netlink local route subscription failed; retrying", "err", err)
-			if s != nil {
-				s.Close()
-			}
-			resubscribe.Sleep(ctx, resubscribe.Delay)
-			continue
-		}
-		for ctx.Err() == nil {
-			msgs, _, err := s.Receive()
-			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-				continue
-			}
-			if err != nil {
-				break
-			}
-			for _, m := range msgs {
-				if Ours(m.Header.Type, m.Data) {
-					wake(Trigger)
-				}
-			}
-		}
-		s.Close()
-		if ctx.Err() == nil {
-			log.Warn("netlink local route subscription closed; reopening with a full resync")
-			wake(resubscribe.Trigger)
-			resubscribe.Sleep(ctx, resubscribe.Delay)
-		}
-	}
+	resubscribe.Netlink{What: "local route", Groups: []uint{unix.RTNLGRP_IPV4_ROUTE, unix.RTNLGRP_IPV6_ROUTE},
+		Match: Ours, Trigger: Trigger}.Run(ctx, wake, log)
 }
 
 // Ours reports whether a route notification is one of dsr-agent's AnyIP

@@ -2,7 +2,6 @@ package route
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 
 	"github.com/vishvananda/netlink/nl"
@@ -18,45 +17,7 @@ import (
 // routes of others, which change often, do not wake it). A link going down takes its IPv4 routes with it without a
 // notification; the link watcher covers that.
 func Watch(ctx context.Context, wake resubscribe.Wake, log *slog.Logger) {
-	for ctx.Err() == nil {
-		s, err := nl.Subscribe(unix.NETLINK_ROUTE, watchGroups...)
-		if err == nil {
-			err = s.SetReceiveBufferSize(resubscribe.RcvBuf, true)
-		}
-		if err == nil {
-			// Closing the socket does not end a blocked recvfrom, so wake
-			// up now and then to see whether ctx is done.
-			err = s.SetReceiveTimeout(&unix.Timeval{Sec: 1})
-		}
-		if err != nil {
-			log.Error("netlink rule/route subscription failed; retrying", "err", err)
-			if s != nil {
-				s.Close()
-			}
-			resubscribe.Sleep(ctx, resubscribe.Delay)
-			continue
-		}
-		for ctx.Err() == nil {
-			msgs, _, err := s.Receive()
-			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
-				continue
-			}
-			if err != nil {
-				break
-			}
-			for _, m := range msgs {
-				if ours(m.Header.Type, m.Data) {
-					wake("route")
-				}
-			}
-		}
-		s.Close()
-		if ctx.Err() == nil {
-			log.Warn("netlink rule/route subscription closed; reopening with a full resync")
-			wake(resubscribe.Trigger)
-			resubscribe.Sleep(ctx, resubscribe.Delay)
-		}
-	}
+	resubscribe.Netlink{What: "rule/route", Groups: watchGroups, Match: ours, Trigger: "route"}.Run(ctx, wake, log)
 }
 
 // watchGroups are the rtnetlink groups Watch listens to.
