@@ -197,7 +197,7 @@ comp=$x/usr/share/bash-completion/completions/dsr-agent
 same "bash completion registers for dsr-agent" "complete -o bashdefault -o default -o nospace -F _dsr_agent_bash_autocomplete dsr-agent" \
 	"$(bash -c 'source "$1" && complete -p dsr-agent' _ "$comp")"
 # The completion asks the binary: the candidates it offers are the visible commands.
-same "completion candidates (dsr-agent --generate-bash-completion)" "validate apply status remove check prepare run drain undrain reload" \
+same "completion candidates (dsr-agent --generate-bash-completion)" "validate apply status remove check prepare probe run drain undrain reload" \
 	"$("$bin" --generate-bash-completion | awk -F: '{print $1}' | xargs)"
 
 cfgtest=$work/cfg
